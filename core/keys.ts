@@ -1,0 +1,121 @@
+/**
+ * The repository's object key layout (DESIGN.md, "Repository layout"). Every key pgkeep writes is
+ * built here and nowhere else, so the agent, the Lambdas and the CDK policies agree on it.
+ *
+ *   v1/<cluster>/wal/<timeline>/<wal file name>-<sha256 prefix>.zst.age
+ *   v1/<cluster>/logical/<db>/<backup-id>/dump.zst.age
+ *   v1/<cluster>/logical/_globals/<backup-id>/globals.sql.zst.age
+ *   v1/<cluster>/base/<backup-id>/base.tar.zst.age (+ <tablespace oid>.tar.zst.age)
+ *   v1/<cluster>/manifests/<backup-id>.json       written last: the backup exists
+ *   v1/<cluster>/verify/<run-id>.json             restore-verification reports
+ */
+
+export const FORMAT_PREFIX = 'v1';
+/** Suffix of every encrypted object: zstd inside age. The codec is read back from it. */
+export const OBJECT_SUFFIX = '.zst.age';
+/** How many hex digits of the plaintext sha256 go into a WAL key. */
+export const WAL_HASH_PREFIX_HEX = 16;
+
+const CLUSTER_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Throws unless `name` can be a cluster name (lower-case letters, digits and dashes, as in a DNS label). */
+export function assertClusterName(name: string): void {
+  if (!CLUSTER_NAME.test(name)) {
+    throw new Error(
+      `invalid cluster name "${name}": use 1-63 lower-case letters, digits and dashes, starting with a letter or digit`,
+    );
+  }
+}
+
+export function clusterPrefix(cluster: string): string {
+  assertClusterName(cluster);
+  return `${FORMAT_PREFIX}/${cluster}/`;
+}
+
+/**
+ * Database names may hold any character; in keys they are percent-encoded, and a leading "_" is
+ * encoded too so that no database can collide with the reserved `_globals` folder.
+ */
+export function encodeDatabaseName(name: string): string {
+  if (name.length === 0) throw new Error('database name is empty');
+  return encodeURIComponent(name).replace(/^_/, '%5F').replaceAll('.', '%2E').replaceAll('*', '%2A');
+}
+
+export function decodeDatabaseName(encoded: string): string {
+  return decodeURIComponent(encoded);
+}
+
+const BACKUP_ID = /^(\d{8}T\d{6}Z)-([0-9a-f]{4})$/;
+
+/** A new backup id: sortable by start time (UTC, second precision) with a random suffix against collisions. */
+export function newBackupId(now: Date, random: () => number = Math.random): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  const suffix = Math.floor(random() * 0x10000)
+    .toString(16)
+    .padStart(4, '0');
+  return `${stamp}-${suffix}`;
+}
+
+export function isBackupId(id: string): boolean {
+  return BACKUP_ID.test(id);
+}
+
+/** The time encoded in a backup id. */
+export function backupIdTime(id: string): Date {
+  const m = BACKUP_ID.exec(id);
+  if (!m?.[1]) throw new Error(`invalid backup id "${id}": expected the form 20261122T021500Z-1a2b`);
+  const s = m[1];
+  return new Date(
+    `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`,
+  );
+}
+
+export function manifestsPrefix(cluster: string): string {
+  return `${clusterPrefix(cluster)}manifests/`;
+}
+
+export function manifestKey(cluster: string, backupId: string): string {
+  return `${manifestsPrefix(cluster)}${backupId}.json`;
+}
+
+/** The backup id of a manifest key, or undefined if the key is not a manifest. */
+export function backupIdOfManifestKey(key: string): string | undefined {
+  const m = /\/manifests\/([^/]+)\.json$/.exec(key);
+  return m?.[1] && isBackupId(m[1]) ? m[1] : undefined;
+}
+
+export function logicalDumpKey(cluster: string, database: string, backupId: string): string {
+  return `${clusterPrefix(cluster)}logical/${encodeDatabaseName(database)}/${backupId}/dump${OBJECT_SUFFIX}`;
+}
+
+export function globalsKey(cluster: string, backupId: string): string {
+  return `${clusterPrefix(cluster)}logical/_globals/${backupId}/globals.sql${OBJECT_SUFFIX}`;
+}
+
+/** `base` for the main data directory, or a tablespace OID. */
+export function baseBackupKey(cluster: string, backupId: string, archive: 'base' | number): string {
+  return `${clusterPrefix(cluster)}base/${backupId}/${archive}.tar${OBJECT_SUFFIX}`;
+}
+
+export function walPrefix(cluster: string, timelineHex?: string): string {
+  return `${clusterPrefix(cluster)}wal/${timelineHex === undefined ? '' : `${timelineHex}/`}`;
+}
+
+/** The folder a WAL file's objects live in: its timeline, the first 8 hex digits of its name. */
+export function walFilePrefix(cluster: string, walFileName: string): string {
+  return `${walPrefix(cluster, walFileName.slice(0, 8))}${walFileName}-`;
+}
+
+export function walKey(cluster: string, walFileName: string, plaintextSha256Hex: string): string {
+  return `${walFilePrefix(cluster, walFileName)}${plaintextSha256Hex.slice(0, WAL_HASH_PREFIX_HEX)}${OBJECT_SUFFIX}`;
+}
+
+/** Splits a WAL object key into the WAL file name and its plaintext hash prefix. */
+export function parseWalKey(key: string): { walFileName: string; hashPrefix: string } | undefined {
+  const m = /\/wal\/[0-9A-F]{8}\/([^/]+)-([0-9a-f]{16})\.zst\.age$/.exec(key);
+  return m?.[1] && m[2] ? { walFileName: m[1], hashPrefix: m[2] } : undefined;
+}
+
+export function verifyReportKey(cluster: string, runId: string): string {
+  return `${clusterPrefix(cluster)}verify/${runId}.json`;
+}

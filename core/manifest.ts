@@ -1,0 +1,80 @@
+/**
+ * The backup manifest: plaintext JSON, no secrets and no data, written last so that its presence
+ * means the backup exists. Replication and retention read it without any key.
+ */
+import { z } from 'zod';
+import { isBackupId } from './keys.ts';
+
+export const MANIFEST_FORMAT = 'pgkeep.manifest.v1';
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex digits');
+const lsn = z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/, 'expected an LSN such as 0/3000028');
+
+export const ManifestObjectSchema = z.strictObject({
+  key: z.string().min(1),
+  /** What the object holds. */
+  role: z.enum(['dump', 'globals', 'base', 'tablespace']),
+  /** The database of a `dump`. */
+  database: z.string().optional(),
+  /** The tablespace OID of a `tablespace` archive. */
+  tablespaceOid: z.number().int().positive().optional(),
+  /** Size and sha256 of the stored (compressed, encrypted) bytes. */
+  sizeBytes: z.number().int().nonnegative(),
+  sha256: sha256Hex,
+  plaintextSizeBytes: z.number().int().nonnegative(),
+  plaintextSha256: sha256Hex,
+  codec: z.literal('zstd'),
+  encryption: z.literal('age-v1'),
+});
+
+export const ManifestSchema = z.strictObject({
+  format: z.literal(MANIFEST_FORMAT),
+  backupId: z.string().refine(isBackupId, 'expected a backup id such as 20261122T021500Z-1a2b'),
+  cluster: z.string().min(1),
+  kind: z.enum(['logical', 'base']),
+  /** server_version_num, e.g. 150018. */
+  pgVersionNum: z.number().int().positive(),
+  /** pg_control's database system identifier, a 64-bit integer as a decimal string. */
+  systemIdentifier: z.string().regex(/^\d+$/),
+  startTime: z.iso.datetime(),
+  stopTime: z.iso.datetime(),
+  /** Physical backups: the timeline and WAL range a restore needs. */
+  timeline: z.number().int().positive().optional(),
+  startLsn: lsn.optional(),
+  stopLsn: lsn.optional(),
+  /** First and last WAL file needed to make the base backup consistent. */
+  startWalFile: z.string().optional(),
+  stopWalFile: z.string().optional(),
+  objects: z.array(ManifestObjectSchema).min(1),
+  /** sha256 prefixes of the recipients the objects were encrypted to (never the recipients' secrets). */
+  recipientFingerprints: z.array(z.string()).min(1),
+  agentVersion: z.string(),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+export type ManifestObject = z.infer<typeof ManifestObjectSchema>;
+
+export class InvalidManifestError extends Error {
+  override name = 'InvalidManifestError';
+}
+
+/** Parses and validates a manifest; the error names the first offending field. */
+export function parseManifest(json: string, source: string): Manifest {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (cause) {
+    throw new InvalidManifestError(`manifest ${source} is not valid JSON`, { cause });
+  }
+  const result = ManifestSchema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue?.path.join('.') || '(root)';
+    throw new InvalidManifestError(`manifest ${source} is invalid at ${path}: ${issue?.message}`);
+  }
+  return result.data;
+}
+
+export function serializeManifest(manifest: Manifest): string {
+  return `${JSON.stringify(ManifestSchema.parse(manifest), null, 2)}\n`;
+}

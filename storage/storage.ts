@@ -1,0 +1,84 @@
+/**
+ * The one interface every repository driver implements (`s3://…`, `file://…`). Keys are
+ * repository-relative (`v1/<cluster>/…`); a driver maps them under its own bucket prefix or
+ * directory. Every driver passes the same contract suite (test/storage/storage-contract.ts).
+ */
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  /** Repository-relative key. */
+  readonly key: string;
+  readonly sizeBytes: number;
+  readonly lastModified: Date;
+}
+
+export interface PutOptions {
+  /**
+   * Create only: if an object already exists at the key, reject with {@link ObjectExistsError} and
+   * leave the existing object untouched. Atomic where the provider supports conditional writes
+   * (`If-None-Match: *`), otherwise checked just before the write.
+   */
+  readonly ifAbsent?: boolean;
+}
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  readonly start: number;
+  /** Last byte, inclusive. */
+  readonly end: number;
+}
+
+export interface Storage {
+  /** The repository location with any credentials removed, for messages. */
+  readonly displayUrl: string;
+
+  /**
+   * Streams `body` to `key`. Resolves only once the object is durably stored and complete.
+   * Rejects if `body` errors or the write fails; then nothing is visible at `key` (no partial
+   * object, no temp file, no open multipart upload). `body` is consumed either way.
+   */
+  put(key: string, body: Readable, options?: PutOptions): Promise<void>;
+
+  /** The object's bytes (or the inclusive `range` of them); rejects with {@link ObjectNotFoundError} when missing. */
+  get(key: string, range?: ByteRange): Promise<Readable>;
+
+  /** Size and time of the object, or `undefined` when there is none. */
+  head(key: string): Promise<ObjectInfo | undefined>;
+
+  /** Every object whose key starts with `prefix`, in ascending key order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+
+  /** Removes the object; a missing object is not an error. Only retention deletes; the agent never does. */
+  delete(key: string): Promise<void>;
+}
+
+/** Base class for storage failures; `cause` carries the driver's own error. */
+export class StorageError extends Error {
+  override name = 'StorageError';
+}
+
+export class ObjectNotFoundError extends StorageError {
+  override name = 'ObjectNotFoundError';
+  readonly key: string;
+  constructor(key: string, options?: ErrorOptions) {
+    super(`object not found: ${key}`, options);
+    this.key = key;
+  }
+}
+
+export class ObjectExistsError extends StorageError {
+  override name = 'ObjectExistsError';
+  readonly key: string;
+  constructor(key: string, options?: ErrorOptions) {
+    super(`object already exists: ${key}`, options);
+    this.key = key;
+  }
+}
+
+/**
+ * The repository could not be reached or answered with a server-side error: retrying later may
+ * succeed. Callers must never treat this as "missing".
+ */
+export class StorageUnavailableError extends StorageError {
+  override name = 'StorageUnavailableError';
+}
