@@ -1,0 +1,140 @@
+/**
+ * Writing and reading one repository object through the data path of DESIGN.md:
+ * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
+ */
+import { Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
+import { AgeDecryptError, decryptStream, encryptStream } from '../core/age-stream.ts';
+import { HashingStream } from '../core/hashing-stream.ts';
+import type { PutOptions, Storage } from '../storage/storage.ts';
+
+export const DEFAULT_ZSTD_LEVEL = 3;
+
+/** What was stored: the manifest's per-object facts. */
+export interface StoredObject {
+  readonly key: string;
+  readonly sizeBytes: number;
+  readonly sha256: string;
+  readonly plaintextSizeBytes: number;
+  readonly plaintextSha256: string;
+}
+
+export interface StoreObjectOptions {
+  readonly storage: Storage;
+  readonly key: string;
+  readonly source: Readable;
+  readonly recipients: readonly string[];
+  readonly ifAbsent?: boolean;
+  /** zstd level. @default 3 */
+  readonly zstdLevel?: number;
+  /** Sees every plaintext byte, e.g. to report progress. */
+  readonly onProgress?: (plaintextBytes: number) => void;
+}
+
+/**
+ * Compresses, encrypts and stores `source` at `key`. Resolves only once the object is durably
+ * stored; if the source or the write fails, nothing is left at `key` (the driver's contract).
+ */
+export async function storeObject(options: StoreObjectOptions): Promise<StoredObject> {
+  const plaintext = new HashingStream({ onProgress: options.onProgress });
+  const ciphertext = new HashingStream();
+  const compress = createZstdCompress({
+    params: { [constants.ZSTD_c_compressionLevel]: options.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
+  });
+  const encrypt = await encryptStream(options.recipients);
+  const putOptions: PutOptions = { ifAbsent: options.ifAbsent ?? false };
+  // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
+  // driver sees its body fail and removes whatever it had begun.
+  await pipeline(
+    options.source,
+    plaintext,
+    compress,
+    encrypt,
+    ciphertext,
+    async (body: AsyncIterable<Buffer>) => {
+      await options.storage.put(options.key, Readable.from(body, { objectMode: false }), putOptions);
+    },
+  );
+  return {
+    key: options.key,
+    sizeBytes: ciphertext.sizeBytes,
+    sha256: ciphertext.sha256,
+    plaintextSizeBytes: plaintext.sizeBytes,
+    plaintextSha256: plaintext.sha256,
+  };
+}
+
+/** A stored object failed its checks: corrupted, truncated, or not decryptable with the identities given. */
+export class ObjectIntegrityError extends Error {
+  override name = 'ObjectIntegrityError';
+  readonly key: string;
+  constructor(key: string, detail: string, options?: ErrorOptions) {
+    super(`object ${key} failed verification: ${detail}`, options);
+    this.key = key;
+  }
+}
+
+export interface OpenObjectOptions {
+  readonly storage: Storage;
+  readonly key: string;
+  readonly identities: readonly string[];
+  /** The manifest's facts; when given, the ciphertext and plaintext are checked against them. */
+  readonly expected?: Pick<StoredObject, 'sizeBytes' | 'sha256'> &
+    Partial<Pick<StoredObject, 'plaintextSizeBytes' | 'plaintextSha256'>>;
+}
+
+/**
+ * The checking, decrypting, decompressing stages for reading `key`. Every failure (a flipped byte, truncation, wrong identity, size or hash other than the
+ * manifest's) errors the stream with {@link ObjectIntegrityError} naming the key, and does so
+ * before the stream ends, so a consumer never mistakes a damaged object for a complete one.
+ */
+export function readStages(options: Omit<OpenObjectOptions, 'storage'>): Transform[] {
+  const { key, expected } = options;
+  const mismatch = (what: string) => (detail: string) => new ObjectIntegrityError(key, `${what}: ${detail}`);
+  const stages: Transform[] = [
+    new HashingStream({
+      expected: expected && {
+        sizeBytes: expected.sizeBytes,
+        sha256: expected.sha256,
+        onMismatch: mismatch('stored bytes'),
+      },
+    }),
+    decryptStream(options.identities),
+    createZstdDecompress(),
+  ];
+  if (expected?.plaintextSha256 !== undefined && expected.plaintextSizeBytes !== undefined) {
+    stages.push(
+      new HashingStream({
+        expected: {
+          sizeBytes: expected.plaintextSizeBytes,
+          sha256: expected.plaintextSha256,
+          onMismatch: mismatch('plaintext'),
+        },
+      }),
+    );
+  }
+  return stages;
+}
+
+/** Names the object in a failure that came from its bytes (age or zstd), keeping the cause. */
+export function asIntegrityError(key: string, error: unknown): unknown {
+  if (error instanceof AgeDecryptError) return new ObjectIntegrityError(key, error.message, { cause: error });
+  if (error instanceof Error && 'code' in error && /^(Z_|ERR_ZSTD|ZSTD_)/.test(String(error.code))) {
+    return new ObjectIntegrityError(key, `invalid zstd data (${error.message})`, { cause: error });
+  }
+  return error;
+}
+
+/** Streams the plaintext of `key` into `destination` with every check of {@link readStages}. */
+export async function restoreObject(
+  options: OpenObjectOptions,
+  destination: NodeJS.WritableStream,
+): Promise<void> {
+  const source = await options.storage.get(options.key);
+  try {
+    await pipeline([source, ...readStages(options), destination]);
+  } catch (error) {
+    throw asIntegrityError(options.key, error);
+  }
+}
