@@ -1,0 +1,39 @@
+import { runLogicalRestore } from '../logical/restore.ts';
+import { readIdentityFile } from '../recipients.ts';
+import { parseCommandArgs } from './args.ts';
+import { type Command, UsageError } from './command.ts';
+import { setUp } from './setup.ts';
+
+export const restore: Command = {
+  summary: 'restore a database from a logical backup',
+  usage: `pgkeep restore --db NAME --into TARGET_DB [--backup ID]
+
+Creates TARGET_DB and streams the dump of NAME into pg_restore in one transaction. If anything
+fails, TARGET_DB is dropped again: the restore is complete or absent. Needs the identity file
+(identityFile, PGKEEP_IDENTITY).
+  --db NAME         the database whose dump to restore
+  --into TARGET_DB  a database that does not exist yet
+  --backup ID       a backup id from pgkeep list (default: the newest holding NAME)`,
+  async run(context) {
+    const { values } = parseCommandArgs(context.args, {
+      db: { type: 'string' },
+      into: { type: 'string' },
+      backup: { type: 'string' },
+    });
+    if (!values.db) throw new UsageError('--db NAME is required: the database whose dump to restore');
+    if (!values.into) throw new UsageError('--into TARGET_DB is required: a new database to restore into');
+    const { config, storage, pg } = await setUp(context);
+    const identities = await readIdentityFile(config.identityFile);
+    const result = await runLogicalRestore({
+      storage,
+      pg,
+      cluster: config.cluster,
+      identities,
+      database: values.db,
+      into: values.into,
+      backupId: values.backup,
+    });
+    context.stdout.write(`restored "${values.db}" from backup ${result.backupId} into "${values.into}"\n`);
+    return 0;
+  },
+};

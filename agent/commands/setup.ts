@@ -1,0 +1,56 @@
+/** What most commands start from: the configuration, the repository, the PostgreSQL environment. */
+import { openStorage } from '../../storage/open-storage.ts';
+import type { Storage } from '../../storage/storage.ts';
+import { type AgentConfig, ConfigError, loadConfig } from '../config.ts';
+import type { PgEnv } from '../postgres.ts';
+import type { CommandContext } from './command.ts';
+
+export interface Setup {
+  readonly config: AgentConfig;
+  readonly storage: Storage;
+  readonly pg: PgEnv;
+}
+
+export async function setUp(context: CommandContext): Promise<Setup> {
+  const config = await loadConfig({ configPath: context.configPath, env: context.env });
+  let storage: Storage;
+  try {
+    storage = openStorage(config.repository);
+  } catch (error) {
+    throw new ConfigError(`repository: ${(error as Error).message} (or set PGKEEP_REPOSITORY)`, {
+      cause: error,
+    });
+  }
+  return { config, storage, pg: { pgBin: config.pgBin, env: context.env } };
+}
+
+/** Draws progress on a TTY, at most a few times a second; silent otherwise. */
+export function progressLine(context: CommandContext): { update(text: string): void; done(): void } {
+  let last = 0;
+  let drawn = false;
+  return {
+    update(text) {
+      if (!context.interactive) return;
+      const now = Date.now();
+      if (now - last < 200) return;
+      last = now;
+      drawn = true;
+      context.stderr.write(`\r\x1b[2K${text}`);
+    },
+    done() {
+      if (drawn) context.stderr.write('\r\x1b[2K');
+      drawn = false;
+    },
+  };
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}

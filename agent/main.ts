@@ -1,0 +1,101 @@
+/**
+ * The `pgkeep` CLI entry: parses the command line, runs one command, maps failures to exit codes.
+ * The only place that prints usage or sets the exit code.
+ */
+import { AgeDecryptError } from '../core/age-stream.ts';
+import { InvalidManifestError } from '../core/manifest.ts';
+import { ObjectExistsError, ObjectNotFoundError, StorageUnavailableError } from '../storage/storage.ts';
+import type { CommandContext } from './commands/command.ts';
+import { UsageError } from './commands/command.ts';
+import { COMMANDS } from './commands/index.ts';
+import { ConfigError } from './config.ts';
+import { ExitCode } from './exit-codes.ts';
+import { ObjectIntegrityError } from './object-store.ts';
+import { AGENT_VERSION } from './version.ts';
+
+function usage(): string {
+  const names = Object.keys(COMMANDS);
+  const width = Math.max(...names.map((n) => n.length));
+  return `pgkeep ${AGENT_VERSION}: encrypted PostgreSQL backups
+
+usage: pgkeep [--config FILE] COMMAND [options]
+
+commands:
+${names.map((n) => `  ${n.padEnd(width)}  ${COMMANDS[n]?.summary}`).join('\n')}
+
+pgkeep COMMAND --help shows a command's options. Configuration: --config FILE, PGKEEP_CONFIG, or
+/etc/pgkeep/pgkeep.yaml, with every option also settable by a PGKEEP_* variable.
+
+exit codes: 0 ok, 1 failed, 2 usage, 3 configuration, 4 repository unreachable,
+            5 object failed verification, 6 WAL conflict
+`;
+}
+
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof UsageError) return ExitCode.usage;
+  if (error instanceof ConfigError) return ExitCode.config;
+  if (error instanceof StorageUnavailableError) return ExitCode.unavailable;
+  if (error instanceof ObjectIntegrityError || error instanceof AgeDecryptError) return ExitCode.integrity;
+  if (error instanceof InvalidManifestError) return ExitCode.integrity;
+  if (error instanceof ObjectExistsError || error instanceof ObjectNotFoundError) return ExitCode.failed;
+  return ExitCode.failed;
+}
+
+export async function main(
+  argv: string[],
+  io: Pick<CommandContext, 'env' | 'stdout' | 'stderr' | 'interactive'>,
+) {
+  let args = argv;
+  let configPath: string | undefined;
+  while (args[0]?.startsWith('--config')) {
+    const [flag, inline] = (args[0] as string).split('=', 2);
+    if (flag !== '--config') break;
+    configPath = inline ?? args[1];
+    args = args.slice(inline === undefined ? 2 : 1);
+  }
+  const [name, ...rest] = args;
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    io.stdout.write(usage());
+    return name ? ExitCode.ok : ExitCode.usage;
+  }
+  if (name === 'version' || name === '--version') {
+    io.stdout.write(`pgkeep ${AGENT_VERSION}\n`);
+    return ExitCode.ok;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    io.stderr.write(`pgkeep: unknown command "${name}"; run pgkeep help for the list\n`);
+    return ExitCode.usage;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.stdout.write(`usage: ${command.usage}\n`);
+    return ExitCode.ok;
+  }
+  try {
+    return await command.run({ ...io, args: rest, configPath });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    io.stderr.write(`pgkeep ${name}: ${message}\n`);
+    if (error instanceof UsageError) io.stderr.write(`usage: ${command.usage.split('\n')[0]}\n`);
+    if (io.env.PGKEEP_DEBUG === '1' && error instanceof Error) io.stderr.write(`${error.stack}\n`);
+    return exitCodeFor(error);
+  }
+}
+
+// Run only as the program itself (the bundle or `node agent/main.ts`), not when imported by tests.
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('pgkeep.mjs')) {
+  main(process.argv.slice(2), {
+    env: process.env,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    interactive: process.stderr.isTTY === true,
+  }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`pgkeep: unexpected failure: ${error instanceof Error ? error.message : error}\n`);
+      process.exitCode = ExitCode.failed;
+    },
+  );
+}
