@@ -8,6 +8,7 @@
  *   v1/<cluster>/base/<backup-id>/base.tar.zst.age (+ <tablespace oid>.tar.zst.age)
  *   v1/<cluster>/manifests/<backup-id>.json       written last: the backup exists
  *   v1/<cluster>/verify/<run-id>.json             restore-verification reports
+ *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
  */
 
 export const FORMAT_PREFIX = 'v1';
@@ -49,7 +50,10 @@ const BACKUP_ID = /^(\d{8}T\d{6}Z)-([0-9a-f]{4})$/;
 
 /** A new backup id: sortable by start time (UTC, second precision) with a random suffix against collisions. */
 export function newBackupId(now: Date, random: () => number = Math.random): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z');
   const suffix = Math.floor(random() * 0x10000)
     .toString(16)
     .padStart(4, '0');
@@ -118,4 +122,12 @@ export function parseWalKey(key: string): { walFileName: string; hashPrefix: str
 
 export function verifyReportKey(cluster: string, runId: string): string {
   return `${clusterPrefix(cluster)}verify/${runId}.json`;
+}
+
+/**
+ * The object that binds a cluster name to one PostgreSQL system identifier: written once (create
+ * only) by the first WAL push, read by every later one, so WAL of another cluster is refused.
+ */
+export function clusterIdentityKey(cluster: string): string {
+  return `${clusterPrefix(cluster)}system-identifier.json`;
 }

@@ -1,0 +1,140 @@
+/**
+ * The agent's state on the host, under `spoolDir/<cluster>/`:
+ *
+ *   pushed/<wal file name>     marker: the file is durably stored and read back (JSON: key, sha256, size)
+ *   prefetch/<wal file name>   a WAL file fetched ahead for recovery, complete and verified
+ *   backup.lock                held while a backup runs: one backup at a time per cluster
+ *
+ * A marker is written only after the push resolved (stored, read back, hash checked), through a
+ * temp file, fsync and rename, so its presence alone means "stored". archive_command's shell fast
+ * path (archiveCommandLine) trusts a marker without starting Node. Why a marker cannot hide a
+ * changed segment: PostgreSQL writes a segment completely before it creates `<name>.ready`, and
+ * neither rewrites nor recycles it until archive_command has succeeded for it (`.done`); the
+ * service pushes only `.ready` files and removes a marker once its `.done` appears or the segment
+ * is gone, so a marker exists only while the bytes under that name cannot change. As a second
+ * guard the fast path also refuses a segment modified after its marker was written (`-nt`), and
+ * `wal-push` itself (the slow path) compares the marker's sha256 with the file's.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fsyncDir } from './fetch.ts';
+
+export interface PushedMarker {
+  readonly key: string;
+  readonly plaintextSha256: string;
+  readonly plaintextSizeBytes: number;
+  /** The repository it went to (display form), so a marker for another repository is not trusted. */
+  readonly repository: string;
+  readonly pushedAt: string;
+}
+
+export class WalSpool {
+  readonly root: string;
+  readonly pushedDir: string;
+  readonly prefetchDir: string;
+
+  constructor(spoolDir: string, cluster: string) {
+    this.root = join(spoolDir, cluster);
+    this.pushedDir = join(this.root, 'pushed');
+    this.prefetchDir = join(this.root, 'prefetch');
+  }
+
+  markerPath(walFileName: string): string {
+    return join(this.pushedDir, walFileName);
+  }
+
+  async readMarker(walFileName: string): Promise<PushedMarker | undefined> {
+    try {
+      return JSON.parse(await readFile(this.markerPath(walFileName), 'utf8')) as PushedMarker;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Records that `walFileName` is stored. `segmentPath` is the file that was pushed: the marker's
+   * modification time is kept no older than the segment's, for the fast path's `-nt` guard.
+   */
+  async markPushed(walFileName: string, marker: PushedMarker, segmentPath?: string): Promise<void> {
+    await mkdir(this.pushedDir, { recursive: true, mode: 0o700 });
+    const path = this.markerPath(walFileName);
+    const tmp = `${path}.${process.pid}.tmp`;
+    const handle = await open(tmp, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify(marker)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    if (segmentPath) {
+      const segment = await stat(segmentPath).catch(() => undefined);
+      const mine = await stat(tmp);
+      if (segment && segment.mtimeMs > mine.mtimeMs) await utimes(tmp, segment.atime, segment.mtime);
+    }
+    await rename(tmp, path);
+    await fsyncDir(this.pushedDir);
+  }
+
+  async removeMarker(walFileName: string): Promise<void> {
+    await rm(this.markerPath(walFileName), { force: true });
+  }
+
+  async listMarkers(): Promise<string[]> {
+    try {
+      return (await readdir(this.pushedDir)).filter((n) => !n.endsWith('.tmp'));
+    } catch {
+      return [];
+    }
+  }
+
+  prefetchPath(walFileName: string): string {
+    return join(this.prefetchDir, walFileName);
+  }
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+export interface CommandLineOptions {
+  /** The Node.js binary (22.15 or later). */
+  readonly nodePath: string;
+  /** The installed bundle, dist/pgkeep.mjs. */
+  readonly bundlePath: string;
+  readonly spoolDir: string;
+  readonly cluster: string;
+  /** Passed as PGKEEP_CONFIG when given. */
+  readonly configPath?: string;
+  /** Extra environment for the command (only names and non-secret values: the line is in postgresql.conf). */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+function invocation(options: CommandLineOptions, args: string): string {
+  const env = { ...(options.configPath ? { PGKEEP_CONFIG: options.configPath } : {}), ...options.env };
+  const assignments = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)} `);
+  return `${assignments.join('')}${shellQuote(options.nodePath)} ${shellQuote(options.bundlePath)} ${args}`;
+}
+
+/**
+ * The archive_command value: a POSIX shell fast path that exits 0 without starting Node when the
+ * service has already pushed the segment (marker present and not older than the segment), and
+ * `pgkeep wal-push %p` otherwise. In postgresql.conf it needs its single quotes doubled (see
+ * {@link postgresqlConfString}).
+ */
+export function archiveCommandLine(options: CommandLineOptions): string {
+  const marker = `${shellQuote(new WalSpool(options.spoolDir, options.cluster).pushedDir)}/%f`;
+  return `{ test -f ${marker} && test ! %p -nt ${marker}; } || ${invocation(options, 'wal-push %p')}`;
+}
+
+/**
+ * The restore_command value: takes a prefetched file when there is one (a rename within the spool's
+ * file system, a copy otherwise), `pgkeep wal-fetch %f %p` otherwise.
+ */
+export function restoreCommandLine(options: CommandLineOptions): string {
+  return invocation(options, 'wal-fetch %f %p');
+}
+
+/** A value quoted for postgresql.conf. */
+export function postgresqlConfString(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
