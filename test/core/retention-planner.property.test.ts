@@ -63,7 +63,10 @@ const historyShapeArb = fc.record({
   firstSegment: fc.integer({ min: 0, max: 700 }),
   steps: fc.array(fc.integer({ min: 60_000, max: DAY }), { minLength: 1, maxLength: 60 }),
   switches: fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 3 }),
-  gaps: fc.oneof(fc.constant<number[]>([]), fc.uniqueArray(fc.integer({ min: 0, max: 59 }), { maxLength: 2 })),
+  gaps: fc.oneof(
+    fc.constant<number[]>([]),
+    fc.uniqueArray(fc.integer({ min: 0, max: 59 }), { maxLength: 2 }),
+  ),
   bases: fc.array(
     fc.record({
       at: fc.integer({ min: 0, max: 59 }),
