@@ -82,3 +82,16 @@ export class ObjectExistsError extends StorageError {
 export class StorageUnavailableError extends StorageError {
   override name = 'StorageUnavailableError';
 }
+
+/**
+ * The repository itself is missing: the bucket does not exist, or the directory of a `file://`
+ * repository is not there (an unmounted NAS). Never a sign that one object is missing.
+ */
+export class RepositoryNotFoundError extends StorageError {
+  override name = 'RepositoryNotFoundError';
+}
+
+/** The credentials were refused or lack a permission; retrying will not help until they are fixed. */
+export class AccessDeniedError extends StorageError {
+  override name = 'AccessDeniedError';
+}

@@ -1,0 +1,466 @@
+/**
+ * `s3://bucket/prefix` repositories on AWS S3 or any S3-compatible endpoint (MinIO, Backblaze B2,
+ * Wasabi, Cloudflare R2, s3rver...).
+ *
+ * Memory: lib-storage's `Upload` buffers whole parts. A put holds at most about
+ * `(queueSize + 2) × partSize` bytes: `queueSize` parts in flight, one being filled, and one
+ * transient copy when the filled chunks are concatenated. With the defaults (16 MiB parts, 2 in
+ * flight) that is ~64 MiB, which keeps the agent inside its ~150 MB RSS budget. An object smaller
+ * than one part is sent with a single PutObject and holds about twice its size.
+ *
+ * Maximum object size = partSize × 10,000 parts (S3's limit): 156.25 GiB with the default 16 MiB.
+ * A stream of unknown length cannot pick its part size after the fact, so larger objects need a
+ * larger `part-size-mib` in the repository URL (64 → 625 GiB with ~256 MiB of buffers;
+ * 512 → 5 TiB, S3's object limit, with ~2 GiB). A stream that outgrows the limit fails early with
+ * an error naming the option, and its multipart upload is aborted.
+ *
+ * Create-only puts (`ifAbsent`) send `If-None-Match: *` (atomic on AWS S3, R2, MinIO and others)
+ * and map 412 to {@link ObjectExistsError}; because some providers and local servers ignore the
+ * header, a HEAD is made first as well. That HEAD is not atomic: on a provider without conditional
+ * writes, two writers racing for the same new key can both succeed, and the later one wins.
+ */
+
+import { PassThrough, type Readable, Transform, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { assertByteRange, assertListPrefix, assertObjectKey } from './object-keys.ts';
+import {
+  AccessDeniedError,
+  type ByteRange,
+  ObjectExistsError,
+  type ObjectInfo,
+  ObjectNotFoundError,
+  type PutOptions,
+  RepositoryNotFoundError,
+  type Storage,
+  StorageError,
+  StorageUnavailableError,
+} from './storage.ts';
+
+const MIB = 1024 * 1024;
+/** S3's limit on parts per multipart upload. */
+export const MAX_PARTS = 10_000;
+/** S3's bounds on a part's size (except the last part, which may be smaller). */
+export const MIN_PART_SIZE_MIB = 5;
+export const MAX_PART_SIZE_MIB = 5 * 1024;
+export const DEFAULT_PART_SIZE_MIB = 16;
+export const DEFAULT_QUEUE_SIZE = 2;
+
+/** Everything needed to reach a bucket; credentials are never part of it (the SDK's standard chain provides them). */
+export interface S3ClientOptions {
+  /** Custom endpoint such as `http://127.0.0.1:9000`. @default - AWS S3 for the region */
+  readonly endpoint?: string;
+  /** Path-style addressing (`endpoint/bucket/key`), needed by most local servers. @default false */
+  readonly forcePathStyle?: boolean;
+  /** @default - `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` with a custom endpoint, else the SDK's chain (profile) */
+  readonly region?: string;
+  /**
+   * `when-required` (default) sends checksums only where the API demands them: many
+   * S3-compatible providers and local servers reject or mis-store `aws-chunked` bodies with CRC
+   * trailers. `when-supported` is the SDK's default, for AWS S3.
+   * @default 'when-required'
+   */
+  readonly checksum?: 'when-required' | 'when-supported';
+  /** Attempts per request, including the first. @default 3 */
+  readonly maxAttempts?: number;
+  /** Time to establish a TCP/TLS connection. @default 3000 */
+  readonly connectionTimeoutMs?: number;
+  /** A request fails after this long without a byte moving in either direction (not a cap on total time). @default 20000 */
+  readonly idleTimeoutMs?: number;
+}
+
+export interface S3StorageOptions extends S3ClientOptions {
+  readonly bucket: string;
+  /** Key prefix inside the bucket: empty, or ending with "/". @default '' */
+  readonly prefix?: string;
+  /** Multipart part size; bounds memory and the largest object (× 10,000). @default 16 */
+  readonly partSizeMiB?: number;
+  /** Parts uploaded in parallel by one put. @default 2 */
+  readonly queueSize?: number;
+  /** Send `If-None-Match: *` on create-only puts; turn off for providers that reject the header. @default true */
+  readonly conditionalWrites?: boolean;
+}
+
+/** Builds an S3 client with pgkeep's defaults: bounded retries and timeouts, checksums only when required. */
+export function createS3Client(options: S3ClientOptions = {}): S3Client {
+  const checksum = options.checksum === 'when-supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
+  const region =
+    options.region ??
+    process.env.AWS_REGION ??
+    process.env.AWS_DEFAULT_REGION ??
+    (options.endpoint ? 'us-east-1' : undefined);
+  return new S3Client({
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    ...(region ? { region } : {}),
+    forcePathStyle: options.forcePathStyle ?? false,
+    maxAttempts: options.maxAttempts ?? 3,
+    requestChecksumCalculation: checksum,
+    responseChecksumValidation: checksum,
+    requestHandler: {
+      connectionTimeout: options.connectionTimeoutMs ?? 3_000,
+      // socketTimeout is an inactivity timeout: a large part on a slow link never trips it while bytes flow.
+      socketTimeout: options.idleTimeoutMs ?? 20_000,
+    },
+  });
+}
+
+/** Node errno codes of a network that did not carry the request. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPROTO',
+]);
+
+interface SdkError {
+  name?: string;
+  message?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: unknown;
+}
+
+export class S3Storage implements Storage {
+  readonly displayUrl: string;
+  readonly bucket: string;
+  /** Key prefix inside the bucket: empty, or ending with "/". */
+  readonly prefix: string;
+  readonly client: S3Client;
+  readonly partSizeBytes: number;
+  /** The largest object a put can store with this part size. */
+  readonly maxObjectBytes: number;
+  private readonly queueSize: number;
+  private readonly conditionalWrites: boolean;
+  private readonly where: string;
+
+  /**
+   * @param options where the bucket is and how to write to it
+   * @param client an existing client to reuse @default - {@link createS3Client}(options)
+   */
+  constructor(options: S3StorageOptions, client?: S3Client) {
+    this.bucket = options.bucket;
+    this.prefix = options.prefix ?? '';
+    if (this.prefix !== '' && !this.prefix.endsWith('/')) {
+      throw new TypeError(`s3 key prefix "${this.prefix}" must end with "/"`);
+    }
+    const partSizeMiB = options.partSizeMiB ?? DEFAULT_PART_SIZE_MIB;
+    if (
+      !Number.isInteger(partSizeMiB) ||
+      partSizeMiB < MIN_PART_SIZE_MIB ||
+      partSizeMiB > MAX_PART_SIZE_MIB
+    ) {
+      throw new RangeError(
+        `part size ${partSizeMiB} MiB is outside S3's limits: use a whole number from ${MIN_PART_SIZE_MIB} to ${MAX_PART_SIZE_MIB}`,
+      );
+    }
+    this.partSizeBytes = partSizeMiB * MIB;
+    this.maxObjectBytes = this.partSizeBytes * MAX_PARTS;
+    this.queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
+    this.conditionalWrites = options.conditionalWrites ?? true;
+    this.client = client ?? createS3Client(options);
+    this.displayUrl = `s3://${this.bucket}/${this.prefix}${options.endpoint ? ` (endpoint ${options.endpoint})` : ''}`;
+    this.where = options.endpoint ?? 'AWS S3';
+  }
+
+  async put(key: string, body: Readable, options: PutOptions = {}): Promise<void> {
+    let bodyError: unknown;
+    body.on('error', (error) => {
+      // An UploadStopped reaches the body only because pipeline() destroys it after the upload failed.
+      if (!(error instanceof UploadStopped)) bodyError ??= error;
+    });
+    try {
+      assertObjectKey(key);
+      if (options.ifAbsent && (await this.rawHead(key)) !== undefined) {
+        // Read the body to its end so the producer finishes normally, but send nothing.
+        await pipeline(body, new Writable({ write: (_chunk, _encoding, callback) => callback() }));
+        throw new ObjectExistsError(key);
+      }
+      await this.upload(key, body, options.ifAbsent === true);
+    } catch (error) {
+      body.destroy();
+      if (bodyError !== undefined) throw bodyError;
+      if (error instanceof StorageError || error instanceof TypeError) throw error;
+      throw this.mapError(error, 'write', key, options.ifAbsent === true);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    assertObjectKey(key);
+    if (range) assertByteRange(range);
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.prefix + key,
+          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        }),
+      );
+      return this.mapStreamErrors(response.Body as Readable, key);
+    } catch (error) {
+      if ((error as SdkError).name === 'InvalidRange') {
+        throw new StorageError(
+          `byte range ${range?.start}-${range?.end} starts past the end of ${key}: ask for a range within the object`,
+          { cause: error },
+        );
+      }
+      throw this.mapError(error, 'read', key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    assertObjectKey(key);
+    const info = await this.rawHead(key);
+    if (info !== undefined) return info;
+    // A HEAD 404 has no body, so a missing bucket looks like a missing key; a GET tells them apart.
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: 'bytes=0-0' }),
+      );
+      (response.Body as Readable | undefined)?.destroy();
+    } catch (error) {
+      const mapped = this.mapError(error, 'read', key);
+      if (mapped instanceof ObjectNotFoundError) return undefined;
+      if ((error as SdkError).name !== 'InvalidRange') throw mapped;
+    }
+    // Created between the two requests (or empty, so that byte 0 is out of range).
+    return this.rawHead(key);
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    assertListPrefix(prefix);
+    let continuationToken: string | undefined;
+    do {
+      let page: ListObjectsV2CommandOutput;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix + prefix,
+            ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
+          }),
+        );
+      } catch (error) {
+        throw this.mapError(error, 'list', prefix);
+      }
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined || !object.Key.startsWith(this.prefix)) continue;
+        yield {
+          key: object.Key.slice(this.prefix.length),
+          sizeBytes: object.Size ?? 0,
+          lastModified: object.LastModified ?? new Date(0),
+        };
+      }
+      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (continuationToken);
+  }
+
+  async delete(key: string): Promise<void> {
+    assertObjectKey(key);
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+    } catch (error) {
+      const mapped = this.mapError(error, 'delete', key);
+      if (!(mapped instanceof ObjectNotFoundError)) throw mapped;
+    }
+  }
+
+  /** HEAD without telling a missing bucket from a missing key (both are a bare 404). */
+  private async rawHead(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const response = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }),
+      );
+      return {
+        key,
+        sizeBytes: response.ContentLength ?? 0,
+        lastModified: response.LastModified ?? new Date(0),
+      };
+    } catch (error) {
+      const { name, $metadata } = error as SdkError;
+      if (name === 'NotFound' || name === 'NoSuchKey' || $metadata?.httpStatusCode === 404) return undefined;
+      throw this.mapError(error, 'read', key);
+    }
+  }
+
+  private async upload(key: string, body: Readable, ifAbsent: boolean): Promise<void> {
+    let sent = 0;
+    const limit = this.maxObjectBytes;
+    const partSizeMiB = this.partSizeBytes / MIB;
+    const feed = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        sent += chunk.length;
+        if (sent > limit) {
+          callback(
+            new StorageError(
+              `object ${key} is larger than ${formatBytes(limit)}, the most ${MAX_PARTS} parts of ${partSizeMiB} MiB can hold: raise part-size-mib in the repository URL (memory use grows with it)`,
+            ),
+          );
+          return;
+        }
+        callback(null, chunk);
+      },
+    });
+    // lib-storage keeps reading the body and uploading parts after one part has failed for good;
+    // stopping the feed on the first failed request makes it abort the upload right away.
+    const stop = (error: unknown) => {
+      if (!feed.destroyed)
+        feed.destroy(new UploadStopped('upload stopped after a failed request', { cause: error }));
+    };
+    const client = Object.create(this.client) as S3Client;
+    client.send = ((command: Parameters<S3Client['send']>[0], ...rest: unknown[]) =>
+      (this.client.send as (...args: unknown[]) => Promise<unknown>)(command, ...rest).catch(
+        (error: unknown) => {
+          stop(error);
+          throw error;
+        },
+      )) as S3Client['send'];
+    const upload = new Upload({
+      client,
+      params: {
+        Bucket: this.bucket,
+        Key: this.prefix + key,
+        Body: feed,
+        ...(ifAbsent && this.conditionalWrites ? { IfNoneMatch: '*' } : {}),
+      },
+      partSize: this.partSizeBytes,
+      queueSize: this.queueSize,
+      leavePartsOnError: false,
+    });
+    // Whatever made the upload fail, the feed must stop too, or pipeline() waits for a reader forever.
+    const [fed, uploaded] = await Promise.allSettled([
+      pipeline(body, feed),
+      upload.done().catch((error: unknown) => {
+        stop(error);
+        throw error;
+      }),
+    ]);
+    if (uploaded.status === 'rejected') throw uploaded.reason;
+    if (fed.status === 'rejected') throw fed.reason;
+  }
+
+  /** Passes the body through, turning a connection lost mid-body into {@link StorageUnavailableError}. */
+  private mapStreamErrors(source: Readable, key: string): Readable {
+    const out = new PassThrough();
+    source.once('error', (error) => out.destroy(this.mapError(error, 'read', key)));
+    out.once('close', () => source.destroy());
+    source.pipe(out);
+    return out;
+  }
+
+  private mapError(
+    error: unknown,
+    action: 'read' | 'write' | 'list' | 'delete',
+    key: string,
+    ifAbsent = false,
+  ): Error {
+    if (error instanceof StorageError) return error;
+    const { name = 'Error', message = String(error), code, $metadata } = (error ?? {}) as SdkError;
+    const status = $metadata?.httpStatusCode;
+    const object = `s3://${this.bucket}/${this.prefix}${key}`;
+    const options = { cause: error };
+    if (name === 'NoSuchKey' || (action === 'read' && status === 404 && name === 'NotFound')) {
+      return new ObjectNotFoundError(key, options);
+    }
+    if (name === 'NoSuchBucket') {
+      return new RepositoryNotFoundError(
+        `bucket "${this.bucket}" does not exist at ${this.where}: create it, or fix the bucket name in the repository URL`,
+        options,
+      );
+    }
+    if (ifAbsent && (name === 'PreconditionFailed' || status === 412))
+      return new ObjectExistsError(key, options);
+    if (ifAbsent && (name === 'NotImplemented' || status === 501)) {
+      return new StorageError(
+        `${this.where} rejected a create-only write (If-None-Match: *) to ${object}: add conditional-writes=false to the repository URL`,
+        options,
+      );
+    }
+    if (name === 'ConditionalRequestConflict' || status === 409) {
+      return new StorageUnavailableError(
+        `a concurrent write to ${object} conflicted with this one: retry`,
+        options,
+      );
+    }
+    if (name === 'CredentialsProviderError' || /could not load credentials/i.test(message)) {
+      return new AccessDeniedError(
+        `no S3 credentials found for ${this.displayUrl}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in pgkeep's environment; credentials never go in the repository URL`,
+        options,
+      );
+    }
+    if (name === 'InvalidAccessKeyId') {
+      return new AccessDeniedError(
+        `${this.where} does not know the access key in use: check AWS_ACCESS_KEY_ID (or the profile in AWS_PROFILE)`,
+        options,
+      );
+    }
+    if (name === 'SignatureDoesNotMatch') {
+      return new AccessDeniedError(
+        `${this.where} rejected the request signature: check AWS_SECRET_ACCESS_KEY (or the profile) and the region`,
+        options,
+      );
+    }
+    if (name === 'ExpiredToken' || name === 'InvalidToken' || name === 'TokenRefreshRequired') {
+      return new AccessDeniedError(
+        `the session credentials for ${this.displayUrl} expired or are invalid: refresh them`,
+        options,
+      );
+    }
+    if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403) {
+      return new AccessDeniedError(
+        `access denied to ${action} ${object}: grant these credentials s3:${
+          { read: 'GetObject', write: 'PutObject', list: 'ListBucket', delete: 'DeleteObject' }[action]
+        } on the bucket (a missing key also reads as 403 without s3:ListBucket)`,
+        options,
+      );
+    }
+    if (name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed' || status === 301) {
+      return new StorageError(
+        `bucket "${this.bucket}" is in another region than the one in use: set region=<the bucket's region> in the repository URL`,
+        options,
+      );
+    }
+    if (/region is missing/i.test(message)) {
+      return new StorageError(
+        `no region for ${this.displayUrl}: add region=<region> to the repository URL or set AWS_REGION`,
+        options,
+      );
+    }
+    if (
+      (status !== undefined && (status >= 500 || status === 429)) ||
+      (code !== undefined && NETWORK_CODES.has(code)) ||
+      name === 'TimeoutError' ||
+      name === 'RequestTimeout' ||
+      name === 'SlowDown' ||
+      name === 'AbortError'
+    ) {
+      const detail = code ?? (status !== undefined ? `HTTP ${status} ${name}` : name);
+      return new StorageUnavailableError(
+        `${this.where} is unreachable or failing (${detail}) for ${action} of ${object}: check the endpoint URL and network, or retry later`,
+        options,
+      );
+    }
+    return new StorageError(`${action} of ${object} failed at ${this.where}: ${name}: ${message}`, options);
+  }
+}
+
+/** Stops the body after the upload has failed; never reported itself (the upload's error is). */
+class UploadStopped extends Error {}
+
+function formatBytes(bytes: number): string {
+  const gib = bytes / 1024 ** 3;
+  return gib >= 1024 ? `${(gib / 1024).toFixed(2)} TiB` : `${gib.toFixed(2)} GiB`;
+}

@@ -1,0 +1,380 @@
+/**
+ * A real S3-compatible server (s3rver 3.7.1) on 127.0.0.1 for integration tests, run as a child
+ * process so tests can SIGKILL it ("provider down", "killed mid-copy") and start it again on the
+ * same port and directory.
+ *
+ * What stock s3rver 3.7.1 does and does not do (checked against @aws-sdk/client-s3 3.1169):
+ * - PutObject, GetObject (with Range; a range past the end is 416 InvalidRange), HeadObject,
+ *   DeleteObject, ListObjectsV2 with pagination, CreateMultipartUpload, UploadPart and
+ *   CompleteMultipartUpload work.
+ * - AbortMultipartUpload answers 405 MethodNotAllowed and ListMultipartUploads 501 NotImplemented:
+ *   this wrapper implements both on top of s3rver's own upload directory, because lib-storage
+ *   aborts on every failed upload and tests must prove nothing is left open.
+ * - `If-None-Match: *` on PUT is ignored (the object is overwritten). With
+ *   `conditionalWrites: true` this wrapper honours it (412 PreconditionFailed) on PutObject and
+ *   CompleteMultipartUpload, like AWS S3, R2 and MinIO; by default it behaves like stock s3rver,
+ *   like providers without conditional writes.
+ * - Stock s3rver writes a PUT straight into the final file, so a client that dies mid-request
+ *   leaves a truncated object behind; real S3 never does. This wrapper writes to a temp file and
+ *   renames it only when the whole body arrived.
+ * - Checksums: stock s3rver ignores `x-amz-checksum-*` headers and does not decode `aws-chunked`
+ *   bodies; with the SDK's default `requestChecksumCalculation: WHEN_SUPPORTED` a *streamed*
+ *   PutObject body is stored with its chunk framing and CRC trailer (corrupt). Buffer bodies (all
+ *   that lib-storage sends) are stored intact either way. Use `WHEN_REQUIRED`.
+ * - ListObjects walks the directory in readdir order, so keys come back unsorted and a continuation
+ *   token can skip keys; this wrapper walks in key (UTF-8 byte) order, as S3 lists.
+ * - HEAD of a key in a missing bucket is a bare 404 (as on AWS): the SDK cannot tell it from a
+ *   missing key without a GET.
+ * - Credentials: access key `S3RVER`, secret `S3RVER` ({@link S3RVER_CREDENTIALS}); others get 403.
+ */
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { link, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/** The only credentials s3rver accepts. */
+export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
+
+/** Points the SDK's standard credential chain at s3rver's fixed keys (for this test process only). */
+export function useS3rverCredentials(): void {
+  process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
+  delete process.env.AWS_SESSION_TOKEN;
+  delete process.env.AWS_PROFILE;
+}
+
+export interface S3ServerOptions {
+  /** Buckets created at start. @default - none */
+  readonly buckets?: readonly string[];
+  /** Honour `If-None-Match: *` on PUT and CompleteMultipartUpload. @default false - like stock s3rver */
+  readonly conditionalWrites?: boolean;
+  /** Data directory. @default - a fresh temp directory, removed by stop() */
+  readonly directory?: string;
+  /** Port on 127.0.0.1. @default - a free port */
+  readonly port?: number;
+}
+
+export interface S3Server {
+  /** `http://127.0.0.1:<port>` */
+  readonly endpoint: string;
+  readonly port: number;
+  readonly directory: string;
+  /** Process id of the running server, `undefined` while it is down. */
+  readonly pid: number | undefined;
+  /** A pgkeep repository URL for `bucket` (and `prefix`) on this server. */
+  url(bucket: string, prefix?: string): string;
+  /** Kills the server (SIGKILL by default) and keeps its data: the endpoint refuses connections until restart(). */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts the server again on the same port and directory. */
+  restart(): Promise<void>;
+  /** The next `count` requests fail with `status` (503 SlowDown or 500 InternalError). */
+  failNextRequests(count: number, status?: 500 | 503): Promise<void>;
+  /** Ids of multipart uploads still open in `bucket`, read from s3rver's directory (no API involved). */
+  openUploads(bucket: string): Promise<string[]>;
+  /** Stops the server and removes the directory if this helper created it. */
+  stop(): Promise<void>;
+}
+
+const CHILD_FLAG = '--pgkeep-s3rver-child';
+
+/** Starts s3rver in a child process on 127.0.0.1 and resolves once it accepts requests. */
+export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Server> {
+  const ownsDirectory = options.directory === undefined;
+  const directory = options.directory ?? (await mkdtemp(path.join(tmpdir(), 'pgkeep-s3rver-')));
+  await mkdir(directory, { recursive: true });
+  const config: ChildConfig = {
+    directory,
+    port: options.port ?? 0,
+    buckets: [...(options.buckets ?? [])],
+    conditionalWrites: options.conditionalWrites ?? false,
+  };
+  let child: ChildProcess | undefined;
+  let port: number;
+  try {
+    ({ child, port } = await spawnChild(config));
+  } catch (error) {
+    if (ownsDirectory) await rm(directory, { recursive: true, force: true });
+    throw error;
+  }
+  config.port = port;
+  const endpoint = `http://127.0.0.1:${port}`;
+
+  const server: S3Server = {
+    endpoint,
+    port,
+    directory,
+    get pid() {
+      return child?.exitCode === null && child.signalCode === null ? child.pid : undefined;
+    },
+    url(bucket, prefix = '') {
+      return `s3://${bucket}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&path-style=true&region=us-east-1`;
+    },
+    async kill(signal = 'SIGKILL') {
+      if (child) await terminate(child, signal);
+      child = undefined;
+    },
+    async restart() {
+      if (child) await terminate(child, 'SIGTERM');
+      child = (await spawnChild(config)).child;
+    },
+    async failNextRequests(count, status = 503) {
+      if (!child?.stdin) throw new Error('s3rver is not running: call restart() first');
+      child.stdin.write(`${JSON.stringify({ fail: { count, status } })}\n`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    },
+    async openUploads(bucket) {
+      const uploads = path.join(directory, bucket, '._S3rver_uploads');
+      if (!existsSync(uploads)) return [];
+      return (await readdir(uploads)).sort();
+    },
+    async stop() {
+      if (child) await terminate(child, 'SIGTERM');
+      child = undefined;
+      if (ownsDirectory) await rm(directory, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
+
+interface ChildConfig {
+  directory: string;
+  port: number;
+  buckets: string[];
+  conditionalWrites: boolean;
+}
+
+function nodeBinary(): string {
+  // The system node may be too old to run .ts files; the repository pins Node 24.
+  const pinned = fileURLToPath(new URL('../../node_modules/.bin/node', import.meta.url));
+  return existsSync(pinned) ? pinned : process.execPath;
+}
+
+async function spawnChild(config: ChildConfig): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(nodeBinary(), [fileURLToPath(import.meta.url), CHILD_FLAG, JSON.stringify(config)], {
+    // stdin stays open as a lifeline: when this process dies, the child sees EOF and exits.
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const lines = createInterface({ input: child.stdout! });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('s3rver did not start within 20 s')), 20_000);
+      lines.once('line', (line) => {
+        clearTimeout(timer);
+        const message = JSON.parse(line) as { port?: number; error?: string };
+        if (message.port) resolve(message.port);
+        else reject(new Error(`s3rver failed to start: ${message.error}`));
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`s3rver exited at start (code ${code}, signal ${signal}): ${stderr}`));
+      });
+    });
+    return { child, port };
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+}
+
+async function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child process: s3rver plus the missing pieces described at the top of this file.
+
+interface KoaContext {
+  method: string;
+  path: string;
+  query: Record<string, string | undefined>;
+  headers: Record<string, string | undefined>;
+  status: number;
+  body: unknown;
+  type: string;
+}
+
+async function runChild(config: ChildConfig): Promise<void> {
+  const require = createRequire(import.meta.url);
+  // Stock s3rver lists in readdir order (hash order on ext4), so ListObjects is unsorted and
+  // continuation tokens skip keys. Walk in key order instead; filesystem.js picks up `walk` when
+  // it is first required, so this must come before require('s3rver').
+  const utils = require('s3rver/lib/utils');
+  utils.walk = function* walk(dir: string, recurseFilter?: (dirPath: string) => boolean): Generator<string> {
+    const entries = readdirSync(dir, { withFileTypes: true }).map((entry) => ({
+      entry,
+      // An object "k" is stored as "k._S3rver_object" and keys under "d/" in directory "d".
+      sortKey: Buffer.from(entry.isDirectory() ? `${entry.name}/` : entry.name.replace(/\._S3rver_.*$/, '')),
+    }));
+    entries.sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
+    for (const { entry } of entries) {
+      const child = path.posix.join(dir, entry.name);
+      if (!entry.isDirectory()) yield child;
+      else if (!recurseFilter || recurseFilter(child)) yield* walk(child, recurseFilter);
+    }
+  };
+  const S3rver = require('s3rver');
+  const S3Error = require('s3rver/lib/models/error');
+  const FilesystemStore = require('s3rver/lib/stores/filesystem');
+  const requestHeaders = new AsyncLocalStorage<Record<string, string | undefined>>();
+  let failures = { count: 0, status: 503 };
+
+  // Atomic, optionally conditional PUT: temp file + rename (or link, which fails if the key exists).
+  FilesystemStore.prototype.putObject = async function putObject(object: {
+    bucket: string;
+    key: string;
+    content: (NodeJS.ReadableStream & { complete?: boolean }) | Buffer;
+    metadata: Record<string, string>;
+  }) {
+    const objectPath: string = this.getResourcePath(object.bucket, object.key, 'object');
+    await mkdir(path.dirname(objectPath), { recursive: true });
+    const temp = `${objectPath}.partial-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const md5 = createHash('md5');
+    let size = 0;
+    try {
+      const counter = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          md5.update(chunk);
+          size += chunk.length;
+          callback(null, chunk);
+        },
+      });
+      const source = Buffer.isBuffer(object.content) ? [object.content] : object.content;
+      await pipeline(source as NodeJS.ReadableStream, counter, createWriteStream(temp));
+      // A request body cut short (client killed, connection dropped) must not become an object.
+      if ('complete' in object.content && object.content.complete === false) {
+        throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified');
+      }
+      if (config.conditionalWrites && requestHeaders.getStore()?.['if-none-match'] === '*') {
+        try {
+          await link(temp, objectPath);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+            throw new S3Error(
+              'PreconditionFailed',
+              'At least one of the pre-conditions you specified did not hold',
+              {
+                Condition: 'If-None-Match',
+              },
+            );
+          }
+          throw error;
+        }
+        await unlink(temp);
+      } else {
+        await rename(temp, objectPath);
+      }
+    } finally {
+      await rm(temp, { force: true });
+    }
+    const digest = md5.digest('hex');
+    await this.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
+  };
+
+  const server = new S3rver({
+    address: '127.0.0.1',
+    port: config.port,
+    silent: true,
+    directory: config.directory,
+    configureBuckets: config.buckets.map((name) => ({ name })),
+  });
+
+  const uploadsDir = (bucket: string) => path.join(config.directory, bucket, '._S3rver_uploads');
+  const bucketExists = async (bucket: string) => {
+    const found = await stat(path.join(config.directory, bucket)).catch(() => undefined);
+    if (!found?.isDirectory()) {
+      throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: bucket });
+    }
+  };
+
+  // Runs before s3rver's own middleware (Koa composes `middleware` when the server starts listening).
+  server.middleware.unshift(async (ctx: KoaContext, next: () => Promise<void>) => {
+    if (failures.count > 0) {
+      failures.count -= 1;
+      throw failures.status === 503
+        ? new S3Error('SlowDown', 'Please reduce your request rate.')
+        : new S3Error('InternalError', 'We encountered an internal error. Please try again.');
+    }
+    const [, bucket = '', ...keyParts] = ctx.path.split('/');
+    const key = decodeURIComponent(keyParts.join('/'));
+    if (ctx.method === 'DELETE' && key && ctx.query.uploadId !== undefined) {
+      await bucketExists(bucket);
+      const dir = path.join(uploadsDir(bucket), path.basename(ctx.query.uploadId));
+      if (!existsSync(dir) || (await readFile(path.join(dir, 'key'), 'utf8')) !== key) {
+        throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', {
+          UploadId: ctx.query.uploadId,
+        });
+      }
+      await rm(dir, { recursive: true, force: true });
+      ctx.status = 204;
+      return;
+    }
+    if (ctx.method === 'GET' && bucket && !key && ctx.query.uploads !== undefined) {
+      await bucketExists(bucket);
+      const prefix = ctx.query.prefix ?? '';
+      const ids = existsSync(uploadsDir(bucket)) ? (await readdir(uploadsDir(bucket))).sort() : [];
+      const uploads: string[] = [];
+      for (const id of ids) {
+        const uploadKey = await readFile(path.join(uploadsDir(bucket), id, 'key'), 'utf8').catch(
+          () => undefined,
+        );
+        if (uploadKey === undefined || !uploadKey.startsWith(prefix)) continue;
+        const initiated = (await stat(path.join(uploadsDir(bucket), id))).mtime.toISOString();
+        uploads.push(
+          `<Upload><Key>${escapeXml(uploadKey)}</Key><UploadId>${id}</UploadId><Initiated>${initiated}</Initiated></Upload>`,
+        );
+      }
+      ctx.type = 'application/xml';
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+        `<Bucket>${escapeXml(bucket)}</Bucket><Prefix>${escapeXml(prefix)}</Prefix><IsTruncated>false</IsTruncated>` +
+        `${uploads.join('')}</ListMultipartUploadsResult>`;
+      return;
+    }
+    await requestHeaders.run(ctx.headers, next);
+  });
+
+  const address = (await server.run()) as { port: number };
+  process.stdout.write(`${JSON.stringify({ port: address.port })}\n`);
+
+  const shutdown = () => {
+    server.close().finally(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2_000).unref();
+  };
+  process.on('SIGTERM', shutdown);
+  const commands = createInterface({ input: process.stdin });
+  commands.on('line', (line) => {
+    const message = JSON.parse(line) as { fail?: { count: number; status: number } };
+    if (message.fail) failures = { ...message.fail };
+  });
+  commands.on('close', shutdown);
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[<>&'"]/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
+if (process.argv[2] === CHILD_FLAG && import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  runChild(JSON.parse(process.argv[3] ?? '{}') as ChildConfig).catch((error: unknown) => {
+    process.stdout.write(`${JSON.stringify({ error: String(error) })}\n`);
+    process.exit(1);
+  });
+}
