@@ -2,6 +2,7 @@ import { runLogicalRestore } from '../logical/restore.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
+import { restorePhysicalCommand } from './restore-physical.ts';
 import { setUp } from './setup.ts';
 
 export const restore: Command = {
@@ -13,8 +14,15 @@ fails, TARGET_DB is dropped again: the restore is complete or absent. Needs the 
 (identityFile, PGKEEP_IDENTITY).
   --db NAME         the database whose dump to restore
   --into TARGET_DB  a database that does not exist yet
-  --backup ID       a backup id from pgkeep list (default: the newest holding NAME)`,
+  --backup ID       a backup id from pgkeep list (default: the newest holding NAME)
+
+Physical restore with point-in-time recovery: pgkeep restore --pgdata DIR [--target-time T …]
+(options: see docs/physical.md).`,
   async run(context) {
+    // Physical restore (point-in-time recovery) shares the command name; --pgdata selects it.
+    if (context.args.some((a) => a === '--pgdata' || a.startsWith('--pgdata='))) {
+      return await restorePhysicalCommand.run(context);
+    }
     const { values } = parseCommandArgs(context.args, {
       db: { type: 'string' },
       into: { type: 'string' },

@@ -42,6 +42,8 @@ export interface BaseBackupOptions {
   readonly agentVersion: string;
   readonly now?: () => Date;
   readonly onProgress?: (event: { archive: string; plaintextBytes: number }) => void;
+  /** Stops pg_basebackup; the backup then fails without a manifest and no partial object. */
+  readonly signal?: AbortSignal;
 }
 
 export interface BaseBackupResult {
@@ -107,6 +109,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
 
   if (tablespaces.length === 0) {
     const { child, output } = spawnProducer(options.pg, 'pg_basebackup', [...args, '-D', '-']);
+    options.signal?.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
     child.stderr?.on('data', (d: Buffer) => {
       stderr += d.toString();
     });
@@ -116,6 +119,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
     await mkdir(join(options.spoolDir, options.cluster), { recursive: true, mode: 0o700 });
     try {
       const { child, output } = spawnProducer(options.pg, 'pg_basebackup', [...args, '-D', staging]);
+      options.signal?.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
       child.stderr?.on('data', (d: Buffer) => {
         stderr += d.toString();
       });
@@ -139,6 +143,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
   const startWalFile = walFileNameForLsn(timeline, startLsn);
   const stopWalFile = walFileNameForLsn(timeline, previousByte(stopLsn));
   await waitForWal(options, stopWalFile, (options.walWaitSeconds ?? 600) * 1000);
+  options.signal?.throwIfAborted();
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,

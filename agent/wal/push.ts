@@ -202,11 +202,13 @@ export async function ensureClusterIdentity(
     );
   }
   if (cacheFile) {
+    // Only a cache: a spool this user cannot write costs one GET per push, not a failed push.
     const { mkdir, writeFile, rename } = await import('node:fs/promises');
-    await mkdir(cacheDir, { recursive: true });
     const tmp = `${cacheFile}.${process.pid}.tmp`;
-    await writeFile(tmp, systemIdentifier);
-    await rename(tmp, cacheFile);
+    await mkdir(cacheDir, { recursive: true, mode: 0o700 })
+      .then(() => writeFile(tmp, systemIdentifier))
+      .then(() => rename(tmp, cacheFile))
+      .catch(() => undefined);
   }
 }
 
@@ -325,4 +327,15 @@ export async function verifyStored(
       );
     }
   });
+}
+
+/** sha256 and size of a file, streamed. */
+export async function sha256OfFile(path: string): Promise<{ sha256: string; sizeBytes: number }> {
+  const hash = createHash('sha256');
+  let sizeBytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+    sizeBytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), sizeBytes };
 }

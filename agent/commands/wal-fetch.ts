@@ -1,0 +1,111 @@
+import { spawn } from 'node:child_process';
+import { access } from 'node:fs/promises';
+import { parseWalFileName } from '../../core/wal-names.ts';
+import { ExitCode } from '../exit-codes.ts';
+import { readIdentityFile } from '../recipients.ts';
+import { fetchWalFile } from '../wal/fetch.ts';
+import { prefetchAhead, takePrefetched } from '../wal/prefetch.ts';
+import { WalSpool } from '../wal/spool.ts';
+import { parseCommandArgs } from './args.ts';
+import { type Command, type CommandContext, UsageError } from './command.ts';
+import { setUp } from './setup.ts';
+import { walRetryPolicy } from './wal-options.ts';
+
+/**
+ * PostgreSQL aborts recovery when restore_command exits above 125; any lower code means "no such
+ * file", which in archive recovery ends recovery and promotes. A repository that stays unreachable,
+ * or an object that fails verification, must not end recovery early and lose the WAL after it.
+ */
+export const EXIT_ABORT_RECOVERY = 255;
+
+export const walFetch: Command = {
+  summary: "restore one WAL file (PostgreSQL's restore_command)",
+  usage: `pgkeep wal-fetch NAME PATH
+
+For restore_command = 'pgkeep wal-fetch %f %p'. Writes WAL file NAME to PATH atomically and exits 0;
+exits 1 at once when the repository holds no such file (.history files included), which tells
+PostgreSQL it reached the end of the archive. An unreachable repository is retried for
+wal.retrySeconds; if it stays unreachable, or the object fails verification, the command exits
+${EXIT_ABORT_RECOVERY} during archive recovery (PostgreSQL stops instead of ending recovery early and losing
+the WAL it could not read) and 4 on a standby (PostgreSQL retries). After a segment, the following
+wal.fetchPrefetch segments are downloaded ahead in the background.`,
+  async run(context) {
+    const { positionals } = parseCommandArgs(context.args, {}, 2);
+    const [name, path] = positionals;
+    if (!name || !path) throw new UsageError('NAME and PATH are required (%f and %p in restore_command)');
+    if (!parseWalFileName(name)) throw new UsageError(`"${name}" is not a WAL file name`);
+    try {
+      return await fetchOne(context, name, path);
+    } catch (error) {
+      // restore_command runs in the data directory; a standby has standby.signal there.
+      const standby = await access('standby.signal').then(
+        () => true,
+        () => false,
+      );
+      context.stderr.write(`pgkeep wal-fetch: ${(error as Error).message}\n`);
+      return standby ? ExitCode.unavailable : EXIT_ABORT_RECOVERY;
+    }
+  },
+};
+
+async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
+  const { config, storage } = await setUp(context);
+  const spool = new WalSpool(config.spoolDir, config.cluster);
+  const kind = parseWalFileName(name)?.kind;
+  if (kind === 'segment' && (await takePrefetched(spool, name, path))) {
+    startPrefetcher(context, name, config.wal.fetchPrefetch);
+    return ExitCode.ok;
+  }
+  const identities = await readIdentityFile(config.identityFile);
+  const outcome = await fetchWalFile({
+    storage,
+    cluster: config.cluster,
+    identities,
+    walFileName: name,
+    destination: path,
+    retry: walRetryPolicy(config),
+  });
+  if (outcome === 'missing') return ExitCode.failed;
+  if (kind === 'segment') startPrefetcher(context, name, config.wal.fetchPrefetch);
+  return ExitCode.ok;
+}
+
+/** Starts `pgkeep wal-prefetch NAME` detached: PostgreSQL waits for wal-fetch, not for it. */
+function startPrefetcher(context: CommandContext, after: string, count: number): void {
+  const script = process.argv[1];
+  if (count <= 0 || !script) return;
+  const args = [
+    script,
+    ...(context.configPath ? ['--config', context.configPath] : []),
+    'wal-prefetch',
+    after,
+  ];
+  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
+  child.on('error', () => {});
+  child.unref();
+}
+
+export const walPrefetch: Command = {
+  summary: 'download the WAL segments after NAME into the spool (started by wal-fetch)',
+  usage: `pgkeep wal-prefetch NAME
+
+Downloads the wal.fetchPrefetch segments after NAME that are not in the spool yet, stopping at the
+end of the archive. wal-fetch starts it in the background; one runs per cluster at a time.`,
+  async run(context) {
+    const { positionals } = parseCommandArgs(context.args, {}, 1);
+    const name = positionals[0];
+    if (!name || parseWalFileName(name)?.kind !== 'segment')
+      throw new UsageError('NAME must be a WAL segment name');
+    const { config, storage } = await setUp(context);
+    await prefetchAhead({
+      storage,
+      cluster: config.cluster,
+      identities: await readIdentityFile(config.identityFile),
+      spool: new WalSpool(config.spoolDir, config.cluster),
+      after: name,
+      count: config.wal.fetchPrefetch,
+      retry: walRetryPolicy(config),
+    });
+    return ExitCode.ok;
+  },
+};

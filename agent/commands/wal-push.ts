@@ -1,0 +1,95 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { requireRecipients } from '../config.ts';
+import { ExitCode } from '../exit-codes.ts';
+import { servicePidFile } from '../service/service.ts';
+import { ForeignWalError, pushWalFile, sha256OfFile, WalConflictError } from '../wal/push.ts';
+import { type PushedMarker, WalSpool } from '../wal/spool.ts';
+import { parseCommandArgs } from './args.ts';
+import { type Command, UsageError } from './command.ts';
+import { setUp } from './setup.ts';
+import { walRetryPolicy } from './wal-options.ts';
+
+/** How long wal-push waits for a running service to push a file before pushing it itself. */
+const SERVICE_WAIT_MS = 10_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * When the service is running it pushes every ready file, several at a time; pushing the same
+ * file here too would only double the work. Waits for its marker, bounded, and gives up early if
+ * the service goes away.
+ */
+async function waitForService(
+  spool: WalSpool,
+  name: string,
+  timeoutMs: number,
+): Promise<PushedMarker | undefined> {
+  const pid = Number(await readFile(servicePidFile(spool), 'utf8').catch(() => '0'));
+  if (!(pid > 0) || !alive(pid)) return undefined;
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 50)) {
+    const marker = await spool.readMarker(name);
+    if (marker) return marker;
+    if (!alive(pid)) return undefined;
+    await sleep(delay);
+  }
+  return undefined;
+}
+
+export const walPush: Command = {
+  summary: "archive one WAL file (PostgreSQL's archive_command)",
+  usage: `pgkeep wal-push PATH
+
+For archive_command = 'pgkeep wal-push %p'. Exits 0 only once the file is durably stored and read
+back with its hash checked, or was already stored with identical content (PostgreSQL re-archives
+after a crash). The same name with different content, or WAL of another PostgreSQL cluster, exits
+non-zero and stores nothing. An unreachable repository is retried for wal.retrySeconds, then the
+command fails and PostgreSQL tries again later. When the agent service already pushed the file,
+returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`,
+  async run(context) {
+    const { positionals } = parseCommandArgs(context.args, {}, 1);
+    const path = positionals[0];
+    if (!path) throw new UsageError('PATH is required: the WAL file to archive (%p in archive_command)');
+    const { config, storage } = await setUp(context);
+    const recipients = requireRecipients(config);
+    const spool = new WalSpool(config.spoolDir, config.cluster);
+
+    // The service pushed it already (or is about to): trust its marker only for these exact bytes
+    // and this repository.
+    const name = basename(path);
+    const marker = await spool.readMarker(name);
+    const waited = marker ?? (await waitForService(spool, name, SERVICE_WAIT_MS));
+    if (waited && waited.repository === storage.displayUrl) {
+      const { sha256 } = await sha256OfFile(path);
+      if (sha256 === waited.plaintextSha256) return ExitCode.ok;
+    }
+
+    try {
+      await pushWalFile({
+        storage,
+        cluster: config.cluster,
+        recipients,
+        path,
+        cacheDir: spool.root,
+        retry: walRetryPolicy(config),
+        zstdLevel: config.zstdLevel,
+      });
+      return ExitCode.ok;
+    } catch (error) {
+      if (error instanceof WalConflictError || error instanceof ForeignWalError) {
+        context.stderr.write(`pgkeep wal-push: ${error.message}\n`);
+        return ExitCode.conflict;
+      }
+      throw error;
+    }
+  },
+};
