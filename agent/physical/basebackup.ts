@@ -8,8 +8,9 @@
  * tablespaces it writes the tar files into a private directory in the spool first, and each is
  * streamed to the repository and deleted (the data already lives on this host's disks).
  *
- * WAL is not included (`-X none`): the archive holds it, and a restore fetches it through
- * restore_command like any other WAL.
+ * The WAL written during the backup is also put in base.tar (`-X fetch`): the restore still reads
+ * WAL through restore_command, but the backup stays restorable to its end point without the
+ * archive, and pg_basebackup reports the start and end LSN only when it includes WAL.
  */
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
@@ -81,7 +82,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
     "select oid from pg_tablespace where spcname not in ('pg_default', 'pg_global')",
   );
   const label = `pgkeep ${backupId}`;
-  const args = ['-Ft', '-X', 'none', '-c', 'fast', '-v', '--no-manifest', '-l', label];
+  const args = ['-Ft', '-X', 'fetch', '-c', 'fast', '-v', '--no-manifest', '-l', label];
   const objects: ManifestObject[] = [];
   let stderr = '';
 
