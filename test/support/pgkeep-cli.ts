@@ -1,0 +1,43 @@
+/** Runs the bundled agent (dist/pgkeep.mjs) as a user would: a separate process, Node 24. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+
+export const PROJECT_ROOT = resolve(import.meta.dirname, '../..');
+/** The project's own Node 24 (the "node" devDependency), whatever `node` is on PATH. */
+export const NODE = resolve(PROJECT_ROOT, 'node_modules/.bin/node');
+export const PGKEEP_BUNDLE = resolve(PROJECT_ROOT, 'dist/pgkeep.mjs');
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Starts `pgkeep ARGS` with exactly `env` (plus PATH) and returns the child and its result. */
+export function startPgkeep(
+  args: readonly string[],
+  env: Record<string, string>,
+): { child: ChildProcess; result: Promise<CliResult> } {
+  const child = spawn(NODE, [PGKEEP_BUNDLE, ...args], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const result = new Promise<CliResult>((resolvePromise, reject) => {
+    child.once('error', reject);
+    child.once('close', (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
+  });
+  return { child, result };
+}
+
+export async function runPgkeep(args: readonly string[], env: Record<string, string>): Promise<CliResult> {
+  return await startPgkeep(args, env).result;
+}
