@@ -187,7 +187,7 @@ function describeIssue(issue: z.core.$ZodIssue | undefined, source: string): str
   }
   const env = envNameOf(issue.path);
   const hint = env ? ` (or set ${env})` : '';
-  if (issue.code === 'invalid_type' && issue.input === undefined) {
+  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
     return `config (${source}): ${field} is required: set it in the config file${hint}`;
   }
   return `config (${source}): ${field}: ${issue.message}${hint}`;

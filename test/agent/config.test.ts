@@ -1,0 +1,96 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, requireRecipients } from '../../agent/config.ts';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pgkeep-config-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function configFile(content: string): Promise<string> {
+  const path = join(dir, `c${Math.random().toString(16).slice(2)}.yaml`);
+  await writeFile(path, content);
+  return path;
+}
+
+const minimal = { PGKEEP_CLUSTER: 'main', PGKEEP_REPOSITORY: 'file:///var/backups' };
+
+describe('loadConfig', () => {
+  it('reads the file and lets the environment win', async () => {
+    const path = await configFile('cluster: from-file\nrepository: file:///a\nwal:\n  pushParallelism: 2\n');
+    const config = await loadConfig({
+      configPath: path,
+      env: {
+        PGKEEP_CLUSTER: 'from-env',
+        PGKEEP_WAL_PUSH_PARALLELISM: '8',
+        PGKEEP_RECIPIENTS: 'age1a, age1b',
+      },
+    });
+    expect(config.cluster).toBe('from-env');
+    expect(config.repository).toBe('file:///a');
+    expect(config.wal.pushParallelism).toBe(8);
+    expect(config.recipients).toEqual(['age1a', 'age1b']);
+  });
+
+  it('works from the environment alone when the default file is absent', async () => {
+    const config = await loadConfig({ configPath: undefined, env: minimal });
+    expect(config.zstdLevel).toBe(3);
+    expect(config.metrics.listen).toBe('127.0.0.1:9187');
+  });
+
+  it.each([
+    [
+      'an unknown top-level option',
+      'cluster: a\nrepository: file:///x\nrecipent: age1x\n',
+      /unknown option "recipent"; known options: cluster, repository, recipients/,
+    ],
+    [
+      'an unknown nested option',
+      'cluster: a\nrepository: file:///x\nwal:\n  parallel: 3\n',
+      /unknown option "parallel" in wal; known options: pushParallelism/,
+    ],
+    [
+      'a missing required option',
+      'repository: file:///x\n',
+      /cluster is required: set it in the config file \(or set PGKEEP_CLUSTER\)/,
+    ],
+    [
+      'a wrong type',
+      'cluster: a\nrepository: file:///x\nzstdLevel: fast\n',
+      /zstdLevel: .*number.*\(or set PGKEEP_ZSTD_LEVEL\)/,
+    ],
+    ['an out-of-range value', 'cluster: a\nrepository: file:///x\nzstdLevel: 40\n', /zstdLevel: .*19/],
+    [
+      'a bad cron expression',
+      'cluster: a\nrepository: file:///x\nschedules:\n  base: every day\n',
+      /schedules\.base: not a valid cron expression/,
+    ],
+    ['a bad cluster name', 'cluster: Main DB\nrepository: file:///x\n', /invalid cluster name "Main DB"/],
+    ['invalid YAML', 'cluster: [a\n', /not valid YAML/],
+    ['a list at the top level', '- a\n- b\n', /expected a mapping/],
+  ])('names the problem for %s', async (_what, content, message) => {
+    const path = await configFile(content);
+    const error = await loadConfig({ configPath: path, env: {} }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(message);
+  });
+
+  it('requires an explicitly named file to exist', async () => {
+    await expect(loadConfig({ configPath: join(dir, 'nope.yaml'), env: {} })).rejects.toThrow(
+      /config file .*nope\.yaml does not exist/,
+    );
+    await expect(
+      loadConfig({ configPath: undefined, env: { PGKEEP_CONFIG: join(dir, 'nope.yaml') } }),
+    ).rejects.toThrow(/does not exist/);
+  });
+
+  it('refuses to go on without a recipient, saying how to make one', async () => {
+    const config = await loadConfig({ configPath: undefined, env: minimal });
+    expect(() => requireRecipients(config)).toThrow(/no recipient configured.*pgkeep keygen/);
+  });
+});
