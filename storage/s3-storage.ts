@@ -11,7 +11,7 @@
  * Maximum object size = partSize × 10,000 parts (S3's limit): 156.25 GiB with the default 16 MiB.
  * A stream of unknown length cannot pick its part size after the fact, so larger objects need a
  * larger `part-size-mib` in the repository URL (64 → 625 GiB with ~256 MiB of buffers;
- * 512 → 5 TiB, S3's object limit, with ~2 GiB). A stream that outgrows the limit fails early with
+ * 525 → 5 TiB, S3's object limit, with ~2 GiB). A stream that outgrows the limit fails early with
  * an error naming the option, and its multipart upload is aborted.
  *
  * Create-only puts (`ifAbsent`) send `If-None-Match: *` (atomic on AWS S3, R2, MinIO and others)

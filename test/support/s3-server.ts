@@ -21,6 +21,9 @@
  *   bodies; with the SDK's default `requestChecksumCalculation: WHEN_SUPPORTED` a *streamed*
  *   PutObject body is stored with its chunk framing and CRC trailer (corrupt). Buffer bodies (all
  *   that lib-storage sends) are stored intact either way. Use `WHEN_REQUIRED`.
+ * - ListObjectsV2 beyond one page (1,000 keys) fails with 500: its continuation tokens use DES,
+ *   which Node 17+ (OpenSSL 3) lacks unless started with --openssl-legacy-provider (done here).
+ * - A Range ending at byte 0 (`bytes=0-0`) returns the whole object; fixed here.
  * - ListObjects walks the directory in readdir order, so keys come back unsorted and a continuation
  *   token can skip keys; this wrapper walks in key (UTF-8 byte) order, as S3 lists.
  * - HEAD of a key in a missing bucket is a bare 404 (as on AWS): the SDK cannot tell it from a
@@ -31,7 +34,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readdirSync } from 'node:fs';
 import { link, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -159,13 +162,21 @@ function nodeBinary(): string {
 }
 
 async function spawnChild(config: ChildConfig): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(nodeBinary(), [fileURLToPath(import.meta.url), CHILD_FLAG, JSON.stringify(config)], {
+  // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only has in its legacy provider.
+  const args = [
+    '--openssl-legacy-provider',
+    fileURLToPath(import.meta.url),
+    CHILD_FLAG,
+    JSON.stringify(config),
+  ];
+  const child = spawn(nodeBinary(), args, {
     // stdin stays open as a lifeline: when this process dies, the child sees EOF and exits.
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
+    if (process.env.PGKEEP_S3RVER_DEBUG === '1') process.stderr.write(chunk);
   });
   const lines = createInterface({ input: child.stdout! });
   try {
@@ -289,6 +300,37 @@ async function runChild(config: ChildConfig): Promise<void> {
     return { size, md5: digest };
   };
 
+  // Stock getObject reads a range ending at byte 0 ("bytes=0-0", "bytes=5-0") as "to the end".
+  const S3Object = require('s3rver/lib/models/object');
+  FilesystemStore.prototype.getObject = async function getObject(
+    bucket: string,
+    key: string,
+    options?: { start?: number; end?: number },
+  ) {
+    try {
+      const metadata = await this.getMetadata(bucket, key);
+      const lastByte = Math.max(0, Number(metadata['content-length']) - 1);
+      const ranged = options !== undefined && (options.start !== undefined || options.end !== undefined);
+      const range = {
+        start: options?.start ?? 0,
+        end: Math.min(options?.end ?? Number.POSITIVE_INFINITY, lastByte),
+      };
+      const object = new S3Object(bucket, key, null, metadata);
+      if (ranged) object.range = range;
+      const empty = Number(metadata['content-length']) === 0;
+      if (range.start < 0 || range.end < range.start || (ranged && empty)) return object;
+      object.content = await new Promise((resolve, reject) => {
+        const stream = createReadStream(this.getResourcePath(bucket, key, 'object'), range)
+          .on('error', reject)
+          .on('open', () => resolve(stream));
+      });
+      return object;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  };
+
   const server = new S3rver({
     address: '127.0.0.1',
     port: config.port,
@@ -352,6 +394,10 @@ async function runChild(config: ChildConfig): Promise<void> {
     await requestHeaders.run(ctx.headers, next);
   });
 
+  // Internal errors are the wrapper's or s3rver's bugs: show them (PGKEEP_S3RVER_DEBUG=1 forwards stderr).
+  server.on('error', (error: { status?: number; stack?: string }) => {
+    if ((error.status ?? 500) >= 500) process.stderr.write(`s3rver: ${error.stack}\n`);
+  });
   const address = (await server.run()) as { port: number };
   process.stdout.write(`${JSON.stringify({ port: address.port })}\n`);
 
