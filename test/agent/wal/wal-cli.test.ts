@@ -1,0 +1,153 @@
+/**
+ * PostgreSQL's archive_command / restore_command contract, through the bundled CLI run as the
+ * server's user: exit codes, identical re-push, conflicts, missing files, an unreachable
+ * repository (bounded, never "missing"), and an atomic %p.
+ */
+import { randomBytes } from 'node:crypto';
+import { chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { walFilePrefix } from '../../../core/keys.ts';
+import { type Harness, makeHarness } from './harness.ts';
+
+const SEGMENT_BYTES = 16 * 1024 * 1024;
+const SYSID = 7322222222222222222n;
+
+function segment(name: string): Buffer {
+  const b = Buffer.alloc(SEGMENT_BYTES);
+  randomBytes(256 * 1024).copy(b, 8192);
+  const segNo = BigInt(`0x${name.slice(8, 16)}`) * 256n + BigInt(`0x${name.slice(16, 24)}`);
+  b.writeUInt16LE(0xd110, 0);
+  b.writeUInt16LE(0x0002, 2);
+  b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
+  b.writeBigUInt64LE(segNo * BigInt(SEGMENT_BYTES), 8);
+  b.writeBigUInt64LE(SYSID, 24);
+  b.writeUInt32LE(SEGMENT_BYTES, 32);
+  b.writeUInt32LE(8192, 36);
+  return b;
+}
+
+let h: Harness;
+let dataDir: string;
+let firstContent: Buffer;
+
+async function own(path: string): Promise<void> {
+  if (h.user) await chown(path, h.user.uid, h.user.gid);
+}
+
+async function walFile(name: string, content: Buffer | string): Promise<string> {
+  const path = join(dataDir, 'pg_wal', name);
+  await writeFile(path, content);
+  await own(path);
+  return path;
+}
+
+function keysIn(name: string): Promise<string[]> {
+  const dir = join(h.repoDir, walFilePrefix(h.cluster, name)).replace(/\/[^/]*-$/, '');
+  return readdir(dir)
+    .then((files) => files.filter((f) => f.startsWith(`${name}-`)))
+    .catch(() => []);
+}
+
+beforeAll(async () => {
+  h = await makeHarness('cli', { wal: { retrySeconds: 1 } });
+  dataDir = join(h.dir, 'data');
+  for (const d of [dataDir, join(dataDir, 'pg_wal'), join(dataDir, 'global')]) {
+    await mkdir(d, { mode: 0o700 });
+    await own(d);
+  }
+  const control = Buffer.alloc(8192);
+  control.writeBigUInt64LE(SYSID, 0);
+  await writeFile(join(dataDir, 'global', 'pg_control'), control);
+});
+
+afterAll(async () => {
+  await rm(h.dir, { recursive: true, force: true });
+});
+
+describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
+  it('exits 0 for a push and an identical re-push, 6 for different content, leaving the object as it was', async () => {
+    const name = '0000000B0000000000000007';
+    firstContent = segment(name);
+    await walFile(name, firstContent);
+    expect(await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).toMatchObject({
+      code: 0,
+      stderr: '',
+    });
+    const [key] = await keysIn(name);
+    expect(key).toBeDefined();
+    expect(await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).toMatchObject({ code: 0 });
+    const before = await readdir(join(h.repoDir, 'v1', 'cli', 'wal', '0000000B'));
+    await walFile(name, segment(name));
+    const conflict = await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir);
+    expect(conflict.code).toBe(6);
+    expect(conflict.stderr).toMatch(/already archived with different content/);
+    expect(await readdir(join(h.repoDir, 'v1', 'cli', 'wal', '0000000B'))).toEqual(before);
+  });
+
+  it('fetches into %p atomically, and exits 1 at once for a missing segment or history file', async () => {
+    const name = '0000000B0000000000000007';
+    const restoreDir = join(h.dir, 'restore-cli');
+    await mkdir(restoreDir);
+    await own(restoreDir);
+    const fetched = await h.pgkeep(['wal-fetch', name, 'RECOVERYXLOG'], {}, restoreDir);
+    expect(fetched).toMatchObject({ code: 0, stderr: '' });
+    // The stored version is the first one: the conflicting push changed nothing.
+    expect((await readFile(join(restoreDir, 'RECOVERYXLOG'))).equals(firstContent)).toBe(true);
+    expect((await readdir(restoreDir)).filter((f) => f.includes('tmp'))).toEqual([]);
+    for (const missing of ['0000000B00000000000000F0', '0000000C.history']) {
+      const started = Date.now();
+      const result = await h.pgkeep(['wal-fetch', missing, 'RECOVERYXLOG.2'], {}, restoreDir);
+      expect(result.code).toBe(1);
+      expect(Date.now() - started).toBeLessThan(3000);
+    }
+  });
+
+  it('with the repository down: wal-push fails (4) within the retry bound; wal-fetch never says "missing"', async () => {
+    const name = '0000000B0000000000000008';
+    await walFile(name, segment(name));
+    await rename(h.repoDir, `${h.repoDir}.down`);
+    try {
+      let started = Date.now();
+      const push = await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir);
+      expect(push.code).toBe(4);
+      expect(push.stderr).toMatch(/unavailable|not found|missing/i);
+      expect(Date.now() - started).toBeLessThan(8000);
+
+      const restoreDir = join(h.dir, 'restore-down');
+      await mkdir(restoreDir);
+      await own(restoreDir);
+      started = Date.now();
+      // Archive recovery: exit above 125 so PostgreSQL stops instead of ending recovery early.
+      expect((await h.pgkeep(['wal-fetch', '0000000B0000000000000007', 'X'], {}, restoreDir)).code).toBe(255);
+      await writeFile(join(restoreDir, 'standby.signal'), '');
+      // A standby retries on its own: an ordinary failure, but still not 1 ("missing").
+      expect((await h.pgkeep(['wal-fetch', '0000000B0000000000000007', 'X'], {}, restoreDir)).code).toBe(4);
+      expect(Date.now() - started).toBeLessThan(16000);
+      expect(await readdir(restoreDir)).toEqual(['standby.signal']);
+    } finally {
+      await rename(`${h.repoDir}.down`, h.repoDir);
+    }
+    expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
+  });
+
+  it('pushes and fetches .history, .partial and backup history files on a hexadecimal timeline', async () => {
+    const files: [string, Buffer | string][] = [
+      ['0000000C.history', '11\t0/8000000\tno recovery target specified\n'],
+      ['0000000B0000000000000009.partial', segment('0000000B0000000000000009')],
+      ['0000000B0000000000000009.00000028.backup', 'START WAL LOCATION: 0/9000028\n'],
+    ];
+    const restoreDir = join(h.dir, 'restore-kinds');
+    await mkdir(restoreDir);
+    await own(restoreDir);
+    for (const [name, content] of files) {
+      await walFile(name, content);
+      expect(await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).toMatchObject({
+        code: 0,
+        stderr: '',
+      });
+      expect(await h.pgkeep(['wal-fetch', name, 'out'], {}, restoreDir)).toMatchObject({ code: 0 });
+      expect((await readFile(join(restoreDir, 'out'))).equals(Buffer.from(content))).toBe(true);
+    }
+  });
+});
