@@ -8,6 +8,7 @@ import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptStream } from '../core/age-stream.ts';
 import { HashingStream } from '../core/hashing-stream.ts';
 import type { PutOptions, Storage } from '../storage/storage.ts';
+import { youngGcEvery } from './young-gc.ts';
 
 export const DEFAULT_ZSTD_LEVEL = 3;
 
@@ -37,7 +38,15 @@ export interface StoreObjectOptions {
  * stored; if the source or the write fails, nothing is left at `key` (the driver's contract).
  */
 export async function storeObject(options: StoreObjectOptions): Promise<StoredObject> {
-  const plaintext = new HashingStream({ onProgress: options.onProgress });
+  const scavenge = youngGcEvery();
+  let reported = 0;
+  const plaintext = new HashingStream({
+    onProgress: (bytes) => {
+      scavenge(bytes - reported);
+      reported = bytes;
+      options.onProgress?.(bytes);
+    },
+  });
   const ciphertext = new HashingStream();
   const compress = createZstdCompress({
     params: { [constants.ZSTD_c_compressionLevel]: options.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
@@ -92,8 +101,14 @@ export interface OpenObjectOptions {
 export function readStages(options: Omit<OpenObjectOptions, 'storage'>): Transform[] {
   const { key, expected } = options;
   const mismatch = (what: string) => (detail: string) => new ObjectIntegrityError(key, `${what}: ${detail}`);
+  const scavenge = youngGcEvery();
+  let seen = 0;
   const stages: Transform[] = [
     new HashingStream({
+      onProgress: (bytes) => {
+        scavenge(bytes - seen);
+        seen = bytes;
+      },
       expected: expected && {
         sizeBytes: expected.sizeBytes,
         sha256: expected.sha256,

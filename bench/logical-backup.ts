@@ -9,7 +9,7 @@
  * BENCH_DB_MB sets the database size (default 1024); BENCH_RUNS the runs per tool (default 3).
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -69,7 +69,7 @@ try {
     PGKEEP_RECIPIENTS: recipient,
     PGKEEP_PG_BIN: PG_BIN,
   };
-  await writeFile(join(work, 'note'), 'bench scratch');
+  await writeFile(join(work, 'note'), '# settings come from PGKEEP_* variables\n');
 
   const results: Record<string, { seconds: number[]; rss: number[] }> = {
     'pg_dump -Fc -Z0 > /dev/null': { seconds: [], rss: [] },
@@ -80,6 +80,7 @@ try {
     const a = await timed(`"${PG_BIN}/pg_dump" -Fc -Z0 > /dev/null`, env);
     results['pg_dump -Fc -Z0 > /dev/null']?.seconds.push(a.seconds);
     const repo = join(work, `repo-${i}`);
+    await mkdir(repo);
     const b = await timed(`"${NODE}" "${PGKEEP_BUNDLE}" backup --db bench`, {
       ...pgkeepEnv,
       PGKEEP_REPOSITORY: `file://${repo}`,
