@@ -166,7 +166,8 @@ function parseS3Url(text: string): StorageUrl {
   if (url.hash !== '') {
     throw new InvalidStorageUrlError(`s3 repository URL "${text}" has a fragment ("${url.hash}"): remove it`);
   }
-  const prefix = parsePrefix(url.pathname, text);
+  // The raw path, because URL parsing quietly resolves "a/../b" to "b".
+  const prefix = parsePrefix(/^s3:\/\/[^/?#]*([^?#]*)/i.exec(text)?.[1] ?? '', text);
 
   const values = new Map<string, string>();
   for (const [name, value] of url.searchParams) {
