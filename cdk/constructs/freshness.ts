@@ -1,0 +1,25 @@
+import { Duration } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { PipelineFunction } from './pipeline-function.ts';
+import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
+
+/**
+ * Freshness: a scheduled Lambda that looks at what is actually in the buckets (newest dump and
+ * newest WAL per cluster in ingest, newest object per cluster at each target) and publishes the
+ * ages as metrics. The alarms in Monitoring watch them; no data counts as stale.
+ */
+export class Freshness extends Construct {
+  readonly function: PipelineFunction;
+
+  constructor(scope: Construct, id: string, props: PipelineTargetsProps) {
+    super(scope, id);
+    this.function = new PipelineFunction(this, 'Measure', {
+      handler: 'freshness/measure',
+      description: 'pgkeep freshness: newest dump, newest WAL and replication lag, from the buckets',
+      timeout: Duration.minutes(5),
+      memorySizeMiB: 512,
+      environment: pipelineEnvironment(props),
+    });
+    grantTargets(this.function.role, props, ['s3:ListBucket'], this.function);
+  }
+}

@@ -1,0 +1,80 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { FORMAT_PREFIX } from '../../core/keys.ts';
+
+export interface IngestBucketProps {
+  /** Fixed so other stacks can name it without an export (cdk/names.ts ingestBucketName). */
+  readonly bucketName: string;
+  readonly objectLockMode: 'GOVERNANCE' | 'COMPLIANCE';
+  readonly objectLockDefaultRetentionDays: number;
+  /** Incomplete multipart uploads older than this are aborted. @default 2 */
+  readonly abortIncompleteMultipartUploadAfterDays?: number;
+}
+
+/**
+ * The bucket every host writes into: versioned, Object Lock on by default, TLS only, never public,
+ * encrypted at rest, incomplete uploads cleaned up, and every object event on EventBridge.
+ *
+ * Encryption at rest is SSE-S3, not SSE-KMS with the backup key: the objects are already age
+ * encrypted on the host, and SSE-KMS would force every reader (replication, freshness) to hold
+ * kms:Decrypt, which only the verification task may have.
+ */
+export class IngestBucket extends Construct {
+  readonly bucket: s3.Bucket;
+  /** Server access logs of the ingest bucket (an audit trail of every request). */
+  readonly accessLogsBucket: s3.Bucket;
+
+  constructor(scope: Construct, id: string, props: IngestBucketProps) {
+    super(scope, id);
+    this.accessLogsBucket = new s3.Bucket(this, 'AccessLogs', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+      removalPolicy: RemovalPolicy.RETAIN,
+      lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(365) }],
+    });
+    const retention = Duration.days(props.objectLockDefaultRetentionDays);
+    this.bucket = new s3.Bucket(this, 'Bucket', {
+      bucketName: props.bucketName,
+      versioned: true,
+      objectLockEnabled: true,
+      objectLockDefaultRetention:
+        props.objectLockMode === 'COMPLIANCE'
+          ? s3.ObjectLockRetention.compliance(retention)
+          : s3.ObjectLockRetention.governance(retention),
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      bucketKeyEnabled: true,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      eventBridgeEnabled: true,
+      serverAccessLogsBucket: this.accessLogsBucket,
+      serverAccessLogsPrefix: 'ingest/',
+      removalPolicy: RemovalPolicy.RETAIN,
+      lifecycleRules: [
+        {
+          id: 'abort-incomplete-multipart-uploads',
+          enabled: true,
+          abortIncompleteMultipartUploadAfter: Duration.days(
+            props.abortIncompleteMultipartUploadAfterDays ?? 2,
+          ),
+        },
+      ],
+    });
+    // Nothing outside the versioned layout belongs here; a stray PUT from a misconfigured client is
+    // refused rather than stored under Object Lock for the retention period.
+    this.bucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'DenyWritesOutsideLayout',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ['s3:PutObject'],
+        notResources: [this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`)],
+      }),
+    );
+  }
+}

@@ -1,0 +1,175 @@
+import { Duration } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct } from 'constructs';
+import type { DeployConfig } from '../config.ts';
+import { METRIC_NAMESPACE, METRICS } from '../names.ts';
+
+export interface AlertTopicProps {
+  readonly emails: string[];
+}
+
+/** The SNS topic every alarm and every failure alert goes to, with the configured email subscriptions. */
+export class AlertTopic extends Construct {
+  readonly topic: sns.Topic;
+
+  constructor(scope: Construct, id: string, props: AlertTopicProps) {
+    super(scope, id);
+    this.topic = new sns.Topic(this, 'Topic', { displayName: 'pgkeep alerts', enforceSSL: true });
+    for (const email of props.emails) this.topic.addSubscription(new subscriptions.EmailSubscription(email));
+  }
+}
+
+export interface MonitoringProps {
+  readonly config: DeployConfig;
+  readonly topic: sns.ITopic;
+  readonly stateMachines: Readonly<Record<'replication' | 'retention' | 'verification', sfn.IStateMachine>>;
+}
+
+/**
+ * Alarms and the dashboard. Freshness alarms treat missing data as breaching: a metric that stops
+ * arriving means nobody is measuring, which is as bad as stale backups.
+ */
+export class Monitoring extends Construct {
+  readonly alarms: cloudwatch.Alarm[] = [];
+  readonly dashboard: cloudwatch.Dashboard;
+
+  constructor(scope: Construct, id: string, props: MonitoringProps) {
+    super(scope, id);
+    const { config } = props;
+    const action = new cwActions.SnsAction(props.topic);
+    const alarm = (alarmId: string, alarmProps: cloudwatch.AlarmProps) => {
+      const created = new cloudwatch.Alarm(this, alarmId, alarmProps);
+      created.addAlarmAction(action);
+      created.addOkAction(action);
+      this.alarms.push(created);
+      return created;
+    };
+    const metric = (metricName: string, dimensionsMap: Record<string, string>, statistic = 'Maximum') =>
+      new cloudwatch.Metric({
+        namespace: METRIC_NAMESPACE,
+        metricName,
+        dimensionsMap,
+        statistic,
+        period: Duration.minutes(15),
+      });
+
+    for (const [capability, machine] of Object.entries(props.stateMachines)) {
+      alarm(`${capability}ExecutionsFailed`, {
+        alarmDescription: `pgkeep: a ${capability} run failed, timed out or was aborted; open the execution in the Step Functions console`,
+        metric: new cloudwatch.MathExpression({
+          label: `${capability} failed runs`,
+          expression: 'failed + timedOut + aborted',
+          usingMetrics: {
+            failed: machine.metricFailed({ period: Duration.minutes(5), statistic: 'Sum' }),
+            timedOut: machine.metricTimedOut({ period: Duration.minutes(5), statistic: 'Sum' }),
+            aborted: machine.metricAborted({ period: Duration.minutes(5), statistic: 'Sum' }),
+          },
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    }
+
+    const freshnessWidgets: cloudwatch.IWidget[] = [];
+    for (const cluster of config.clusters) {
+      const dump = metric(METRICS.dumpAgeSeconds, { Cluster: cluster.name });
+      const wal = metric(METRICS.walAgeSeconds, { Cluster: cluster.name });
+      alarm(`StaleDump-${cluster.name}`, {
+        alarmDescription: `pgkeep: the newest logical dump of cluster ${cluster.name} in ingest is older than ${config.freshness.maxDumpAgeHours} h`,
+        metric: dump,
+        threshold: config.freshness.maxDumpAgeHours * 3600,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      });
+      alarm(`StaleWal-${cluster.name}`, {
+        alarmDescription: `pgkeep: no WAL from cluster ${cluster.name} has reached ingest for ${config.freshness.maxWalAgeMinutes} min`,
+        metric: wal,
+        threshold: config.freshness.maxWalAgeMinutes * 60,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      });
+      const lagMetrics: cloudwatch.IMetric[] = [];
+      for (const target of config.targets) {
+        const lag = metric(METRICS.replicationLagSeconds, { Cluster: cluster.name, Target: target.name });
+        lagMetrics.push(lag);
+        alarm(`ReplicationLag-${cluster.name}-${target.name}`, {
+          alarmDescription: `pgkeep: target ${target.name} is more than ${config.freshness.maxReplicationLagMinutes} min behind ingest for cluster ${cluster.name}`,
+          metric: lag,
+          threshold: config.freshness.maxReplicationLagMinutes * 60,
+          evaluationPeriods: 2,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        });
+      }
+      freshnessWidgets.push(
+        new cloudwatch.GraphWidget({
+          title: `${cluster.name}: age of newest dump and WAL (s)`,
+          left: [dump, wal],
+          width: 12,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${cluster.name}: replication lag (s)`,
+          left: lagMetrics,
+          width: 12,
+        }),
+      );
+    }
+
+    const verificationFailed = new cloudwatch.Metric({
+      namespace: METRIC_NAMESPACE,
+      metricName: METRICS.verificationFailed,
+      statistic: 'Sum',
+      period: Duration.hours(1),
+    });
+    alarm('VerificationFailed', {
+      alarmDescription:
+        'pgkeep: a restore verification failed; the report is under v1/<cluster>/verify/ in ingest',
+      metric: verificationFailed,
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: `${config.name}-backups`,
+      defaultInterval: Duration.days(7),
+    });
+    this.dashboard.addWidgets(
+      new cloudwatch.AlarmStatusWidget({ title: 'pgkeep alarms', alarms: this.alarms, width: 24 }),
+    );
+    this.dashboard.addWidgets(...freshnessWidgets);
+    this.dashboard.addWidgets(
+      ...Object.entries(props.stateMachines).map(
+        ([capability, machine]) =>
+          new cloudwatch.GraphWidget({
+            title: `${capability} runs`,
+            left: [machine.metricSucceeded(), machine.metricFailed()],
+            width: 8,
+          }),
+      ),
+      new cloudwatch.GraphWidget({
+        title: 'restore verification',
+        left: [
+          verificationFailed,
+          new cloudwatch.Metric({
+            namespace: METRIC_NAMESPACE,
+            metricName: METRICS.verificationSucceeded,
+            statistic: 'Sum',
+            period: Duration.hours(1),
+          }),
+        ],
+        width: 8,
+      }),
+    );
+  }
+}

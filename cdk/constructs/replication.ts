@@ -1,0 +1,236 @@
+import { Aws, Duration } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct } from 'constructs';
+import { ENV, type RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
+import type { DeployConfig, TargetConfig } from '../config.ts';
+import { INGEST_READ_ACTIONS, SECRET_READ_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import { acknowledgeWildcardResources } from '../nag.ts';
+import { METRIC_NAMESPACE } from '../names.ts';
+import { PipelineFunction } from './pipeline-function.ts';
+import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
+
+export interface PipelineTargetsProps {
+  readonly config: DeployConfig;
+  readonly bucket: s3.IBucket;
+  readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
+}
+
+/** The targets as the Lambdas see them: where each is, and which secret holds its key. */
+export function runtimeTargets(
+  targets: TargetConfig[],
+  secrets: ReadonlyMap<string, secretsmanager.ISecret>,
+): RuntimeTarget[] {
+  return targets.map((t) => {
+    if (t.type === 'aws-s3')
+      return { name: t.name, type: t.type, bucket: t.bucket, region: t.region, prefix: t.prefix };
+    const secret = secrets.get(t.name);
+    if (!secret)
+      throw new Error(
+        `no secret for target "${t.name}"; TargetCredentials creates one per s3-compatible target`,
+      );
+    return {
+      name: t.name,
+      type: t.type,
+      endpoint: t.endpoint,
+      bucket: t.bucket,
+      region: t.region,
+      forcePathStyle: t.forcePathStyle,
+      prefix: t.prefix,
+      credentialsSecretArn: secret.secretArn,
+    };
+  });
+}
+
+/** The environment every pipeline Lambda gets (lambdas/lib/pipeline-env.ts reads it). */
+export function pipelineEnvironment(props: PipelineTargetsProps): Record<string, string> {
+  return {
+    [ENV.ingestBucket]: props.bucket.bucketName,
+    [ENV.clusters]: JSON.stringify(props.config.clusters.map((c) => c.name)),
+    [ENV.targets]: JSON.stringify(runtimeTargets(props.config.targets, props.targetSecrets)),
+    [ENV.metricNamespace]: METRIC_NAMESPACE,
+  };
+}
+
+/** Lets `role` read ingest and do `targetActions` on every AWS target; reads every provider secret. */
+export function grantTargets(
+  role: iam.IRole,
+  props: PipelineTargetsProps,
+  targetActions: readonly string[],
+  scopeForNag: Construct,
+): void {
+  role.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      actions: [...INGEST_READ_ACTIONS],
+      resources: [props.bucket.bucketArn, props.bucket.arnForObjects('v1/*')],
+    }),
+  );
+  const awsTargets = props.config.targets.filter((t) => t.type === 'aws-s3');
+  const targetObjects = awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}/${t.prefix}v1/*`);
+  if (awsTargets.length > 0)
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [...targetActions],
+        resources: [...awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}`), ...targetObjects],
+      }),
+    );
+  const secrets = [...props.targetSecrets.values()];
+  if (secrets.length > 0)
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [...SECRET_READ_ACTIONS],
+        resources: secrets.map((s) => s.secretArn),
+      }),
+    );
+  acknowledgeWildcardResources(
+    scopeForNag,
+    'replication, retention and freshness work on every key under the versioned layout (v1/*) of ingest and of each target; the key names are not known in advance',
+    props.bucket.arnForObjects('v1/*'),
+    ...targetObjects,
+  );
+}
+
+export interface ReplicationProps extends PipelineTargetsProps {
+  readonly alertTopic: sns.ITopic;
+}
+
+/**
+ * Replication: for each target (a Map, so targets run side by side and one target down fails only
+ * its own branch and raises its own alert), list what ingest has and the target lacks, copy it in
+ * explicit batches (a Map over batches the planner returns), then copy each manifest last, only
+ * after every object it lists is at the target. Idempotent: a re-run copies only what is missing.
+ */
+export class Replication extends Construct {
+  readonly stateMachine: sfn.StateMachine;
+  readonly functions: PipelineFunction[];
+
+  constructor(scope: Construct, id: string, props: ReplicationProps) {
+    super(scope, id);
+    const environment = pipelineEnvironment(props);
+    const plan = new PipelineFunction(this, 'PlanCopies', {
+      handler: 'replication/plan-copies',
+      description: 'pgkeep replication: list objects in ingest that a target lacks, in batches',
+      timeout: Duration.minutes(5),
+      memorySizeMiB: 512,
+      environment,
+    });
+    const copy = new PipelineFunction(this, 'CopyBatch', {
+      handler: 'replication/copy-batch',
+      description: 'pgkeep replication: copy one batch of objects from ingest to a target, streaming',
+      timeout: Duration.minutes(15),
+      memorySizeMiB: 1024,
+      environment,
+    });
+    const manifests = new PipelineFunction(this, 'CopyManifests', {
+      handler: 'replication/copy-manifests',
+      description: 'pgkeep replication: copy manifests last, once every object they list is at the target',
+      timeout: Duration.minutes(5),
+      memorySizeMiB: 512,
+      environment,
+    });
+    this.functions = [plan, copy, manifests];
+    for (const fn of this.functions) grantTargets(fn.role, props, TARGET_WRITE_ACTIONS, fn);
+
+    const targetNames = props.config.targets.map((t) => t.name);
+    const alert = alertStep(
+      this,
+      'Alert replication failure',
+      props.alertTopic,
+      'pgkeep: replication to a target failed',
+      sfn.TaskInput.fromText(
+        sfn.JsonPath.format(
+          'Replication to target {} failed: {}',
+          sfn.JsonPath.stringAt('$.target'),
+          sfn.JsonPath.stringAt('$.error.Cause'),
+        ),
+      ),
+    );
+    const targetFailed = new sfn.Pass(this, 'Target failed', {
+      parameters: { 'target.$': '$.target', status: 'failed', 'error.$': '$.error' },
+    });
+    alert.addCatch(targetFailed, { errors: ['States.ALL'], resultPath: '$.alertError' });
+    alert.next(targetFailed);
+
+    const listMissing = lambdaStep(this, 'List objects missing on target', plan.function, {
+      payload: { 'target.$': '$.target' },
+      resultPath: '$.plan',
+      timeout: Duration.minutes(6),
+    }).addCatch(alert, CATCH_ALL);
+
+    const copyBatch = lambdaStep(this, 'Copy batch to target', copy.function, {
+      payload: { 'target.$': '$.target', 'batch.$': '$.batch' },
+      timeout: Duration.minutes(16),
+    });
+    // A failed batch fails the batch Map, whose Catch alerts for this target; the next run resumes.
+    copyBatch.addCatch(
+      new sfn.Fail(this, 'Batch copy failed', { causePath: '$.error.Cause', errorPath: '$.error.Error' }),
+      CATCH_ALL,
+    );
+    const copyBatches = new sfn.Map(this, 'Copy batches to target', {
+      itemsPath: '$.plan.batches',
+      itemSelector: { 'target.$': '$.target', 'batch.$': '$$.Map.Item.Value' },
+      maxConcurrency: 4,
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    copyBatches.itemProcessor(copyBatch);
+    copyBatches.addCatch(alert, CATCH_ALL);
+
+    const copyManifests = lambdaStep(this, 'Copy and verify manifests', manifests.function, {
+      payload: { 'target.$': '$.target', 'manifestKeys.$': '$.plan.manifestKeys' },
+      resultPath: '$.manifests',
+      timeout: Duration.minutes(6),
+    }).addCatch(alert, CATCH_ALL);
+
+    const targetDone = new sfn.Pass(this, 'Target replicated', {
+      parameters: {
+        'target.$': '$.target',
+        status: 'ok',
+        'objectsCopied.$': '$.plan.objectCount',
+        'manifestsCopied.$': '$.manifests.copied',
+        'more.$': '$.plan.more',
+      },
+    });
+
+    const perTarget = new sfn.Map(this, 'Replicate to each target', {
+      itemsPath: '$.targets',
+      itemSelector: { 'target.$': '$$.Map.Item.Value' },
+      maxConcurrency: 4,
+      resultSelector: { 'targets.$': '$', 'statuses.$': '$[*].status' },
+      resultPath: '$.results',
+    });
+    perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(targetDone));
+
+    const summarize = new sfn.Pass(this, 'Summarize targets', {
+      parameters: {
+        'targets.$': '$.results.targets',
+        'anyFailed.$': "States.ArrayContains($.results.statuses, 'failed')",
+      },
+    });
+    const verdict = new sfn.Choice(this, 'All targets replicated?')
+      .when(
+        sfn.Condition.booleanEquals('$.anyFailed', true),
+        new sfn.Fail(this, 'Replication failed for a target', {
+          error: 'ReplicationFailed',
+          cause:
+            'at least one target failed; each failure raised its own alert, the other targets were replicated',
+        }),
+      )
+      .otherwise(new sfn.Succeed(this, 'Replication complete'));
+
+    const start = new sfn.Pass(this, 'Load targets', { parameters: { targets: targetNames } });
+    const anyTargets = new sfn.Choice(this, 'Any targets configured?')
+      .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))
+      .otherwise(new sfn.Succeed(this, 'No targets to replicate to'));
+
+    this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
+      stateMachineName: `${props.config.name}-replication`,
+      comment: 'pgkeep: copy every new object in ingest to every target, manifests last',
+      definition: start.next(anyTargets),
+      invokes: this.functions.map((f) => f.function),
+      timeout: Duration.hours(2),
+    });
+  }
+}

@@ -1,0 +1,150 @@
+import { Duration } from 'aws-cdk-lib';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct } from 'constructs';
+import { TARGET_DELETE_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import { PipelineFunction } from './pipeline-function.ts';
+import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
+import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
+
+export interface RetentionProps extends PipelineTargetsProps {
+  readonly alertTopic: sns.ITopic;
+}
+
+/**
+ * Retention: for each target, plan from its manifests what the target's policy keeps (the pure
+ * planner in core/retention-planner.ts decides; the plan never drops WAL a kept backup needs, nor
+ * the newest verified backup), then delete the rest in explicit batches. Objects still under Object
+ * Lock are skipped and reported, not treated as failures.
+ */
+export class Retention extends Construct {
+  readonly stateMachine: sfn.StateMachine;
+  readonly functions: PipelineFunction[];
+
+  constructor(scope: Construct, id: string, props: RetentionProps) {
+    super(scope, id);
+    const environment = {
+      ...pipelineEnvironment(props),
+      PGKEEP_RETENTION_POLICIES: JSON.stringify(
+        Object.fromEntries(props.config.targets.map((t) => [t.name, t.retention])),
+      ),
+    };
+    const plan = new PipelineFunction(this, 'PlanRetention', {
+      handler: 'retention/plan-retention',
+      description: 'pgkeep retention: plan what a target keeps from its manifests and policy',
+      timeout: Duration.minutes(10),
+      memorySizeMiB: 1024,
+      environment,
+    });
+    const prune = new PipelineFunction(this, 'DeleteBatch', {
+      handler: 'retention/delete-batch',
+      description: 'pgkeep retention: delete one batch of expired objects from a target',
+      timeout: Duration.minutes(10),
+      memorySizeMiB: 512,
+      environment,
+    });
+    this.functions = [plan, prune];
+    grantTargets(
+      plan.role,
+      props,
+      TARGET_WRITE_ACTIONS.filter((a) => a !== 's3:PutObject'),
+      plan,
+    );
+    grantTargets(prune.role, props, [...TARGET_DELETE_ACTIONS, 's3:GetObjectRetention'], prune);
+
+    const alert = alertStep(
+      this,
+      'Alert retention failure',
+      props.alertTopic,
+      'pgkeep: retention on a target failed',
+      sfn.TaskInput.fromText(
+        sfn.JsonPath.format(
+          'Retention on target {} failed: {}',
+          sfn.JsonPath.stringAt('$.target'),
+          sfn.JsonPath.stringAt('$.error.Cause'),
+        ),
+      ),
+    );
+    const targetFailed = new sfn.Pass(this, 'Retention failed on target', {
+      parameters: { 'target.$': '$.target', status: 'failed', 'error.$': '$.error' },
+    });
+    alert.addCatch(targetFailed, { errors: ['States.ALL'], resultPath: '$.alertError' });
+    alert.next(targetFailed);
+
+    const planStep = lambdaStep(this, 'Plan retention for target', plan.function, {
+      payload: { 'target.$': '$.target' },
+      resultPath: '$.plan',
+      timeout: Duration.minutes(11),
+    }).addCatch(alert, CATCH_ALL);
+    const deleteBatch = lambdaStep(this, 'Delete expired batch', prune.function, {
+      payload: { 'target.$': '$.target', 'batch.$': '$.batch' },
+      timeout: Duration.minutes(11),
+    });
+    deleteBatch.addCatch(
+      new sfn.Fail(this, 'Batch delete failed', { causePath: '$.error.Cause', errorPath: '$.error.Error' }),
+      CATCH_ALL,
+    );
+    const deleteBatches = new sfn.Map(this, 'Delete expired objects', {
+      itemsPath: '$.plan.deleteBatches',
+      itemSelector: { 'target.$': '$.target', 'batch.$': '$$.Map.Item.Value' },
+      // One at a time: the planner orders deletions (a manifest before its objects).
+      maxConcurrency: 1,
+      resultSelector: { 'deleted.$': '$[*].deleted', 'locked.$': '$[*].locked' },
+      resultPath: '$.deleted',
+    });
+    deleteBatches.itemProcessor(deleteBatch);
+    deleteBatches.addCatch(alert, CATCH_ALL);
+    const anyDeletes = new sfn.Choice(this, 'Anything expired?');
+    const targetDone = new sfn.Pass(this, 'Retention applied on target', {
+      parameters: {
+        'target.$': '$.target',
+        status: 'ok',
+        'kept.$': '$.plan.keptBackups',
+        'expired.$': '$.plan.expiredBackups',
+      },
+    });
+    anyDeletes
+      .when(sfn.Condition.isPresent('$.plan.deleteBatches[0]'), deleteBatches.next(targetDone))
+      .otherwise(targetDone);
+
+    const perTarget = new sfn.Map(this, 'Apply retention on each target', {
+      itemsPath: '$.targets',
+      itemSelector: { 'target.$': '$$.Map.Item.Value' },
+      maxConcurrency: 2,
+      resultSelector: { 'targets.$': '$', 'statuses.$': '$[*].status' },
+      resultPath: '$.results',
+    });
+    perTarget.itemProcessor(planStep.next(anyDeletes));
+
+    const summarize = new sfn.Pass(this, 'Summarize retention', {
+      parameters: {
+        'targets.$': '$.results.targets',
+        'anyFailed.$': "States.ArrayContains($.results.statuses, 'failed')",
+      },
+    });
+    const verdict = new sfn.Choice(this, 'Retention applied everywhere?')
+      .when(
+        sfn.Condition.booleanEquals('$.anyFailed', true),
+        new sfn.Fail(this, 'Retention failed for a target', {
+          error: 'RetentionFailed',
+          cause: 'at least one target failed; each failure raised its own alert',
+        }),
+      )
+      .otherwise(new sfn.Succeed(this, 'Retention complete'));
+
+    const start = new sfn.Pass(this, 'Load retention targets', {
+      parameters: { targets: props.config.targets.map((t) => t.name) },
+    });
+    const anyTargets = new sfn.Choice(this, 'Any retention targets?')
+      .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))
+      .otherwise(new sfn.Succeed(this, 'No targets to prune'));
+
+    this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
+      stateMachineName: `${props.config.name}-retention`,
+      comment: "pgkeep: apply each target's retention policy, never dropping what a kept backup needs",
+      definition: start.next(anyTargets),
+      invokes: this.functions.map((f) => f.function),
+      timeout: Duration.hours(3),
+    });
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Every IAM action list the app grants or denies, in one place, so a review of "who may do what"
+ * reads one file (the aws-s3 `perms.ts` idea). Constructs import these lists; none spells an action.
+ */
+
+/** What the agent on a database host needs on its own prefix: write new objects, read them back for duplicate checks. */
+export const HOST_OBJECT_ACTIONS = [
+  's3:PutObject',
+  's3:GetObject',
+  // A failed multipart upload must not leave parts behind (storage contract); aborting removes no object.
+  's3:AbortMultipartUpload',
+  's3:ListMultipartUploadParts',
+] as const;
+
+/** Listing, allowed only with an `s3:prefix` condition on the host's own prefix. */
+export const HOST_LIST_ACTIONS = ['s3:ListBucket'] as const;
+
+/** Wrapping age file keys for the KMS recipient. Encrypt only: the host can write backups, never read them. */
+export const HOST_KMS_ACTIONS = ['kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'] as const;
+
+/**
+ * Denied to the host explicitly, so no later Allow (a broad managed policy attached by someone else)
+ * can give them back: anything that deletes, makes an overwrite or deletion possible, or changes
+ * the bucket's protection.
+ */
+export const HOST_DENIED_S3_ACTIONS = [
+  's3:DeleteObject',
+  's3:DeleteObjectVersion',
+  's3:DeleteObjectTagging',
+  's3:DeleteObjectVersionTagging',
+  's3:DeleteBucket',
+  // Suspending versioning would let a later PUT replace the only copy of an object.
+  's3:PutBucketVersioning',
+  's3:PutBucketObjectLockConfiguration',
+  's3:PutObjectRetention',
+  's3:PutObjectLegalHold',
+  's3:BypassGovernanceRetention',
+  's3:PutBucketPolicy',
+  's3:DeleteBucketPolicy',
+  's3:PutLifecycleConfiguration',
+  's3:PutBucketAcl',
+  's3:PutObjectAcl',
+  's3:PutObjectVersionAcl',
+  's3:PutBucketPublicAccessBlock',
+  's3:PutEncryptionConfiguration',
+  's3:PutReplicationConfiguration',
+  's3:PutBucketNotification',
+] as const;
+
+/** Reading anything encrypted to the KMS recipient. Only the verification task (and an operator role) may. */
+export const KMS_DECRYPT_ACTIONS = ['kms:Decrypt', 'kms:ReEncrypt*'] as const;
+
+/** What the verification task is granted on the key (a subset of KMS_DECRYPT_ACTIONS plus describe). */
+export const VERIFY_KMS_ACTIONS = ['kms:Decrypt', 'kms:DescribeKey'] as const;
+
+/** Key administration for the account, deliberately without Decrypt (see KMS_DECRYPT_ACTIONS). */
+export const KMS_ADMIN_ACTIONS = [
+  'kms:Create*',
+  'kms:Describe*',
+  'kms:Enable*',
+  'kms:List*',
+  'kms:Put*',
+  'kms:Update*',
+  'kms:Revoke*',
+  'kms:Disable*',
+  'kms:Get*',
+  'kms:Delete*',
+  'kms:TagResource',
+  'kms:UntagResource',
+  'kms:ScheduleKeyDeletion',
+  'kms:CancelKeyDeletion',
+] as const;
+
+/** Lets IAM policies in the account grant the wrapping side of the key (hosts). */
+export const KMS_ACCOUNT_ENCRYPT_ACTIONS = ['kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'] as const;
+
+/** Replication, freshness and retention read ingest (list + get + head). */
+export const INGEST_READ_ACTIONS = ['s3:GetObject', 's3:ListBucket'] as const;
+
+/** Writing copies to a target bucket in AWS (S3-compatible targets use their own credentials instead). */
+export const TARGET_WRITE_ACTIONS = [
+  's3:PutObject',
+  's3:GetObject',
+  's3:ListBucket',
+  's3:AbortMultipartUpload',
+  's3:ListMultipartUploadParts',
+] as const;
+
+/** Retention removes what its plan drops; Object Lock still refuses locked versions. */
+export const TARGET_DELETE_ACTIONS = [
+  's3:DeleteObject',
+  's3:DeleteObjectVersion',
+  's3:ListBucketVersions',
+] as const;
+
+/** Reading the credentials of an S3-compatible provider. */
+export const SECRET_READ_ACTIONS = [
+  'secretsmanager:GetSecretValue',
+  'secretsmanager:DescribeSecret',
+] as const;
+
+/** The verification task writes its report next to the backups (v1/<cluster>/verify/…). */
+export const VERIFY_REPORT_WRITE_ACTIONS = ['s3:PutObject'] as const;
+
+/** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */
+export const LOG_WRITE_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

@@ -1,0 +1,72 @@
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type { Construct } from 'constructs';
+import type { DeployConfig } from './config.ts';
+import { Freshness } from './constructs/freshness.ts';
+import { AlertTopic, Monitoring } from './constructs/monitoring.ts';
+import { Replication } from './constructs/replication.ts';
+import { Retention } from './constructs/retention.ts';
+import { PipelineSchedules } from './constructs/schedules.ts';
+import { Verification } from './constructs/verification.ts';
+import { ingestBucketName } from './names.ts';
+
+export interface PipelineStackProps extends StackProps {
+  readonly config: DeployConfig;
+  readonly key: kms.IKey;
+  readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
+}
+
+/**
+ * Everything that holds no data and can be replaced at will: functions, state machines, schedules,
+ * the verification cluster, alarms. Deleting this stack stops the pipeline and loses nothing.
+ */
+export class PipelineStack extends Stack {
+  readonly replication: Replication;
+  readonly retention: Retention;
+  readonly verification: Verification;
+  readonly freshness: Freshness;
+  readonly alerts: AlertTopic;
+  readonly monitoring: Monitoring;
+  readonly schedules: PipelineSchedules;
+
+  constructor(scope: Construct, id: string, props: PipelineStackProps) {
+    super(scope, id, props);
+    const { config, key, targetSecrets } = props;
+    const bucket = s3.Bucket.fromBucketName(this, 'IngestBucket', ingestBucketName(config.name));
+    this.alerts = new AlertTopic(this, 'Alerts', { emails: config.alerts.emails });
+    const alertTopic = this.alerts.topic;
+    this.replication = new Replication(this, 'Replication', { config, bucket, targetSecrets, alertTopic });
+    this.retention = new Retention(this, 'Retention', { config, bucket, targetSecrets, alertTopic });
+    this.verification = new Verification(this, 'Verification', { config, bucket, key, alertTopic });
+    this.freshness = new Freshness(this, 'Freshness', { config, bucket, targetSecrets });
+    this.schedules = new PipelineSchedules(this, 'Schedules', {
+      config,
+      bucket,
+      replication: this.replication.stateMachine,
+      retention: this.retention.stateMachine,
+      verification: this.verification.stateMachine,
+      freshness: this.freshness.function.function,
+    });
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      config,
+      topic: alertTopic,
+      stateMachines: {
+        replication: this.replication.stateMachine,
+        retention: this.retention.stateMachine,
+        verification: this.verification.stateMachine,
+      },
+    });
+
+    new CfnOutput(this, 'AlertTopicArn', { value: alertTopic.topicArn });
+    new CfnOutput(this, 'ReplicationStateMachineArn', {
+      value: this.replication.stateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'RetentionStateMachineArn', { value: this.retention.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'VerificationStateMachineArn', {
+      value: this.verification.stateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'DashboardName', { value: this.monitoring.dashboard.dashboardName });
+  }
+}

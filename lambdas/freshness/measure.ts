@@ -1,0 +1,118 @@
+/**
+ * Freshness, measured from the buckets rather than from what the agent claims: per cluster, the
+ * age of the newest logical dump (its manifest's stop time) and of the newest WAL object in ingest,
+ * and per target the replication lag (age of the oldest ingest object the target still lacks; 0
+ * when it lacks nothing). Published as metrics; a cluster with no dump or no WAL publishes no
+ * value, and the alarms treat missing data as breaching.
+ *
+ * Cost: the lag is a full merge of two listings per cluster and target, like the replication plan;
+ * fine for tens of thousands of objects, to be narrowed (listing from a watermark) for more.
+ */
+
+import { text } from 'node:stream/consumers';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
+import { parseManifest } from '../../core/manifest.ts';
+import { lambdaDefaults } from '../lib/defaults.ts';
+import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
+import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
+import type { PipelineEnv } from '../lib/pipeline-env.ts';
+
+export interface FreshnessOutput {
+  readonly metrics: MetricValue[];
+}
+
+/** Manifests read at most, newest first, looking for the newest logical one. */
+const MAX_MANIFESTS_READ = 50;
+
+async function newestDumpStop(ingest: Location, cluster: string): Promise<Date | undefined> {
+  const keys: string[] = [];
+  for await (const object of ingest.storage.list(manifestsPrefix(cluster)))
+    if (backupIdOfManifestKey(object.key) !== undefined) keys.push(object.key);
+  keys.sort().reverse();
+  for (const key of keys.slice(0, MAX_MANIFESTS_READ)) {
+    const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+    if (manifest.kind === 'logical') return new Date(manifest.stopTime);
+  }
+  return undefined;
+}
+
+async function newestWal(ingest: Location, cluster: string): Promise<Date | undefined> {
+  // Only the highest timeline can hold the newest WAL: list the timeline folders, then that one.
+  const { storage } = ingest;
+  const folders = await storage.client.send(
+    new ListObjectsV2Command({
+      Bucket: storage.bucket,
+      Prefix: storage.prefix + walPrefix(cluster),
+      Delimiter: '/',
+    }),
+  );
+  const timelines = (folders.CommonPrefixes ?? [])
+    .map((p) => p.Prefix?.slice(storage.prefix.length + walPrefix(cluster).length, -1))
+    .filter((t): t is string => t !== undefined && /^[0-9A-F]{8}$/.test(t))
+    .sort();
+  const highest = timelines.at(-1);
+  if (highest === undefined) return undefined;
+  let newest: Date | undefined;
+  for await (const object of listFrom(ingest, walPrefix(cluster, highest)))
+    if (!newest || object.lastModified > newest) newest = object.lastModified;
+  return newest;
+}
+
+async function replicationLagSeconds(
+  ingest: Location,
+  target: Location,
+  cluster: string,
+  now: Date,
+): Promise<number> {
+  const prefix = clusterPrefix(cluster);
+  let oldestMissing: Date | undefined;
+  for await (const object of missingAt(listFrom(ingest, prefix), listFrom(target, prefix)))
+    if (!oldestMissing || object.lastModified < oldestMissing) oldestMissing = object.lastModified;
+  return oldestMissing ? Math.max(0, (now.getTime() - oldestMissing.getTime()) / 1000) : 0;
+}
+
+export async function measureFreshness(
+  env: PipelineEnv,
+  locations: LocationFactory,
+  now: Date = new Date(),
+): Promise<FreshnessOutput> {
+  const ingest = await locations.ingest();
+  const metrics: MetricValue[] = [];
+  const age = (t: Date) => Math.max(0, (now.getTime() - t.getTime()) / 1000);
+  for (const cluster of env.clusters) {
+    const dump = await newestDumpStop(ingest, cluster);
+    if (dump)
+      metrics.push({
+        name: METRICS.dumpAgeSeconds,
+        value: age(dump),
+        unit: 'Seconds',
+        dimensions: { Cluster: cluster },
+      });
+    const wal = await newestWal(ingest, cluster);
+    if (wal)
+      metrics.push({
+        name: METRICS.walAgeSeconds,
+        value: age(wal),
+        unit: 'Seconds',
+        dimensions: { Cluster: cluster },
+      });
+    for (const runtimeTarget of env.targets) {
+      const target = await locations.target(runtimeTarget);
+      metrics.push({
+        name: METRICS.replicationLagSeconds,
+        value: await replicationLagSeconds(ingest, target, cluster, now),
+        unit: 'Seconds',
+        dimensions: { Cluster: cluster, Target: runtimeTarget.name },
+      });
+    }
+  }
+  return { metrics };
+}
+
+export async function handler(): Promise<FreshnessOutput> {
+  const { env, locations } = lambdaDefaults();
+  const result = await mapTransient(() => measureFreshness(env, locations));
+  publishMetrics(env.metricNamespace, result.metrics);
+  return result;
+}

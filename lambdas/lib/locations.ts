@@ -1,0 +1,165 @@
+/**
+ * Where the pipeline reads and writes: the ingest bucket and each target, as repository drivers
+ * (storage/s3-storage.ts) so keys are repository-relative (`v1/<cluster>/…`) everywhere, plus the one
+ * thing the Storage interface does not offer: listing from a given key on (S3's StartAfter), which
+ * lets a batch be described by a key range instead of a key list.
+ */
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
+import type { ObjectInfo } from '../../storage/storage.ts';
+import type { PipelineEnv, RuntimeTarget } from './pipeline-env.ts';
+import { type CredentialsReader, readSecretsManagerCredentials } from './secrets.ts';
+
+/** A bucket (and prefix) the pipeline works on. */
+export interface Location {
+  /** `ingest` or the target's name, for messages and metrics. */
+  readonly name: string;
+  readonly storage: S3Storage;
+}
+
+/** How handlers reach buckets; tests point it at local S3-compatible servers. */
+export interface LocationFactory {
+  ingest(): Promise<Location>;
+  target(target: RuntimeTarget): Promise<Location>;
+}
+
+function withSlash(prefix: string): string {
+  return prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
+}
+
+/** The production factory: ingest and AWS targets with the Lambda's role, S3-compatible targets with their secret. */
+export function awsLocations(
+  env: PipelineEnv,
+  readCredentials: CredentialsReader = readSecretsManagerCredentials,
+): LocationFactory {
+  const cache = new Map<string, Promise<Location>>();
+  const once = (key: string, make: () => Promise<Location>) => {
+    let location = cache.get(key);
+    if (!location) {
+      location = make();
+      // A failed credentials read must not be cached for the life of the container.
+      location.catch(() => cache.delete(key));
+      cache.set(key, location);
+    }
+    return location;
+  };
+  return {
+    ingest: () =>
+      once('ingest', async () => ({
+        name: 'ingest',
+        storage: new S3Storage(
+          { bucket: env.ingestBucket, region: env.ingestRegion, checksum: 'when-supported' },
+          createS3Client({ region: env.ingestRegion, checksum: 'when-supported' }),
+        ),
+      })),
+    target: (target) =>
+      once(`target:${target.name}`, async () => {
+        const prefix = withSlash(target.prefix);
+        if (target.type === 'aws-s3') {
+          const options = {
+            bucket: target.bucket,
+            prefix,
+            region: target.region,
+            checksum: 'when-supported' as const,
+          };
+          return { name: target.name, storage: new S3Storage(options, createS3Client(options)) };
+        }
+        const credentials = await readCredentials(target.credentialsSecretArn);
+        const options = {
+          bucket: target.bucket,
+          prefix,
+          region: target.region,
+          endpoint: target.endpoint,
+          forcePathStyle: target.forcePathStyle,
+        };
+        const client = new S3Client({
+          endpoint: target.endpoint,
+          region: target.region,
+          forcePathStyle: target.forcePathStyle,
+          credentials,
+          maxAttempts: 3,
+          requestChecksumCalculation: 'WHEN_REQUIRED',
+          responseChecksumValidation: 'WHEN_REQUIRED',
+        });
+        return { name: target.name, storage: new S3Storage(options, client) };
+      }),
+  };
+}
+
+/**
+ * Objects under `prefix` (repository-relative) with keys after `startAfter`, ascending, stopping
+ * after `lastKey` when given. Errors come from the SDK; callers map them with {@link isTransient}.
+ */
+export async function* listFrom(
+  location: Location,
+  prefix: string,
+  startAfter?: string,
+  lastKey?: string,
+): AsyncIterable<ObjectInfo> {
+  const { storage } = location;
+  let continuationToken: string | undefined;
+  do {
+    const page = await storage.client.send(
+      new ListObjectsV2Command({
+        Bucket: storage.bucket,
+        Prefix: storage.prefix + prefix,
+        StartAfter: continuationToken || !startAfter ? undefined : storage.prefix + startAfter,
+        ContinuationToken: continuationToken,
+      }),
+    );
+    for (const item of page.Contents ?? []) {
+      if (!item.Key) continue;
+      const key = item.Key.slice(storage.prefix.length);
+      if (lastKey !== undefined && key > lastKey) return;
+      yield { key, sizeBytes: item.Size ?? 0, lastModified: item.LastModified ?? new Date(0) };
+    }
+    continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (continuationToken);
+}
+
+/**
+ * Merges two ascending listings: yields every object of `source` that `destination` lacks or holds
+ * with a different size. Memory stays constant whatever the number of objects.
+ */
+export async function* missingAt(
+  source: AsyncIterable<ObjectInfo>,
+  destination: AsyncIterable<ObjectInfo>,
+): AsyncIterable<ObjectInfo> {
+  const dest = destination[Symbol.asyncIterator]();
+  let next = await dest.next();
+  for await (const object of source) {
+    while (!next.done && next.value.key < object.key) next = await dest.next();
+    if (next.done || next.value.key !== object.key || next.value.sizeBytes !== object.sizeBytes) yield object;
+  }
+}
+
+/** An SDK or network error that a retry may fix: surfaced to Step Functions as StorageUnavailableError. */
+export function isTransient(error: unknown): boolean {
+  const e = error as {
+    name?: string;
+    code?: string;
+    $metadata?: { httpStatusCode?: number };
+    $retryable?: unknown;
+  };
+  if (e?.name === 'StorageUnavailableError') return true;
+  if (e?.$retryable) return true;
+  const status = e?.$metadata?.httpStatusCode;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  return ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(
+    e?.code ?? '',
+  );
+}
+
+/** Renames transient errors so the state machine's Retry on StorageUnavailableError catches them. */
+export async function mapTransient<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (isTransient(error) && (error as Error).name !== 'StorageUnavailableError') {
+      const wrapped = new Error(`storage unavailable: ${(error as Error).message}`, { cause: error });
+      wrapped.name = 'StorageUnavailableError';
+      throw wrapped;
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * CloudWatch metrics as Embedded Metric Format log lines: the Lambda's log group turns them into
+ * metrics, so handlers need no CloudWatch client and no extra permission.
+ */
+
+/** CloudWatch namespace of every metric pgkeep emits. */
+export const METRIC_NAMESPACE = 'pgkeep';
+
+/** Metric names shared by the Lambdas that emit them and the alarms (cdk/constructs/monitoring.ts) that watch them. */
+export const METRICS = {
+  dumpAgeSeconds: 'NewestDumpAgeSeconds',
+  walAgeSeconds: 'NewestWalAgeSeconds',
+  replicationLagSeconds: 'ReplicationLagSeconds',
+  verificationSucceeded: 'VerificationSucceeded',
+  verificationFailed: 'VerificationFailed',
+} as const;
+
+export interface MetricValue {
+  readonly name: string;
+  readonly value: number;
+  readonly unit: 'Seconds' | 'Count' | 'None';
+  /** Dimension name -> value; one metric per dimension set. */
+  readonly dimensions: Readonly<Record<string, string>>;
+}
+
+/** One EMF JSON line per metric (each has its own dimensions). */
+export function emfLines(
+  namespace: string,
+  metrics: readonly MetricValue[],
+  now: Date = new Date(),
+): string[] {
+  return metrics.map((metric) =>
+    JSON.stringify({
+      _aws: {
+        Timestamp: now.getTime(),
+        CloudWatchMetrics: [
+          {
+            Namespace: namespace,
+            Dimensions: [Object.keys(metric.dimensions)],
+            Metrics: [{ Name: metric.name, Unit: metric.unit }],
+          },
+        ],
+      },
+      ...metric.dimensions,
+      [metric.name]: metric.value,
+    }),
+  );
+}
+
+/** Writes the lines to stdout, where Lambda's log agent picks them up (handler edge only). */
+export function publishMetrics(namespace: string, metrics: readonly MetricValue[]): void {
+  for (const line of emfLines(namespace, metrics)) process.stdout.write(`${line}\n`);
+}

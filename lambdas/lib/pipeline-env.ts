@@ -1,0 +1,114 @@
+/**
+ * The configuration the CDK app hands every pipeline Lambda through environment variables, and its
+ * parser. The CDK side (cdk/constructs/*) writes exactly these names; a handler reads them once per
+ * cold start, and a missing or malformed variable fails loudly naming the variable.
+ */
+import { z } from 'zod';
+
+export const ENV = {
+  ingestBucket: 'PGKEEP_INGEST_BUCKET',
+  ingestRegion: 'PGKEEP_INGEST_REGION',
+  clusters: 'PGKEEP_CLUSTERS',
+  targets: 'PGKEEP_TARGETS',
+  /** Objects per "Copy batch to target" invocation. */
+  batchSize: 'PGKEEP_BATCH_SIZE',
+  /** Batches per run; what is left is picked up by the next scheduled run. */
+  maxBatchesPerRun: 'PGKEEP_MAX_BATCHES_PER_RUN',
+  metricNamespace: 'PGKEEP_METRIC_NAMESPACE',
+} as const;
+
+const AwsTargetSchema = z.strictObject({
+  name: z.string(),
+  type: z.literal('aws-s3'),
+  bucket: z.string(),
+  region: z.string(),
+  prefix: z.string(),
+});
+
+const CompatibleTargetSchema = z.strictObject({
+  name: z.string(),
+  type: z.literal('s3-compatible'),
+  endpoint: z.string(),
+  bucket: z.string(),
+  region: z.string(),
+  forcePathStyle: z.boolean(),
+  prefix: z.string(),
+  /** The Secrets Manager secret with `{"accessKeyId","secretAccessKey"}`. */
+  credentialsSecretArn: z.string(),
+});
+
+export const RuntimeTargetSchema = z.discriminatedUnion('type', [AwsTargetSchema, CompatibleTargetSchema]);
+/** A replication target as a Lambda sees it (no credentials, only where to find them). */
+export type RuntimeTarget = z.infer<typeof RuntimeTargetSchema>;
+
+/** A missing or malformed environment variable: a deployment bug, never retried. */
+export class PipelineConfigError extends Error {
+  override name = 'PipelineConfigError';
+}
+
+function required(env: NodeJS.ProcessEnv, name: string): string {
+  const value = env[name];
+  if (value === undefined || value === '')
+    throw new PipelineConfigError(
+      `environment variable ${name} is not set; the CDK app sets it on every pipeline Lambda`,
+    );
+  return value;
+}
+
+function json<T>(env: NodeJS.ProcessEnv, name: string, schema: z.ZodType<T>): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(required(env, name));
+  } catch (cause) {
+    if (cause instanceof PipelineConfigError) throw cause;
+    throw new PipelineConfigError(`environment variable ${name} is not valid JSON`, { cause });
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new PipelineConfigError(
+      `environment variable ${name} is invalid at ${issue?.path.join('.')}: ${issue?.message}`,
+    );
+  }
+  return result.data;
+}
+
+export interface PipelineEnv {
+  readonly ingestBucket: string;
+  readonly ingestRegion: string | undefined;
+  readonly clusters: string[];
+  readonly targets: RuntimeTarget[];
+  readonly batchSize: number;
+  readonly maxBatchesPerRun: number;
+  readonly metricNamespace: string;
+}
+
+export function readPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineEnv {
+  const positive = (name: string, fallback: number) => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < 1)
+      throw new PipelineConfigError(`environment variable ${name} must be a positive integer, got "${raw}"`);
+    return value;
+  };
+  return {
+    ingestBucket: required(env, ENV.ingestBucket),
+    ingestRegion: env[ENV.ingestRegion] || env.AWS_REGION,
+    clusters: json(env, ENV.clusters, z.array(z.string())),
+    targets: json(env, ENV.targets, z.array(RuntimeTargetSchema)),
+    batchSize: positive(ENV.batchSize, 200),
+    maxBatchesPerRun: positive(ENV.maxBatchesPerRun, 40),
+    metricNamespace: env[ENV.metricNamespace] || 'pgkeep',
+  };
+}
+
+/** The target called `name`, or a PipelineConfigError listing the known ones. */
+export function findTarget(env: PipelineEnv, name: string): RuntimeTarget {
+  const target = env.targets.find((t) => t.name === name);
+  if (!target)
+    throw new PipelineConfigError(
+      `unknown target "${name}"; known targets: ${env.targets.map((t) => t.name).join(', ') || '(none)'}`,
+    );
+  return target;
+}

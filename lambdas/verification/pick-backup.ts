@@ -1,0 +1,92 @@
+/**
+ * "Pick backup to verify": chooses the cluster (the one verified longest ago, unless the execution
+ * input names one), its newest backup (unless named), and the run id and report key the restore
+ * task writes to.
+ */
+import { text } from 'node:stream/consumers';
+import {
+  backupIdOfManifestKey,
+  clusterPrefix,
+  manifestKey,
+  manifestsPrefix,
+  verifyReportKey,
+} from '../../core/keys.ts';
+import { parseManifest } from '../../core/manifest.ts';
+import { lambdaDefaults } from '../lib/defaults.ts';
+import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import type { PickBackupInput, PickedBackup } from './types.ts';
+
+/** Nothing to verify: no manifest in ingest for the cluster(s). */
+export class NoBackupToVerifyError extends Error {
+  override name = 'NoBackupToVerifyError';
+}
+
+async function lastKey(location: Location, prefix: string): Promise<string | undefined> {
+  let last: string | undefined;
+  for await (const object of location.storage.list(prefix)) last = object.key;
+  return last;
+}
+
+async function newestBackupId(location: Location, cluster: string): Promise<string | undefined> {
+  let newest: string | undefined;
+  for await (const object of location.storage.list(manifestsPrefix(cluster))) {
+    const id = backupIdOfManifestKey(object.key);
+    if (id !== undefined && (newest === undefined || id > newest)) newest = id;
+  }
+  return newest;
+}
+
+export async function pickBackup(
+  input: PickBackupInput,
+  env: PipelineEnv,
+  locations: LocationFactory,
+  now: Date = new Date(),
+): Promise<PickedBackup> {
+  const ingest = await locations.ingest();
+  let clusters = env.clusters;
+  if (input.cluster !== undefined) {
+    if (!env.clusters.includes(input.cluster))
+      throw new Error(`unknown cluster "${input.cluster}"; known clusters: ${env.clusters.join(', ')}`);
+    clusters = [input.cluster];
+  }
+  // Report keys start with the run id, which starts with a UTC timestamp: the last key is the newest run.
+  const candidates: { cluster: string; backupId: string; lastRun: string }[] = [];
+  for (const cluster of clusters) {
+    const backupId = input.backupId ?? (await newestBackupId(ingest, cluster));
+    if (backupId === undefined) continue;
+    candidates.push({
+      cluster,
+      backupId,
+      lastRun: (await lastKey(ingest, `${clusterPrefix(cluster)}verify/`)) ?? '',
+    });
+  }
+  candidates.sort((a, b) => (a.lastRun < b.lastRun ? -1 : a.lastRun > b.lastRun ? 1 : 0));
+  const chosen = candidates[0];
+  if (!chosen)
+    throw new NoBackupToVerifyError(
+      `no backup to verify: no manifest under ${clusters.map(manifestsPrefix).join(', ')} in ingest`,
+    );
+  const key = manifestKey(chosen.cluster, chosen.backupId);
+  const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+  const runId = `${now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}Z$/, 'Z')}-${chosen.backupId}`;
+  return {
+    cluster: chosen.cluster,
+    backupId: chosen.backupId,
+    manifestKey: key,
+    kind: manifest.kind,
+    pgMajor: Math.floor(manifest.pgVersionNum / 10_000),
+    runId,
+    reportKey: verifyReportKey(chosen.cluster, runId),
+  };
+}
+
+export async function handler(input: PickBackupInput): Promise<PickedBackup> {
+  const { env, locations } = lambdaDefaults();
+  return mapTransient(() =>
+    pickBackup({ cluster: input?.cluster, backupId: input?.backupId }, env, locations),
+  );
+}

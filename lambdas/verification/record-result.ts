@@ -1,0 +1,78 @@
+/**
+ * "Record verification result": the outcome of a verification run is what the task's report says,
+ * never what the task's exit claimed: no report, an unreadable one, or an earlier failure all count
+ * as failed. Publishes VerificationSucceeded / VerificationFailed (the alarm watches the latter).
+ */
+import { text } from 'node:stream/consumers';
+import { lambdaDefaults } from '../lib/defaults.ts';
+import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
+import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import { parseVerifyReport } from './report.ts';
+import type { RecordResultInput, RecordResultOutput } from './types.ts';
+
+const MAX_SUMMARY = 500;
+
+function shorten(value: string): string {
+  return value.length > MAX_SUMMARY ? `${value.slice(0, MAX_SUMMARY)}…` : value;
+}
+
+export async function recordResult(
+  input: RecordResultInput,
+  locations: LocationFactory,
+): Promise<RecordResultOutput> {
+  const where = input.backup
+    ? `backup ${input.backup.backupId} of cluster ${input.backup.cluster}`
+    : 'no backup picked';
+  if (input.error) {
+    return {
+      passed: false,
+      summary: shorten(`${where}: ${input.error.Error ?? 'error'}: ${input.error.Cause ?? 'no cause given'}`),
+      reportKey: input.backup?.reportKey,
+    };
+  }
+  if (!input.backup) return { passed: false, summary: 'no backup was picked and no error was recorded' };
+  const ingest = await locations.ingest();
+  const { reportKey } = input.backup;
+  if ((await ingest.storage.head(reportKey)) === undefined)
+    return {
+      passed: false,
+      summary: `${where}: the restore task ended without writing its report ${reportKey}`,
+      reportKey,
+    };
+  const report = parseVerifyReport(await text(await ingest.storage.get(reportKey)));
+  if (!report)
+    return { passed: false, summary: `${where}: report ${reportKey} is not a valid report`, reportKey };
+  if (report.backupId !== input.backup.backupId)
+    return {
+      passed: false,
+      summary: `${where}: report ${reportKey} is about backup ${report.backupId}`,
+      reportKey,
+    };
+  return {
+    passed: report.passed,
+    summary: shorten(
+      `${where}: ${report.passed ? 'restore verified' : 'restore failed'}${report.summary ? `: ${report.summary}` : ''}`,
+    ),
+    reportKey,
+  };
+}
+
+/** The metrics of one outcome: both names every time, so each alarm sees a 0 rather than no data. */
+export function verificationMetrics(result: RecordResultOutput, cluster: string | undefined): MetricValue[] {
+  const metrics: MetricValue[] = [];
+  for (const dimensions of [{}, ...(cluster ? [{ Cluster: cluster }] : [])] as Record<string, string>[]) {
+    metrics.push(
+      { name: METRICS.verificationSucceeded, value: result.passed ? 1 : 0, unit: 'Count', dimensions },
+      { name: METRICS.verificationFailed, value: result.passed ? 0 : 1, unit: 'Count', dimensions },
+    );
+  }
+  return metrics;
+}
+
+export async function handler(input: RecordResultInput): Promise<RecordResultOutput> {
+  const { env, locations }: { env: PipelineEnv; locations: LocationFactory } = lambdaDefaults();
+  const result = await mapTransient(() => recordResult(input, locations));
+  publishMetrics(env.metricNamespace, verificationMetrics(result, input.backup?.cluster));
+  return result;
+}
