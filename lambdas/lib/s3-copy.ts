@@ -10,8 +10,9 @@
  * Memory: a part is streamed, never buffered, so {@link copyParts} holds only socket buffers
  * whatever the part size. {@link copyObject} also hashes the bytes in order (sha256, so the caller
  * can check the manifest without reading the copy again); a part that arrives ahead of the one
- * being hashed is kept until its turn, and parts never run more than `concurrency` ahead, so it
- * holds at most `(concurrency - 1) × partSizeBytes` (48 MiB with the defaults).
+ * being hashed is kept until its turn, and only as many parts run ahead as fit in
+ * `hashBufferBytes` (32 MiB by default), so that is all it holds, whatever the object or part
+ * size. Parts too large for that run one at a time: use the spread-out steps for such objects.
  *
  * When one invocation's 15 minutes would not do, the same steps run spread out: {@link planCopy}
  * and {@link startCopy} once, {@link copyParts} for batches of part numbers (a Step Functions
@@ -46,6 +47,8 @@ export const MAX_PART_SIZE_BYTES = 5 * 1024 * MIB;
 export const MAX_PART_COUNT = 10_000;
 export const DEFAULT_COPY_PART_SIZE_BYTES = 16 * MIB;
 export const DEFAULT_COPY_CONCURRENCY = 4;
+/** What {@link copyObject} may hold of parts that arrive ahead of the one being hashed. */
+export const DEFAULT_HASH_BUFFER_BYTES = 32 * MIB;
 /** Attempts per part (a fresh ranged GET each time) in {@link copyParts}. */
 export const DEFAULT_PART_ATTEMPTS = 3;
 
@@ -103,6 +106,12 @@ export interface CopyOptions {
   readonly partSizeBytes?: number;
   /** Parts copied at once. @default DEFAULT_COPY_CONCURRENCY (4) */
   readonly concurrency?: number;
+  /**
+   * {@link copyObject} only: bytes it may hold of parts that finished ahead of the one being
+   * hashed; fewer parts run at once when `concurrency - 1` parts would not fit.
+   * @default DEFAULT_HASH_BUFFER_BYTES (32 MiB)
+   */
+  readonly hashBufferBytes?: number;
   /** The source's size, when the caller knows it already (saves nothing but a HEAD when absent). */
   readonly sizeBytes?: number;
   /** Size and sha256 (hex) the bytes must have, e.g. from the manifest; a mismatch leaves nothing at the target. */
@@ -686,7 +695,9 @@ export async function copyObject(
   };
   const hash = new InOrderHash(1);
   const completed: CompletedPart[] = [];
-  const concurrency = options.concurrency ?? DEFAULT_COPY_CONCURRENCY;
+  // A part started ahead of the one being hashed may have to be held whole until its turn.
+  const ahead = Math.floor((options.hashBufferBytes ?? DEFAULT_HASH_BUFFER_BYTES) / plan.partSizeBytes);
+  const concurrency = Math.max(1, Math.min(options.concurrency ?? DEFAULT_COPY_CONCURRENCY, ahead + 1));
   try {
     await runPool(
       plan.parts,
