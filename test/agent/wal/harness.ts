@@ -23,6 +23,8 @@ export interface Harness {
   readonly user: { uid: number; gid: number } | undefined;
   /** The archive_command line (shell fast path + wal-push). */
   readonly archiveCommand: string;
+  /** The same line running another Node binary (e.g. a wrapper that logs each start). */
+  archiveCommandWith(nodePath: string): string;
   /** Runs dist/pgkeep.mjs as the server's user with PGKEEP_CONFIG set. */
   pgkeep(args: readonly string[], env?: Record<string, string>, cwd?: string): Promise<CliResult>;
 }
@@ -64,13 +66,9 @@ export async function makeHarness(
   await writeFile(configPath, JSON.stringify(config, null, 2));
   if (user) for (const p of [repoDir, spoolDir, identityFile, configPath]) await chown(p, user.uid, user.gid);
   await chmod(configPath, 0o600);
-  const archiveCommand = archiveCommandLine({
-    nodePath: options.nodePath ?? NODE,
-    bundlePath: PGKEEP_BUNDLE,
-    spoolDir,
-    cluster,
-    configPath,
-  });
+  const archiveCommandWith = (nodePath: string) =>
+    archiveCommandLine({ nodePath, bundlePath: PGKEEP_BUNDLE, spoolDir, cluster, configPath });
+  const archiveCommand = archiveCommandWith(options.nodePath ?? NODE);
   return {
     dir,
     repoDir,
@@ -79,6 +77,7 @@ export async function makeHarness(
     cluster,
     user,
     archiveCommand,
+    archiveCommandWith,
     pgkeep: (args, env = {}, cwd = dir) =>
       new Promise<CliResult>((resolve, reject) => {
         const child = spawn(NODE, [PGKEEP_BUNDLE, ...args], {

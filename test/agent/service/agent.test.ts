@@ -1,0 +1,181 @@
+/**
+ * `pgkeep agent` against a real archiving cluster: it pushes ready WAL ahead so archive_command
+ * returns without starting Node, serves metrics, survives the repository going away without a gap
+ * in the archive, leaves no gap and no unverifiable object when SIGKILLed mid-push, and stops
+ * cleanly on SIGTERM.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmod, chown, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nextWalSegmentFileName } from '../../../core/wal-names.ts';
+import { freePort, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
+import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { type Harness, makeHarness, switchAndWaitArchived, waitArchived } from '../wal/harness.ts';
+
+let h: Harness;
+let cluster: PgCluster;
+let agent: { child: ChildProcess; output: () => string; exited: Promise<number | null> } | undefined;
+let metricsPort: number;
+let nodeLog: string;
+
+function startAgent(): NonNullable<typeof agent> {
+  const child = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
+    ...(h.user ?? {}),
+    cwd: h.dir,
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      PGKEEP_CONFIG: h.configPath,
+      PGKEEP_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
+      PGDATA: cluster.dataDir,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    text += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    text += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => text, exited };
+}
+
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}; agent said:\n${agent?.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Finishes `count` segments (a little data in each) and returns their names. */
+async function makeSegments(count: number): Promise<string[]> {
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    await cluster.sql(`insert into t select g from generate_series(1, 1000) g`);
+    names.push(await cluster.sql('select pg_walfile_name(pg_switch_wal())'));
+  }
+  return names;
+}
+
+async function storedSegments(): Promise<string[]> {
+  const files = await readdir(join(h.repoDir, 'v1', h.cluster, 'wal', '00000001')).catch(() => []);
+  return files.map((f) => f.slice(0, 24)).sort();
+}
+
+async function metrics(): Promise<string> {
+  return await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+}
+
+beforeAll(async () => {
+  h = await makeHarness('svc', { wal: { retrySeconds: 2, pushParallelism: 4 } });
+  // archive_command's Node goes through a wrapper that logs every start: the proof that the fast
+  // path did not start Node.
+  nodeLog = join(h.dir, 'node-starts.log');
+  const wrapper = join(h.dir, 'node-logged');
+  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${nodeLog}'\nexec '${NODE}' "$@"\n`);
+  await chmod(wrapper, 0o755);
+  await writeFile(nodeLog, '');
+  if (h.user) {
+    await chown(wrapper, h.user.uid, h.user.gid);
+    await chown(nodeLog, h.user.uid, h.user.gid);
+  }
+  // archive_command stays empty at first (WAL piles up as .ready), then is set with ALTER SYSTEM.
+  cluster = await startCluster({ settings: { archive_mode: 'on', wal_level: 'replica' } });
+  await cluster.sql('create table t (g int)');
+  metricsPort = await freePort();
+});
+
+afterAll(async () => {
+  if (agent && agent.child.exitCode === null) {
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+  }
+  await cluster?.destroy();
+  await rm(h.dir, { recursive: true, force: true });
+});
+
+describe('pgkeep agent', () => {
+  it('pushes ready WAL ahead, so archive_command returns without starting Node', async () => {
+    agent = startAgent();
+    await until('the agent to start', async () => agent?.output().includes('started'));
+    const names = await makeSegments(6);
+    const markers = join(h.spoolDir, h.cluster, 'pushed');
+    await until('the agent to push every ready segment', async () => {
+      const pushed = await readdir(markers).catch(() => []);
+      return names.every((n) => pushed.includes(n));
+    });
+    const archiveCommand = h.archiveCommandWith(join(h.dir, 'node-logged'));
+    await cluster.sql(`alter system set archive_command = '${archiveCommand.replaceAll("'", "''")}'`);
+    await cluster.sql('select pg_reload_conf()');
+    await waitArchived(cluster, names[names.length - 1] as string);
+    const starts = await readFile(nodeLog, 'utf8');
+    for (const name of names) expect(starts).not.toContain(name);
+    expect(await storedSegments()).toEqual(expect.arrayContaining(names));
+
+    const text = await metrics();
+    expect(text).toMatch(/pgkeep_last_success_timestamp_seconds\{kind="wal"\} \d+/);
+    expect(text).toMatch(/pgkeep_wal_pushed_total\{outcome="stored"\} ([6-9]|\d\d)/);
+    expect(text).toMatch(/pgkeep_wal_queue_depth \d/);
+    expect(text).toMatch(/pgkeep_archive_lag_segments \d/);
+    // PostgreSQL marked them done: the markers go away again.
+    await until('markers to be cleaned up', async () => (await readdir(markers)).length === 0);
+  });
+
+  it('keeps the archive without a gap while the repository is away and after it returns', async () => {
+    const first = await switchAndWaitArchived(cluster);
+    await rename(h.repoDir, `${h.repoDir}.away`);
+    let names: string[];
+    try {
+      names = await makeSegments(2);
+      await until(
+        'archive_command to fail',
+        async () => Number(await cluster.sql('select failed_count from pg_stat_archiver')) > 0,
+        60_000,
+      );
+      expect(await metrics()).toMatch(/pgkeep_failures_total\{kind="wal"\} [1-9]/);
+    } finally {
+      await rename(`${h.repoDir}.away`, h.repoDir);
+    }
+    await waitArchived(cluster, names[1] as string, 90_000);
+    const stored = await storedSegments();
+    for (let n = first; n !== names[1]; n = nextWalSegmentFileName(n)) expect(stored).toContain(n);
+  });
+
+  it('leaves no gap and no unverifiable object when SIGKILLed mid-push', async () => {
+    const before = await storedSegments();
+    const names = await makeSegments(4);
+    agent?.child.kill('SIGKILL');
+    await agent?.exited;
+    agent = undefined;
+    await waitArchived(cluster, names[3] as string, 90_000);
+    const stored = await storedSegments();
+    for (let n = before[before.length - 1] as string; n !== names[3]; n = nextWalSegmentFileName(n)) {
+      expect(stored).toContain(n);
+    }
+    // Every stored segment decrypts and matches the hash in its key (wal-fetch checks both).
+    for (const name of names) {
+      const result = await h.pgkeep(['wal-fetch', name, join(h.dir, 'check')]);
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+    }
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    agent = startAgent();
+    await until('the agent to start', async () => agent?.output().includes('started'));
+    await makeSegments(2);
+    agent.child.kill('SIGTERM');
+    expect(await agent.exited).toBe(0);
+    expect(agent.output()).toContain('stopped');
+    await expect(readFile(join(h.spoolDir, h.cluster, 'agent.pid'))).rejects.toThrow();
+  });
+});
