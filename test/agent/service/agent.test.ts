@@ -68,7 +68,7 @@ async function makeSegments(count: number): Promise<string[]> {
 }
 
 async function storedSegments(): Promise<string[]> {
-  const files = await readdir(join(h.repoDir, 'v1', h.cluster, 'wal', '00000001')).catch(() => []);
+  const files: string[] = await readdir(join(h.repoDir, 'v1', h.cluster, 'wal', '00000001')).catch(() => []);
   return files.map((f) => f.slice(0, 24)).sort();
 }
 
@@ -111,7 +111,7 @@ describe('pgkeep agent', () => {
     const names = await makeSegments(6);
     const markers = join(h.spoolDir, h.cluster, 'pushed');
     await until('the agent to push every ready segment', async () => {
-      const pushed = await readdir(markers).catch(() => []);
+      const pushed: string[] = await readdir(markers).catch(() => []);
       return names.every((n) => pushed.includes(n));
     });
     const archiveCommand = h.archiveCommandWith(join(h.dir, 'node-logged'));
