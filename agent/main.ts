@@ -2,26 +2,21 @@
  * The `pgkeep` CLI entry: parses the command line, runs one command, maps failures to exit codes.
  * The only place that prints usage or sets the exit code.
  */
-import { AgeDecryptError } from '../core/age-stream.ts';
-import { InvalidManifestError } from '../core/manifest.ts';
-import { ObjectExistsError, ObjectNotFoundError, StorageUnavailableError } from '../storage/storage.ts';
-import type { CommandContext } from './commands/command.ts';
-import { UsageError } from './commands/command.ts';
+import { type CommandContext, UsageError } from './commands/command.ts';
 import { COMMANDS } from './commands/index.ts';
-import { ConfigError } from './config.ts';
 import { ExitCode } from './exit-codes.ts';
-import { ObjectIntegrityError } from './object-store.ts';
 import { AGENT_VERSION } from './version.ts';
 
-function usage(): string {
+async function usage(): Promise<string> {
   const names = Object.keys(COMMANDS);
   const width = Math.max(...names.map((n) => n.length));
+  const summaries = await Promise.all(names.map(async (n) => (await COMMANDS[n]?.())?.summary));
   return `pgkeep ${AGENT_VERSION}: encrypted PostgreSQL backups
 
 usage: pgkeep [--config FILE] COMMAND [options]
 
 commands:
-${names.map((n) => `  ${n.padEnd(width)}  ${COMMANDS[n]?.summary}`).join('\n')}
+${names.map((n, i) => `  ${n.padEnd(width)}  ${summaries[i]}`).join('\n')}
 
 pgkeep COMMAND --help shows a command's options. Configuration: --config FILE, PGKEEP_CONFIG, or
 /etc/pgkeep/pgkeep.yaml, with every option also settable by a PGKEEP_* variable.
@@ -31,14 +26,23 @@ exit codes: 0 ok, 1 failed, 2 usage, 3 configuration, 4 repository unreachable,
 `;
 }
 
+/**
+ * Exit code by error class name. Matching names rather than classes keeps this entry from importing
+ * (and so evaluating at every start) the modules that define them.
+ */
+const EXIT_CODE_BY_ERROR: Readonly<Record<string, number>> = {
+  UsageError: ExitCode.usage,
+  ConfigError: ExitCode.config,
+  InvalidStorageUrlError: ExitCode.config,
+  StorageUnavailableError: ExitCode.unavailable,
+  ObjectIntegrityError: ExitCode.integrity,
+  AgeDecryptError: ExitCode.integrity,
+  InvalidManifestError: ExitCode.integrity,
+};
+
 export function exitCodeFor(error: unknown): number {
-  if (error instanceof UsageError) return ExitCode.usage;
-  if (error instanceof ConfigError) return ExitCode.config;
-  if (error instanceof StorageUnavailableError) return ExitCode.unavailable;
-  if (error instanceof ObjectIntegrityError || error instanceof AgeDecryptError) return ExitCode.integrity;
-  if (error instanceof InvalidManifestError) return ExitCode.integrity;
-  if (error instanceof ObjectExistsError || error instanceof ObjectNotFoundError) return ExitCode.failed;
-  return ExitCode.failed;
+  const name = error instanceof Error ? error.name : '';
+  return EXIT_CODE_BY_ERROR[name] ?? ExitCode.failed;
 }
 
 export async function main(
@@ -55,14 +59,14 @@ export async function main(
   }
   const [name, ...rest] = args;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
-    io.stdout.write(usage());
+    io.stdout.write(await usage());
     return name ? ExitCode.ok : ExitCode.usage;
   }
   if (name === 'version' || name === '--version') {
     io.stdout.write(`pgkeep ${AGENT_VERSION}\n`);
     return ExitCode.ok;
   }
-  const command = COMMANDS[name];
+  const command = await COMMANDS[name]?.();
   if (!command) {
     io.stderr.write(`pgkeep: unknown command "${name}"; run pgkeep help for the list\n`);
     return ExitCode.usage;

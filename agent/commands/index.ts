@@ -1,26 +1,20 @@
-import { agent } from './agent.ts';
-import { backup } from './backup.ts';
-import { basebackup } from './basebackup.ts';
-import { check } from './check.ts';
 import type { Command } from './command.ts';
-import { keygen } from './keygen.ts';
-import { list } from './list.ts';
-import { restore } from './restore.ts';
-import { systemdUnit } from './systemd-unit.ts';
-import { walFetch, walPrefetch } from './wal-fetch.ts';
-import { walPush } from './wal-push.ts';
 
-/** Every command of the CLI, by name, in the order `pgkeep help` lists them. */
-export const COMMANDS: Readonly<Record<string, Command>> = {
-  keygen,
-  backup,
-  list,
-  restore,
-  check,
-  basebackup,
-  'wal-push': walPush,
-  'wal-fetch': walFetch,
-  'wal-prefetch': walPrefetch,
-  agent,
-  'systemd-unit': systemdUnit,
+/**
+ * Every command of the CLI, by name, in the order `pgkeep help` lists them. Each is loaded only when
+ * it runs: PostgreSQL starts `pgkeep wal-push` once per WAL segment, so evaluating the AWS SDK,
+ * zod and the post-quantum code for commands that do not need them costs real time per segment.
+ */
+export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  keygen: async () => (await import('./keygen.ts')).keygen,
+  backup: async () => (await import('./backup.ts')).backup,
+  list: async () => (await import('./list.ts')).list,
+  restore: async () => (await import('./restore.ts')).restore,
+  check: async () => (await import('./check.ts')).check,
+  basebackup: async () => (await import('./basebackup.ts')).basebackup,
+  'wal-push': async () => (await import('./wal-push.ts')).walPush,
+  'wal-fetch': async () => (await import('./wal-fetch.ts')).walFetch,
+  'wal-prefetch': async () => (await import('./wal-fetch.ts')).walPrefetch,
+  agent: async () => (await import('./agent.ts')).agent,
+  'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
 };

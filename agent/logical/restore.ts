@@ -5,7 +5,7 @@
  */
 import type { Manifest, ManifestObject } from '../../core/manifest.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { restoreObject } from '../object-store.ts';
+import { ObjectIntegrityError, restoreObject } from '../object-store.ts';
 import { type PgEnv, queryRows, quoteIdent, quoteLiteral, spawnConsumer } from '../postgres.ts';
 import { listManifests, readManifest } from '../repository.ts';
 
@@ -80,14 +80,18 @@ export async function runLogicalRestore(options: LogicalRestoreOptions): Promise
       { storage: options.storage, key: object.key, identities: options.identities, expected: object },
       stdin,
     );
-    // Whichever fails first decides; the other is stopped so nothing is committed.
-    await Promise.all([
+    const [stream, pgRestore] = await Promise.allSettled([
       streamed.catch((error: unknown) => {
         restore.child.kill('SIGKILL');
         throw error;
       }),
       restore.done,
     ]);
+    // A damaged object is the real story even when pg_restore, cut off, failed first; otherwise
+    // pg_restore's own message says more than the broken pipe it left behind.
+    if (stream.status === 'rejected' && stream.reason instanceof ObjectIntegrityError) throw stream.reason;
+    if (pgRestore.status === 'rejected') throw pgRestore.reason;
+    if (stream.status === 'rejected') throw stream.reason;
   } catch (error) {
     await queryRows(options.pg, `drop database if exists ${quoteIdent(options.into)} with (force)`).catch(
       () => {},
