@@ -223,10 +223,12 @@ async function headSource(
   }
 }
 
+/** A GET of bytes `start`..`end` (all of an empty object when end < start) of an object of `totalBytes`. */
 async function openRange(
   source: S3ObjectRef,
   start: number,
   end: number,
+  totalBytes: number,
   etag: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<Readable> {
@@ -240,11 +242,14 @@ async function openRange(
       }),
       { abortSignal: signal },
     );
-    const length = end - start + 1;
-    if (end >= start && out.ContentLength !== undefined && out.ContentLength !== length) {
+    const length = Math.max(0, end - start + 1);
+    // A range of a larger object would copy a prefix of it: the total in Content-Range must match too.
+    const total = out.ContentRange ? /\/(\d+)$/.exec(out.ContentRange)?.[1] : undefined;
+    const wrongTotal = total !== undefined && Number(total) !== totalBytes;
+    if ((out.ContentLength !== undefined && out.ContentLength !== length) || wrongTotal) {
       (out.Body as Readable | undefined)?.destroy();
       throw new SourceChangedError(
-        `source ${where(source)} returned ${out.ContentLength} bytes for range ${start}-${end}; it changed since the copy started: copy it again`,
+        `source ${where(source)} answered ${out.ContentLength} bytes (${out.ContentRange ?? 'no Content-Range'}) for bytes ${start}-${end} of ${totalBytes}; it is not the object that was planned: list it again and copy it again`,
       );
     }
     return out.Body as Readable;
@@ -319,14 +324,13 @@ async function pipeInto<T>(
 async function copyOnePart(
   source: S3ObjectRef,
   target: S3ObjectRef,
-  uploadId: string,
+  state: CopyState,
   part: CopyPart,
-  etag: string | undefined,
   signal: AbortSignal | undefined,
   onChunk?: (chunk: Buffer) => void,
 ): Promise<CompletedPart> {
   const length = part.end - part.start + 1;
-  const body = await openRange(source, part.start, part.end, etag, signal);
+  const body = await openRange(source, part.start, part.end, state.sizeBytes, state.sourceETag, signal);
   const through = meter(length, `source ${where(source)} part ${part.partNumber}`, onChunk);
   const out = await pipeInto(
     body,
@@ -336,7 +340,7 @@ async function copyOnePart(
         new UploadPartCommand({
           Bucket: target.bucket,
           Key: target.key,
-          UploadId: uploadId,
+          UploadId: state.uploadId,
           PartNumber: part.partNumber,
           ContentLength: length,
           Body: stream,
@@ -408,7 +412,7 @@ export async function copyParts(
     async (part, signal) => {
       for (let attempt = 1; ; attempt++) {
         try {
-          const done = await copyOnePart(source, target, state.uploadId, part, state.sourceETag, signal);
+          const done = await copyOnePart(source, target, state, part, signal);
           results.push(done);
           options.onPart?.(done);
           return;
@@ -652,7 +656,7 @@ export async function copyObject(
   }
 
   if (!plan.multipart) {
-    const body = await openRange(source, 0, plan.sizeBytes - 1, etag, options.signal);
+    const body = await openRange(source, 0, plan.sizeBytes - 1, plan.sizeBytes, etag, options.signal);
     const check = verifyBeforeLastByte(expected, `source ${where(source)}`);
     const counted = meter(plan.sizeBytes, `source ${where(source)}`);
     const out = await pipeInto(
@@ -706,7 +710,7 @@ export async function copyObject(
       async (part, signal) => {
         for (let attempt = 1; ; attempt++) {
           try {
-            const done = await copyOnePart(source, target, uploadId, part, etag, signal, (chunk) =>
+            const done = await copyOnePart(source, target, state, part, signal, (chunk) =>
               hash.write(part.partNumber, chunk),
             );
             hash.finish(part.partNumber);

@@ -17,6 +17,7 @@ import {
   planCopy,
   replicateObject,
   type S3ObjectRef,
+  SourceChangedError,
   startCopy,
 } from '../../../lambdas/lib/s3-copy.ts';
 import { verifyCopy } from '../../../lambdas/lib/verify-copy.ts';
@@ -168,6 +169,17 @@ describe('copyObject', () => {
         expected: { sizeBytes: 1, sha256: sha256(small) },
       }),
     ).rejects.toThrow(/has 3145728 bytes, expected 1; not copied/);
+  });
+
+  it('refuses to copy a prefix when the source is larger than it was listed with', async () => {
+    await put(source('grown'), randomBytes(12 * MIB));
+    for (const sizeBytes of [3 * MIB, 11 * MIB]) {
+      await expect(
+        copyObject(source('grown'), target('grown'), { partSizeBytes: PART, sizeBytes }),
+      ).rejects.toThrow(SourceChangedError);
+    }
+    expect(await exists(target('grown'))).toBe(false);
+    expect(await targetServer.openUploads('target')).toEqual([]);
   });
 
   it('aborts the multipart upload when the source fails mid-copy', async () => {
