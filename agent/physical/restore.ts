@@ -7,7 +7,7 @@
  * a live cluster by accident destroys it.
  */
 import { spawn } from 'node:child_process';
-import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -163,6 +163,8 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
   }
   await assertEmptyOrAbsent(options.pgData, options.overwrite ?? false);
   await mkdir(options.pgData, { recursive: true, mode: 0o700 });
+  // PostgreSQL refuses to start on a data directory others may read (an existing empty one may be 0755).
+  await chmod(options.pgData, 0o700);
 
   const base = manifest.objects.find((o) => o.role === 'base');
   if (!base) throw new Error(`base backup ${manifest.backupId} has no base archive in its manifest`);
@@ -190,6 +192,7 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
       throw new Error(`tablespace ${oid} of backup ${manifest.backupId} is not in its tablespace_map`);
     await assertEmptyOrAbsent(dir, options.overwrite ?? false);
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(dir, 0o700);
     await extract(options.storage, object, options.identities, dir);
   }
 

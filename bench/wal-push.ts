@@ -1,0 +1,292 @@
+/**
+ * WAL archiving and retrieval speed, side by side with pgBackRest, on the same real 16 MiB
+ * segments (a pgbench write load), each command invoked one after another as PostgreSQL does:
+ *
+ *   pgbackrest archive-push          Debian's pgBackRest, posix repo, zst level 3, aes-256-cbc
+ *   pgkeep wal-push                  alone: one Node process per segment, file:// repository
+ *   pgkeep + agent                   archive_command (shell fast path) while `pgkeep agent` pushes ahead
+ *   pgbackrest archive-get           each segment fetched back, one after another
+ *   pgkeep wal-fetch                 the same, with the background prefetch of following segments
+ *
+ * Targets (issue 3): pgkeep wal-push alone <= pgBackRest per segment; with the agent >= 3x faster.
+ * wal-fetch with prefetch not slower than archive-get. Then, under a sustained pgbench load with
+ * the agent running, how far pg_stat_archiver falls behind (target: never more than 2 segments).
+ * BENCH_SEGMENTS sets the number of segments (default 42); BENCH_LOAD_SECONDS the load (default 30).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as age from 'age-encryption';
+import { archiveCommandLine } from '../agent/wal/spool.ts';
+import { makeServerDir, PG_BIN, startCluster } from '../test/support/pg-cluster.ts';
+import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
+
+const execFileAsync = promisify(execFile);
+const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
+const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const log = (text: string) => process.stderr.write(`${text}\n`);
+
+async function timedShell(command: string, cwd: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('sh', ['-c', command], { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} exited ${code}: ${stderr}`)),
+    );
+  });
+  return performance.now() - started;
+}
+
+const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+const work = await makeServerDir('pgkeep-bench-wal-');
+const socketDir = join(work, 'sock');
+await mkdir(socketDir);
+const user =
+  process.getuid?.() === 0
+    ? {
+        uid: Number((await execFileAsync('id', ['-u', 'postgres'])).stdout),
+        gid: Number((await execFileAsync('id', ['-g', 'postgres'])).stdout),
+      }
+    : undefined;
+if (user) await chown(socketDir, user.uid, user.gid);
+// archive_command stays empty: PostgreSQL keeps every finished segment as .ready for us.
+const pg = await startCluster({
+  settings: {
+    archive_mode: 'on',
+    wal_level: 'replica',
+    max_wal_size: '4GB',
+    unix_socket_directories: socketDir,
+  },
+});
+const agents: ReturnType<typeof spawn>[] = [];
+try {
+  const pgEnv = { ...process.env, ...pg.env };
+  log(`generating ${segmentCount} WAL segments with pgbench...`);
+  await execFileAsync(join(PG_BIN, 'pgbench'), ['-i', '-s', '30', '-q'], { env: pgEnv });
+  const statusDir = join(pg.dataDir, 'pg_wal', 'archive_status');
+  const ready = async () =>
+    (await readdir(statusDir))
+      .filter((f) => /^[0-9A-F]{24}\.ready$/.test(f))
+      .map((f) => f.slice(0, 24))
+      .sort();
+  while ((await ready()).length < segmentCount) {
+    await execFileAsync(join(PG_BIN, 'pgbench'), ['-n', '-c', '2', '-T', '5'], { env: pgEnv });
+    await pg.sql('select pg_switch_wal()');
+  }
+  const segments = (await ready()).slice(0, segmentCount);
+  log(`using ${segments.length} segments ${segments[0]}..${segments[segments.length - 1]}`);
+
+  const identity = await age.generateHybridIdentity();
+  const recipient = await age.identityToRecipient(identity);
+  const identityFile = join(work, 'identity.txt');
+  await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
+  const pgkeepConfig = async (name: string) => {
+    const repo = join(work, `repo-${name}`);
+    const spool = join(work, `spool-${name}`);
+    await mkdir(repo);
+    await mkdir(spool);
+    const config = join(work, `pgkeep-${name}.yaml`);
+    await writeFile(
+      config,
+      JSON.stringify({
+        cluster: 'bench',
+        repository: `file://${repo}`,
+        recipients: [recipient],
+        identityFile,
+        spoolDir: spool,
+      }),
+    );
+    return { repo, spool, config, env: { PATH: process.env.PATH, PGKEEP_CONFIG: config } };
+  };
+
+  // pgBackRest, configured like the reference: posix repo, zst level 3, aes-256-cbc.
+  const br = join(work, 'pgbackrest');
+  await mkdir(join(br, 'repo'), { recursive: true });
+  await mkdir(join(br, 'lock'));
+  await mkdir(join(br, 'spool'));
+  await mkdir(join(br, 'log'));
+  const brConfig = join(br, 'pgbackrest.conf');
+  await writeFile(
+    brConfig,
+    `[global]
+repo1-path=${br}/repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-cipher-pass-0123456789abcdef
+compress-type=zst
+compress-level=3
+lock-path=${br}/lock
+spool-path=${br}/spool
+log-path=${br}/log
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=${pg.dataDir}
+pg1-port=${pg.port}
+pg1-socket-path=${socketDir}
+pg1-user=postgres
+`,
+  );
+  const brEnv = { PATH: process.env.PATH };
+  await execFileAsync('pgbackrest', [`--config=${brConfig}`, '--stanza=bench', 'stanza-create'], {
+    env: brEnv,
+  });
+
+  const results: Record<string, number[]> = {};
+  const walPath = (s: string) => `pg_wal/${s}`;
+
+  log('pgbackrest archive-push...');
+  results['pgbackrest archive-push'] = [];
+  for (const s of segments) {
+    results['pgbackrest archive-push'].push(
+      await timedShell(
+        `pgbackrest --config=${q(brConfig)} --stanza=bench archive-push ${walPath(s)}`,
+        pg.dataDir,
+        brEnv,
+      ),
+    );
+  }
+
+  log('pgkeep wal-push alone...');
+  const alone = await pgkeepConfig('alone');
+  results['pgkeep wal-push (alone)'] = [];
+  for (const s of segments) {
+    results['pgkeep wal-push (alone)'].push(
+      await timedShell(`${q(NODE)} ${q(PGKEEP_BUNDLE)} wal-push ${walPath(s)}`, pg.dataDir, alone.env),
+    );
+  }
+
+  log('pgkeep with the agent pushing ahead...');
+  const withAgent = await pgkeepConfig('agent');
+  const agent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
+    env: { ...withAgent.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  agents.push(agent);
+  await new Promise<void>((resolve) =>
+    agent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
+  );
+  const line = archiveCommandLine({
+    nodePath: NODE,
+    bundlePath: PGKEEP_BUNDLE,
+    spoolDir: withAgent.spool,
+    cluster: 'bench',
+    configPath: withAgent.config,
+  });
+  results['pgkeep + agent (archive_command)'] = [];
+  const agentStarted = performance.now();
+  for (const s of segments) {
+    const command = line.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+    results['pgkeep + agent (archive_command)'].push(await timedShell(command, pg.dataDir, withAgent.env));
+  }
+  const agentTotal = performance.now() - agentStarted;
+  agent.kill('SIGTERM');
+
+  log('pgbackrest archive-get...');
+  const fetchDir = join(work, 'fetch');
+  await mkdir(fetchDir);
+  results['pgbackrest archive-get'] = [];
+  for (const s of segments) {
+    results['pgbackrest archive-get'].push(
+      await timedShell(
+        `pgbackrest --config=${q(brConfig)} --stanza=bench archive-get ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
+        pg.dataDir,
+        brEnv,
+      ),
+    );
+  }
+  log('pgkeep wal-fetch with prefetch...');
+  results['pgkeep wal-fetch (prefetch)'] = [];
+  for (const s of segments) {
+    results['pgkeep wal-fetch (prefetch)'].push(
+      await timedShell(
+        `${q(NODE)} ${q(PGKEEP_BUNDLE)} wal-fetch ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
+        fetchDir,
+        {
+          ...alone.env,
+          PGKEEP_WAL_FETCH_PREFETCH: '8',
+        },
+      ),
+    );
+  }
+
+  console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
+  console.log(`${'command'.padEnd(36)} ${'median'.padStart(8)} ${'mean'.padStart(8)}`);
+  for (const [name, times] of Object.entries(results)) {
+    console.log(
+      `${name.padEnd(36)} ${median(times).toFixed(0).padStart(8)} ${mean(times).toFixed(0).padStart(8)}`,
+    );
+  }
+  const brMean = mean(results['pgbackrest archive-push']);
+  console.log(
+    `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)']) / brMean).toFixed(2)}x the time` +
+      `\npgkeep + agent vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
+      `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
+  );
+
+  // Sustained load: archive through the agent and sample how many segments wait to be archived.
+  if (loadSeconds > 0) {
+    log(`archiving under ${loadSeconds} s of pgbench load with the agent...`);
+    const loaded = await pgkeepConfig('load');
+    if (user)
+      for (const p of [loaded.repo, loaded.spool, loaded.config, identityFile])
+        await chown(p, user.uid, user.gid);
+    const loadAgent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
+      ...(user ?? {}),
+      env: { ...loaded.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    agents.push(loadAgent);
+    await new Promise<void>((resolve) =>
+      loadAgent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
+    );
+    const command = archiveCommandLine({
+      nodePath: NODE,
+      bundlePath: PGKEEP_BUNDLE,
+      spoolDir: loaded.spool,
+      cluster: 'bench',
+      configPath: loaded.config,
+    });
+    await pg.sql(`alter system set archive_command = '${command.replaceAll("'", "''")}'`);
+    await pg.sql('select pg_reload_conf()');
+    // Let the backlog from the measurements above drain first.
+    for (let i = 0; i < 600 && (await ready()).length > 0; i++) await new Promise((r) => setTimeout(r, 500));
+    let maxBehind = 0;
+    const samples: number[] = [];
+    const load = execFileAsync(join(PG_BIN, 'pgbench'), ['-n', '-c', '4', '-T', String(loadSeconds)], {
+      env: pgEnv,
+    });
+    let running = true;
+    void load.finally(() => {
+      running = false;
+    });
+    const startLsn = await pg.sql('select pg_current_wal_lsn()');
+    while (running) {
+      const behind = (await ready()).length;
+      samples.push(behind);
+      maxBehind = Math.max(maxBehind, behind);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await load;
+    const walMb = Number(
+      await pg.sql(`select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}') / 1048576)`),
+    );
+    console.log(
+      `\nsustained load: ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
+        `segments waiting to be archived: max ${maxBehind}, median ${median(samples)} (${samples.length} samples)`,
+    );
+  }
+} finally {
+  for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');
+  await pg.destroy();
+  await rm(work, { recursive: true, force: true });
+}
