@@ -7,8 +7,9 @@
  *
  * S3 query options: `endpoint` (http(s) URL of an S3-compatible service; default AWS S3),
  * `path-style` (true|false, default false), `region`, `checksum` (when-required|when-supported,
- * default when-required), `part-size-mib` (5–5120, default 16: memory per put and the largest
- * object, see s3-storage.ts), `conditional-writes` (true|false, default true). Credentials never go
+ * default when-required), `part-size-mib` (5–5120, default 16) and `queue-size` (parts in flight,
+ * 1–16, default 1), which set memory per put and the largest object (see s3-storage.ts),
+ * `conditional-writes` (true|false, default true). Credentials never go
  * in the URL: the AWS SDK's standard chain supplies them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
  * AWS_PROFILE, instance and task roles).
  */
@@ -17,7 +18,9 @@ import { fileURLToPath } from 'node:url';
 import { FileStorage } from './file-storage.ts';
 import {
   DEFAULT_PART_SIZE_MIB,
+  DEFAULT_QUEUE_SIZE,
   MAX_PART_SIZE_MIB,
+  MAX_QUEUE_SIZE,
   MIN_PART_SIZE_MIB,
   S3Storage,
   type S3StorageOptions,
@@ -37,6 +40,7 @@ export type StorageUrl =
         readonly forcePathStyle: boolean;
         readonly checksum: 'when-required' | 'when-supported';
         readonly partSizeMiB: number;
+        readonly queueSize: number;
         readonly conditionalWrites: boolean;
       });
 
@@ -46,6 +50,7 @@ const S3_OPTIONS = [
   'region',
   'checksum',
   'part-size-mib',
+  'queue-size',
   'conditional-writes',
 ] as const;
 const EXAMPLE_S3 = 's3://<bucket>/<prefix>?endpoint=https://s3.example.com&path-style=true';
@@ -204,6 +209,13 @@ function parseS3Url(text: string): StorageUrl {
       `part-size-mib "${partSizeText}" is not valid: use a whole number of MiB from ${MIN_PART_SIZE_MIB} to ${MAX_PART_SIZE_MIB} (the largest object is 10,000 parts)`,
     );
   }
+  const queueSizeText = values.get('queue-size');
+  const queueSize = queueSizeText === undefined ? DEFAULT_QUEUE_SIZE : Number(queueSizeText);
+  if (!/^\d+$/.test(queueSizeText ?? '1') || queueSize < 1 || queueSize > MAX_QUEUE_SIZE) {
+    throw new InvalidStorageUrlError(
+      `queue-size "${queueSizeText}" is not valid: use a whole number of parts in flight from 1 to ${MAX_QUEUE_SIZE}`,
+    );
+  }
   return {
     scheme: 's3',
     bucket,
@@ -213,6 +225,7 @@ function parseS3Url(text: string): StorageUrl {
     forcePathStyle: parseBoolean(values, 'path-style', false),
     checksum,
     partSizeMiB,
+    queueSize,
     conditionalWrites: parseBoolean(values, 'conditional-writes', true),
   };
 }

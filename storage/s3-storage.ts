@@ -2,17 +2,22 @@
  * `s3://bucket/prefix` repositories on AWS S3 or any S3-compatible endpoint (MinIO, Backblaze B2,
  * Wasabi, Cloudflare R2, s3rver...).
  *
- * Memory: lib-storage's `Upload` buffers whole parts. A put holds at most about
- * `(queueSize + 2) × partSize` bytes: `queueSize` parts in flight, one being filled, and one
- * transient copy when the filled chunks are concatenated. With the defaults (16 MiB parts, 2 in
- * flight) that is ~64 MiB, which keeps the agent inside its ~150 MB RSS budget. An object smaller
- * than one part is sent with a single PutObject and holds about twice its size.
+ * Memory: lib-storage's `Upload` buffers whole parts and concatenates stream chunks into them, so a
+ * put costs several part sizes of RSS, not one. Measured on Node 24 (1,000 MiB stream of 64 KiB
+ * chunks, s3rver on loopback; RSS above a baseline of ~100 MiB, most of it the loaded SDK):
+ * 16 MiB parts × queue 1 → +77..106 MiB; 16 × 2 → +112..140 MiB; 8 × 2 → +79..97 MiB;
+ * 5 × 2 → +62 MiB. Roughly (queueSize + 2.5) × partSize plus ~40 MiB of GC lag. The default is
+ * 16 MiB parts, one in flight: the smallest footprint that still stores objects far beyond 48 GiB.
+ * `queue-size=2` overlaps producing the next part with sending the last one (faster when
+ * compression/encryption and the network are similarly fast) for ~30 MiB more. An object smaller
+ * than one part is sent with a single PutObject and costs about 2–3× its size (4 parallel puts of
+ * 12 MiB: +95 MiB).
  *
  * Maximum object size = partSize × 10,000 parts (S3's limit): 156.25 GiB with the default 16 MiB.
  * A stream of unknown length cannot pick its part size after the fact, so larger objects need a
- * larger `part-size-mib` in the repository URL (64 → 625 GiB with ~256 MiB of buffers;
- * 525 → 5 TiB, S3's object limit, with ~2 GiB). A stream that outgrows the limit fails early with
- * an error naming the option, and its multipart upload is aborted.
+ * larger `part-size-mib` in the repository URL (64 → 625 GiB with roughly 4× more memory;
+ * 525 → 5 TiB, S3's object limit, with gigabytes). A stream that outgrows the limit fails early
+ * with an error naming the option, and its multipart upload is aborted.
  *
  * Create-only puts (`ifAbsent`) send `If-None-Match: *` (atomic on AWS S3, R2, MinIO and others)
  * and map 412 to {@link ObjectExistsError}; because some providers and local servers ignore the
@@ -52,7 +57,8 @@ export const MAX_PARTS = 10_000;
 export const MIN_PART_SIZE_MIB = 5;
 export const MAX_PART_SIZE_MIB = 5 * 1024;
 export const DEFAULT_PART_SIZE_MIB = 16;
-export const DEFAULT_QUEUE_SIZE = 2;
+export const DEFAULT_QUEUE_SIZE = 1;
+export const MAX_QUEUE_SIZE = 16;
 
 /** Everything needed to reach a bucket; credentials are never part of it (the SDK's standard chain provides them). */
 export interface S3ClientOptions {
@@ -83,7 +89,7 @@ export interface S3StorageOptions extends S3ClientOptions {
   readonly prefix?: string;
   /** Multipart part size; bounds memory and the largest object (× 10,000). @default 16 */
   readonly partSizeMiB?: number;
-  /** Parts uploaded in parallel by one put. @default 2 */
+  /** Parts uploaded in parallel by one put; each adds about a part size of memory. @default 1 */
   readonly queueSize?: number;
   /** Send `If-None-Match: *` on create-only puts; turn off for providers that reject the header. @default true */
   readonly conditionalWrites?: boolean;
@@ -170,6 +176,11 @@ export class S3Storage implements Storage {
     this.partSizeBytes = partSizeMiB * MIB;
     this.maxObjectBytes = this.partSizeBytes * MAX_PARTS;
     this.queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
+    if (!Number.isInteger(this.queueSize) || this.queueSize < 1 || this.queueSize > MAX_QUEUE_SIZE) {
+      throw new RangeError(
+        `queue size ${this.queueSize} is not valid: use a whole number from 1 to ${MAX_QUEUE_SIZE}`,
+      );
+    }
     this.conditionalWrites = options.conditionalWrites ?? true;
     this.client = client ?? createS3Client(options);
     this.displayUrl = `s3://${this.bucket}/${this.prefix}${options.endpoint ? ` (endpoint ${options.endpoint})` : ''}`;

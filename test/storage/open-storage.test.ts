@@ -22,7 +22,7 @@ describe('parseStorageUrl', () => {
 
   it('parses s3 URLs with every option', () => {
     const url =
-      's3://my-bucket/backups/prod/?endpoint=http://127.0.0.1:9000&path-style=true&region=us-east-1&checksum=when-supported&part-size-mib=64&conditional-writes=false';
+      's3://my-bucket/backups/prod/?endpoint=http://127.0.0.1:9000&path-style=true&region=us-east-1&checksum=when-supported&part-size-mib=64&queue-size=2&conditional-writes=false';
     expect(parseStorageUrl(url)).toEqual({
       scheme: 's3',
       bucket: 'my-bucket',
@@ -32,6 +32,7 @@ describe('parseStorageUrl', () => {
       region: 'us-east-1',
       checksum: 'when-supported',
       partSizeMiB: 64,
+      queueSize: 2,
       conditionalWrites: false,
     });
     const storage = openStorage(url) as S3Storage;
@@ -47,6 +48,7 @@ describe('parseStorageUrl', () => {
       forcePathStyle: false,
       checksum: 'when-required',
       partSizeMiB: 16,
+      queueSize: 1,
       conditionalWrites: true,
     });
     expect(
@@ -104,6 +106,11 @@ describe('parseStorageUrl', () => {
     ],
     ['s3://bucket/x?part-size-mib=8.5', 'part-size-mib "8.5" is not valid'],
     ['s3://bucket/x?part-size-mib=6000', 'part-size-mib "6000" is not valid'],
+    [
+      's3://bucket/x?queue-size=0',
+      'queue-size "0" is not valid: use a whole number of parts in flight from 1 to 16',
+    ],
+    ['s3://bucket/x?queue-size=17', 'queue-size "17" is not valid'],
     ['s3://bucket/x?conditional-writes=0', 'option conditional-writes="0" is not valid'],
   ];
   for (const [url, message] of bad) {

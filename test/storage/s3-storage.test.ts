@@ -28,10 +28,10 @@ afterAll(async () => {
 });
 
 let count = 0;
-/** A fresh prefix in the shared bucket, with 5 MiB parts (S3's minimum) so tests see several parts. */
+/** A fresh prefix in the shared bucket, with 5 MiB parts (S3's minimum) two at a time, so tests see several parts in flight. */
 function freshStorage(extra = ''): S3Storage {
   count += 1;
-  return openStorage(`${server.url('repo', `t${count}/`)}&part-size-mib=5${extra}`) as S3Storage;
+  return openStorage(`${server.url('repo', `t${count}/`)}&part-size-mib=5&queue-size=2${extra}`) as S3Storage;
 }
 
 async function openUploads(storage: S3Storage): Promise<string[]> {
