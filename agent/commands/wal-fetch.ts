@@ -4,7 +4,7 @@ import { parseWalFileName } from '../../core/wal-names.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { fetchWalFile } from '../wal/fetch.ts';
-import { prefetchAhead, takePrefetched } from '../wal/prefetch.ts';
+import { notePrefetchWanted, prefetchAhead, takePrefetched } from '../wal/prefetch.ts';
 import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
@@ -52,6 +52,8 @@ async function fetchOne(context: CommandContext, name: string, path: string): Pr
   const { config, storage } = await setUp(context);
   const spool = new WalSpool(config.spoolDir, config.cluster);
   const kind = parseWalFileName(name)?.kind;
+  if (kind === 'segment' && config.wal.fetchPrefetch > 0)
+    await notePrefetchWanted(spool, name).catch(() => undefined);
   if (kind === 'segment' && (await takePrefetched(spool, name, path))) {
     startPrefetcher(context, name, config.wal.fetchPrefetch);
     return ExitCode.ok;

@@ -9,7 +9,7 @@
  * as wal-fetch), so taking one is as safe as fetching it. One prefetcher runs per cluster (a lock
  * file with its pid); it stops at the first missing segment, the end of the archive.
  */
-import { copyFile, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { nextWalSegmentFileName, parseWalFileName } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
@@ -92,45 +92,86 @@ async function lock(spool: WalSpool): Promise<(() => Promise<void>) | undefined>
   return undefined;
 }
 
-/** Downloads the `count` segments after `after` that are not in the spool yet; see the module comment. */
-export async function prefetchAhead(options: PrefetchOptions): Promise<number> {
+/** The file through which wal-fetch tells a running prefetcher which segment recovery asked for last. */
+function wantFile(spool: WalSpool): string {
+  return `${spool.root}/prefetch.want`;
+}
+
+/** Records the segment recovery just asked for, so a running prefetcher follows it (another timeline, a jump). */
+export async function notePrefetchWanted(spool: WalSpool, walFileName: string): Promise<void> {
+  await mkdir(spool.root, { recursive: true, mode: 0o700 });
+  const tmp = `${wantFile(spool)}.${process.pid}.tmp`;
+  await writeFile(tmp, walFileName);
+  await rename(tmp, wantFile(spool));
+}
+
+/**
+ * Keeps the `count` segments after the one recovery asked for last downloaded in the spool: fills
+ * the window, waits until recovery takes the first file of it (the file disappears: wal-fetch or
+ * restore_command's shell path moved it), and tops the window up again. Ends at the first missing
+ * segment (the end of the archive) or after `idleMs` without progress. Resolves to the number of
+ * files downloaded.
+ */
+export async function prefetchAhead(
+  options: PrefetchOptions & { idleMs?: number; pollMs?: number },
+): Promise<number> {
   const release = await lock(options.spool);
   if (!release) return 0;
+  const { spool } = options;
+  const idleMs = options.idleMs ?? 30_000;
+  const pollMs = options.pollMs ?? 25;
   try {
-    const after = parseWalFileName(options.after);
-    await mkdir(options.spool.prefetchDir, { recursive: true, mode: 0o700 });
-    const present = new Set(await readdir(options.spool.prefetchDir));
-    // Files behind the replay position were skipped (another timeline, or fetched directly): drop them.
-    for (const name of present) {
-      const parsed = parseWalFileName(name);
-      if (!parsed?.position || (after?.position !== undefined && parsed.position <= after.position)) {
-        await rm(options.spool.prefetchPath(name), { force: true });
-      }
-    }
-    const wanted: string[] = [];
-    let name = options.after;
-    for (let i = 0; i < options.count; i++) {
-      name = nextWalSegmentFileName(name);
-      if (!present.has(name)) wanted.push(name);
-    }
+    await mkdir(spool.prefetchDir, { recursive: true, mode: 0o700 });
+    let cursor = options.after;
+    let lastWanted = '';
+    let present = new Set<string>();
     let fetched = 0;
-    let ended = false;
-    const worker = async () => {
-      for (let next = wanted.shift(); next !== undefined && !ended; next = wanted.shift()) {
-        const outcome = await fetchWalFile({
-          storage: options.storage,
-          cluster: options.cluster,
-          identities: options.identities,
-          walFileName: next,
-          destination: options.spool.prefetchPath(next),
-          retry: options.retry,
-        });
-        if (outcome === 'missing') ended = true;
-        else fetched++;
+    let lastProgress = Date.now();
+    for (;;) {
+      // Where recovery is: the last name wal-fetch noted, or the last file taken from the window.
+      const wanted = (await readFile(wantFile(spool), 'utf8').catch(() => '')).trim();
+      if (wanted !== lastWanted && parseWalFileName(wanted)?.kind === 'segment') {
+        lastWanted = wanted;
+        cursor = wanted;
+        lastProgress = Date.now();
       }
-    };
-    await Promise.all(Array.from({ length: options.parallelism ?? 2 }, worker));
-    return fetched;
+      const now = new Set(await readdir(spool.prefetchDir));
+      const taken = [...present].filter((n) => !now.has(n)).sort();
+      if (taken.length > 0 && (taken[taken.length - 1] as string) > cursor) {
+        cursor = taken[taken.length - 1] as string;
+        lastProgress = Date.now();
+      }
+      const window: string[] = [];
+      for (let i = 0, name = cursor; i < options.count; i++) {
+        name = nextWalSegmentFileName(name);
+        window.push(name);
+      }
+      for (const name of now) {
+        // Not in the window: recovery passed it or moved to another timeline.
+        if (!window.includes(name) && !name.endsWith('.tmp'))
+          await rm(spool.prefetchPath(name), { force: true });
+      }
+      const queue = window.filter((n) => !now.has(n));
+      let ended = false;
+      const worker = async () => {
+        for (let next = queue.shift(); next !== undefined && !ended; next = queue.shift()) {
+          const outcome = await fetchWalFile({
+            storage: options.storage,
+            cluster: options.cluster,
+            identities: options.identities,
+            walFileName: next,
+            destination: spool.prefetchPath(next),
+            retry: options.retry,
+          });
+          if (outcome === 'missing') ended = true;
+          else fetched++;
+        }
+      };
+      if (queue.length > 0) await Promise.all(Array.from({ length: options.parallelism ?? 2 }, worker));
+      present = new Set((await readdir(spool.prefetchDir)).filter((n) => window.includes(n)));
+      if (ended || Date.now() - lastProgress > idleMs) return fetched;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
   } finally {
     await release();
   }

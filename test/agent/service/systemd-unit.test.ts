@@ -95,7 +95,8 @@ describe('systemd unit', () => {
       cluster: 'main',
     });
     expect(line).toBe(
-      `{ test -f '/var/lib/pg'\\''keep/main/pushed'/%f && test ! %p -nt '/var/lib/pg'\\''keep/main/pushed'/%f; } || '/usr/bin/node' '/opt/pgkeep.mjs' wal-push %p`,
+      `{ test -f '/var/lib/pg'\\''keep/main/pushed'/%f && test ! %p -nt '/var/lib/pg'\\''keep/main/pushed'/%f; } || ` +
+        `NODE_COMPILE_CACHE='/var/lib/pg'\\''keep/node-compile-cache' '/usr/bin/node' '/opt/pgkeep.mjs' wal-push %p`,
     );
   });
 });

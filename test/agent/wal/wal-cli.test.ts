@@ -3,11 +3,14 @@
  * server's user: exit codes, identical re-push, conflicts, missing files, an unreachable
  * repository (bounded, never "missing"), and an atomic %p.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { restoreCommandLine } from '../../../agent/wal/spool.ts';
 import { walFilePrefix } from '../../../core/keys.ts';
+import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { type Harness, makeHarness } from './harness.ts';
 
 const SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -149,5 +152,55 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
       expect(await h.pgkeep(['wal-fetch', name, 'out'], {}, restoreDir)).toMatchObject({ code: 0 });
       expect((await readFile(join(restoreDir, 'out'))).equals(Buffer.from(content))).toBe(true);
     }
+  });
+
+  it('restore_command takes prefetched segments without starting Node', async () => {
+    const names = [
+      '0000000B0000000000000030',
+      '0000000B0000000000000031',
+      '0000000B0000000000000032',
+      '0000000B0000000000000033',
+      '0000000B0000000000000034',
+    ];
+    const contents = new Map<string, Buffer>();
+    for (const name of names) {
+      contents.set(name, segment(name));
+      await walFile(name, contents.get(name) as Buffer);
+      expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
+    }
+    const log = join(h.dir, 'fetch-node.log');
+    const wrapper = join(h.dir, 'node-fetch-logged');
+    await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${log}'\nexec '${NODE}' "$@"\n`);
+    await chmod(wrapper, 0o755);
+    await writeFile(log, '');
+    await own(wrapper);
+    await own(log);
+    const line = restoreCommandLine({
+      nodePath: wrapper,
+      bundlePath: PGKEEP_BUNDLE,
+      spoolDir: h.spoolDir,
+      cluster: h.cluster,
+      configPath: h.configPath,
+    });
+    const restoreDir = join(h.dir, 'restore-prefetch');
+    await mkdir(join(restoreDir, 'pg_wal'), { recursive: true });
+    await own(restoreDir);
+    await own(join(restoreDir, 'pg_wal'));
+    for (const name of names) {
+      const command = line.replaceAll('%f', name).replaceAll('%p', 'pg_wal/RECOVERYXLOG');
+      const code = await new Promise<number | null>((resolve) => {
+        const child = spawn('sh', ['-c', command], { ...(h.user ?? {}), cwd: restoreDir, stdio: 'ignore' });
+        child.once('close', resolve);
+      });
+      expect(code).toBe(0);
+      expect(
+        (await readFile(join(restoreDir, 'pg_wal', 'RECOVERYXLOG'))).equals(contents.get(name) as Buffer),
+      ).toBe(true);
+      // Give the background prefetcher a moment, as replaying a segment would.
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    const starts = (await readFile(log, 'utf8')).split('\n').filter((l) => l.includes('wal-fetch'));
+    expect(starts.length).toBeLessThan(names.length);
+    expect(starts[0]).toContain(names[0]);
   });
 });
