@@ -97,7 +97,13 @@ const AwsS3TargetSchema = z.strictObject({
 const S3CompatibleTargetSchema = z.strictObject({
   ...targetBase,
   type: z.literal('s3-compatible'),
-  endpoint: z.url({ protocol: /^https$/, error: 'endpoint must be an https:// URL' }),
+  endpoint: z.url({
+    protocol: /^https$/,
+    error: (issue) =>
+      issue.input === undefined
+        ? 'an s3-compatible target needs its endpoint, e.g. https://s3.us-west-004.backblazeb2.com'
+        : 'endpoint must be an https:// URL',
+  }),
   bucket: z.string().min(3).max(63),
   region: z.string().min(1),
   forcePathStyle: z.boolean().default(false),

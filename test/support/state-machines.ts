@@ -1,0 +1,285 @@
+/**
+ * The synthesized pipeline, for tests: synthesize the CDK app once, take each state machine's
+ * definition out of the template (resolving CloudFormation tokens to fake ARNs), and run it with
+ * aws-local-stepfunctions, binding every Task to a local function.
+ *
+ * Lambda tasks are bound by handler id (`replication/plan-copies`, the `pgkeep:handler` tag on the
+ * function, which names lambdas/<id>.ts), so a test can bind the real handler modules or stubs;
+ * other tasks (ECS RunTask, SNS Publish) are bound by state name.
+ *
+ *   const pipeline = synthPipeline(config);
+ *   const machine = pipeline.stateMachine('replication');
+ *   const run = await runStateMachine(machine, { lambdas: { 'replication/plan-copies': plan, ... },
+ *     states: { 'Alert replication failure': alert } }, {});
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { App, type Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { DEFAULT_DEPLOY_CONFIG_PATH, type DeployConfig, parseDeployConfig } from '../../cdk/config.ts';
+import { HANDLER_TAG } from '../../cdk/constructs/pipeline-function.ts';
+import { addPgkeepStacks, type PgkeepStacks } from '../../cdk/pgkeep-app.ts';
+
+export const FAKE_ACCOUNT = '123456789012';
+export const FAKE_REGION = 'us-east-1';
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonValue = Parameters<StateMachine['run']>[0];
+type CfnResource = { Type: string; Properties?: Record<string, Json>; DeletionPolicy?: string };
+type CfnTemplate = { Resources: Record<string, CfnResource> };
+
+/** The example deploy config, parsed (what `npm run synth` uses). */
+export function exampleConfig(): DeployConfig {
+  return parseDeployConfig(readFileSync(DEFAULT_DEPLOY_CONFIG_PATH, 'utf8'), DEFAULT_DEPLOY_CONFIG_PATH);
+}
+
+/** A synthesized state machine: its construct name and the definition with fake ARNs in place of tokens. */
+export interface SynthesizedStateMachine {
+  /** `replication`, `retention` or `verification`. */
+  readonly capability: string;
+  readonly logicalId: string;
+  readonly definition: AslDefinition;
+  /** Lambda ARN in the definition -> handler id (`replication/copy-batch`). */
+  readonly handlerOfArn: ReadonlyMap<string, string>;
+}
+
+export interface AslState {
+  readonly Type: string;
+  readonly Resource?: string;
+  readonly Retry?: unknown[];
+  readonly Catch?: unknown[];
+  readonly ItemProcessor?: AslDefinition;
+  readonly Iterator?: AslDefinition;
+  readonly Branches?: AslDefinition[];
+  readonly [key: string]: unknown;
+}
+
+export interface AslDefinition {
+  readonly StartAt: string;
+  readonly States: Record<string, AslState>;
+  readonly [key: string]: unknown;
+}
+
+export interface SynthesizedPipeline {
+  readonly app: App;
+  readonly stacks: PgkeepStacks;
+  readonly stateful: Template;
+  readonly pipeline: Template;
+  stateMachine(capability: 'replication' | 'retention' | 'verification'): SynthesizedStateMachine;
+  /** Removes the synthesized output directory. */
+  dispose(): void;
+}
+
+export interface SynthOptions {
+  /**
+   * Bundle the Lambdas with esbuild as `cdk synth` does (a few seconds). Off, the functions get a
+   * placeholder asset: enough for everything but checking the bundles.
+   * @default false
+   */
+  readonly bundle?: boolean;
+}
+
+/** Synthesizes both stacks for `config` into a temporary directory. */
+export function synthPipeline(
+  config: DeployConfig = exampleConfig(),
+  options: SynthOptions = {},
+): SynthesizedPipeline {
+  const outdir = mkdtempSync(path.join(tmpdir(), 'pgkeep-cdk-'));
+  const app = new App({
+    outdir,
+    context: options.bundle ? {} : { 'aws:cdk:bundling-stacks': [] },
+  });
+  const stacks = addPgkeepStacks(app, config);
+  const stateful = Template.fromStack(stacks.stateful);
+  const pipeline = Template.fromStack(stacks.pipeline);
+  return {
+    app,
+    stacks,
+    stateful,
+    pipeline,
+    stateMachine: (capability) =>
+      stateMachineFromTemplate(pipeline.toJSON() as CfnTemplate, stacks.pipeline, capability),
+    dispose: () => rmSync(outdir, { recursive: true, force: true }),
+  };
+}
+
+/** A fake but well-formed ARN or name for what a `Ref` / `Fn::GetAtt` of `logicalId` would give. */
+function fakeValue(template: CfnTemplate, logicalId: string, attribute: string | undefined): string {
+  const type = template.Resources[logicalId]?.Type;
+  const arn = (service: string, resource: string) =>
+    `arn:aws:${service}:${FAKE_REGION}:${FAKE_ACCOUNT}:${resource}`;
+  switch (type) {
+    case 'AWS::Lambda::Function':
+      return attribute === 'Arn' ? arn('lambda', `function:${logicalId}`) : logicalId;
+    case 'AWS::SNS::Topic':
+      return arn('sns', logicalId);
+    case 'AWS::ECS::Cluster':
+      return attribute === 'Arn' ? arn('ecs', `cluster/${logicalId}`) : logicalId;
+    case 'AWS::ECS::TaskDefinition':
+      return arn('ecs', `task-definition/${logicalId}:1`);
+    case 'AWS::IAM::Role':
+      return attribute === 'Arn' ? `arn:aws:iam::${FAKE_ACCOUNT}:role/${logicalId}` : logicalId;
+    default:
+      return attribute ? `${logicalId}.${attribute}` : logicalId.toLowerCase();
+  }
+}
+
+/** Resolves the intrinsic functions CDK puts into a DefinitionString to plain strings. */
+export function resolveIntrinsics(template: CfnTemplate, value: Json): string {
+  if (typeof value === 'string') return value;
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new Error(`cannot resolve ${JSON.stringify(value)} to a string`);
+  const [fn, args] = Object.entries(value)[0] ?? [];
+  switch (fn) {
+    case 'Ref': {
+      const pseudo: Record<string, string> = {
+        'AWS::Partition': 'aws',
+        'AWS::Region': FAKE_REGION,
+        'AWS::AccountId': FAKE_ACCOUNT,
+        'AWS::URLSuffix': 'amazonaws.com',
+      };
+      return pseudo[args as string] ?? fakeValue(template, args as string, undefined);
+    }
+    case 'Fn::GetAtt': {
+      const [logicalId, attribute] = args as [string, string];
+      return fakeValue(template, logicalId, attribute);
+    }
+    case 'Fn::ImportValue':
+      return `imported-${resolveIntrinsics(template, args as Json)}`;
+    case 'Fn::Join': {
+      const [separator, parts] = args as [string, Json[]];
+      return parts.map((part) => resolveIntrinsics(template, part)).join(separator);
+    }
+    default:
+      throw new Error(`unsupported intrinsic ${fn} in a state machine definition`);
+  }
+}
+
+function stateMachineFromTemplate(
+  template: CfnTemplate,
+  stack: Stack,
+  capability: string,
+): SynthesizedStateMachine {
+  const entries = Object.entries(template.Resources).filter(
+    ([, r]) => r.Type === 'AWS::StepFunctions::StateMachine',
+  );
+  const found = entries.find(([logicalId]) => logicalId.toLowerCase().startsWith(capability));
+  if (!found)
+    throw new Error(
+      `no state machine for "${capability}" in ${stack.stackName}; have ${entries.map(([id]) => id).join(', ')}`,
+    );
+  const [logicalId, resource] = found;
+  const definition = JSON.parse(
+    resolveIntrinsics(template, resource.Properties?.DefinitionString as Json),
+  ) as AslDefinition;
+  const handlerOfArn = new Map<string, string>();
+  for (const [id, r] of Object.entries(template.Resources)) {
+    if (r.Type !== 'AWS::Lambda::Function') continue;
+    const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
+    const handler = tags.find((t) => t.Key === HANDLER_TAG)?.Value;
+    if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler);
+  }
+  return { capability, logicalId, definition, handlerOfArn };
+}
+
+/** Every state of a definition, including those inside Map and Parallel states, with its name. */
+export function allStates(definition: AslDefinition): [string, AslState][] {
+  return Object.entries(definition.States).flatMap(([name, state]) => [
+    [name, state] as [string, AslState],
+    ...[state.ItemProcessor, state.Iterator, ...(state.Branches ?? [])]
+      .filter((inner): inner is AslDefinition => inner !== undefined)
+      .flatMap(allStates),
+  ]);
+}
+
+export type LocalHandler = (input: unknown) => unknown;
+
+export interface TaskBindings {
+  /** Handler id (`replication/copy-batch`) -> the function to run for every Task invoking it. */
+  readonly lambdas?: Readonly<Record<string, LocalHandler>>;
+  /** State name -> function, for non-Lambda tasks (ECS RunTask, SNS Publish) or to override one state. */
+  readonly states?: Readonly<Record<string, LocalHandler>>;
+}
+
+/**
+ * aws-local-stepfunctions' `taskResourceLocalHandlers` (keyed by state name) for every Task of the
+ * machine. Throws naming the state if a Task has no binding, so a new task cannot go unnoticed.
+ */
+export function localTaskHandlers(
+  machine: SynthesizedStateMachine,
+  bindings: TaskBindings,
+): Record<string, (input: JsonValue) => Promise<JsonValue>> {
+  const handlers: Record<string, (input: JsonValue) => Promise<JsonValue>> = {};
+  for (const [name, state] of allStates(machine.definition)) {
+    if (state.Type !== 'Task') continue;
+    const handlerId = state.Resource ? machine.handlerOfArn.get(state.Resource) : undefined;
+    const local = bindings.states?.[name] ?? (handlerId ? bindings.lambdas?.[handlerId] : undefined);
+    if (!local)
+      throw new Error(
+        `task "${name}" (${handlerId ? `lambda ${handlerId}` : state.Resource}) of the ${machine.capability} state machine has no local binding`,
+      );
+    handlers[name] = async (input) => (await local(input)) as JsonValue;
+  }
+  return handlers;
+}
+
+/** Validates the definition the way aws-local-stepfunctions does (asl-validator, ARNs and paths checked). */
+export function loadStateMachine(machine: SynthesizedStateMachine): StateMachine {
+  return new StateMachine(machine.definition as never, {
+    validationOptions: { checkArn: true, checkPaths: true },
+  });
+}
+
+export interface Execution {
+  readonly output: unknown;
+  /** Names of the states entered, in order (from the execution's event log). */
+  readonly statesEntered: string[];
+}
+
+/** The error of a failed execution: the Fail state's Error and Cause. */
+export class ExecutionFailed extends Error {
+  override name = 'ExecutionFailed';
+  readonly error: string;
+  readonly statesEntered: string[];
+  constructor(error: string, cause: string, statesEntered: string[]) {
+    super(`${error}: ${cause}`);
+    this.error = error;
+    this.statesEntered = statesEntered;
+  }
+}
+
+/**
+ * Runs the synthesized machine with every Task bound to a local function and no Retry waits.
+ * Resolves with the output; rejects with {@link ExecutionFailed} when the execution fails.
+ */
+export async function runStateMachine(
+  machine: SynthesizedStateMachine,
+  bindings: TaskBindings,
+  input: unknown,
+): Promise<Execution> {
+  const stateMachine = loadStateMachine(machine);
+  const retryIntervalOverrides: Record<string, number> = {};
+  for (const [name, state] of allStates(machine.definition))
+    if (state.Retry) retryIntervalOverrides[name] = 0;
+  const execution = stateMachine.run(input as never, {
+    overrides: { taskResourceLocalHandlers: localTaskHandlers(machine, bindings), retryIntervalOverrides },
+  });
+  const statesEntered: string[] = [];
+  const collecting = (async () => {
+    for await (const event of execution.eventLogs) {
+      const e = event as { type: string; state?: { name: string } };
+      if (e.type === 'StateEntered' && e.state) statesEntered.push(e.state.name);
+    }
+  })();
+  try {
+    const output = await execution.result;
+    await collecting;
+    return { output, statesEntered };
+  } catch (error) {
+    await collecting.catch(() => {});
+    const cause = (error as { cause?: { name?: string; message?: string } }).cause;
+    throw new ExecutionFailed(cause?.name ?? 'Error', cause?.message ?? String(error), statesEntered);
+  }
+}
