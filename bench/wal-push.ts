@@ -18,7 +18,7 @@ import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as age from 'age-encryption';
-import { archiveCommandLine } from '../agent/wal/spool.ts';
+import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
 
@@ -68,6 +68,12 @@ const pg = await startCluster({
   },
 });
 const agents: ReturnType<typeof spawn>[] = [];
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');
+    void pg.destroy().finally(() => process.exit(130));
+  });
+}
 try {
   const pgEnv = { ...process.env, ...pg.env };
   log(`generating ${segmentCount} WAL segments with pgbench...`);
@@ -158,11 +164,18 @@ pg1-user=postgres
 
   log('pgkeep wal-push alone...');
   const alone = await pgkeepConfig('alone');
+  // The archive_command line pgkeep generates (shell fast path + NODE_COMPILE_CACHE), no agent running.
+  const aloneLine = archiveCommandLine({
+    nodePath: NODE,
+    bundlePath: PGKEEP_BUNDLE,
+    spoolDir: alone.spool,
+    cluster: 'bench',
+    configPath: alone.config,
+  });
   results['pgkeep wal-push (alone)'] = [];
   for (const s of segments) {
-    results['pgkeep wal-push (alone)'].push(
-      await timedShell(`${q(NODE)} ${q(PGKEEP_BUNDLE)} wal-push ${walPath(s)}`, pg.dataDir, alone.env),
-    );
+    const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+    results['pgkeep wal-push (alone)'].push(await timedShell(command, pg.dataDir, alone.env));
   }
 
   log('pgkeep with the agent pushing ahead...');
@@ -204,19 +217,18 @@ pg1-user=postgres
       ),
     );
   }
-  log('pgkeep wal-fetch with prefetch...');
+  log('pgkeep wal-fetch with prefetch (the restore_command line pgkeep restore writes)...');
+  const fetchLine = restoreCommandLine({
+    nodePath: NODE,
+    bundlePath: PGKEEP_BUNDLE,
+    spoolDir: alone.spool,
+    cluster: 'bench',
+    configPath: alone.config,
+  });
   results['pgkeep wal-fetch (prefetch)'] = [];
   for (const s of segments) {
-    results['pgkeep wal-fetch (prefetch)'].push(
-      await timedShell(
-        `${q(NODE)} ${q(PGKEEP_BUNDLE)} wal-fetch ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
-        fetchDir,
-        {
-          ...alone.env,
-          PGKEEP_WAL_FETCH_PREFETCH: '8',
-        },
-      ),
-    );
+    const command = fetchLine.replaceAll('%f', s).replaceAll('%p', q(join(fetchDir, 'RECOVERYXLOG')));
+    results['pgkeep wal-fetch (prefetch)'].push(await timedShell(command, fetchDir, alone.env));
   }
 
   console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);

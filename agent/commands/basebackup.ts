@@ -1,7 +1,9 @@
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
+import { withBackupLock } from '../service/backup-lock.ts';
 import { AGENT_VERSION } from '../version.ts';
+import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { formatBytes, progressLine, setUp } from './setup.ts';
@@ -23,17 +25,21 @@ Connects with the libpq variables (PGHOST, PGPORT, PGUSER; a role with REPLICATI
     });
     const { config, storage, pg } = await setUp(context);
     const progress = progressLine(context);
-    const { manifest } = await takeBaseBackup({
-      storage,
-      pg,
-      cluster: config.cluster,
-      recipients: requireRecipients(config),
-      spoolDir: config.spoolDir,
-      zstdLevel: config.zstdLevel,
-      agentVersion: AGENT_VERSION,
-      ...(values['wal-wait-seconds'] ? { walWaitSeconds: Number(values['wal-wait-seconds']) } : {}),
-      onProgress: (e) => progress.update(`${e.archive}.tar: ${formatBytes(e.plaintextBytes)}`),
-    });
+    // One backup at a time per cluster: the agent's schedules take the same lock.
+    const spoolRoot = new WalSpool(config.spoolDir, config.cluster).root;
+    const { manifest } = await withBackupLock(spoolRoot, 'pgkeep basebackup', () =>
+      takeBaseBackup({
+        storage,
+        pg,
+        cluster: config.cluster,
+        recipients: requireRecipients(config),
+        spoolDir: config.spoolDir,
+        zstdLevel: config.zstdLevel,
+        agentVersion: AGENT_VERSION,
+        ...(values['wal-wait-seconds'] ? { walWaitSeconds: Number(values['wal-wait-seconds']) } : {}),
+        onProgress: (e) => progress.update(`${e.archive}.tar: ${formatBytes(e.plaintextBytes)}`),
+      }),
+    );
     progress.done();
     if (values.json) {
       context.stdout.write(`${JSON.stringify(manifest, null, 2)}\n`);
