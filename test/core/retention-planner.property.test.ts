@@ -59,34 +59,53 @@ const policyArb: fc.Arbitrary<RetentionPolicy> = fc.record({
   minimumKeep: fc.integer({ min: 1, max: 3 }),
 });
 
-const historyShapeArb = fc.record({
-  firstSegment: fc.integer({ min: 0, max: 700 }),
-  steps: fc.array(fc.integer({ min: 60_000, max: DAY }), { minLength: 1, maxLength: 60 }),
-  switches: fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 3 }),
-  gaps: fc.oneof(
-    fc.constant<number[]>([]),
-    fc.uniqueArray(fc.integer({ min: 0, max: 59 }), { maxLength: 2 }),
-  ),
-  bases: fc.array(
-    fc.record({
-      at: fc.integer({ min: 0, max: 59 }),
-      span: fc.integer({ min: 0, max: 2 }),
-      fraction: fc.double({ min: 0.01, max: 1, noNaN: true }),
-      verified: fc.boolean(),
-    }),
-    { maxLength: 14 },
-  ),
-  logical: fc.array(
-    fc.record({
-      at: fc.integer({ min: 0, max: 59 }),
-      databases: fc.subarray(['a', 'b']),
-      verified: fc.boolean(),
-    }),
-    { maxLength: 8 },
-  ),
-  nowAfter: fc.integer({ min: 0, max: DAY }),
-  lockedPicks: fc.array(fc.nat(), { maxLength: 6 }),
-});
+/**
+ * A number spread evenly over [min, max). fc.double is not: it picks evenly among representable
+ * doubles, which are mostly tiny, and its bias favours the bounds, so every backup would sit at
+ * the first segment and every window would be empty.
+ */
+function uniform(min: number, max: number): fc.Arbitrary<number> {
+  return fc.noBias(fc.integer({ min: 0, max: 999_999 })).map((x) => min + ((max - min) * x) / 1_000_000);
+}
+
+/**
+ * A history of up to `segments` WAL segments. Long histories exercise periods and log-id
+ * boundaries; short ones with long backups make backups overlap around WAL gaps.
+ */
+function historyShape(segments: number, maxSpan: number, maxBases: number) {
+  // Positions are fractions of the history's length, so they land inside it whatever its length.
+  const fraction = uniform(0, 1);
+  return fc.record({
+    firstSegment: fc.integer({ min: 0, max: 700 }),
+    steps: fc
+      .integer({ min: 1, max: segments })
+      .chain((n) =>
+        fc.array(fc.noBias(fc.integer({ min: 60_000, max: DAY })), { minLength: n, maxLength: n }),
+      ),
+    switches: fc.array(fraction, { maxLength: 3 }),
+    gaps: fc.oneof(fc.constant<number[]>([]), fc.array(fraction, { maxLength: 2 })),
+    bases: fc.array(
+      fc.record({
+        at: fraction,
+        span: fc.integer({ min: 0, max: maxSpan }),
+        stopFraction: uniform(0.01, 1),
+        // Rarely verified: the newest verified backup is kept whatever the policy, which hides the other rules.
+        verified: fc.integer({ min: 0, max: 4 }).map((x) => x === 0),
+      }),
+      { minLength: 1, maxLength: maxBases },
+    ),
+    logical: fc.array(
+      fc.record({ at: fraction, databases: fc.subarray(['a', 'b']), verified: fc.boolean() }),
+      {
+        maxLength: 8,
+      },
+    ),
+    nowAfter: fc.integer({ min: 0, max: DAY }),
+    lockedPicks: fc.array(fc.nat(), { maxLength: 6 }),
+  });
+}
+
+const historyShapeArb = fc.oneof(historyShape(60, 2, 14), historyShape(8, 4, 5));
 
 type HistoryShape = typeof historyShapeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -98,7 +117,10 @@ function buildHistory(shape: HistoryShape, policy: RetentionPolicy): History {
     t += step;
     times.push(t);
   }
-  const timelines = times.map((_, i) => 1 + shape.switches.filter((s) => s <= i).length);
+  const at = (f: number) => Math.floor(f * n);
+  const switches = shape.switches.map((f) => 1 + Math.floor(f * (n - 1))).filter((i) => i < n);
+  const gaps = new Set(shape.gaps.map(at));
+  const timelines = times.map((_, i) => 1 + new Set(switches.filter((s) => s <= i)).size);
   const walFiles: RetentionWalFile[] = [];
   const addWal = (walFileName: string, time: number) => {
     const key = `v1/c/wal/${walFileName.slice(0, 8)}/${walFileName}-0000000000000000.zst.age`;
@@ -115,20 +137,21 @@ function buildHistory(shape: HistoryShape, policy: RetentionPolicy): History {
       addWal(`${walSegmentFileNameFromNumber(tl - 1, segNo)}.partial`, times[i - 1]! + 1);
       historyKeys.set(tl, addWal(historyFileName(tl), times[i - 1]! + 1));
     }
-    segmentKeys.push(
-      shape.gaps.includes(i) ? undefined : addWal(walSegmentFileNameFromNumber(tl, segNo), times[i]!),
-    );
+    segmentKeys.push(gaps.has(i) ? undefined : addWal(walSegmentFileNameFromNumber(tl, segNo), times[i]!));
   }
 
   const bases: BaseInfo[] = [];
   const backups: RetentionBackup[] = [];
   shape.bases.forEach((b, j) => {
-    const start = Math.min(b.at, n - 1);
+    const start = at(b.at);
     const stop = Math.min(start + b.span, n - 1);
     const previous = stop === 0 ? times[0]! - 60_000 : times[stop - 1]!;
     const startedAfter = start === 0 ? times[0]! - 60_000 : times[start - 1]!;
     // The backup stops inside its stop segment, and no earlier than it started.
-    const stopMs = Math.max(startedAfter + 1, Math.round(previous + b.fraction * (times[stop]! - previous)));
+    const stopMs = Math.max(
+      startedAfter + 1,
+      Math.round(previous + b.stopFraction * (times[stop]! - previous)),
+    );
     const backupId = `base-${String(j).padStart(2, '0')}`;
     const segNo = shape.firstSegment + start;
     const backup: RetentionBackup = {
@@ -147,7 +170,7 @@ function buildHistory(shape: HistoryShape, policy: RetentionPolicy): History {
   });
   shape.logical.forEach((l, j) => {
     const backupId = `logical-${String(j).padStart(2, '0')}`;
-    const stopMs = times[Math.min(l.at, n - 1)]! - 1000;
+    const stopMs = times[at(l.at)]! - 1000;
     backups.push({
       backupId,
       kind: 'logical',
@@ -202,6 +225,8 @@ function restorable(
   });
 }
 
+const everything = () => true;
+
 function deletedKeys(plan: RetentionPlan): Set<string> {
   return new Set(plan.deletions.map((d) => d.key));
 }
@@ -252,37 +277,31 @@ describe('planRetention properties', () => {
       fc.property(
         historyShapeArb,
         policyArb,
-        fc.double({ min: 0, max: 20, noNaN: true }),
+        uniform(0, 1.2),
         fc.boolean(),
-        (shape, policy, days, windowOnly) => {
+        (shape, policy, windowFraction, windowOnly) => {
+          const h = buildHistory(shape, policy);
+          // The window covers a fraction of the history (sometimes all of it and more).
+          const days = (windowFraction * (h.nowMs - h.times[0]!)) / DAY;
           // A window alone deletes the most, so it is the hardest case for restorability.
           const only = { minimumKeep: 1, pitrWindowDays: days };
-          const h = buildHistory(shape, windowOnly ? only : { ...policy, pitrWindowDays: days });
-          const plan = planRetention(h.input);
+          const plan = planRetention({
+            ...h.input,
+            policy: windowOnly ? only : { ...policy, pitrWindowDays: days },
+          });
           const deleted = deletedKeys(plan);
-          const windowStart = h.nowMs - days * DAY;
-          for (const t of pointsInWindow(h, windowStart)) {
-            if (
-              !restorable(
-                h,
-                t,
-                () => true,
-                () => true,
-              )
-            )
-              continue;
-            const ok = restorable(
-              h,
-              t,
-              (b) => !deleted.has(b.backup.manifestKey) && b.backup.objectKeys.every((k) => !deleted.has(k)),
-              (key) => !deleted.has(key),
-            );
-            if (!ok)
+          const baseKept = (b: BaseInfo) =>
+            !deleted.has(b.backup.manifestKey) && b.backup.objectKeys.every((k) => !deleted.has(k));
+          const walKept = (key: string) => !deleted.has(key);
+          for (const t of pointsInWindow(h, h.nowMs - days * DAY)) {
+            const before = restorable(h, t, everything, everything);
+            if (before && !restorable(h, t, baseKept, walKept)) {
               throw new Error(`point ${new Date(t).toISOString()} in the window is no longer restorable`);
+            }
           }
         },
       ),
-      { numRuns: NUM_RUNS },
+      { numRuns: 2 * NUM_RUNS },
     );
   });
 
