@@ -72,8 +72,9 @@ export class FileStorage implements Storage {
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<void> {
     let bodyError: unknown;
-    body.once('error', (error) => {
-      bodyError ??= error;
+    body.on('error', (error) => {
+      // A SinkError reaches the body only because pipeline() destroys it after the write failed.
+      if (!(error instanceof SinkError)) bodyError ??= error;
     });
     try {
       assertObjectKey(key);
@@ -110,7 +111,7 @@ export class FileStorage implements Storage {
       }
     } catch (error) {
       body.destroy();
-      if (bodyError !== undefined && (error === bodyError || !(error instanceof SinkError))) throw bodyError;
+      if (bodyError !== undefined) throw bodyError;
       throw this.mapError(error instanceof SinkError ? error.cause : error, `write ${key}`);
     }
   }

@@ -79,7 +79,13 @@ export interface S3ClientOptions {
   readonly maxAttempts?: number;
   /** Time to establish a TCP/TLS connection. @default 3000 */
   readonly connectionTimeoutMs?: number;
-  /** A request fails after this long without a byte moving in either direction (not a cap on total time). @default 20000 */
+  /**
+   * A request fails after this long without a byte moving in either direction (not a cap on total
+   * time). It also applies while a get() body is being read: a consumer that stops reading for
+   * longer fails the body with {@link StorageUnavailableError}. A hung server costs up to
+   * maxAttempts × this.
+   * @default 60000
+   */
   readonly idleTimeoutMs?: number;
 }
 
@@ -113,7 +119,7 @@ export function createS3Client(options: S3ClientOptions = {}): S3Client {
     requestHandler: {
       connectionTimeout: options.connectionTimeoutMs ?? 3_000,
       // socketTimeout is an inactivity timeout: a large part on a slow link never trips it while bytes flow.
-      socketTimeout: options.idleTimeoutMs ?? 20_000,
+      socketTimeout: options.idleTimeoutMs ?? 60_000,
     },
   });
 }
@@ -183,7 +189,12 @@ export class S3Storage implements Storage {
     }
     this.conditionalWrites = options.conditionalWrites ?? true;
     this.client = client ?? createS3Client(options);
-    this.displayUrl = `s3://${this.bucket}/${this.prefix}${options.endpoint ? ` (endpoint ${options.endpoint})` : ''}`;
+    const where = [
+      ...(options.endpoint ? [`endpoint=${options.endpoint}`] : []),
+      ...(options.forcePathStyle ? ['path-style=true'] : []),
+      ...(options.region ? [`region=${options.region}`] : []),
+    ];
+    this.displayUrl = `s3://${this.bucket}/${this.prefix}${where.length > 0 ? `?${where.join('&')}` : ''}`;
     this.where = options.endpoint ?? 'AWS S3';
   }
 

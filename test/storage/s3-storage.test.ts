@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { text } from 'node:stream/consumers';
+import { pipeline } from 'node:stream/promises';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, parseStorageUrl, probeStorage } from '../../storage/open-storage.ts';
@@ -153,6 +154,38 @@ describe('s3 storage against an unreachable or failing endpoint', () => {
   });
 });
 
+describe('s3 storage when things break mid-stream', () => {
+  it('fails a read with StorageUnavailableError when the provider dies mid-body', async () => {
+    const own = await startS3Server({ buckets: ['repo'] });
+    try {
+      const storage = openStorage(own.url('repo', 'p/'));
+      await storage.put('v1/big', chunkedStream(randomBytes(24 * MIB)));
+      const body = await storage.get('v1/big');
+      // A slow consumer (~6 MB/s), so most of the body is still on the server when it dies.
+      const slow = new Writable({ write: (_chunk, _encoding, callback) => setTimeout(callback, 10) });
+      const copying = pipeline(body, slow).catch((e: unknown) => e);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await own.kill();
+      const error = await copying;
+      expect(error).toBeInstanceOf(StorageUnavailableError);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('refuses a stream larger than 10,000 parts early, naming part-size-mib, and aborts the upload', async () => {
+    const storage = freshStorage();
+    // Pretend the part limit is reached after 2 parts instead of 10,000 (50 GB of test data).
+    Object.defineProperty(storage, 'maxObjectBytes', { value: 10 * MIB });
+    const body = chunkedStream(randomBytes(16 * MIB));
+    const error = await storage.put('v1/huge', body).catch((e: unknown) => e);
+    expect((error as Error).message).toMatch(/is larger than .* raise part-size-mib in the repository URL/);
+    expect(body.destroyed).toBe(true);
+    expect(await storage.head('v1/huge')).toBeUndefined();
+    expect(await openUploads(storage)).toEqual([]);
+  });
+});
+
 describe('s3 storage against a missing bucket or bad credentials', () => {
   it('reports a missing bucket as RepositoryNotFoundError, never as a missing object', async () => {
     const storage = openStorage(server.url('no-such-bucket', 'p/'));
@@ -264,7 +297,10 @@ describe('s3 storage options', () => {
     await storage.put('v1/x', Readable.from([Buffer.from('x')]));
     const root = openStorage(server.url('repo', ''));
     expect((await listAll(root, storage.prefix)).map((o) => o.key)).toEqual([`${storage.prefix}v1/x`]);
-    expect(storage.displayUrl).toBe(`s3://repo/${storage.prefix} (endpoint ${server.endpoint})`);
+    expect(storage.displayUrl).toBe(
+      `s3://repo/${storage.prefix}?endpoint=${server.endpoint}&path-style=true&region=us-east-1`,
+    );
+    expect(openStorage('s3://my-bucket').displayUrl).toBe('s3://my-bucket/');
   });
 
   it('derives the largest object from the part size', () => {
