@@ -2,5 +2,6 @@
 import { execFileSync } from 'node:child_process';
 
 export default function setup(): void {
-  if (process.env.PGKEEP_SKIP_BUILD !== '1') execFileSync(process.execPath, ['scripts/build.ts'], { stdio: 'inherit' });
+  if (process.env.PGKEEP_SKIP_BUILD !== '1')
+    execFileSync(process.execPath, ['scripts/build.ts'], { stdio: 'inherit' });
 }
