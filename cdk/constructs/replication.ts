@@ -201,7 +201,11 @@ export class Replication extends Construct {
       resultSelector: { 'targets.$': '$', 'statuses.$': '$[*].status' },
       resultPath: '$.results',
     });
-    perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(targetDone));
+    // A plan cut at the per-run limit is continued in the same execution until the target is caught up.
+    const more = new sfn.Choice(this, 'More to copy?')
+      .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
+      .otherwise(targetDone);
+    perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(more));
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {
       parameters: {

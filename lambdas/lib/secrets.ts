@@ -55,50 +55,79 @@ function regionOfSecret(secretArn: string): string {
   return region;
 }
 
-/** The production reader: GetSecretValue with the Lambda's own role. */
-export const readSecretsManagerCredentials: CredentialsReader = async (secretArn) => {
-  const region = regionOfSecret(secretArn);
-  const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
-  const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
-  if (!accessKeyId || !secretAccessKey)
-    throw new TargetCredentialsError('no AWS credentials in the environment to read target secrets with');
-  const signer = new SignatureV4({
-    service: 'secretsmanager',
-    region,
-    credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN },
-    sha256: Sha256,
-  });
-  const hostname = `secretsmanager.${region}.amazonaws.com`;
-  const body = JSON.stringify({ SecretId: secretArn });
-  const signed = await signer.sign({
-    method: 'POST',
-    protocol: 'https:',
-    hostname,
-    path: '/',
-    query: {},
-    headers: {
-      host: hostname,
-      'content-type': 'application/x-amz-json-1.1',
-      'x-amz-target': 'secretsmanager.GetSecretValue',
-    },
-    body,
-  });
-  const response = await fetch(`https://${hostname}/`, {
-    method: 'POST',
-    headers: signed.headers as Record<string, string>,
-    body,
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await response.text();
-  if (!response.ok) {
-    // The error body names the error type only; it never contains the secret value.
-    const type = /"__type"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? `HTTP ${response.status}`;
-    const error = new TargetCredentialsError(`cannot read secret ${secretArn}: ${type}`);
-    if (response.status >= 500 || response.status === 429) error.name = 'StorageUnavailableError';
-    throw error;
-  }
-  return parseCredentials(JSON.parse(text).SecretString, secretArn);
-};
+export interface SecretsManagerReaderOptions {
+  /** @default `https://secretsmanager.<region of the secret>.amazonaws.com` */
+  readonly endpoint?: string;
+  /** @default the Lambda's own credentials, from its environment */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** A reader calling Secrets Manager's GetSecretValue, signed with the Lambda role's credentials. */
+export function secretsManagerReader(options: SecretsManagerReaderOptions = {}): CredentialsReader {
+  return async (secretArn) => {
+    const env = options.env ?? process.env;
+    const region = regionOfSecret(secretArn);
+    const accessKeyId = env.AWS_ACCESS_KEY_ID;
+    const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
+    if (!accessKeyId || !secretAccessKey)
+      throw new TargetCredentialsError('no AWS credentials in the environment to read target secrets with');
+    const signer = new SignatureV4({
+      service: 'secretsmanager',
+      region,
+      credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN },
+      sha256: Sha256,
+    });
+    const url = new URL(options.endpoint ?? `https://secretsmanager.${region}.amazonaws.com`);
+    const body = JSON.stringify({ SecretId: secretArn });
+    const signed = await signer.sign({
+      method: 'POST',
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port ? Number(url.port) : undefined,
+      path: '/',
+      query: {},
+      headers: {
+        host: url.host,
+        'content-type': 'application/x-amz-json-1.1',
+        'x-amz-target': 'secretsmanager.GetSecretValue',
+      },
+      body,
+    });
+    let response: Response;
+    try {
+      response = await fetch(new URL('/', url), {
+        method: 'POST',
+        headers: signed.headers as Record<string, string>,
+        body,
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (cause) {
+      const error = new TargetCredentialsError(`cannot reach Secrets Manager at ${url.origin}`, { cause });
+      error.name = 'StorageUnavailableError';
+      throw error;
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      // The error body names the error type only; it never contains the secret value.
+      const type = /"__type"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? `HTTP ${response.status}`;
+      const error = new TargetCredentialsError(`cannot read secret ${secretArn}: ${type}`);
+      if (response.status >= 500 || response.status === 429) error.name = 'StorageUnavailableError';
+      throw error;
+    }
+    let secretString: unknown;
+    try {
+      secretString = (JSON.parse(text) as { SecretString?: unknown }).SecretString;
+    } catch {
+      throw new TargetCredentialsError(
+        `Secrets Manager answered for ${secretArn} with something that is not JSON`,
+      );
+    }
+    return parseCredentials(secretString, secretArn);
+  };
+}
+
+/** The production reader. */
+export const readSecretsManagerCredentials: CredentialsReader = secretsManagerReader();
 
 /** Validates a secret's JSON text; the error names what is missing, never the values. */
 export function parseCredentials(secretString: unknown, secretArn: string): ProviderCredentials {

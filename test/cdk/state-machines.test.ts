@@ -129,6 +129,36 @@ describe('replication', () => {
     );
   });
 
+  it('keeps planning and copying while the plan says there is more, then finishes the target', async () => {
+    const plans: Record<string, number> = {};
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': (input) => {
+            const { target } = input as { target: string };
+            plans[target] = (plans[target] ?? 0) + 1;
+            const more = plans[target] < 3;
+            return {
+              target,
+              batches: more ? [batch(plans[target])] : [],
+              manifestKeys: [],
+              objectCount: more ? 2 : 0,
+              more,
+            };
+          },
+          'replication/copy-batch': () => ({ copied: 2, bytes: 20, skipped: 0 }),
+          'replication/copy-manifests': () => ({ copied: 0, waiting: [] }),
+        },
+        states: { 'Alert replication failure': () => ({}) },
+      },
+      {},
+    );
+    expect(plans).toEqual({ 'dr-aws': 3, b2: 3 });
+    expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(4);
+    expect(run.output).toMatchObject({ anyFailed: false });
+  });
+
   it('one target down fails only its branch: it alerts, the other target is replicated, the run fails', async () => {
     const alerts: unknown[] = [];
     const copiedTargets = new Set<string>();
