@@ -543,9 +543,10 @@ async function runPool<T>(
  * later parts are kept until their turn.
  */
 class InOrderHash {
-  private readonly hash = createHash('sha256');
+  private hash = createHash('sha256');
+  /** The hash before the current part's first byte: a failed current part restarts from here. */
+  private beforeCurrent = this.hash.copy();
   private current: number;
-  private currentBytes = 0;
   private readonly waiting = new Map<number, { chunks: Buffer[]; done: boolean }>();
 
   constructor(firstPart: number) {
@@ -553,10 +554,8 @@ class InOrderHash {
   }
 
   write(part: number, chunk: Buffer): void {
-    if (part === this.current) {
-      this.hash.update(chunk);
-      this.currentBytes += chunk.length;
-    } else this.entry(part).chunks.push(chunk);
+    if (part === this.current) this.hash.update(chunk);
+    else this.entry(part).chunks.push(chunk);
   }
 
   finish(part: number): void {
@@ -566,7 +565,7 @@ class InOrderHash {
     }
     for (;;) {
       this.current++;
-      this.currentBytes = 0;
+      this.beforeCurrent = this.hash.copy();
       const next = this.waiting.get(this.current);
       if (!next) return;
       this.waiting.delete(this.current);
@@ -575,11 +574,10 @@ class InOrderHash {
     }
   }
 
-  /** Forgets what a failed part sent, so it can be tried again; false if some of it is hashed already. */
-  reset(part: number): boolean {
-    if (part === this.current) return this.currentBytes === 0;
-    this.waiting.delete(part);
-    return true;
+  /** Forgets what a failed part sent, so it can be tried again. */
+  reset(part: number): void {
+    if (part === this.current) this.hash = this.beforeCurrent.copy();
+    else this.waiting.delete(part);
   }
 
   digest(): string {
@@ -632,6 +630,42 @@ function verifyBeforeLastByte(
   return { stream, sha256: () => digest ?? hash.copy().digest('hex') };
 }
 
+/** One GET piped into one PutObject, hashed on the way and held back at the end until the hash matched. */
+async function putWhole(
+  source: S3ObjectRef,
+  target: S3ObjectRef,
+  sizeBytes: number,
+  etag: string | undefined,
+  options: CopyOptions,
+): Promise<CopyResult> {
+  const body = await openRange(source, 0, sizeBytes - 1, sizeBytes, etag, options.signal);
+  const check = verifyBeforeLastByte(options.expected, `source ${where(source)}`);
+  const counted = meter(sizeBytes, `source ${where(source)}`);
+  const out = await pipeInto(
+    body,
+    [counted, check.stream],
+    (stream, abortSignal) =>
+      target.client.send(
+        new PutObjectCommand({
+          Bucket: target.bucket,
+          Key: target.key,
+          ContentLength: sizeBytes,
+          Body: stream,
+        }),
+        { abortSignal },
+      ),
+    options.signal,
+  );
+  options.onPart?.({ partNumber: 1, etag: out.ETag ?? '', sizeBytes });
+  return {
+    sizeBytes,
+    sha256: check.sha256(),
+    multipart: false,
+    partCount: 1,
+    ...(out.ETag ? { etag: out.ETag } : {}),
+  };
+}
+
 /**
  * Copies one object in this process: one PutObject for at most one part, else a multipart upload
  * with `concurrency` parts in flight, aborted on any failure. Returns the sha256 of the bytes
@@ -656,32 +690,21 @@ export async function copyObject(
   }
 
   if (!plan.multipart) {
-    const body = await openRange(source, 0, plan.sizeBytes - 1, plan.sizeBytes, etag, options.signal);
-    const check = verifyBeforeLastByte(expected, `source ${where(source)}`);
-    const counted = meter(plan.sizeBytes, `source ${where(source)}`);
-    const out = await pipeInto(
-      body,
-      [counted, check.stream],
-      (stream, abortSignal) =>
-        target.client.send(
-          new PutObjectCommand({
-            Bucket: target.bucket,
-            Key: target.key,
-            ContentLength: plan.sizeBytes,
-            Body: stream,
-          }),
-          { abortSignal },
-        ),
-      options.signal,
-    );
-    options.onPart?.({ partNumber: 1, etag: out.ETag ?? '', sizeBytes: plan.sizeBytes });
-    return {
-      sizeBytes: plan.sizeBytes,
-      sha256: check.sha256(),
-      multipart: false,
-      partCount: 1,
-      ...(out.ETag ? { etag: out.ETag } : {}),
-    };
+    // The SDK cannot retry a request whose body is a stream it has consumed, so a failed attempt
+    // starts again from a fresh GET.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await putWhole(source, target, plan.sizeBytes, etag, options);
+      } catch (error) {
+        const final =
+          attempt >= DEFAULT_PART_ATTEMPTS ||
+          error instanceof CopyIntegrityError ||
+          error instanceof SourceChangedError ||
+          options.signal?.aborted;
+        if (final) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
+      }
+    }
   }
 
   const created = await target.client.send(
@@ -719,11 +742,9 @@ export async function copyObject(
             return;
           } catch (error) {
             const retry =
-              attempt < DEFAULT_PART_ATTEMPTS &&
-              !(error instanceof SourceChangedError) &&
-              !signal.aborted &&
-              hash.reset(part.partNumber);
+              attempt < DEFAULT_PART_ATTEMPTS && !(error instanceof SourceChangedError) && !signal.aborted;
             if (!retry) throw error;
+            hash.reset(part.partNumber);
             await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
           }
         }

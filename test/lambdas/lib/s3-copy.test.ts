@@ -182,6 +182,47 @@ describe('copyObject', () => {
     expect(await targetServer.openUploads('target')).toEqual([]);
   });
 
+  it('retries a PutObject or a part that the target failed, from a fresh GET, with the hash still right', async () => {
+    const small = randomBytes(2 * MIB);
+    await put(source('flaky-small'), small);
+    await targetServer.failNextRequests(1, 500);
+    const one = await copyObject(source('flaky-small'), target('flaky-small'));
+    expect(one.sha256).toBe(sha256(small));
+    expect((await read(target('flaky-small'))).equals(small)).toBe(true);
+
+    const large = randomBytes(16 * MIB);
+    await put(source('flaky-large'), large);
+    let failed = false;
+    const result = await copyObject(source('flaky-large'), target('flaky-large'), {
+      partSizeBytes: PART,
+      concurrency: 1,
+      onPart: (part) => {
+        // The upload of part 2 fails once; its bytes already hashed must not count twice.
+        if (part.partNumber === 1 && !failed) {
+          failed = true;
+          void targetServer.failNextRequests(1, 500);
+        }
+      },
+    });
+    expect(result.sha256).toBe(sha256(large));
+    expect((await read(target('flaky-large'))).equals(large)).toBe(true);
+  });
+
+  it('stops when its signal is aborted, and aborts the multipart upload', async () => {
+    await put(source('cancelled'), randomBytes(16 * MIB));
+    const controller = new AbortController();
+    const reason = new Error('lambda is about to time out');
+    const copying = copyObject(source('cancelled'), target('cancelled'), {
+      partSizeBytes: PART,
+      concurrency: 1,
+      signal: controller.signal,
+      onPart: () => controller.abort(reason),
+    });
+    await expect(copying).rejects.toBe(reason);
+    expect(await exists(target('cancelled'))).toBe(false);
+    expect(await targetServer.openUploads('target')).toEqual([]);
+  });
+
   it('aborts the multipart upload when the source fails mid-copy', async () => {
     const own = await startS3Server({ buckets: ['ingest'] });
     const client = createS3Client({ endpoint: own.endpoint, forcePathStyle: true, maxAttempts: 1 });
