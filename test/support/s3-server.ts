@@ -100,14 +100,14 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     buckets: [...(options.buckets ?? [])],
     conditionalWrites: options.conditionalWrites ?? false,
   };
-  let child: ChildProcess | undefined;
-  let port: number;
+  let running: RunningChild | undefined;
   try {
-    ({ child, port } = await spawnChild(config));
+    running = await spawnChild(config);
   } catch (error) {
     if (ownsDirectory) await rm(directory, { recursive: true, force: true });
     throw error;
   }
+  const port = running.port;
   config.port = port;
   const endpoint = `http://127.0.0.1:${port}`;
 
@@ -116,23 +116,25 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     port,
     directory,
     get pid() {
+      const child = running?.child;
       return child?.exitCode === null && child.signalCode === null ? child.pid : undefined;
     },
     url(bucket, prefix = '') {
       return `s3://${bucket}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&path-style=true&region=us-east-1`;
     },
     async kill(signal = 'SIGKILL') {
-      if (child) await terminate(child, signal);
-      child = undefined;
+      if (running) await terminate(running.child, signal);
+      running = undefined;
     },
     async restart() {
-      if (child) await terminate(child, 'SIGTERM');
-      child = (await spawnChild(config)).child;
+      if (running) await terminate(running.child, 'SIGTERM');
+      running = await spawnChild(config);
     },
     async failNextRequests(count, status = 503) {
-      if (!child?.stdin) throw new Error('s3rver is not running: call restart() first');
-      child.stdin.write(`${JSON.stringify({ fail: { count, status } })}\n`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (!running?.child.stdin) throw new Error('s3rver is not running: call restart() first');
+      const acknowledged = running.nextLine();
+      running.child.stdin.write(`${JSON.stringify({ fail: { count, status } })}\n`);
+      await acknowledged;
     },
     async openUploads(bucket) {
       const uploads = path.join(directory, bucket, '._S3rver_uploads');
@@ -140,8 +142,8 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       return (await readdir(uploads)).sort();
     },
     async stop() {
-      if (child) await terminate(child, 'SIGTERM');
-      child = undefined;
+      if (running) await terminate(running.child, 'SIGTERM');
+      running = undefined;
       if (ownsDirectory) await rm(directory, { recursive: true, force: true });
     },
   };
@@ -161,7 +163,14 @@ function nodeBinary(): string {
   return existsSync(pinned) ? pinned : process.execPath;
 }
 
-async function spawnChild(config: ChildConfig): Promise<{ child: ChildProcess; port: number }> {
+interface RunningChild {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** The child's next line on stdout (its replies). */
+  nextLine(): Promise<string>;
+}
+
+async function spawnChild(config: ChildConfig): Promise<RunningChild> {
   // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only has in its legacy provider.
   const args = [
     '--openssl-legacy-provider',
@@ -178,22 +187,34 @@ async function spawnChild(config: ChildConfig): Promise<{ child: ChildProcess; p
     stderr = (stderr + chunk.toString()).slice(-4000);
     if (process.env.PGKEEP_S3RVER_DEBUG === '1') process.stderr.write(chunk);
   });
-  const lines = createInterface({ input: child.stdout! });
+  const waiting: Array<(line: string) => void> = [];
+  const unread: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const waiter = waiting.shift();
+    if (waiter) waiter(line);
+    else unread.push(line);
+  });
+  const nextLine = () =>
+    new Promise<string>((resolve) => {
+      const line = unread.shift();
+      if (line !== undefined) resolve(line);
+      else waiting.push(resolve);
+    });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('s3rver did not start within 20 s')), 20_000);
-      lines.once('line', (line) => {
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`s3rver exited at start (code ${code}, signal ${signal}): ${stderr}`));
+      });
+      nextLine().then((line) => {
         clearTimeout(timer);
         const message = JSON.parse(line) as { port?: number; error?: string };
         if (message.port) resolve(message.port);
         else reject(new Error(`s3rver failed to start: ${message.error}`));
       });
-      child.once('exit', (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`s3rver exited at start (code ${code}, signal ${signal}): ${stderr}`));
-      });
     });
-    return { child, port };
+    return { child, port, nextLine };
   } catch (error) {
     child.kill('SIGKILL');
     throw error;
@@ -410,6 +431,7 @@ async function runChild(config: ChildConfig): Promise<void> {
   commands.on('line', (line) => {
     const message = JSON.parse(line) as { fail?: { count: number; status: number } };
     if (message.fail) failures = { ...message.fail };
+    process.stdout.write(`${JSON.stringify({ ok: true })}\n`);
   });
   commands.on('close', shutdown);
 }
