@@ -34,7 +34,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readdirSync, rmSync } from 'node:fs';
 import { link, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -96,6 +96,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
   await mkdir(directory, { recursive: true });
   const config: ChildConfig = {
     directory,
+    removeDirectoryWhenOrphaned: ownsDirectory,
     port: options.port ?? 0,
     buckets: [...(options.buckets ?? [])],
     conditionalWrites: options.conditionalWrites ?? false,
@@ -152,6 +153,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
 
 interface ChildConfig {
   directory: string;
+  removeDirectoryWhenOrphaned: boolean;
   port: number;
   buckets: string[];
   conditionalWrites: boolean;
@@ -433,7 +435,11 @@ async function runChild(config: ChildConfig): Promise<void> {
     if (message.fail) failures = { ...message.fail };
     process.stdout.write(`${JSON.stringify({ ok: true })}\n`);
   });
-  commands.on('close', shutdown);
+  // EOF on stdin: the test process is gone. Clean up what it can no longer clean up.
+  commands.on('close', () => {
+    if (config.removeDirectoryWhenOrphaned) rmSync(config.directory, { recursive: true, force: true });
+    shutdown();
+  });
 }
 
 function escapeXml(text: string): string {
