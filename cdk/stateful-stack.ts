@@ -9,7 +9,6 @@ import { BackupKey } from './constructs/backup-key.ts';
 import { HostPrincipal } from './constructs/host-principal.ts';
 import { IngestBucket } from './constructs/ingest-bucket.ts';
 import { TargetCredentials } from './constructs/target-credentials.ts';
-import { acknowledge } from './nag.ts';
 import { ingestBucketName, verificationTaskRoleArn } from './names.ts';
 
 export interface StatefulStackProps extends StackProps {
@@ -36,11 +35,6 @@ export class StatefulStack extends Stack {
       objectLockDefaultRetentionDays: config.ingest.objectLock.defaultRetentionDays,
     });
     this.bucket = ingest.bucket;
-    acknowledge(
-      this,
-      "CDK's singleton Lambda that turns on the bucket's EventBridge notifications (Custom::S3BucketNotifications) uses AWSLambdaBasicExecutionRole; it only writes its own logs",
-      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
-    );
     const decryptors = [verificationTaskRoleArn(config.name)];
     if (config.operatorRoleArn) decryptors.push(config.operatorRoleArn);
     this.key = new BackupKey(this, 'BackupKey', { decryptorRoleArns: decryptors }).key;

@@ -51,7 +51,6 @@ export class IngestBucket extends Construct {
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
       enforceSSL: true,
       minimumTLSVersion: 1.2,
-      eventBridgeEnabled: true,
       serverAccessLogsBucket: this.accessLogsBucket,
       serverAccessLogsPrefix: 'ingest/',
       removalPolicy: RemovalPolicy.RETAIN,
@@ -65,6 +64,11 @@ export class IngestBucket extends Construct {
         },
       ],
     });
+    // EventBridge notifications as the native CloudFormation property: `eventBridgeEnabled` would add
+    // CDK's notifications custom resource, a Lambda with a managed policy and an unbounded log group.
+    (this.bucket.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
+      eventBridgeConfiguration: { eventBridgeEnabled: true },
+    };
     // Nothing outside the versioned layout belongs here; a stray PUT from a misconfigured client is
     // refused rather than stored under Object Lock for the retention period.
     this.bucket.addToResourcePolicy(
