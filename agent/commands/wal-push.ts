@@ -67,7 +67,12 @@ returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`
     // and this repository.
     const name = basename(path);
     const marker = await spool.readMarker(name);
-    const waited = marker ?? (await waitForService(spool, name, SERVICE_WAIT_MS));
+    // archive_command's shell line already waited for the agent when it sets PGKEEP_NO_AGENT_WAIT.
+    const waited =
+      marker ??
+      (context.env.PGKEEP_NO_AGENT_WAIT === '1'
+        ? undefined
+        : await waitForService(spool, name, SERVICE_WAIT_MS));
     if (waited && waited.repository === storage.displayUrl) {
       const { sha256 } = await sha256OfFile(path);
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;

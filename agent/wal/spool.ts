@@ -120,15 +120,30 @@ function invocation(options: CommandLineOptions, args: string): string {
   return `${assignments.join('')}${shellQuote(options.nodePath)} ${shellQuote(options.bundlePath)} ${args}`;
 }
 
+/** How long archive_command waits for a running agent to push a file before pushing it itself. */
+export const AGENT_WAIT_SECONDS = 10;
+
 /**
- * The archive_command value: a POSIX shell fast path that exits 0 without starting Node when the
- * service has already pushed the segment (marker present and not older than the segment), and
- * `pgkeep wal-push %p` otherwise. In postgresql.conf it needs its single quotes doubled (see
- * {@link postgresqlConfString}).
+ * The archive_command value, a small POSIX shell program that never starts Node when the agent
+ * does the work:
+ *
+ * 1. the agent already pushed the segment (marker present, segment not newer than it): exit 0;
+ * 2. the agent is running (its pid file names a live process of this user): wait for its marker,
+ *    polling, up to {@link AGENT_WAIT_SECONDS}, and exit 0 when it appears;
+ * 3. otherwise (no agent, or it did not deliver in time): `pgkeep wal-push %p`, told not to wait
+ *    for the agent again.
+ *
+ * In postgresql.conf it needs its single quotes doubled (see {@link postgresqlConfString}).
  */
 export function archiveCommandLine(options: CommandLineOptions): string {
-  const marker = `${shellQuote(new WalSpool(options.spoolDir, options.cluster).pushedDir)}/%f`;
-  return `{ test -f ${marker} && test ! %p -nt ${marker}; } || ${invocation(options, 'wal-push %p')}`;
+  const spool = new WalSpool(options.spoolDir, options.cluster);
+  const polls = AGENT_WAIT_SECONDS * 40;
+  return [
+    `M=${shellQuote(spool.pushedDir)}/%f`,
+    `{ test -f "$M" && test ! %p -nt "$M"; } && exit 0`,
+    `if A=$(cat ${shellQuote(join(spool.root, 'agent.pid'))} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.025; n=$((n+1)); done; fi`,
+    invocation({ ...options, env: { PGKEEP_NO_AGENT_WAIT: '1', ...options.env } }, 'wal-push %p'),
+  ].join('; ');
 }
 
 /**

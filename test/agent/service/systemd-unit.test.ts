@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { realpathSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -81,22 +81,37 @@ describe('systemd unit', () => {
       '--cluster',
       'main',
     ]);
-    expect(line.stdout).toMatch(
-      /^archive_command = '\{ test -f ''\/var\/lib\/pgkeep\/spool\/main\/pushed''\/%f/,
-    );
+    expect(line.stdout).toMatch(/^archive_command = 'M=''\/var\/lib\/pgkeep\/spool\/main\/pushed''\/%f; /);
     expect(line.stdout).toContain('wal-push %p');
   });
 
-  it('builds an archive_command whose fast path needs no Node', () => {
+  it('builds an archive_command whose fast paths need no Node', async () => {
+    const spool = join(dir, "sp'ool");
     const line = archiveCommandLine({
-      nodePath: '/usr/bin/node',
+      nodePath: '/bin/echo',
       bundlePath: '/opt/pgkeep.mjs',
-      spoolDir: "/var/lib/pg'keep",
+      spoolDir: spool,
       cluster: 'main',
     });
-    expect(line).toBe(
-      `{ test -f '/var/lib/pg'\\''keep/main/pushed'/%f && test ! %p -nt '/var/lib/pg'\\''keep/main/pushed'/%f; } || ` +
-        `NODE_COMPILE_CACHE='/var/lib/pg'\\''keep/node-compile-cache' '/usr/bin/node' '/opt/pgkeep.mjs' wal-push %p`,
-    );
+    const run = async (command: string) =>
+      await execFileAsync('sh', ['-c', command.replaceAll('%p', join(dir, 'seg')).replaceAll('%f', 'seg')]);
+    await writeFile(join(dir, 'seg'), 'x');
+    // No marker, no agent: falls through to Node (here /bin/echo prints the invocation).
+    expect((await run(line)).stdout).toBe(`/opt/pgkeep.mjs wal-push ${join(dir, 'seg')}\n`);
+    // A marker newer than the segment: exits 0 without running anything.
+    await mkdir(join(spool, 'main', 'pushed'), { recursive: true });
+    await writeFile(join(spool, 'main', 'pushed', 'seg'), '{}');
+    expect((await run(line)).stdout).toBe('');
+    // The segment changed after the marker was written: not trusted.
+    await new Promise((r) => setTimeout(r, 20));
+    await writeFile(join(dir, 'seg'), 'y');
+    expect((await run(line)).stdout).toContain('wal-push');
+    // A live agent (this process's pid) that writes the marker while archive_command waits.
+    await rm(join(spool, 'main', 'pushed', 'seg'));
+    await writeFile(join(spool, 'main', 'agent.pid'), String(process.pid));
+    setTimeout(() => void writeFile(join(spool, 'main', 'pushed', 'seg'), '{}'), 300);
+    const started = Date.now();
+    expect((await run(line)).stdout).toBe('');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
   });
 });
