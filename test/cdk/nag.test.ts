@@ -4,7 +4,12 @@ import { Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { exampleConfig, type SynthesizedPipeline, synthPipeline } from '../support/state-machines.ts';
+import {
+  exampleConfig,
+  runStateMachine,
+  type SynthesizedPipeline,
+  synthPipeline,
+} from '../support/state-machines.ts';
 
 let synth: SynthesizedPipeline;
 beforeAll(() => {
@@ -39,6 +44,49 @@ it('AwsSolutions reports no unacknowledged finding', () => {
   );
   expect(findings).toEqual([]);
   expect(report.success).toBe(true);
+});
+
+it('a minimal pipeline (no targets, one PostgreSQL version, COMPLIANCE lock) is clean too, and replication is a no-op', async () => {
+  const config = exampleConfig();
+  const minimal = synthPipeline({
+    ...config,
+    targets: [],
+    ingest: { objectLock: { mode: 'COMPLIANCE', defaultRetentionDays: 30 } },
+    verification: { ...config.verification, postgresMajorVersions: [17] },
+  });
+  try {
+    const report = new AwsSolutionsChecks().validateScope(minimal.app);
+    expect(
+      report.violations.flatMap((v) =>
+        v.violatingResources.map((r) => `${v.ruleName} at ${r.constructPath}`),
+      ),
+    ).toEqual([]);
+    minimal.stateful.hasResourceProperties('AWS::S3::Bucket', {
+      ObjectLockConfiguration: { Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 30 } } },
+    });
+    const unexpected = () => {
+      throw new Error('no task should run without targets');
+    };
+    const run = await runStateMachine(
+      minimal.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': unexpected,
+          'replication/copy-batch': unexpected,
+          'replication/copy-manifests': unexpected,
+        },
+        states: { 'Alert replication failure': unexpected },
+      },
+      {},
+    );
+    expect(run.statesEntered).toEqual([
+      'Load targets',
+      'Any targets configured?',
+      'No targets to replicate to',
+    ]);
+  } finally {
+    minimal.dispose();
+  }
 });
 
 it('every acknowledgment names an AwsSolutions finding and gives a reason', () => {
