@@ -394,17 +394,23 @@ export class S3Storage implements Storage {
     const status = $metadata?.httpStatusCode;
     const object = `s3://${this.bucket}/${this.prefix}${key}`;
     const options = { cause: error };
-    if (name === 'NoSuchKey' || (action === 'read' && status === 404 && name === 'NotFound')) {
-      return new ObjectNotFoundError(key, options);
-    }
+    if (name === 'NoSuchKey') return new ObjectNotFoundError(key, options);
     if (name === 'NoSuchBucket') {
       return new RepositoryNotFoundError(
         `bucket "${this.bucket}" does not exist at ${this.where}: create it, or fix the bucket name in the repository URL`,
         options,
       );
     }
-    if (ifAbsent && (name === 'PreconditionFailed' || status === 412))
+    if (status === 404) {
+      // S3 always names what is missing; a bare 404 comes from something else (a website, a proxy).
+      return new StorageError(
+        `${this.where} answered HTTP 404 without an S3 error code for ${action} of ${object}: check that endpoint= is the provider's S3 API endpoint and whether it needs path-style=true`,
+        options,
+      );
+    }
+    if (ifAbsent && (name === 'PreconditionFailed' || status === 412)) {
       return new ObjectExistsError(key, options);
+    }
     if (ifAbsent && (name === 'NotImplemented' || status === 501)) {
       return new StorageError(
         `${this.where} rejected a create-only write (If-None-Match: *) to ${object}: add conditional-writes=false to the repository URL`,

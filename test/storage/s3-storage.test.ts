@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { text } from 'node:stream/consumers';
@@ -10,8 +11,10 @@ import { S3Storage, type S3StorageOptions } from '../../storage/s3-storage.ts';
 import {
   AccessDeniedError,
   ObjectExistsError,
+  ObjectNotFoundError,
   RepositoryNotFoundError,
   type Storage,
+  StorageError,
   StorageUnavailableError,
 } from '../../storage/storage.ts';
 import { type S3Server, startS3Server, useS3rverCredentials } from '../support/s3-server.ts';
@@ -183,6 +186,28 @@ describe('s3 storage when things break mid-stream', () => {
     expect(body.destroyed).toBe(true);
     expect(await storage.head('v1/huge')).toBeUndefined();
     expect(await openUploads(storage)).toEqual([]);
+  });
+});
+
+describe('s3 storage against a wrong endpoint', () => {
+  it('never reports "missing" when the endpoint answers bare 404s (a website or proxy, not S3)', async () => {
+    const web = createHttpServer((_request, response) => {
+      response.statusCode = 404;
+      response.end();
+    });
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    const { port } = web.address() as { port: number };
+    try {
+      const storage = openStorage(`s3://repo/p/?endpoint=http://127.0.0.1:${port}&path-style=true`);
+      for (const [name, operation] of allOperations(storage)) {
+        const { error } = await failure(operation);
+        expect(error, name).toBeInstanceOf(StorageError);
+        expect(error, name).not.toBeInstanceOf(ObjectNotFoundError);
+        expect((error as Error).message, name).toMatch(/answered HTTP 404 without an S3 error code/);
+      }
+    } finally {
+      web.close();
+    }
   });
 });
 
