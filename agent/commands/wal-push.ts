@@ -3,7 +3,6 @@ import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
-import { servicePidFile } from '../service/service.ts';
 import { ForeignWalError, pushWalFile, sha256OfFile, WalConflictError } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
@@ -33,7 +32,7 @@ async function waitForService(
   name: string,
   timeoutMs: number,
 ): Promise<PushedMarker | undefined> {
-  const pid = Number(await readFile(servicePidFile(spool), 'utf8').catch(() => '0'));
+  const pid = Number(await readFile(spool.agentPidFile, 'utf8').catch(() => '0'));
   if (!(pid > 0) || !alive(pid)) return undefined;
   const deadline = Date.now() + timeoutMs;
   for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 50)) {

@@ -7,7 +7,6 @@
 
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { join } from 'node:path';
 import type { Storage } from '../../storage/storage.ts';
 import type { AgentConfig } from '../config.ts';
 import type { WalPushResult } from '../wal/push.ts';
@@ -46,7 +45,7 @@ export interface RunningService {
 
 /** The file whose pid says a service is running for the cluster. */
 export function servicePidFile(spool: WalSpool): string {
-  return join(spool.root, 'agent.pid');
+  return spool.agentPidFile;
 }
 
 export async function startService(options: ServiceOptions): Promise<RunningService> {

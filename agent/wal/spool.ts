@@ -39,6 +39,11 @@ export class WalSpool {
     this.prefetchDir = join(this.root, 'prefetch');
   }
 
+  /** Holds the pid of the running `pgkeep agent`: archive_command and wal-push wait for it only then. */
+  get agentPidFile(): string {
+    return join(this.root, 'agent.pid');
+  }
+
   markerPath(walFileName: string): string {
     return join(this.pushedDir, walFileName);
   }
@@ -141,7 +146,7 @@ export function archiveCommandLine(options: CommandLineOptions): string {
   return [
     `M=${shellQuote(spool.pushedDir)}/%f`,
     `{ test -f "$M" && test ! %p -nt "$M"; } && exit 0`,
-    `if A=$(cat ${shellQuote(join(spool.root, 'agent.pid'))} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.025; n=$((n+1)); done; fi`,
+    `if A=$(cat ${shellQuote(spool.agentPidFile)} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.025; n=$((n+1)); done; fi`,
     invocation({ ...options, env: { PGKEEP_NO_AGENT_WAIT: '1', ...options.env } }, 'wal-push %p'),
   ].join('; ');
 }
