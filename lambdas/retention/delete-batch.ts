@@ -8,14 +8,15 @@ import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
 
-function isObjectLockRefusal(error: unknown): boolean {
-  const e = error as { name?: string; message?: string; cause?: { name?: string; Code?: string } };
-  return (
-    e?.name === 'AccessDeniedError' ||
-    e?.cause?.name === 'AccessDenied' ||
-    e?.cause?.Code === 'AccessDenied' ||
-    /object lock|retention|legal hold/i.test(e?.message ?? '')
-  );
+/**
+ * S3 refuses to delete a locked object version with 403 AccessDenied and a message naming Object
+ * Lock; any other access denial is a permission problem and must fail the batch, not be skipped.
+ */
+export function isObjectLockRefusal(error: unknown): boolean {
+  const messages: string[] = [];
+  for (let e = error as { message?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e)
+    if (typeof e.message === 'string') messages.push(e.message);
+  return messages.some((m) => /object lock|object is protected|retention|legal hold/i.test(m));
 }
 
 export async function deleteBatch(
