@@ -152,13 +152,22 @@ export function archiveCommandLine(options: CommandLineOptions): string {
 }
 
 /**
- * The restore_command value: moves a prefetched file into place without starting Node when there
- * is one (a prefetched file is complete and verified; `mv` is a rename when the spool and pg_wal
- * share a file system), `pgkeep wal-fetch %f %p` otherwise, which also starts the prefetcher.
+ * The restore_command value, a small POSIX shell program: moves a prefetched file into place
+ * without starting Node when there is one (a prefetched file is complete and verified; `mv` is a
+ * rename when the spool and pg_wal share a file system); while the prefetcher is downloading that
+ * very file (its temp file exists) it waits for it, bounded; otherwise `pgkeep wal-fetch %f %p`,
+ * which also (re)starts the prefetcher.
  */
 export function restoreCommandLine(options: CommandLineOptions): string {
-  const prefetched = `${shellQuote(new WalSpool(options.spoolDir, options.cluster).prefetchDir)}/%f`;
-  return `{ test -f ${prefetched} && mv -f ${prefetched} %p; } || ${invocation(options, 'wal-fetch %f %p')}`;
+  const dir = shellQuote(new WalSpool(options.spoolDir, options.cluster).prefetchDir);
+  const take = `{ test -f "$F" && mv -f "$F" %p; } && exit 0`;
+  return [
+    `F=${dir}/%f`,
+    take,
+    `n=0; while [ $n -lt ${AGENT_WAIT_SECONDS * 40} ] && set -- ${dir}/%f.pgkeep-*.tmp && test -e "$1"; do sleep 0.025; n=$((n+1)); done`,
+    take,
+    invocation(options, 'wal-fetch %f %p'),
+  ].join('; ');
 }
 
 /** A value quoted for postgresql.conf. */
