@@ -15,6 +15,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DeferredStorage } from './deferred-storage.ts';
 import { FileStorage } from './file-storage.ts';
 import {
   DEFAULT_PART_SIZE_MIB,
@@ -22,9 +23,9 @@ import {
   MAX_PART_SIZE_MIB,
   MAX_QUEUE_SIZE,
   MIN_PART_SIZE_MIB,
-  S3Storage,
   type S3StorageOptions,
-} from './s3-storage.ts';
+  s3DisplayUrl,
+} from './s3-options.ts';
 import type { Storage } from './storage.ts';
 
 /** A repository URL that names something pgkeep cannot use; the message says what and how to fix it. */
@@ -75,7 +76,11 @@ export function parseStorageUrl(url: string): StorageUrl {
 /** The driver for a repository URL (parsed or not). Connects lazily: use {@link probeStorage} to check it answers. */
 export function openStorage(url: string | StorageUrl): Storage {
   const parsed = typeof url === 'string' ? parseStorageUrl(url) : url;
-  return parsed.scheme === 'file' ? new FileStorage(parsed.path) : new S3Storage(parsed);
+  if (parsed.scheme === 'file') return new FileStorage(parsed.path);
+  return new DeferredStorage(
+    s3DisplayUrl(parsed),
+    async () => new (await import('./s3-storage.ts')).S3Storage(parsed),
+  );
 }
 
 /** What {@link probeStorage} found. */

@@ -38,6 +38,17 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { assertByteRange, assertListPrefix, assertObjectKey } from './object-keys.ts';
 import {
+  DEFAULT_PART_SIZE_MIB,
+  DEFAULT_QUEUE_SIZE,
+  MAX_PART_SIZE_MIB,
+  MAX_PARTS,
+  MAX_QUEUE_SIZE,
+  MIN_PART_SIZE_MIB,
+  type S3ClientOptions,
+  type S3StorageOptions,
+  s3DisplayUrl,
+} from './s3-options.ts';
+import {
   AccessDeniedError,
   type ByteRange,
   ObjectExistsError,
@@ -50,56 +61,9 @@ import {
   StorageUnavailableError,
 } from './storage.ts';
 
+export * from './s3-options.ts';
+
 const MIB = 1024 * 1024;
-/** S3's limit on parts per multipart upload. */
-export const MAX_PARTS = 10_000;
-/** S3's bounds on a part's size (except the last part, which may be smaller). */
-export const MIN_PART_SIZE_MIB = 5;
-export const MAX_PART_SIZE_MIB = 5 * 1024;
-export const DEFAULT_PART_SIZE_MIB = 16;
-export const DEFAULT_QUEUE_SIZE = 1;
-export const MAX_QUEUE_SIZE = 16;
-
-/** Everything needed to reach a bucket; credentials are never part of it (the SDK's standard chain provides them). */
-export interface S3ClientOptions {
-  /** Custom endpoint such as `http://127.0.0.1:9000`. @default - AWS S3 for the region */
-  readonly endpoint?: string;
-  /** Path-style addressing (`endpoint/bucket/key`), needed by most local servers. @default false */
-  readonly forcePathStyle?: boolean;
-  /** @default - `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` with a custom endpoint, else the SDK's chain (profile) */
-  readonly region?: string;
-  /**
-   * `when-required` (default) sends checksums only where the API demands them: many
-   * S3-compatible providers and local servers reject or mis-store `aws-chunked` bodies with CRC
-   * trailers. `when-supported` is the SDK's default, for AWS S3.
-   * @default 'when-required'
-   */
-  readonly checksum?: 'when-required' | 'when-supported';
-  /** Attempts per request, including the first. @default 3 */
-  readonly maxAttempts?: number;
-  /** Time to establish a TCP/TLS connection. @default 3000 */
-  readonly connectionTimeoutMs?: number;
-  /**
-   * A request fails after this long without a byte moving in either direction (not a cap on total
-   * time). It also applies while a get() body is being read: a consumer that stops reading for
-   * longer fails the body with {@link StorageUnavailableError}. A hung server costs up to
-   * maxAttempts × this.
-   * @default 60000
-   */
-  readonly idleTimeoutMs?: number;
-}
-
-export interface S3StorageOptions extends S3ClientOptions {
-  readonly bucket: string;
-  /** Key prefix inside the bucket: empty, or ending with "/". @default '' */
-  readonly prefix?: string;
-  /** Multipart part size; bounds memory and the largest object (× 10,000). @default 16 */
-  readonly partSizeMiB?: number;
-  /** Parts uploaded in parallel by one put; each adds about a part size of memory. @default 1 */
-  readonly queueSize?: number;
-  /** Send `If-None-Match: *` on create-only puts; turn off for providers that reject the header. @default true */
-  readonly conditionalWrites?: boolean;
-}
 
 /** Builds an S3 client with pgkeep's defaults: bounded retries and timeouts, checksums only when required. */
 export function createS3Client(options: S3ClientOptions = {}): S3Client {
@@ -189,12 +153,7 @@ export class S3Storage implements Storage {
     }
     this.conditionalWrites = options.conditionalWrites ?? true;
     this.client = client ?? createS3Client(options);
-    const where = [
-      ...(options.endpoint ? [`endpoint=${options.endpoint}`] : []),
-      ...(options.forcePathStyle ? ['path-style=true'] : []),
-      ...(options.region ? [`region=${options.region}`] : []),
-    ];
-    this.displayUrl = `s3://${this.bucket}/${this.prefix}${where.length > 0 ? `?${where.join('&')}` : ''}`;
+    this.displayUrl = s3DisplayUrl(options);
     this.where = options.endpoint ?? 'AWS S3';
   }
 

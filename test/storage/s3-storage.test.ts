@@ -33,9 +33,16 @@ afterAll(async () => {
 
 let count = 0;
 /** A fresh prefix in the shared bucket, with 5 MiB parts (S3's minimum) two at a time, so tests see several parts in flight. */
+/** The S3 driver itself (openStorage defers it behind a wrapper that loads the SDK on first use). */
+function s3From(url: string): S3Storage {
+  const parsed = parseStorageUrl(url);
+  if (parsed.scheme !== 's3') throw new Error(`not an s3 URL: ${url}`);
+  return new S3Storage(parsed);
+}
+
 function freshStorage(extra = ''): S3Storage {
   count += 1;
-  return openStorage(`${server.url('repo', `t${count}/`)}&part-size-mib=5&queue-size=2${extra}`) as S3Storage;
+  return s3From(`${server.url('repo', `t${count}/`)}&part-size-mib=5&queue-size=2${extra}`);
 }
 
 async function openUploads(storage: S3Storage): Promise<string[]> {
@@ -271,7 +278,7 @@ describe('s3 create-only puts', () => {
   it('maps 412 from a provider with conditional writes to ObjectExistsError and keeps the winner (single and multipart)', async () => {
     const conditional = await startS3Server({ buckets: ['repo'], conditionalWrites: true });
     try {
-      const storage = openStorage(`${conditional.url('repo', 'p/')}&part-size-mib=5`) as S3Storage;
+      const storage = s3From(`${conditional.url('repo', 'p/')}&part-size-mib=5`);
       for (const size of [1000, 12 * MIB]) {
         const key = `v1/wal/race-${size}`;
         const body = raceBody(randomBytes(size), () =>
