@@ -86,12 +86,19 @@ export const TARGET_WRITE_ACTIONS = [
   's3:ListMultipartUploadParts',
 ] as const;
 
+/** Reading a target: retention reads its manifests and reports, freshness lists it. */
+export const TARGET_READ_ACTIONS = ['s3:GetObject', 's3:ListBucket'] as const;
+
 /** Retention removes what its plan drops; Object Lock still refuses locked versions. */
 export const TARGET_DELETE_ACTIONS = [
   's3:DeleteObject',
   's3:DeleteObjectVersion',
   's3:ListBucketVersions',
+  's3:GetObjectRetention',
 ] as const;
+
+/** Creating objects: denied outside the layout (bucket policy) and outside a host's own prefix. */
+export const OBJECT_CREATE_ACTIONS = ['s3:PutObject'] as const;
 
 /** Reading the credentials of an S3-compatible provider. */
 export const SECRET_READ_ACTIONS = [

@@ -1,5 +1,6 @@
 import { Duration } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
 
@@ -20,6 +21,6 @@ export class Freshness extends Construct {
       memorySizeMiB: 512,
       environment: pipelineEnvironment(props),
     });
-    grantTargets(this.function.role, props, ['s3:ListBucket'], this.function);
+    grantTargets(this.function.role, props, TARGET_READ_ACTIONS, this.function);
   }
 }

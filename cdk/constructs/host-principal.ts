@@ -9,6 +9,7 @@ import {
   HOST_LIST_ACTIONS,
   HOST_OBJECT_ACTIONS,
   KMS_DECRYPT_ACTIONS,
+  OBJECT_CREATE_ACTIONS,
 } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 
@@ -61,7 +62,7 @@ export class HostPrincipal extends Construct {
         new iam.PolicyStatement({
           sid: 'DenyWritesOutsideOwnPrefix',
           effect: iam.Effect.DENY,
-          actions: ['s3:PutObject'],
+          actions: [...OBJECT_CREATE_ACTIONS],
           notResources: [ownObjects],
         }),
         new iam.PolicyStatement({

@@ -3,6 +3,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { FORMAT_PREFIX } from '../../core/keys.ts';
+import { OBJECT_CREATE_ACTIONS } from '../iam-actions.ts';
 
 export interface IngestBucketProps {
   /** Fixed so other stacks can name it without an export (cdk/names.ts ingestBucketName). */
@@ -76,7 +77,7 @@ export class IngestBucket extends Construct {
         sid: 'DenyWritesOutsideLayout',
         effect: iam.Effect.DENY,
         principals: [new iam.AnyPrincipal()],
-        actions: ['s3:PutObject'],
+        actions: [...OBJECT_CREATE_ACTIONS],
         notResources: [this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`)],
       }),
     );

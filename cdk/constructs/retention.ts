@@ -2,7 +2,7 @@ import { Duration } from 'aws-cdk-lib';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { TARGET_DELETE_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import { TARGET_DELETE_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
@@ -44,13 +44,8 @@ export class Retention extends Construct {
       environment,
     });
     this.functions = [plan, prune];
-    grantTargets(
-      plan.role,
-      props,
-      TARGET_WRITE_ACTIONS.filter((a) => a !== 's3:PutObject'),
-      plan,
-    );
-    grantTargets(prune.role, props, [...TARGET_DELETE_ACTIONS, 's3:GetObjectRetention'], prune);
+    grantTargets(plan.role, props, TARGET_READ_ACTIONS, plan);
+    grantTargets(prune.role, props, [...TARGET_READ_ACTIONS, ...TARGET_DELETE_ACTIONS], prune);
 
     const alert = alertStep(
       this,
