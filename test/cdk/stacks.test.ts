@@ -7,6 +7,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeployConfig } from '../../cdk/config.ts';
 import { HANDLER_TAG } from '../../cdk/constructs/pipeline-function.ts';
 import { HOST_OBJECT_ACTIONS } from '../../cdk/iam-actions.ts';
+import {
+  baseBackupKey,
+  clusterPrefix,
+  globalsKey,
+  logicalDumpKey,
+  manifestKey,
+  manifestsPrefix,
+  walKey,
+  walPrefix,
+} from '../../core/keys.ts';
 import { exampleConfig, type SynthesizedPipeline, synthPipeline } from '../support/state-machines.ts';
 
 type Statement = {
@@ -155,6 +165,38 @@ describe('host principal', () => {
     expect(JSON.stringify(objects?.Resource)).toMatch(/"\/v1\/main\/\*"/);
     const list = allows.find((s) => actions(s).includes('s3:ListBucket'));
     expect(list?.Condition).toEqual({ StringLike: { 's3:prefix': ['v1/main/*'] } });
+  });
+
+  it('covers every key the agent writes under its own cluster, and no key of another cluster', () => {
+    const allows = hostStatements().filter((s) => s.Effect === 'Allow');
+    const objects = allows.find((s) => actions(s).includes('s3:PutObject'))!;
+    // {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/v1/main/*"]]} -> "<bucket>/v1/main/*"
+    const pattern = (objects.Resource as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1]
+      .map((part) => (typeof part === 'string' ? part : '<bucket>'))
+      .join('');
+    const allowedKey = (key: string) => covers(pattern, `<bucket>/${key}`);
+    const sha = 'ab'.repeat(32);
+    const id = '20261122T021500Z-1a2b';
+    for (const key of [
+      walKey('main', '000000010000000000000003', sha),
+      walKey('main', '00000002.history', sha),
+      logicalDumpKey('main', 'shop', id),
+      globalsKey('main', id),
+      baseBackupKey('main', id, 'base'),
+      baseBackupKey('main', id, 16384),
+      manifestKey('main', id),
+    ])
+      expect(allowedKey(key), key).toBe(true);
+    for (const key of [manifestKey('other', id), `v1/main-2/manifests/${id}.json`, `v2/main/x`, 'v1/main'])
+      expect(allowedKey(key), key).toBe(false);
+    const list = allows.find((s) => actions(s).includes('s3:ListBucket'))!;
+    const prefixes = list.Condition?.StringLike?.['s3:prefix'] as string[];
+    for (const prefix of [walPrefix('main'), manifestsPrefix('main'), clusterPrefix('main')])
+      expect(
+        prefixes.some((p) => covers(p, prefix)),
+        prefix,
+      ).toBe(true);
+    expect(prefixes.some((p) => covers(p, 'v1/'))).toBe(false);
   });
 
   it('is explicitly denied deletes, overwrite-enabling and protection changes, governance bypass and kms:Decrypt', () => {
