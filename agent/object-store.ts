@@ -49,6 +49,7 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   });
   const ciphertext = new HashingStream();
   const compress = createZstdCompress({
+    chunkSize: 256 * 1024,
     params: { [constants.ZSTD_c_compressionLevel]: options.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
   });
   const encrypt = await encryptStream(options.recipients);
@@ -116,7 +117,9 @@ export function readStages(options: Omit<OpenObjectOptions, 'storage'>): Transfo
       },
     }),
     decryptStream(options.identities),
-    createZstdDecompress(),
+    // zlib's default 16 KiB output chunks make decompression ~5x slower (measured on 16 MiB WAL
+    // segments: ~100 ms vs ~15 ms); 1 MiB chunks keep memory bounded all the same.
+    createZstdDecompress({ chunkSize: 1024 * 1024 }),
   ];
   if (expected?.plaintextSha256 !== undefined && expected.plaintextSizeBytes !== undefined) {
     stages.push(
