@@ -74,6 +74,7 @@ async function restoreAndStart(args: string[], archive: boolean): Promise<PgClus
 describe('point-in-time recovery through pgkeep', () => {
   let stateAtT = '';
   let timeT = '';
+  let lsnT = '';
   let finalState = '';
 
   it('archives under load, takes a base backup and records a point in time', async () => {
@@ -93,6 +94,7 @@ describe('point-in-time recovery through pgkeep', () => {
     await pgbench(primary, ['-c', '2', '-T', '3', '-n']);
     await switchAndWaitArchived(primary);
     timeT = await primary.sql('select clock_timestamp()');
+    lsnT = await primary.sql('select pg_current_wal_lsn()');
     stateAtT = await state(primary);
     await new Promise((r) => setTimeout(r, 500));
     await pgbench(primary, ['-c', '2', '-T', '2', '-n']);
@@ -106,6 +108,12 @@ describe('point-in-time recovery through pgkeep', () => {
   it('restores to the end of the archive without losing anything archived', async () => {
     const restored = await restoreAndStart([], false);
     expect(await state(restored)).toBe(finalState);
+    await restored.stop();
+  });
+
+  it('restores to an LSN', async () => {
+    const restored = await restoreAndStart(['--target-lsn', lsnT, '--target-action', 'promote'], false);
+    expect(await state(restored)).toBe(stateAtT);
     await restored.stop();
   });
 
