@@ -9,9 +9,10 @@
 
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import type { CopyBatchInput, CopyBatchOutput } from './types.ts';
+import { type CopyBatchInput, CopyBatchInputSchema, type CopyBatchOutput } from './types.ts';
 
 /** A copy arrived with another size than its source: never silently accepted. */
 export class CopyMismatchError extends Error {
@@ -70,5 +71,7 @@ export async function copyBatch(
 
 export async function handler(input: CopyBatchInput): Promise<CopyBatchOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() => copyBatch(input, env, locations));
+  return mapTransient(() =>
+    copyBatch(parseInput(CopyBatchInputSchema, input, 'replication/copy-batch'), env, locations),
+  );
 }

@@ -9,10 +9,11 @@
 import { text } from 'node:stream/consumers';
 import { parseManifest } from '../../core/manifest.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { copyObject } from './copy-batch.ts';
-import type { CopyManifestsInput, CopyManifestsOutput } from './types.ts';
+import { type CopyManifestsInput, CopyManifestsInputSchema, type CopyManifestsOutput } from './types.ts';
 
 export async function copyManifests(
   input: CopyManifestsInput,
@@ -44,5 +45,7 @@ export async function copyManifests(
 
 export async function handler(input: CopyManifestsInput): Promise<CopyManifestsOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() => copyManifests(input, env, locations));
+  return mapTransient(() =>
+    copyManifests(parseInput(CopyManifestsInputSchema, input, 'replication/copy-manifests'), env, locations),
+  );
 }

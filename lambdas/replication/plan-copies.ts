@@ -4,9 +4,15 @@
  */
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import type { CopyBatch, PlanCopiesInput, PlanCopiesOutput } from './types.ts';
+import {
+  type CopyBatch,
+  type PlanCopiesInput,
+  PlanCopiesInputSchema,
+  type PlanCopiesOutput,
+} from './types.ts';
 
 /** Manifests per run: each is copied with a handful of HEADs, so a few hundred fit one invocation. */
 const MAX_MANIFESTS_PER_RUN = 200;
@@ -53,5 +59,7 @@ export async function planCopies(
 
 export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() => planCopies(input, env, locations));
+  return mapTransient(() =>
+    planCopies(parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'), env, locations),
+  );
 }

@@ -2,6 +2,18 @@
  * The data the replication state machine passes between its states. The CDK definition
  * (cdk/constructs/replication.ts) wires these fields by JSONPath; the handlers type them here.
  */
+import { z } from 'zod';
+
+const key = z.string().min(1);
+export const CopyBatchSchema = z.object({
+  cluster: z.string().min(1),
+  firstKey: key,
+  lastKey: key,
+  count: z.number().int(),
+});
+export const PlanCopiesInputSchema = z.object({ target: z.string().min(1) });
+export const CopyBatchInputSchema = z.object({ target: z.string().min(1), batch: CopyBatchSchema });
+export const CopyManifestsInputSchema = z.object({ target: z.string().min(1), manifestKeys: z.array(key) });
 
 /**
  * A contiguous key range of one cluster whose objects the target lacks, described by its ends

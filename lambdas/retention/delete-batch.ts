@@ -4,9 +4,10 @@
  * planner's order matters: a manifest goes before its objects).
  */
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
+import { type DeleteBatchInput, DeleteBatchInputSchema, type DeleteBatchOutput } from './types.ts';
 
 /**
  * S3 refuses to delete a locked object version with 403 AccessDenied and a message naming Object
@@ -43,5 +44,7 @@ export async function deleteBatch(
 
 export async function handler(input: DeleteBatchInput): Promise<DeleteBatchOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() => deleteBatch(input, env, locations));
+  return mapTransient(() =>
+    deleteBatch(parseInput(DeleteBatchInputSchema, input, 'retention/delete-batch'), env, locations),
+  );
 }

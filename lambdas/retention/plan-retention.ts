@@ -20,10 +20,16 @@ import {
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { parseVerifyReport } from '../verification/report.ts';
-import type { DeleteBatch, PlanRetentionInput, PlanRetentionOutput } from './types.ts';
+import {
+  type DeleteBatch,
+  type PlanRetentionInput,
+  PlanRetentionInputSchema,
+  type PlanRetentionOutput,
+} from './types.ts';
 
 /** Keys per "Delete expired batch" and per run: what fits a Step Functions payload with room to spare. */
 export const DELETE_BATCH_SIZE = 250;
@@ -107,5 +113,12 @@ export async function planTargetRetention(
 
 export async function handler(input: PlanRetentionInput): Promise<PlanRetentionOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() => planTargetRetention(input, env, locations, readPolicies()));
+  return mapTransient(() =>
+    planTargetRetention(
+      parseInput(PlanRetentionInputSchema, input, 'retention/plan-retention'),
+      env,
+      locations,
+      readPolicies(),
+    ),
+  );
 }

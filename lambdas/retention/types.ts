@@ -1,4 +1,11 @@
 /** The data the retention state machine passes between states (cdk/constructs/retention.ts wires it). */
+import { z } from 'zod';
+
+export const PlanRetentionInputSchema = z.object({ target: z.string().min(1) });
+export const DeleteBatchInputSchema = z.object({
+  target: z.string().min(1),
+  batch: z.object({ keys: z.array(z.string().min(1)) }),
+});
 
 export interface PlanRetentionInput {
   readonly target: string;

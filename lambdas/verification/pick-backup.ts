@@ -13,9 +13,10 @@ import {
 } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
-import type { PickBackupInput, PickedBackup } from './types.ts';
+import { type PickBackupInput, PickBackupInputSchema, type PickedBackup } from './types.ts';
 
 /** Nothing to verify: no manifest in ingest for the cluster(s). */
 export class NoBackupToVerifyError extends Error {
@@ -86,7 +87,6 @@ export async function pickBackup(
 
 export async function handler(input: PickBackupInput): Promise<PickedBackup> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    pickBackup({ cluster: input?.cluster, backupId: input?.backupId }, env, locations),
-  );
+  const { cluster, backupId } = parseInput(PickBackupInputSchema, input ?? {}, 'verification/pick-backup');
+  return mapTransient(() => pickBackup({ cluster, backupId }, env, locations));
 }

@@ -5,11 +5,12 @@
  */
 import { text } from 'node:stream/consumers';
 import { lambdaDefaults } from '../lib/defaults.ts';
+import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { parseVerifyReport } from './report.ts';
-import type { RecordResultInput, RecordResultOutput } from './types.ts';
+import { type RecordResultInput, RecordResultInputSchema, type RecordResultOutput } from './types.ts';
 
 const MAX_SUMMARY = 500;
 
@@ -72,7 +73,8 @@ export function verificationMetrics(result: RecordResultOutput, cluster: string 
 
 export async function handler(input: RecordResultInput): Promise<RecordResultOutput> {
   const { env, locations }: { env: PipelineEnv; locations: LocationFactory } = lambdaDefaults();
-  const result = await mapTransient(() => recordResult(input, locations));
-  publishMetrics(env.metricNamespace, verificationMetrics(result, input.backup?.cluster));
+  const parsed = parseInput(RecordResultInputSchema, input, 'verification/record-result');
+  const result = await mapTransient(() => recordResult(parsed, locations));
+  publishMetrics(env.metricNamespace, verificationMetrics(result, parsed.backup?.cluster));
   return result;
 }

@@ -1,4 +1,24 @@
 /** The data the verification state machine passes between states (cdk/constructs/verification.ts wires it). */
+import { z } from 'zod';
+
+/** The execution input (the schedule sends `{"trigger": "schedule"}`; other fields are ignored). */
+export const PickBackupInputSchema = z.looseObject({
+  cluster: z.string().optional(),
+  backupId: z.string().optional(),
+});
+export const PickedBackupSchema = z.object({
+  cluster: z.string(),
+  backupId: z.string(),
+  manifestKey: z.string(),
+  kind: z.enum(['logical', 'base']),
+  pgMajor: z.number().int(),
+  runId: z.string(),
+  reportKey: z.string(),
+});
+export const RecordResultInputSchema = z.looseObject({
+  backup: PickedBackupSchema.optional(),
+  error: z.looseObject({ Error: z.string().optional(), Cause: z.string().optional() }).optional(),
+});
 
 export interface PickBackupInput {
   /** Verify this cluster's backups. @default the cluster whose newest verification report is oldest */
