@@ -131,7 +131,14 @@ export class Replication extends Construct {
       memorySizeMiB: 512,
       environment,
     });
-    this.functions = [plan, copy, manifests];
+    const large = new PipelineFunction(this, 'CopyLarge', {
+      handler: 'replication/copy-large',
+      description: 'pgkeep replication: one step of a large object copy spread over invocations',
+      timeout: Duration.minutes(15),
+      memorySizeMiB: 1024,
+      environment,
+    });
+    this.functions = [plan, copy, manifests, large];
     for (const fn of this.functions) grantTargets(fn.role, props, TARGET_WRITE_ACTIONS, fn);
 
     const targetNames = props.config.targets.map((t) => t.name);
@@ -149,19 +156,92 @@ export class Replication extends Construct {
       ),
     );
     const targetFailed = new sfn.Pass(this, 'Target failed', {
-      parameters: { 'target.$': '$.target', status: 'failed', 'error.$': '$.error' },
+      parameters: {
+        'target.$': '$.target',
+        status: 'failed',
+        'error.$': '$.error',
+        'summary.$': '$.manifests.summary',
+      },
     });
     alert.addCatch(targetFailed, { errors: ['States.ALL'], resultPath: '$.alertError' });
     alert.next(targetFailed);
 
     const listMissing = lambdaStep(this, 'List objects missing on target', plan.function, {
-      payload: { 'target.$': '$.target' },
+      payload: { 'target.$': '$.target', 'execution.$': '$$.Execution.Input' },
       resultPath: '$.plan',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
 
+    // One large object: start the multipart upload, copy its part ranges side by side (each batch
+    // of parts one invocation), complete and verify; on failure abort the upload.
+    const largeCopyFailed = new sfn.Fail(this, 'Large copy failed', {
+      causePath: '$.error.Cause',
+      errorPath: '$.error.Error',
+    });
+    const startLarge = lambdaStep(this, 'Start large copy', large.function, {
+      payload: { step: 'start', 'target.$': '$.target', 'object.$': '$.object' },
+      resultPath: '$.start',
+      timeout: Duration.minutes(16),
+    }).addCatch(largeCopyFailed, CATCH_ALL);
+    const abortLarge = lambdaStep(this, 'Abort large copy', large.function, {
+      payload: {
+        step: 'abort',
+        'target.$': '$.target',
+        'object.$': '$.object',
+        'copy.$': '$.start.copy',
+      },
+      resultPath: '$.abort',
+      timeout: Duration.minutes(16),
+    });
+    abortLarge.addCatch(largeCopyFailed, { errors: ['States.ALL'], resultPath: '$.abortError' });
+    abortLarge.next(largeCopyFailed);
+    const copyPartRange = lambdaStep(this, 'Copy part range', large.function, {
+      payload: {
+        step: 'parts',
+        'target.$': '$.target',
+        'object.$': '$.object',
+        'copy.$': '$.copy',
+        'partNumbers.$': '$.partNumbers',
+      },
+      timeout: Duration.minutes(16),
+    }).addCatch(
+      new sfn.Fail(this, 'Part range failed', { causePath: '$.error.Cause', errorPath: '$.error.Error' }),
+      CATCH_ALL,
+    );
+    const copyPartRanges = new sfn.Map(this, 'Copy part ranges', {
+      itemsPath: '$.start.partNumberBatches',
+      itemSelector: {
+        'target.$': '$.target',
+        'object.$': '$.object',
+        'copy.$': '$.start.copy',
+        'partNumbers.$': '$$.Map.Item.Value',
+      },
+      maxConcurrency: 4,
+      resultPath: '$.parts',
+    });
+    copyPartRanges.itemProcessor(copyPartRange);
+    copyPartRanges.addCatch(abortLarge, CATCH_ALL);
+    const completeLarge = lambdaStep(this, 'Complete large copy', large.function, {
+      payload: {
+        step: 'complete',
+        'target.$': '$.target',
+        'object.$': '$.object',
+        'copy.$': '$.start.copy',
+        'parts.$': '$.parts',
+      },
+      timeout: Duration.minutes(16),
+    }).addCatch(abortLarge, CATCH_ALL);
+    const copyLargeObjects = new sfn.Map(this, 'Copy large objects', {
+      itemsPath: '$.result.large',
+      itemSelector: { 'target.$': '$.target', 'object.$': '$$.Map.Item.Value' },
+      maxConcurrency: 1,
+      resultPath: '$.large',
+    });
+    copyLargeObjects.itemProcessor(startLarge.next(copyPartRanges).next(completeLarge));
+
     const copyBatch = lambdaStep(this, 'Copy batch to target', copy.function, {
-      payload: { 'target.$': '$.target', 'batch.$': '$.batch' },
+      payload: { 'target.$': '$.target', 'batch.$': '$.batch', 'verify.$': '$.verify' },
+      resultPath: '$.result',
       timeout: Duration.minutes(16),
     });
     // A failed batch fails the batch Map, whose Catch alerts for this target; the next run resumes.
@@ -169,34 +249,82 @@ export class Replication extends Construct {
       new sfn.Fail(this, 'Batch copy failed', { causePath: '$.error.Cause', errorPath: '$.error.Error' }),
       CATCH_ALL,
     );
+    const anyLarge = new sfn.Choice(this, 'Large objects in batch?')
+      .when(
+        sfn.Condition.isPresent('$.result.large[0]'),
+        copyLargeObjects.next(
+          new sfn.Pass(this, 'Batch and large objects copied', {
+            parameters: { 'batch.$': '$.result', 'large.$': '$.large' },
+          }),
+        ),
+      )
+      .otherwise(new sfn.Pass(this, 'Batch copied', { parameters: { 'batch.$': '$.result', large: [] } }));
     const copyBatches = new sfn.Map(this, 'Copy batches to target', {
       itemsPath: '$.plan.batches',
-      itemSelector: { 'target.$': '$.target', 'batch.$': '$$.Map.Item.Value' },
+      itemSelector: { 'target.$': '$.target', 'batch.$': '$$.Map.Item.Value', 'verify.$': '$.plan.verify' },
       maxConcurrency: 4,
-      resultPath: sfn.JsonPath.DISCARD,
+      resultPath: '$.batches',
     });
-    copyBatches.itemProcessor(copyBatch);
+    copyBatches.itemProcessor(copyBatch.next(anyLarge));
     copyBatches.addCatch(alert, CATCH_ALL);
 
     const copyManifests = lambdaStep(this, 'Copy and verify manifests', manifests.function, {
-      payload: { 'target.$': '$.target', 'manifestKeys.$': '$.plan.manifestKeys' },
+      payload: {
+        'target.$': '$.target',
+        'manifestKeys.$': '$.plan.manifestKeys',
+        'batches.$': '$.batches',
+        'plan.$': '$.plan',
+        'summary.$': '$.manifests.summary',
+      },
       resultPath: '$.manifests',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
 
+    // What the console shows per target: objects copied / skipped (already verified) / failed, bytes, lag.
     const targetDone = new sfn.Pass(this, 'Target replicated', {
       parameters: {
         'target.$': '$.target',
         status: 'ok',
-        'objectsCopied.$': '$.plan.objectCount',
-        'manifestsCopied.$': '$.manifests.copied',
-        'more.$': '$.plan.more',
+        'objectsCopied.$': '$.manifests.summary.objectsCopied',
+        'objectsSkipped.$': '$.manifests.summary.objectsSkipped',
+        'objectsFailed.$': '$.manifests.summary.objectsFailed',
+        'bytesCopied.$': '$.manifests.summary.bytesCopied',
+        'lagSeconds.$': '$.manifests.summary.lagSeconds',
+        'manifestsCopied.$': '$.manifests.summary.manifestsCopied',
+        'manifestsWaiting.$': '$.manifests.summary.manifestsWaiting',
       },
     });
+    // A copy that failed its check is not a silent success: the target fails and alerts.
+    const objectsFailed = new sfn.Pass(this, 'Objects failed their check', {
+      parameters: {
+        Error: 'CopyIntegrityError',
+        'Cause.$':
+          "States.Format('{} objects failed their size or sha256 check and will be copied again by the next run; first: {}', $.manifests.summary.objectsFailed, States.JsonToString($.manifests.summary.failedKeys))",
+      },
+      resultPath: '$.error',
+    });
+    objectsFailed.next(alert);
+    const anyFailed = new sfn.Choice(this, 'Any object failed?')
+      .when(sfn.Condition.numberGreaterThan('$.manifests.summary.objectsFailed', 0), objectsFailed)
+      .otherwise(targetDone);
 
     const perTarget = new sfn.Map(this, 'Replicate to each target', {
       itemsPath: '$.targets',
-      itemSelector: { 'target.$': '$$.Map.Item.Value' },
+      itemSelector: {
+        'target.$': '$$.Map.Item.Value',
+        manifests: {
+          summary: {
+            objectsCopied: 0,
+            objectsSkipped: 0,
+            objectsFailed: 0,
+            bytesCopied: 0,
+            manifestsCopied: 0,
+            manifestsWaiting: 0,
+            lagSeconds: 0,
+            failedKeys: [],
+          },
+        },
+      },
       maxConcurrency: 4,
       resultSelector: { 'targets.$': '$', 'statuses.$': '$[*].status' },
       resultPath: '$.results',
@@ -204,7 +332,7 @@ export class Replication extends Construct {
     // A plan cut at the per-run limit is continued in the same execution until the target is caught up.
     const more = new sfn.Choice(this, 'More to copy?')
       .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
-      .otherwise(targetDone);
+      .otherwise(anyFailed);
     perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(more));
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {

@@ -1,33 +1,98 @@
 /**
  * "Copy and verify manifests": a manifest at a target means the backup exists there, so it is
- * copied only after every object it lists is at the target with the size the manifest records.
- * A manifest whose objects are not all there yet waits for a later run.
+ * copied only after every object it lists is at the target with the size the manifest records
+ * (each object's sha256 was checked when "Copy batch to target" copied or skipped it). A manifest
+ * whose objects are not all there yet waits for a later run. The manifest itself is checked against
+ * the sha256 of its bytes in ingest.
  *
- * Verification here is by size; checking each copy's sha256 against the manifest needs a full read
- * and comes with the streaming copy of the replication issue (lambdas/lib/s3-copy.ts).
+ * It also adds up what the round's batches did into the target's summary (the execution output).
  */
-import { text } from 'node:stream/consumers';
+import { createHash } from 'node:crypto';
+import { buffer } from 'node:stream/consumers';
 import { parseManifest } from '../../core/manifest.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import { copyObject } from './copy-batch.ts';
-import { type CopyManifestsInput, CopyManifestsInputSchema, type CopyManifestsOutput } from './types.ts';
+import { objectIn, replicateObject } from '../lib/s3-copy.ts';
+import {
+  type CopyManifestsInput,
+  CopyManifestsInputSchema,
+  type CopyManifestsOutput,
+  type TargetSummary,
+} from './types.ts';
+
+const MAX_FAILED_KEYS = 5;
+
+export const EMPTY_SUMMARY: TargetSummary = {
+  objectsCopied: 0,
+  objectsSkipped: 0,
+  objectsFailed: 0,
+  bytesCopied: 0,
+  manifestsCopied: 0,
+  manifestsWaiting: 0,
+  lagSeconds: 0,
+  failedKeys: [],
+};
+
+/**
+ * The target's totals after this round: the earlier rounds' (`input.summary`), plus what the
+ * round's batches and large copies did, the objects the plan found present, and the manifests.
+ */
+export function addUpTarget(
+  input: Pick<CopyManifestsInput, 'batches' | 'plan' | 'summary'>,
+  manifests: { readonly copied: number; readonly skipped: number; readonly waiting: number },
+  now: Date,
+): TargetSummary {
+  const before = input.summary ?? EMPTY_SUMMARY;
+  const batches = input.batches ?? [];
+  const sum = (f: (b: (typeof batches)[number]) => number) => batches.reduce((n, b) => n + f(b), 0);
+  const failed = before.objectsFailed + sum((b) => b.batch.failed);
+  const failedKeys = [...before.failedKeys, ...batches.flatMap((b) => b.batch.failedKeys)].slice(
+    0,
+    MAX_FAILED_KEYS,
+  );
+  // Lag: zero when the target caught up; else the age of the oldest object still not there.
+  const behind = [
+    ...batches.map((b) => b.batch.oldestFailed),
+    input.plan?.more || manifests.waiting > 0 ? input.plan?.oldestMissing : undefined,
+  ].filter((t): t is string => t !== undefined);
+  const oldest = behind.sort()[0];
+  const lagSeconds = oldest ? Math.max(0, Math.round((now.getTime() - Date.parse(oldest)) / 1000)) : 0;
+  // A later round's plan lists again what earlier rounds copied or counted: count only the rest.
+  const presentBefore = Math.max(
+    0,
+    (input.plan?.alreadyPresent ?? 0) - before.objectsCopied - before.manifestsCopied - before.objectsSkipped,
+  );
+  const summary: TargetSummary = {
+    objectsCopied:
+      before.objectsCopied + sum((b) => b.batch.copied + b.large.reduce((n, l) => n + l.copied, 0)),
+    objectsSkipped: before.objectsSkipped + presentBefore + sum((b) => b.batch.skipped) + manifests.skipped,
+    objectsFailed: failed,
+    bytesCopied: before.bytesCopied + sum((b) => b.batch.bytes + b.large.reduce((n, l) => n + l.bytes, 0)),
+    manifestsCopied: before.manifestsCopied + manifests.copied,
+    manifestsWaiting: manifests.waiting,
+    // A failure of an earlier round is still behind.
+    lagSeconds: Math.max(before.objectsFailed > 0 ? before.lagSeconds : 0, lagSeconds),
+    failedKeys,
+  };
+  return summary;
+}
 
 export async function copyManifests(
   input: CopyManifestsInput,
   env: PipelineEnv,
   locations: LocationFactory,
+  now: Date = new Date(),
 ): Promise<CopyManifestsOutput> {
   const target = await locations.target(findTarget(env, input.target));
   const ingest = await locations.ingest();
   let copied = 0;
+  let skipped = 0;
   const waiting: CopyManifestsOutput['waiting'] = [];
   for (const key of input.manifestKeys) {
-    const source = await ingest.storage.head(key);
-    if (!source) throw new Error(`manifest ${key} is listed for copying but is not in ingest`);
-    const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+    const bytes = await buffer(await ingest.storage.get(key));
+    const manifest = parseManifest(bytes.toString('utf8'), `ingest:${key}`);
     let missingObjects = 0;
     for (const object of manifest.objects) {
       const copy = await target.storage.head(object.key);
@@ -37,10 +102,17 @@ export async function copyManifests(
       waiting.push({ key, missingObjects });
       continue;
     }
-    await copyObject(ingest, target, key, source.sizeBytes);
-    copied += 1;
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const result = await replicateObject(objectIn(ingest.storage, key), objectIn(target.storage, key), {
+      sizeBytes: bytes.length,
+      sha256,
+    });
+    if (result.action === 'copied') copied += 1;
+    else skipped += 1;
   }
-  return { copied, waiting };
+
+  const summary = addUpTarget(input, { copied, skipped, waiting: waiting.length }, now);
+  return { copied, waiting: waiting.slice(0, MAX_FAILED_KEYS), summary };
 }
 
 export async function handler(input: CopyManifestsInput): Promise<CopyManifestsOutput> {

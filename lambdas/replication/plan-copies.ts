@@ -1,11 +1,14 @@
 /**
  * "List objects missing on target": compares ingest with one target, cluster by cluster, and
- * returns what to copy as key-range batches (manifests separately, to be copied last).
+ * returns what to copy as key-range batches (manifests separately, to be copied last). With
+ * `verify`, every object is planned, so the batches check each copy's sha256 and copy a corrupt
+ * one again; otherwise only the objects the target lacks or holds with another size.
  */
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
+import type { ObjectInfo } from '../../storage/storage.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
+import { type LocationFactory, listFrom, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   type CopyBatch,
@@ -17,21 +20,44 @@ import {
 /** Manifests per run: each is copied with a handful of HEADs, so a few hundred fit one invocation. */
 const MAX_MANIFESTS_PER_RUN = 200;
 
+/** Merges two ascending listings: each object of `source` with whether `destination` has it at the same size. */
+async function* compare(
+  source: AsyncIterable<ObjectInfo>,
+  destination: AsyncIterable<ObjectInfo>,
+): AsyncIterable<{ object: ObjectInfo; present: boolean }> {
+  const dest = destination[Symbol.asyncIterator]();
+  let next = await dest.next();
+  for await (const object of source) {
+    while (!next.done && next.value.key < object.key) next = await dest.next();
+    const present = !next.done && next.value.key === object.key && next.value.sizeBytes === object.sizeBytes;
+    yield { object, present };
+  }
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
   locations: LocationFactory,
 ): Promise<PlanCopiesOutput> {
+  const verify = input.verify === true || input.execution?.verify === true;
   const target = await locations.target(findTarget(env, input.target));
   const ingest = await locations.ingest();
   const batches: CopyBatch[] = [];
   const manifestKeys: string[] = [];
   let objectCount = 0;
+  let alreadyPresent = 0;
+  let oldestMissing: Date | undefined;
   let more = false;
   clusters: for (const cluster of env.clusters) {
     const prefix = clusterPrefix(cluster);
     let current: { firstKey: string; lastKey: string; count: number } | undefined;
-    for await (const object of missingAt(listFrom(ingest, prefix), listFrom(target, prefix))) {
+    for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
+      if (present && !verify) {
+        alreadyPresent += 1;
+        continue;
+      }
+      if (!present && (!oldestMissing || object.lastModified < oldestMissing))
+        oldestMissing = object.lastModified;
       if (backupIdOfManifestKey(object.key) !== undefined) {
         if (manifestKeys.length >= MAX_MANIFESTS_PER_RUN) more = true;
         else manifestKeys.push(object.key);
@@ -54,7 +80,19 @@ export async function planCopies(
     }
     if (current) batches.push({ cluster, ...current });
   }
-  return { target: input.target, batches, manifestKeys, objectCount, more };
+  return {
+    target: input.target,
+    batches,
+    manifestKeys,
+    objectCount,
+    // A verify run plans everything from the start each time, so it does not go round again: what
+    // did not fit is verified by the next verify run (raise PGKEEP_MAX_BATCHES_PER_RUN to cover more).
+    more: more && !verify,
+    truncated: more,
+    alreadyPresent,
+    ...(oldestMissing ? { oldestMissing: oldestMissing.toISOString() } : {}),
+    verify,
+  };
 }
 
 export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {

@@ -11,9 +11,99 @@ export const CopyBatchSchema = z.object({
   lastKey: key,
   count: z.number().int(),
 });
-export const PlanCopiesInputSchema = z.object({ target: z.string().min(1) });
-export const CopyBatchInputSchema = z.object({ target: z.string().min(1), batch: CopyBatchSchema });
-export const CopyManifestsInputSchema = z.object({ target: z.string().min(1), manifestKeys: z.array(key) });
+export const PlanCopiesInputSchema = z.object({
+  target: z.string().min(1),
+  verify: z.boolean().optional(),
+  /** The execution's input: `{"verify": true}` starts a verify run. */
+  execution: z.looseObject({ verify: z.boolean().optional() }).optional(),
+});
+export const CopyBatchInputSchema = z.object({
+  target: z.string().min(1),
+  batch: CopyBatchSchema,
+  verify: z.boolean().optional(),
+});
+export const LargeObjectSchema = z.object({
+  key,
+  sizeBytes: z.number().int().nonnegative(),
+  sha256: z.string().optional(),
+  lastModified: z.string(),
+});
+const CopyStateSchema = z.object({
+  sizeBytes: z.number().int().nonnegative(),
+  partSizeBytes: z.number().int().positive(),
+  partCount: z.number().int().positive(),
+  uploadId: z.string().min(1),
+  sourceETag: z.string().optional(),
+});
+const CompletedPartSchema = z.object({
+  partNumber: z.number().int().positive(),
+  etag: z.string(),
+  sizeBytes: z.number().int().nonnegative(),
+});
+export const CopyLargeInputSchema = z.discriminatedUnion('step', [
+  z.object({ step: z.literal('start'), target: z.string().min(1), object: LargeObjectSchema }),
+  z.object({
+    step: z.literal('parts'),
+    target: z.string().min(1),
+    object: LargeObjectSchema,
+    copy: CopyStateSchema,
+    partNumbers: z.array(z.number().int().positive()),
+  }),
+  z.object({
+    step: z.literal('complete'),
+    target: z.string().min(1),
+    object: LargeObjectSchema,
+    copy: CopyStateSchema,
+    parts: z.array(z.array(CompletedPartSchema)),
+  }),
+  z.object({
+    step: z.literal('abort'),
+    target: z.string().min(1),
+    object: LargeObjectSchema,
+    copy: CopyStateSchema,
+  }),
+]);
+const SummarySchema = z.object({
+  objectsCopied: z.number(),
+  objectsSkipped: z.number(),
+  objectsFailed: z.number(),
+  bytesCopied: z.number(),
+  manifestsCopied: z.number(),
+  manifestsWaiting: z.number(),
+  lagSeconds: z.number(),
+  failedKeys: z.array(z.string()),
+});
+const BatchResultSchema = z.object({
+  copied: z.number(),
+  skipped: z.number(),
+  failed: z.number(),
+  bytes: z.number(),
+  failedKeys: z.array(z.string()),
+  oldestFailed: z.string().optional(),
+  large: z.array(LargeObjectSchema),
+});
+export const CopyManifestsInputSchema = z.object({
+  target: z.string().min(1),
+  manifestKeys: z.array(key),
+  /** What the batches of this round did ("Copy batches to target" output). */
+  batches: z
+    .array(
+      z.object({
+        batch: BatchResultSchema,
+        large: z.array(z.object({ copied: z.number(), bytes: z.number() })),
+      }),
+    )
+    .optional(),
+  plan: z
+    .object({
+      alreadyPresent: z.number(),
+      more: z.boolean(),
+      oldestMissing: z.string().optional(),
+    })
+    .optional(),
+  /** The totals of earlier rounds of this execution. */
+  summary: SummarySchema.optional(),
+});
 
 /**
  * A contiguous key range of one cluster whose objects the target lacks, described by its ends
@@ -32,6 +122,12 @@ export interface CopyBatch {
 export interface PlanCopiesInput {
   /** Target name from the deploy config. */
   readonly target: string;
+  /**
+   * Plan every object, not only those missing (or of another size) at the target, so
+   * "Copy batch to target" checks each copy's sha256 and copies a corrupt one again.
+   */
+  readonly verify?: boolean;
+  readonly execution?: { readonly verify?: boolean };
 }
 
 export interface PlanCopiesOutput {
@@ -43,27 +139,33 @@ export interface PlanCopiesOutput {
   readonly objectCount: number;
   /** True when the plan was cut at the per-run limit; the next run continues. */
   readonly more: boolean;
+  /** Objects (manifests included) at the target already with the size ingest has: not planned (without `verify`). */
+  readonly alreadyPresent: number;
+  /** The plan was cut at the per-run limit (in a verify run, `more` stays false). */
+  readonly truncated: boolean;
+  /** ISO time of the oldest object planned: how far behind the target is, if it is not copied. */
+  readonly oldestMissing?: string;
+  readonly verify: boolean;
 }
 
 export interface CopyBatchInput {
   readonly target: string;
   readonly batch: CopyBatch;
+  readonly verify?: boolean;
 }
 
-export interface CopyBatchOutput {
-  readonly copied: number;
-  readonly bytes: number;
-  /** Present at the target already (a re-run, or another run got there first). */
-  readonly skipped: number;
-}
+/** An object above the large-object threshold, left to the "Copy large objects" fan-out. */
+export type LargeObject = z.infer<typeof LargeObjectSchema>;
+export type CopyLargeInput = z.infer<typeof CopyLargeInputSchema>;
+export type CopyBatchOutput = z.infer<typeof BatchResultSchema>;
+export type CopyManifestsInput = z.infer<typeof CopyManifestsInputSchema>;
 
-export interface CopyManifestsInput {
-  readonly target: string;
-  readonly manifestKeys: string[];
-}
+/** One target's replication totals for the execution so far: what the console shows per target. */
+export type TargetSummary = z.infer<typeof SummarySchema>;
 
 export interface CopyManifestsOutput {
   readonly copied: number;
   /** Manifests not copied yet because an object they list is not at the target (yet). */
   readonly waiting: { readonly key: string; readonly missingObjects: number }[];
+  readonly summary: TargetSummary;
 }

@@ -1,6 +1,8 @@
 // The synthesized state machine definitions validate and run in aws-local-stepfunctions, with
 // every Task bound to a local function: what the console shows is what these runs walk through.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addUpTarget } from '../../lambdas/replication/copy-manifests.ts';
+import type { CopyManifestsInput } from '../../lambdas/replication/types.ts';
 import {
   allStates,
   ExecutionFailed,
@@ -63,33 +65,57 @@ describe('replication', () => {
     lastKey: `v1/main/wal/00000001/${n}z`,
     count: 2,
   });
+  const plan = (target: string, batches: unknown[], more = false, manifestKeys: string[] = []) => ({
+    target,
+    batches,
+    manifestKeys,
+    objectCount: batches.length * 2,
+    more,
+    truncated: more,
+    alreadyPresent: 3,
+    verify: false,
+  });
+  const batchResult = (copied: number, large: unknown[] = []) => ({
+    copied,
+    skipped: 0,
+    failed: 0,
+    bytes: copied * 10,
+    failedKeys: [],
+    large,
+  });
+  /** "Copy and verify manifests" as a stub: the real totals arithmetic, no storage. */
+  const manifestsStub = (input: unknown) => {
+    const i = input as CopyManifestsInput;
+    return {
+      copied: i.manifestKeys.length,
+      waiting: [],
+      summary: addUpTarget(i, { copied: i.manifestKeys.length, skipped: 0, waiting: 0 }, new Date()),
+    };
+  };
 
-  it('plans, copies every batch and the manifests of every target, and succeeds', async () => {
+  it('plans, copies every batch and the manifests of every target, and succeeds with a per-target summary', async () => {
     const copied: string[] = [];
     const manifests: string[] = [];
     const run = await runStateMachine(
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => {
-            const { target } = input as { target: string };
-            return {
-              target,
-              batches: [batch(1), batch(2)],
-              manifestKeys: ['v1/main/manifests/20261122T021500Z-1a2b.json'],
-              objectCount: 4,
-              more: false,
-            };
-          },
+          'replication/plan-copies': (input) =>
+            plan((input as { target: string }).target, [batch(1), batch(2)], false, [
+              'v1/main/manifests/20261122T021500Z-1a2b.json',
+            ]),
           'replication/copy-batch': (input) => {
             const { target, batch } = input as { target: string; batch: { firstKey: string } };
             copied.push(`${target}:${batch.firstKey}`);
-            return { copied: 2, bytes: 20, skipped: 0 };
+            return batchResult(2);
           },
           'replication/copy-manifests': (input) => {
             const { target, manifestKeys } = input as { target: string; manifestKeys: string[] };
             manifests.push(...manifestKeys.map((k) => `${target}:${k}`));
-            return { copied: manifestKeys.length, waiting: [] };
+            return manifestsStub(input);
+          },
+          'replication/copy-large': () => {
+            throw new Error('no large object expected');
           },
         },
         states: {
@@ -110,11 +136,21 @@ describe('replication', () => {
       'b2:v1/main/manifests/20261122T021500Z-1a2b.json',
       'dr-aws:v1/main/manifests/20261122T021500Z-1a2b.json',
     ]);
+    const summary = {
+      status: 'ok',
+      objectsCopied: 4,
+      objectsSkipped: 3,
+      objectsFailed: 0,
+      bytesCopied: 40,
+      lagSeconds: 0,
+      manifestsCopied: 1,
+      manifestsWaiting: 0,
+    };
     expect(run.output).toEqual({
       anyFailed: false,
       targets: [
-        { target: 'dr-aws', status: 'ok', objectsCopied: 4, manifestsCopied: 1, more: false },
-        { target: 'b2', status: 'ok', objectsCopied: 4, manifestsCopied: 1, more: false },
+        { target: 'dr-aws', ...summary },
+        { target: 'b2', ...summary },
       ],
     });
     expect(run.statesEntered).toEqual(
@@ -123,9 +159,115 @@ describe('replication', () => {
         'Replicate to each target',
         'List objects missing on target',
         'Copy batch to target',
+        'Batch copied',
         'Copy and verify manifests',
         'Replication complete',
       ]),
+    );
+    expect(run.statesEntered).not.toContain('Start large copy');
+  });
+
+  it('copies a large object by fanning out over part ranges, then completes it', async () => {
+    const object = {
+      key: 'v1/main/base/20261122T021500Z-1a2b/base.tar.zst.age',
+      sizeBytes: 30,
+      lastModified: 'x',
+    };
+    const copy = { sizeBytes: 30, partSizeBytes: 10, partCount: 3, uploadId: 'u1' };
+    const partCalls: number[][] = [];
+    const completed: unknown[] = [];
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/copy-batch': () => batchResult(1, [object]),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': (input) => {
+            const i = input as { step: string; partNumbers?: number[]; parts?: unknown };
+            if (i.step === 'start') return { copy, partNumberBatches: [[1, 2], [3]] };
+            if (i.step === 'parts') {
+              partCalls.push(i.partNumbers ?? []);
+              return (i.partNumbers ?? []).map((n) => ({ partNumber: n, etag: `e${n}`, sizeBytes: 10 }));
+            }
+            if (i.step === 'complete') {
+              completed.push(i.parts);
+              return { copied: 1, bytes: 30, verifiedBy: 'read' };
+            }
+            throw new Error(`unexpected step ${i.step}`);
+          },
+        },
+        states: { 'Alert replication failure': () => ({}) },
+      },
+      {},
+    );
+    expect(partCalls.sort()).toEqual([[1, 2], [1, 2], [3], [3]]);
+    expect(completed[0]).toEqual([
+      [
+        { partNumber: 1, etag: 'e1', sizeBytes: 10 },
+        { partNumber: 2, etag: 'e2', sizeBytes: 10 },
+      ],
+      [{ partNumber: 3, etag: 'e3', sizeBytes: 10 }],
+    ]);
+    expect(run.output).toMatchObject({
+      anyFailed: false,
+      targets: [
+        { target: 'dr-aws', objectsCopied: 2, bytesCopied: 40 },
+        { target: 'b2', objectsCopied: 2, bytesCopied: 40 },
+      ],
+    });
+    expect(run.statesEntered).toEqual(
+      expect.arrayContaining([
+        'Start large copy',
+        'Copy part ranges',
+        'Copy part range',
+        'Complete large copy',
+      ]),
+    );
+  });
+
+  it('a part range that keeps failing aborts the large copy and fails only that target', async () => {
+    const object = {
+      key: 'v1/main/base/20261122T021500Z-1a2b/base.tar.zst.age',
+      sizeBytes: 30,
+      lastModified: 'x',
+    };
+    const aborted: string[] = [];
+    const alerts: { Message?: string }[] = [];
+    const failed = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/copy-batch': () => batchResult(0, [object]),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': (input) => {
+            const i = input as { step: string; target: string };
+            if (i.step === 'start')
+              return {
+                copy: { sizeBytes: 30, partSizeBytes: 10, partCount: 3, uploadId: 'u1' },
+                partNumberBatches: [[1, 2, 3]],
+              };
+            if (i.step === 'parts' && i.target === 'b2')
+              throw failure('StorageUnavailableError', 'b2 went away');
+            if (i.step === 'parts')
+              return [1, 2, 3].map((n) => ({ partNumber: n, etag: `e${n}`, sizeBytes: 10 }));
+            if (i.step === 'abort') {
+              aborted.push(i.target);
+              return { aborted: true };
+            }
+            return { copied: 1, bytes: 30, verifiedBy: 'read' };
+          },
+        },
+        states: { 'Alert replication failure': (input) => alerts.push(input as { Message?: string }) },
+      },
+      {},
+    ).catch((error: unknown) => error);
+    expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
+    expect(aborted).toEqual(['b2']);
+    expect(alerts.map((a) => a.Message)).toEqual(['Replication to target b2 failed: b2 went away']);
+    expect((failed as ExecutionFailed).statesEntered).toEqual(
+      expect.arrayContaining(['Abort large copy', 'Large copy failed', 'Target failed', 'Target replicated']),
     );
   });
 
@@ -139,16 +281,11 @@ describe('replication', () => {
             const { target } = input as { target: string };
             plans[target] = (plans[target] ?? 0) + 1;
             const more = plans[target] < 3;
-            return {
-              target,
-              batches: more ? [batch(plans[target])] : [],
-              manifestKeys: [],
-              objectCount: more ? 2 : 0,
-              more,
-            };
+            return { ...plan(target, more ? [batch(plans[target])] : [], more), alreadyPresent: 0 };
           },
-          'replication/copy-batch': () => ({ copied: 2, bytes: 20, skipped: 0 }),
-          'replication/copy-manifests': () => ({ copied: 0, waiting: [] }),
+          'replication/copy-batch': () => batchResult(2),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': () => ({}),
         },
         states: { 'Alert replication failure': () => ({}) },
       },
@@ -156,7 +293,14 @@ describe('replication', () => {
     );
     expect(plans).toEqual({ 'dr-aws': 3, b2: 3 });
     expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(4);
-    expect(run.output).toMatchObject({ anyFailed: false });
+    // The totals add up over the rounds of one execution.
+    expect(run.output).toMatchObject({
+      anyFailed: false,
+      targets: [
+        { target: 'dr-aws', objectsCopied: 4 },
+        { target: 'b2', objectsCopied: 4 },
+      ],
+    });
   });
 
   it('one target down fails only its branch: it alerts, the other target is replicated, the run fails', async () => {
@@ -172,13 +316,14 @@ describe('replication', () => {
             attempts[target] = (attempts[target] ?? 0) + 1;
             if (target === 'b2')
               throw failure('StorageUnavailableError', 'b2 endpoint refused the connection');
-            return { target, batches: [batch(1)], manifestKeys: [], objectCount: 2, more: false };
+            return plan(target, [batch(1)]);
           },
           'replication/copy-batch': (input) => {
             copiedTargets.add((input as { target: string }).target);
-            return { copied: 2, bytes: 20, skipped: 0 };
+            return batchResult(2);
           },
-          'replication/copy-manifests': () => ({ copied: 0, waiting: [] }),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': () => ({}),
         },
         states: { 'Alert replication failure': (input) => alerts.push(input) },
       },
@@ -206,16 +351,14 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => {
-            const { target } = input as { target: string };
-            return { target, batches: [batch(1)], manifestKeys: [], objectCount: 2, more: false };
-          },
+          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
           'replication/copy-batch': (input) => {
             if ((input as { target: string }).target === 'dr-aws')
-              throw failure('CopyMismatchError', 'copy of v1/main/wal/x has 3 bytes, ingest has 4');
-            return { copied: 2, bytes: 20, skipped: 0 };
+              throw failure('InvalidHandlerInputError', 'invalid input to replication/copy-batch at batch');
+            return batchResult(2);
           },
-          'replication/copy-manifests': () => ({ copied: 0, waiting: [] }),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': () => ({}),
         },
         states: { 'Alert replication failure': (input) => alerts.push(input) },
       },
@@ -224,10 +367,39 @@ describe('replication', () => {
     expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
     expect(alerts).toEqual([
       expect.objectContaining({
-        Message: 'Replication to target dr-aws failed: copy of v1/main/wal/x has 3 bytes, ingest has 4',
+        Message: 'Replication to target dr-aws failed: invalid input to replication/copy-batch at batch',
       }),
     ]);
     expect((failed as ExecutionFailed).statesEntered).toContain('Batch copy failed');
+  });
+
+  it('objects that failed their check fail the target with an alert naming them', async () => {
+    const alerts: { Message?: string }[] = [];
+    const failed = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/copy-batch': (input) =>
+            (input as { target: string }).target === 'b2'
+              ? {
+                  ...batchResult(1),
+                  failed: 1,
+                  failedKeys: ['v1/main/wal/x'],
+                  oldestFailed: '2026-11-22T00:00:00.000Z',
+                }
+              : batchResult(2),
+          'replication/copy-manifests': manifestsStub,
+          'replication/copy-large': () => ({}),
+        },
+        states: { 'Alert replication failure': (input) => alerts.push(input as { Message?: string }) },
+      },
+      {},
+    ).catch((error: unknown) => error);
+    expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
+    expect(alerts.map((a) => a.Message)).toEqual([
+      'Replication to target b2 failed: 1 objects failed their size or sha256 check and will be copied again by the next run; first: ["v1/main/wal/x"]',
+    ]);
   });
 });
 
