@@ -25,6 +25,8 @@ import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
 const execFileAsync = promisify(execFile);
 const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
 const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
+/** BENCH_PARTS=compare,load (default both): the side-by-side comparison, the sustained load. */
+const parts = new Set((process.env.BENCH_PARTS ?? 'compare,load').split(','));
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -149,104 +151,105 @@ pg1-user=postgres
 
   const results: Record<string, number[]> = {};
   const walPath = (s: string) => `pg_wal/${s}`;
+  if (parts.has('compare')) {
+    log('pgbackrest archive-push...');
+    results['pgbackrest archive-push'] = [];
+    for (const s of segments) {
+      results['pgbackrest archive-push'].push(
+        await timedShell(
+          `pgbackrest --config=${q(brConfig)} --stanza=bench archive-push ${walPath(s)}`,
+          pg.dataDir,
+          brEnv,
+        ),
+      );
+    }
 
-  log('pgbackrest archive-push...');
-  results['pgbackrest archive-push'] = [];
-  for (const s of segments) {
-    results['pgbackrest archive-push'].push(
-      await timedShell(
-        `pgbackrest --config=${q(brConfig)} --stanza=bench archive-push ${walPath(s)}`,
-        pg.dataDir,
-        brEnv,
-      ),
+    log('pgkeep wal-push alone...');
+    const alone = await pgkeepConfig('alone');
+    // The archive_command line pgkeep generates (shell fast path + NODE_COMPILE_CACHE), no agent running.
+    const aloneLine = archiveCommandLine({
+      nodePath: NODE,
+      bundlePath: PGKEEP_BUNDLE,
+      spoolDir: alone.spool,
+      cluster: 'bench',
+      configPath: alone.config,
+    });
+    results['pgkeep wal-push (alone)'] = [];
+    for (const s of segments) {
+      const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+      results['pgkeep wal-push (alone)'].push(await timedShell(command, pg.dataDir, alone.env));
+    }
+
+    log('pgkeep with the agent pushing ahead...');
+    const withAgent = await pgkeepConfig('agent');
+    const agent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
+      env: { ...withAgent.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    agents.push(agent);
+    await new Promise<void>((resolve) =>
+      agent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
     );
-  }
+    const line = archiveCommandLine({
+      nodePath: NODE,
+      bundlePath: PGKEEP_BUNDLE,
+      spoolDir: withAgent.spool,
+      cluster: 'bench',
+      configPath: withAgent.config,
+    });
+    results['pgkeep + agent (archive_command)'] = [];
+    const agentStarted = performance.now();
+    for (const s of segments) {
+      const command = line.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+      results['pgkeep + agent (archive_command)'].push(await timedShell(command, pg.dataDir, withAgent.env));
+    }
+    const agentTotal = performance.now() - agentStarted;
+    agent.kill('SIGTERM');
 
-  log('pgkeep wal-push alone...');
-  const alone = await pgkeepConfig('alone');
-  // The archive_command line pgkeep generates (shell fast path + NODE_COMPILE_CACHE), no agent running.
-  const aloneLine = archiveCommandLine({
-    nodePath: NODE,
-    bundlePath: PGKEEP_BUNDLE,
-    spoolDir: alone.spool,
-    cluster: 'bench',
-    configPath: alone.config,
-  });
-  results['pgkeep wal-push (alone)'] = [];
-  for (const s of segments) {
-    const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
-    results['pgkeep wal-push (alone)'].push(await timedShell(command, pg.dataDir, alone.env));
-  }
+    log('pgbackrest archive-get...');
+    const fetchDir = join(work, 'fetch');
+    await mkdir(fetchDir);
+    results['pgbackrest archive-get'] = [];
+    for (const s of segments) {
+      results['pgbackrest archive-get'].push(
+        await timedShell(
+          `pgbackrest --config=${q(brConfig)} --stanza=bench archive-get ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
+          pg.dataDir,
+          brEnv,
+        ),
+      );
+    }
+    log('pgkeep wal-fetch with prefetch (the restore_command line pgkeep restore writes)...');
+    const fetchLine = restoreCommandLine({
+      nodePath: NODE,
+      bundlePath: PGKEEP_BUNDLE,
+      spoolDir: alone.spool,
+      cluster: 'bench',
+      configPath: alone.config,
+    });
+    results['pgkeep wal-fetch (prefetch)'] = [];
+    for (const s of segments) {
+      const command = fetchLine.replaceAll('%f', s).replaceAll('%p', q(join(fetchDir, 'RECOVERYXLOG')));
+      results['pgkeep wal-fetch (prefetch)'].push(await timedShell(command, fetchDir, alone.env));
+    }
 
-  log('pgkeep with the agent pushing ahead...');
-  const withAgent = await pgkeepConfig('agent');
-  const agent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
-    env: { ...withAgent.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  agents.push(agent);
-  await new Promise<void>((resolve) =>
-    agent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
-  );
-  const line = archiveCommandLine({
-    nodePath: NODE,
-    bundlePath: PGKEEP_BUNDLE,
-    spoolDir: withAgent.spool,
-    cluster: 'bench',
-    configPath: withAgent.config,
-  });
-  results['pgkeep + agent (archive_command)'] = [];
-  const agentStarted = performance.now();
-  for (const s of segments) {
-    const command = line.replaceAll('%p', walPath(s)).replaceAll('%f', s);
-    results['pgkeep + agent (archive_command)'].push(await timedShell(command, pg.dataDir, withAgent.env));
-  }
-  const agentTotal = performance.now() - agentStarted;
-  agent.kill('SIGTERM');
-
-  log('pgbackrest archive-get...');
-  const fetchDir = join(work, 'fetch');
-  await mkdir(fetchDir);
-  results['pgbackrest archive-get'] = [];
-  for (const s of segments) {
-    results['pgbackrest archive-get'].push(
-      await timedShell(
-        `pgbackrest --config=${q(brConfig)} --stanza=bench archive-get ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
-        pg.dataDir,
-        brEnv,
-      ),
-    );
-  }
-  log('pgkeep wal-fetch with prefetch (the restore_command line pgkeep restore writes)...');
-  const fetchLine = restoreCommandLine({
-    nodePath: NODE,
-    bundlePath: PGKEEP_BUNDLE,
-    spoolDir: alone.spool,
-    cluster: 'bench',
-    configPath: alone.config,
-  });
-  results['pgkeep wal-fetch (prefetch)'] = [];
-  for (const s of segments) {
-    const command = fetchLine.replaceAll('%f', s).replaceAll('%p', q(join(fetchDir, 'RECOVERYXLOG')));
-    results['pgkeep wal-fetch (prefetch)'].push(await timedShell(command, fetchDir, alone.env));
-  }
-
-  console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
-  console.log(`${'command'.padEnd(36)} ${'median'.padStart(8)} ${'mean'.padStart(8)}`);
-  for (const [name, times] of Object.entries(results)) {
+    console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
+    console.log(`${'command'.padEnd(36)} ${'median'.padStart(8)} ${'mean'.padStart(8)}`);
+    for (const [name, times] of Object.entries(results)) {
+      console.log(
+        `${name.padEnd(36)} ${median(times).toFixed(0).padStart(8)} ${mean(times).toFixed(0).padStart(8)}`,
+      );
+    }
+    const brMean = mean(results['pgbackrest archive-push']);
     console.log(
-      `${name.padEnd(36)} ${median(times).toFixed(0).padStart(8)} ${mean(times).toFixed(0).padStart(8)}`,
+      `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)']) / brMean).toFixed(2)}x the time` +
+        `\npgkeep + agent vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
+        `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
     );
   }
-  const brMean = mean(results['pgbackrest archive-push']);
-  console.log(
-    `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)']) / brMean).toFixed(2)}x the time` +
-      `\npgkeep + agent vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
-      `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
-  );
 
   // Sustained load: archive through the agent and sample how many segments wait to be archived.
-  if (loadSeconds > 0) {
+  if (parts.has('load') && loadSeconds > 0) {
     log(`archiving under ${loadSeconds} s of pgbench load with the agent...`);
     const loaded = await pgkeepConfig('load');
     if (user)
@@ -274,11 +277,20 @@ pg1-user=postgres
     for (let i = 0; i < 600 && (await ready()).length > 0; i++) await new Promise((r) => setTimeout(r, 500));
     let maxBehind = 0;
     const samples: number[] = [];
-    const load = execFileAsync(join(PG_BIN, 'pgbench'), ['-n', '-c', '4', '-T', String(loadSeconds)], {
+    // pgbench alone writes little WAL on a small machine; a bulk writer beside it makes the archiver
+    // work (several segments a second).
+    await pg.sql('create table if not exists filler (g int, m text)');
+    const pgbenchRun = execFileAsync(join(PG_BIN, 'pgbench'), ['-n', '-c', '4', '-T', String(loadSeconds)], {
       env: pgEnv,
     });
     let running = true;
-    void load.finally(() => {
+    const bulk = (async () => {
+      while (running) {
+        await pg.sql('insert into filler select g, md5(g::text) from generate_series(1, 100000) g');
+        await pg.sql('truncate filler');
+      }
+    })();
+    const load = pgbenchRun.finally(() => {
       running = false;
     });
     const startLsn = await pg.sql('select pg_current_wal_lsn()');
@@ -289,11 +301,12 @@ pg1-user=postgres
       await new Promise((r) => setTimeout(r, 200));
     }
     await load;
+    await bulk;
     const walMb = Number(
       await pg.sql(`select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}') / 1048576)`),
     );
     console.log(
-      `\nsustained load: ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
+      `\nsustained load (pgbench -c 4 and a bulk writer): ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
         `segments waiting to be archived: max ${maxBehind}, median ${median(samples)} (${samples.length} samples)`,
     );
   }
