@@ -167,7 +167,7 @@ export class Replication extends Construct {
     alert.next(targetFailed);
 
     const listMissing = lambdaStep(this, 'List objects missing on target', plan.function, {
-      payload: { 'target.$': '$.target', 'execution.$': '$$.Execution.Input' },
+      payload: { 'target.$': '$.target', 'execution.$': '$.execution' },
       resultPath: '$.plan',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
@@ -312,6 +312,8 @@ export class Replication extends Construct {
       itemsPath: '$.targets',
       itemSelector: {
         'target.$': '$$.Map.Item.Value',
+        // The execution input: `{"verify": true}` makes a verify run.
+        'execution.$': '$.input',
         manifests: {
           summary: {
             objectsCopied: 0,
@@ -352,7 +354,9 @@ export class Replication extends Construct {
       )
       .otherwise(new sfn.Succeed(this, 'Replication complete'));
 
-    const start = new sfn.Pass(this, 'Load targets', { parameters: { targets: targetNames } });
+    const start = new sfn.Pass(this, 'Load targets', {
+      parameters: { targets: targetNames, 'input.$': '$' },
+    });
     const anyTargets = new sfn.Choice(this, 'Any targets configured?')
       .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))
       .otherwise(new sfn.Succeed(this, 'No targets to replicate to'));

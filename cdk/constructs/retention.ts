@@ -67,7 +67,7 @@ export class Retention extends Construct {
     alert.next(targetFailed);
 
     const planStep = lambdaStep(this, 'Plan retention for target', plan.function, {
-      payload: { 'target.$': '$.target' },
+      payload: { 'target.$': '$.target', 'execution.$': '$.execution' },
       resultPath: '$.plan',
       timeout: Duration.minutes(11),
     }).addCatch(alert, CATCH_ALL);
@@ -94,8 +94,12 @@ export class Retention extends Construct {
       parameters: {
         'target.$': '$.target',
         status: 'ok',
+        'dryRun.$': '$.plan.dryRun',
         'kept.$': '$.plan.keptBackups',
         'expired.$': '$.plan.expiredBackups',
+        'deleted.$': '$.plan.deletions',
+        'locked.$': '$.plan.locked',
+        'more.$': '$.plan.more',
       },
     });
     anyDeletes
@@ -104,7 +108,8 @@ export class Retention extends Construct {
 
     const perTarget = new sfn.Map(this, 'Apply retention on each target', {
       itemsPath: '$.targets',
-      itemSelector: { 'target.$': '$$.Map.Item.Value' },
+      // The execution input: `{"dryRun": true}` plans and reports without deleting.
+      itemSelector: { 'target.$': '$$.Map.Item.Value', 'execution.$': '$.input' },
       maxConcurrency: 2,
       resultSelector: { 'targets.$': '$', 'statuses.$': '$[*].status' },
       resultPath: '$.results',
@@ -128,7 +133,7 @@ export class Retention extends Construct {
       .otherwise(new sfn.Succeed(this, 'Retention complete'));
 
     const start = new sfn.Pass(this, 'Load retention targets', {
-      parameters: { targets: props.config.targets.map((t) => t.name) },
+      parameters: { targets: props.config.targets.map((t) => t.name), 'input.$': '$' },
     });
     const anyTargets = new sfn.Choice(this, 'Any retention targets?')
       .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))

@@ -2,8 +2,16 @@
  * "Plan retention for target": reads what one target holds (manifests, verification reports, WAL),
  * asks the pure planner (core/retention-planner.ts) what the target's policy keeps, and returns the
  * deletions in batches, in the planner's order.
+ *
+ * Object Lock: every object the first plan would delete is asked for its lock (HeadObject's
+ * retain-until date and legal hold), and the plan is made again with the locked keys, so a locked
+ * object is skipped and reported, never attempted (a backup with a locked object is left whole).
+ * Only the planned deletions are asked, not every object of the target.
+ *
+ * Dry run (`{"dryRun": true}` as the execution input): plans and reports, deletes nothing.
  */
 import { text } from 'node:stream/consumers';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import {
   backupIdOfManifestKey,
   clusterPrefix,
@@ -23,6 +31,7 @@ import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { objectIn } from '../lib/s3-copy.ts';
 import { parseVerifyReport } from '../verification/report.ts';
 import {
   type DeleteBatch,
@@ -34,6 +43,39 @@ import {
 /** Keys per "Delete expired batch" and per run: what fits a Step Functions payload with room to spare. */
 export const DELETE_BATCH_SIZE = 250;
 export const MAX_DELETIONS_PER_RUN = 1500;
+/** Deletions and locked objects named (with their reason) in the output; the counts are exact. */
+export const MAX_LISTED = 20;
+
+/** What HeadObject says about an object's Object Lock. */
+export interface ObjectLockHead {
+  readonly ObjectLockRetainUntilDate?: Date;
+  readonly ObjectLockLegalHoldStatus?: string;
+}
+
+/** Whether an object is under Object Lock at `now`: a legal hold, or a retain-until date after now. */
+export function isLockedAt(head: ObjectLockHead, now: Date): boolean {
+  if (head.ObjectLockLegalHoldStatus === 'ON') return true;
+  return head.ObjectLockRetainUntilDate !== undefined && head.ObjectLockRetainUntilDate > now;
+}
+
+/** Tells whether `key` at `location` is under Object Lock at `now`. */
+export type LockReader = (location: Location, key: string, now: Date) => Promise<boolean>;
+
+/**
+ * The production reader: HeadObject (which returns the lock fields to a caller allowed
+ * s3:GetObjectRetention and s3:GetObjectLegalHold). An object gone since the listing is not locked.
+ */
+export const headObjectLock: LockReader = async (location, key, now) => {
+  const object = objectIn(location.storage, key);
+  try {
+    const head = await object.client.send(new HeadObjectCommand({ Bucket: object.bucket, Key: object.key }));
+    return isLockedAt(head, now);
+  } catch (error) {
+    if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404)
+      return false;
+    throw error;
+  }
+};
 
 /** PGKEEP_RETENTION_POLICIES: target name -> policy, as the CDK app wrote it from the deploy config. */
 export function readPolicies(env: NodeJS.ProcessEnv = process.env): Record<string, RetentionPolicy> {
@@ -77,35 +119,44 @@ export async function planTargetRetention(
   locations: LocationFactory,
   policies: Record<string, RetentionPolicy>,
   now: Date = new Date(),
+  lockOf: LockReader = headObjectLock,
 ): Promise<PlanRetentionOutput> {
+  const dryRun = input.dryRun === true || input.execution?.dryRun === true;
   const policy = policies[input.target];
   if (!policy) throw new PipelineConfigError(`no retention policy for target "${input.target}"`);
   const target = await locations.target(findTarget(env, input.target));
-  const deletions: string[] = [];
+  const deletions: { key: string; reason: string }[] = [];
+  const locked: { key: string; reason: string }[] = [];
   const warnings: string[] = [];
   let keptBackups = 0;
   let expiredBackups = 0;
-  let lockedObjects = 0;
   for (const cluster of env.clusters) {
     const { backups, walFiles } = await clusterInput(target, cluster);
     if (backups.length === 0) continue;
-    const plan = planRetention({ backups, walFiles, policy, now });
-    deletions.push(...plan.deletions.map((d) => d.key));
+    const first = planRetention({ backups, walFiles, policy, now });
+    const lockedKeys: string[] = [];
+    for (const d of first.deletions) if (await lockOf(target, d.key, now)) lockedKeys.push(d.key);
+    const plan =
+      lockedKeys.length === 0 ? first : planRetention({ backups, walFiles, policy, now, lockedKeys });
+    deletions.push(...plan.deletions.map((d) => ({ key: d.key, reason: d.reason })));
+    locked.push(...plan.locked.map((l) => ({ key: l.key, reason: l.reason })));
     warnings.push(...plan.warnings.map((w) => `${cluster}: ${w}`));
     keptBackups += plan.summary.backupsKept;
     expiredBackups += plan.summary.backupsDeleted;
-    lockedObjects += plan.locked.length;
   }
   const thisRun = deletions.slice(0, MAX_DELETIONS_PER_RUN);
   const deleteBatches: DeleteBatch[] = [];
-  for (let i = 0; i < thisRun.length; i += DELETE_BATCH_SIZE)
-    deleteBatches.push({ keys: thisRun.slice(i, i + DELETE_BATCH_SIZE) });
+  if (!dryRun)
+    for (let i = 0; i < thisRun.length; i += DELETE_BATCH_SIZE)
+      deleteBatches.push({ keys: thisRun.slice(i, i + DELETE_BATCH_SIZE).map((d) => d.key) });
   return {
     target: input.target,
+    dryRun,
     deleteBatches,
+    deletions: { count: thisRun.length, first: thisRun.slice(0, MAX_LISTED) },
+    locked: { count: locked.length, first: locked.slice(0, MAX_LISTED) },
     keptBackups,
     expiredBackups,
-    lockedObjects,
     more: deletions.length > thisRun.length,
     warnings: warnings.slice(0, 10),
   };

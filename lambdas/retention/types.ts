@@ -1,7 +1,12 @@
 /** The data the retention state machine passes between states (cdk/constructs/retention.ts wires it). */
 import { z } from 'zod';
 
-export const PlanRetentionInputSchema = z.object({ target: z.string().min(1) });
+export const PlanRetentionInputSchema = z.object({
+  target: z.string().min(1),
+  dryRun: z.boolean().optional(),
+  /** The execution's input: `{"dryRun": true}` plans and reports without deleting. */
+  execution: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
+});
 export const DeleteBatchInputSchema = z.object({
   target: z.string().min(1),
   batch: z.object({ keys: z.array(z.string().min(1)) }),
@@ -9,6 +14,14 @@ export const DeleteBatchInputSchema = z.object({
 
 export interface PlanRetentionInput {
   readonly target: string;
+  readonly dryRun?: boolean;
+  readonly execution?: { readonly dryRun?: boolean };
+}
+
+/** A bounded list for the execution output: the exact count, and the first few with their reason. */
+export interface ListedKeys {
+  readonly count: number;
+  readonly first: { readonly key: string; readonly reason: string }[];
 }
 
 /** Keys to delete, in the planner's order (a manifest before its objects). */
@@ -18,11 +31,16 @@ export interface DeleteBatch {
 
 export interface PlanRetentionOutput {
   readonly target: string;
+  /** Nothing is deleted: `deleteBatches` is empty, `deletions` says what a real run would delete. */
+  readonly dryRun: boolean;
   /** Run one after another (the Map runs them with concurrency 1) to keep the planner's order. */
   readonly deleteBatches: DeleteBatch[];
+  /** What this run deletes (or, in a dry run, would delete), and why. */
+  readonly deletions: ListedKeys;
+  /** Objects the policy drops but Object Lock protects: skipped, never attempted. */
+  readonly locked: ListedKeys;
   readonly keptBackups: number;
   readonly expiredBackups: number;
-  readonly lockedObjects: number;
   /** True when the deletions were cut at the per-run limit; the next run continues. */
   readonly more: boolean;
   /** The planner's warnings (first few), for the execution history. */

@@ -74,6 +74,7 @@ it('a minimal pipeline (no targets, one PostgreSQL version, COMPLIANCE lock) is 
           'replication/plan-copies': unexpected,
           'replication/copy-batch': unexpected,
           'replication/copy-manifests': unexpected,
+          'replication/copy-large': unexpected,
         },
         states: { 'Alert replication failure': unexpected },
       },

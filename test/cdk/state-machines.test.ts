@@ -423,7 +423,9 @@ describe('retention', () => {
                 : [],
               keptBackups: 3,
               expiredBackups: expired ? 1 : 0,
-              lockedObjects: 0,
+              dryRun: false,
+              deletions: { count: 0, first: [] },
+              locked: { count: 0, first: [] },
               more: false,
               warnings: [],
             };
@@ -450,8 +452,26 @@ describe('retention', () => {
     expect(run.output).toEqual({
       anyFailed: false,
       targets: [
-        { target: 'dr-aws', status: 'ok', kept: 3, expired: 0 },
-        { target: 'b2', status: 'ok', kept: 3, expired: 1 },
+        {
+          target: 'dr-aws',
+          status: 'ok',
+          kept: 3,
+          expired: 0,
+          dryRun: false,
+          deleted: { count: 0, first: [] },
+          locked: { count: 0, first: [] },
+          more: false,
+        },
+        {
+          target: 'b2',
+          status: 'ok',
+          kept: 3,
+          expired: 1,
+          dryRun: false,
+          deleted: { count: 0, first: [] },
+          locked: { count: 0, first: [] },
+          more: false,
+        },
       ],
     });
   });
@@ -471,7 +491,9 @@ describe('retention', () => {
               deleteBatches: [],
               keptBackups: 1,
               expiredBackups: 0,
-              lockedObjects: 0,
+              dryRun: false,
+              deletions: { count: 0, first: [] },
+              locked: { count: 0, first: [] },
               more: false,
               warnings: [],
             };

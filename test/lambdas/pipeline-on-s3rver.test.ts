@@ -1,9 +1,11 @@
-// The real handler modules behind the synthesized state machines, against real S3-compatible
-// servers on 127.0.0.1: one s3rver holds ingest and the "AWS" target bucket, a second one plays an
-// S3-compatible provider reached with credentials from its secret. Replication copies every object
-// (manifests last), is idempotent, survives a provider going down; retention deletes what the
-// planner drops; freshness and verification read what is really in the buckets.
-import { createHash } from 'node:crypto';
+// The real handler modules behind the synthesized state machines, against three real S3-compatible
+// servers on 127.0.0.1: ingest, the "AWS" target and an S3-compatible provider reached with
+// credentials from its secret. Replication copies every object (manifests last, a large base backup
+// object through the part-range fan-out), verifies each copy's sha256, is idempotent (a second run
+// skips everything), survives a provider down for a whole run and one killed mid-copy, and copies
+// again an object corrupted at a target; retention deletes what the planner drops; freshness and
+// verification read what is really in the buckets.
+import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
+import { copyLarge } from '../../lambdas/replication/copy-large.ts';
 import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
 import { planCopies } from '../../lambdas/replication/plan-copies.ts';
 import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
@@ -30,6 +33,8 @@ import {
 } from '../support/state-machines.ts';
 
 const CLUSTER = 'main';
+const MIB = 1024 * 1024;
+let ingestServer: S3Server;
 let aws: S3Server;
 let provider: S3Server;
 let synth: SynthesizedPipeline;
@@ -45,8 +50,9 @@ function storageOn(server: S3Server, bucket: string, prefix = ''): S3Storage {
 }
 
 beforeAll(async () => {
-  [aws, provider] = await Promise.all([
-    startS3Server({ buckets: ['ingest', 'dr'] }),
+  [ingestServer, aws, provider] = await Promise.all([
+    startS3Server({ buckets: ['ingest'] }),
+    startS3Server({ buckets: ['dr'] }),
     startS3Server({ buckets: ['offsite'] }),
   ]);
   synth = synthPipeline();
@@ -71,14 +77,19 @@ beforeAll(async () => {
     batchSize: 2,
     maxBatchesPerRun: 40,
     metricNamespace: 'pgkeep',
+    // Small enough that a 13 MiB object takes the large-object fan-out (3 parts, 2 per invocation)
+    // and an 11 MiB one a multipart copy inside its batch.
+    largeObjectBytes: 12 * MIB,
+    copyPartBytes: 5 * MIB,
+    partsPerInvocation: 2,
   };
   // The production factory for the S3-compatible provider (credentials from its "secret"); AWS S3
-  // itself is not reachable here, so ingest and the aws-s3 target are s3rver buckets.
+  // itself is not reachable here, so ingest and the aws-s3 target are s3rver servers too.
   const production = awsLocations(env, async (arn) => {
     expect(arn).toBe(targets[1]?.type === 's3-compatible' ? targets[1].credentialsSecretArn : '');
     return S3RVER_CREDENTIALS;
   });
-  const ingest: Location = { name: 'ingest', storage: storageOn(aws, 'ingest') };
+  const ingest: Location = { name: 'ingest', storage: storageOn(ingestServer, 'ingest') };
   const dr: Location = { name: 'dr-aws', storage: storageOn(aws, 'dr', 'copies/') };
   locations = {
     ingest: async () => ingest,
@@ -88,7 +99,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   synth?.dispose();
-  await Promise.all([aws?.stop(), provider?.stop()]);
+  await Promise.all([ingestServer?.stop(), aws?.stop(), provider?.stop()]);
 });
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
@@ -104,9 +115,13 @@ async function keysOf(location: Location): Promise<string[]> {
 }
 
 /** A logical backup of database "shop": its dump object, then its manifest (written last). */
-async function writeLogicalBackup(backupId: string, stopTime: string, pgVersionNum = 170004): Promise<void> {
+async function writeLogicalBackup(
+  backupId: string,
+  stopTime: string,
+  dump: Buffer = Buffer.from(`dump of ${backupId}`),
+  pgVersionNum = 170004,
+): Promise<void> {
   const ingest = await locations.ingest();
-  const dump = Buffer.from(`dump of ${backupId}`);
   const key = logicalDumpKey(CLUSTER, 'shop', backupId);
   await put(ingest, key, dump);
   const manifest: Manifest = {
@@ -152,6 +167,7 @@ function replicationBindings(alerts: unknown[]): TaskBindings {
       'replication/plan-copies': (input) => planCopies(input as never, env, locations),
       'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
       'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
+      'replication/copy-large': (input) => copyLarge(input as never, env, locations),
     },
     states: { 'Alert replication failure': (input) => alerts.push(input) },
   };
@@ -159,12 +175,42 @@ function replicationBindings(alerts: unknown[]): TaskBindings {
 
 const OLD = '20261120T010000Z-aaaa';
 const NEW = '20261121T010000Z-bbbb';
+/** A backup whose 13 MiB dump is above the large-object threshold: copied by the part-range fan-out. */
+const LARGE = '20261121T020000Z-cccc';
+/** A backup whose 11 MiB dump is a multipart copy inside its batch: the provider is killed during it. */
+const MULTI = '20261121T030000Z-dddd';
+/** The newest backup; written last. */
+const NEWEST = '20261121T040000Z-eeee';
+const largeDump = randomBytes(13 * MIB);
+
+type TargetOutput = { target: string; status: string; [field: string]: unknown };
+async function replicate(input: unknown = {}, alerts: unknown[] = []): Promise<TargetOutput[]> {
+  const run = await runStateMachine(synth.stateMachine('replication'), replicationBindings(alerts), input);
+  return (run.output as { targets: TargetOutput[] }).targets;
+}
+
+async function expectIdenticalCopies(): Promise<void> {
+  const ingest = await locations.ingest();
+  const expected = await keysOf(ingest);
+  for (const target of env.targets) {
+    const location = await locations.target(target);
+    expect(await keysOf(location), target.name).toEqual(expected);
+    for (const key of expected) {
+      const [a, b] = await Promise.all([location.storage.get(key), ingest.storage.get(key)]);
+      const [x, y] = await Promise.all([text(a), text(b)]);
+      expect(sha256(Buffer.from(x)), `${target.name} ${key}`).toBe(sha256(Buffer.from(y)));
+    }
+  }
+  expect(await aws.openUploads('dr')).toEqual([]);
+  expect(await provider.openUploads('offsite')).toEqual([]);
+}
 
 describe('replication state machine with the real handlers', () => {
-  it('copies every object of ingest to both targets in batches, manifests last, with identical bytes', async () => {
+  it('copies every object of ingest to both targets (a large one by part ranges), manifests last, verified', async () => {
     await writeWal(5);
     await writeLogicalBackup(OLD, '2026-11-20T01:05:00.000Z');
     await writeLogicalBackup(NEW, '2026-11-21T01:05:00.000Z');
+    await writeLogicalBackup(LARGE, '2026-11-21T02:05:00.000Z', largeDump);
 
     // Object times are the server's clock; measure a minute later so every missing object has aged.
     const now = new Date(Date.now() + 60_000);
@@ -176,31 +222,41 @@ describe('replication state machine with the real handlers', () => {
     const alerts: unknown[] = [];
     const run = await runStateMachine(synth.stateMachine('replication'), replicationBindings(alerts), {});
     expect(alerts).toEqual([]);
+    const bytes =
+      5 * 'wal 000000010000000000000001'.length +
+      2 * 'dump of 20261120T010000Z-aaaa'.length +
+      largeDump.length;
+    const summary = {
+      status: 'ok',
+      objectsCopied: 8,
+      objectsSkipped: 0,
+      objectsFailed: 0,
+      bytesCopied: bytes,
+      lagSeconds: 0,
+      manifestsCopied: 3,
+      manifestsWaiting: 0,
+    };
     expect(run.output).toEqual({
       anyFailed: false,
       targets: [
-        { target: 'dr-aws', status: 'ok', objectsCopied: 7, manifestsCopied: 2, more: false },
-        { target: 'b2', status: 'ok', objectsCopied: 7, manifestsCopied: 2, more: false },
+        { target: 'dr-aws', ...summary },
+        { target: 'b2', ...summary },
       ],
     });
-    const ingest = await locations.ingest();
-    const expected = await keysOf(ingest);
-    expect(expected).toHaveLength(9);
-    for (const target of env.targets) {
-      const location = await locations.target(target);
-      expect(await keysOf(location)).toEqual(expected);
-      for (const key of expected)
-        expect(await text(await location.storage.get(key))).toBe(await text(await ingest.storage.get(key)));
-    }
-    // The aws-s3 target keeps its copies under its configured prefix.
-    expect((await aws.openUploads('dr')).length).toBe(0);
+    expect(run.statesEntered).toEqual(
+      expect.arrayContaining(['Start large copy', 'Copy part range', 'Complete large copy']),
+    );
+    // 3 parts, 2 per invocation: two "Copy part range" per target.
+    expect(run.statesEntered.filter((s) => s === 'Copy part range')).toHaveLength(4);
+    expect(await keysOf(await locations.ingest())).toHaveLength(11);
+    await expectIdenticalCopies();
 
     const after = await measureFreshness(env, locations, now);
     expect(after.metrics).toEqual(
       expect.arrayContaining([
         {
           name: 'NewestDumpAgeSeconds',
-          value: (now.getTime() - Date.parse('2026-11-21T01:05:00.000Z')) / 1000,
+          value: (now.getTime() - Date.parse('2026-11-21T02:05:00.000Z')) / 1000,
           unit: 'Seconds',
           dimensions: { Cluster: CLUSTER },
         },
@@ -221,18 +277,57 @@ describe('replication state machine with the real handlers', () => {
     expect(after.metrics.find((m) => m.name === 'NewestWalAgeSeconds')?.value).toBeGreaterThanOrEqual(0);
   });
 
-  it('is idempotent: a second run copies nothing', async () => {
-    const run = await runStateMachine(synth.stateMachine('replication'), replicationBindings([]), {});
-    expect(run.output).toMatchObject({
-      anyFailed: false,
-      targets: [
-        { target: 'dr-aws', objectsCopied: 0, manifestsCopied: 0 },
-        { target: 'b2', objectsCopied: 0, manifestsCopied: 0 },
-      ],
-    });
+  it('is idempotent: a second run copies nothing and says every object was skipped', async () => {
+    const skippedEverything = {
+      status: 'ok',
+      objectsCopied: 0,
+      objectsSkipped: 11,
+      objectsFailed: 0,
+      bytesCopied: 0,
+      manifestsCopied: 0,
+    };
+    expect(await replicate()).toMatchObject([
+      { target: 'dr-aws', ...skippedEverything },
+      { target: 'b2', ...skippedEverything },
+    ]);
+    // A verify run reads every copy and checks its sha256: all verified, none copied.
+    expect(await replicate({ verify: true })).toMatchObject([
+      { target: 'dr-aws', ...skippedEverything },
+      { target: 'b2', ...skippedEverything },
+    ]);
   });
 
-  it('a provider that is down fails only its branch with an alert; the next run catches up', async () => {
+  it('an object corrupted at a target (same size, other bytes) is found by a verify run and copied again', async () => {
+    const b2 = await locations.target(env.targets[1]!);
+    const dumpKey = logicalDumpKey(CLUSTER, 'shop', LARGE);
+    const walObject = (await keysOf(b2)).find((k) => k.includes('/wal/'))!;
+    const corrupt = Buffer.from(largeDump);
+    corrupt[7 * MIB] = (corrupt[7 * MIB] ?? 0) ^ 0xff;
+    await put(b2, dumpKey, corrupt);
+    const wal = Buffer.from(await text(await b2.storage.get(walObject)));
+    await put(b2, walObject, Buffer.from(wal.toString().toUpperCase()));
+
+    // A normal run goes by the listing: same sizes, nothing to do.
+    expect(await replicate()).toMatchObject([
+      { target: 'dr-aws', objectsCopied: 0 },
+      { target: 'b2', objectsCopied: 0 },
+    ]);
+    const targets = await replicate({ verify: true });
+    expect(targets).toMatchObject([
+      { target: 'dr-aws', status: 'ok', objectsCopied: 0, objectsSkipped: 11 },
+      // The dump against its manifest's sha256 (through the fan-out), the WAL segment against ingest's bytes.
+      {
+        target: 'b2',
+        status: 'ok',
+        objectsCopied: 2,
+        objectsSkipped: 9,
+        bytesCopied: largeDump.length + wal.length,
+      },
+    ]);
+    await expectIdenticalCopies();
+  });
+
+  it('a provider that is down for a whole run fails only its branch with an alert; the next run catches up', async () => {
     await writeWal(7);
     await provider.kill();
     const alerts: { Message?: string }[] = [];
@@ -250,48 +345,169 @@ describe('replication state machine with the real handlers', () => {
     } finally {
       await provider.restart();
     }
-    const run = await runStateMachine(synth.stateMachine('replication'), replicationBindings([]), {});
-    expect(run.output).toMatchObject({
-      targets: [
-        { target: 'dr-aws', status: 'ok', objectsCopied: 0 },
-        { target: 'b2', status: 'ok', objectsCopied: 2 },
-      ],
-    });
+    expect(await replicate()).toMatchObject([
+      { target: 'dr-aws', status: 'ok', objectsCopied: 0, objectsSkipped: 13 },
+      { target: 'b2', status: 'ok', objectsCopied: 2, objectsSkipped: 11, lagSeconds: 0 },
+    ]);
+    await expectIdenticalCopies();
+  });
+
+  it('a provider killed mid-copy fails its branch; back for the next run, that run completes with no gap', async () => {
+    const dump = randomBytes(11 * MIB);
+    await writeLogicalBackup(MULTI, '2026-11-21T03:05:00.000Z', dump);
+    const alerts: { Message?: string }[] = [];
+    // Kill the provider as soon as the multipart upload of the 11 MiB dump has started there.
+    let killed = false;
+    const watcher = (async () => {
+      for (let i = 0; i < 2000 && !killed; i++) {
+        if ((await provider.openUploads('offsite')).length > 0) {
+          await provider.kill();
+          killed = true;
+        } else await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    let failed: unknown;
+    try {
+      failed = await runStateMachine(
+        synth.stateMachine('replication'),
+        replicationBindings(alerts),
+        {},
+      ).catch((error: unknown) => error);
+      killed = true;
+      await watcher;
+    } finally {
+      await provider.restart();
+    }
+    expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
+    expect(alerts.map((a) => a.Message)).toEqual([
+      expect.stringMatching(/^Replication to target b2 failed: /),
+    ]);
     const b2 = await locations.target(env.targets[1]!);
-    expect(await keysOf(b2)).toEqual(await keysOf(await locations.ingest()));
+    expect(await keysOf(b2)).not.toContain(manifestKey(CLUSTER, MULTI));
+    expect(await keysOf(b2)).not.toContain(logicalDumpKey(CLUSTER, 'shop', MULTI));
+
+    await writeLogicalBackup(NEWEST, '2026-11-21T04:05:00.000Z');
+    expect(await replicate()).toMatchObject([
+      { target: 'dr-aws', status: 'ok', objectsCopied: 1, objectsFailed: 0, manifestsCopied: 1 },
+      { target: 'b2', status: 'ok', objectsCopied: 2, objectsFailed: 0, manifestsCopied: 2, lagSeconds: 0 },
+    ]);
+    await expectIdenticalCopiesExceptOpenUploads();
   });
 });
 
+/** Like expectIdenticalCopies, for after a kill: the provider could not be told to abort its upload. */
+async function expectIdenticalCopiesExceptOpenUploads(): Promise<void> {
+  const ingest = await locations.ingest();
+  const expected = await keysOf(ingest);
+  for (const target of env.targets) {
+    const location = await locations.target(target);
+    expect(await keysOf(location), target.name).toEqual(expected);
+    for (const key of expected) {
+      const [x, y] = await Promise.all([
+        location.storage.get(key).then(text),
+        ingest.storage.get(key).then(text),
+      ]);
+      expect(sha256(Buffer.from(x)), `${target.name} ${key}`).toBe(sha256(Buffer.from(y)));
+    }
+  }
+}
+
 describe('retention state machine with the real handlers and planner', () => {
-  it('deletes the backup the policy drops from each target (manifest first), never from ingest', async () => {
-    const policy = { minimumKeep: 1, keepLast: 1 };
-    const alerts: unknown[] = [];
-    const run = await runStateMachine(
+  const policy = { minimumKeep: 1, keepLast: 1 };
+  const dropped = [OLD, NEW, LARGE, MULTI].flatMap((id) => [
+    manifestKey(CLUSTER, id),
+    logicalDumpKey(CLUSTER, 'shop', id),
+  ]);
+  /** The OLD dump on b2 is under Object Lock (s3rver has no Object Lock: the lock reader stands in). */
+  const lockedOnB2 = logicalDumpKey(CLUSTER, 'shop', OLD);
+  function retain(input: unknown, attempted: string[] = []) {
+    return runStateMachine(
       synth.stateMachine('retention'),
       {
         lambdas: {
-          'retention/plan-retention': (input) =>
-            planTargetRetention(input as never, env, locations, { 'dr-aws': policy, b2: policy }),
-          'retention/delete-batch': (input) => deleteBatch(input as never, env, locations),
+          'retention/plan-retention': (i) =>
+            planTargetRetention(
+              i as never,
+              env,
+              locations,
+              { 'dr-aws': policy, b2: policy },
+              new Date(),
+              async (location, key) => location.name === 'b2' && key === lockedOnB2,
+            ),
+          'retention/delete-batch': (i) => {
+            const { target, batch } = i as { target: string; batch: { keys: string[] } };
+            attempted.push(...batch.keys.map((k) => `${target}:${k}`));
+            return deleteBatch(i as never, env, locations);
+          },
         },
-        states: { 'Alert retention failure': (input) => alerts.push(input) },
+        states: { 'Alert retention failure': () => ({}) },
       },
-      {},
+      input,
     );
-    expect(alerts).toEqual([]);
-    expect(run.output).toEqual({
-      anyFailed: false,
+  }
+
+  it('a dry run lists what it would delete and why, and deletes nothing', async () => {
+    const before = await Promise.all(env.targets.map(async (t) => keysOf(await locations.target(t))));
+    const attempted: string[] = [];
+    const run = await retain({ dryRun: true }, attempted);
+    expect(attempted).toEqual([]);
+    expect(await Promise.all(env.targets.map(async (t) => keysOf(await locations.target(t))))).toEqual(
+      before,
+    );
+    const [dr] = (
+      run.output as { targets: { deleted: { count: number; first: { key: string; reason: string }[] } }[] }
+    ).targets;
+    expect(run.output).toMatchObject({
       targets: [
-        { target: 'dr-aws', status: 'ok', kept: 1, expired: 1 },
-        { target: 'b2', status: 'ok', kept: 1, expired: 1 },
+        { target: 'dr-aws', dryRun: true, kept: 1, expired: 4 },
+        { target: 'b2', dryRun: true },
       ],
     });
+    expect(dr?.deleted.count).toBe(8);
+    expect(dr?.deleted.first.map((d) => d.key).sort()).toEqual([...dropped].sort());
+    for (const d of dr?.deleted.first ?? []) expect(d.reason).not.toBe('');
+  });
+
+  it('deletes what the policy drops from each target (manifest first), never from ingest, never a locked object', async () => {
+    const attempted: string[] = [];
+    const run = await retain({}, attempted);
+    expect(attempted).not.toContain(`b2:${lockedOnB2}`);
+    expect(attempted).toContain(`dr-aws:${lockedOnB2}`);
+    const targets = (run.output as { anyFailed: boolean; targets: Record<string, unknown>[] }).targets;
+    expect(run.output).toMatchObject({
+      anyFailed: false,
+      targets: [
+        {
+          target: 'dr-aws',
+          status: 'ok',
+          dryRun: false,
+          kept: 1,
+          expired: 4,
+          deleted: { count: 8 },
+          locked: { count: 0 },
+        },
+        // The OLD backup has a locked object: left whole and reported.
+        {
+          target: 'b2',
+          status: 'ok',
+          dryRun: false,
+          kept: 1,
+          expired: 3,
+          deleted: { count: 6 },
+          locked: { count: 1 },
+        },
+      ],
+    });
+    expect((targets[1]?.locked as { first: { key: string; reason: string }[] } | undefined)?.first).toEqual([
+      { key: lockedOnB2, reason: expect.stringMatching(/Object Lock/) },
+    ]);
     const ingestKeys = await keysOf(await locations.ingest());
-    const dropped = [manifestKey(CLUSTER, OLD), logicalDumpKey(CLUSTER, 'shop', OLD)];
-    for (const target of env.targets)
-      expect(await keysOf(await locations.target(target))).toEqual(
-        ingestKeys.filter((k) => !dropped.includes(k)),
-      );
+    const [drKeys, b2Keys] = await Promise.all(
+      env.targets.map(async (t) => keysOf(await locations.target(t))),
+    );
+    expect(drKeys).toEqual(ingestKeys.filter((k) => !dropped.includes(k)));
+    const keptOnB2 = [manifestKey(CLUSTER, OLD), lockedOnB2];
+    expect(b2Keys).toEqual(ingestKeys.filter((k) => !dropped.includes(k) || keptOnB2.includes(k)));
     expect(ingestKeys).toEqual(expect.arrayContaining(dropped));
   });
 });
@@ -302,12 +518,12 @@ describe('verification handlers', () => {
     const picked = await pickBackup({}, env, locations, now);
     expect(picked).toEqual({
       cluster: CLUSTER,
-      backupId: NEW,
-      manifestKey: manifestKey(CLUSTER, NEW),
+      backupId: NEWEST,
+      manifestKey: manifestKey(CLUSTER, NEWEST),
       kind: 'logical',
       pgMajor: 17,
-      runId: `20261122T050000Z-${NEW}`,
-      reportKey: verifyReportKey(CLUSTER, `20261122T050000Z-${NEW}`),
+      runId: `20261122T050000Z-${NEWEST}`,
+      reportKey: verifyReportKey(CLUSTER, `20261122T050000Z-${NEWEST}`),
     });
 
     // No report: the task's exit status proves nothing.
@@ -318,11 +534,11 @@ describe('verification handlers', () => {
     await put(
       await locations.ingest(),
       picked.reportKey,
-      JSON.stringify({ backupId: NEW, passed: true, summary: 'pg_restore ok, 1 assertion passed' }),
+      JSON.stringify({ backupId: NEWEST, passed: true, summary: 'pg_restore ok, 1 assertion passed' }),
     );
     expect(await recordResult({ backup: picked as never }, locations)).toEqual({
       passed: true,
-      summary: `backup ${NEW} of cluster ${CLUSTER}: restore verified: pg_restore ok, 1 assertion passed`,
+      summary: `backup ${NEWEST} of cluster ${CLUSTER}: restore verified: pg_restore ok, 1 assertion passed`,
       reportKey: picked.reportKey,
     });
   });
