@@ -44,7 +44,10 @@ export class Retention extends Construct {
       environment,
     });
     this.functions = [plan, prune];
-    grantTargets(plan.role, props, TARGET_READ_ACTIONS, plan);
+    // The planner asks each planned deletion for its Object Lock retention (HeadObject returns it
+    // only with s3:GetObjectRetention), so a locked object is skipped, not attempted.
+    const readLock = TARGET_DELETE_ACTIONS.filter((a) => a === 's3:GetObjectRetention');
+    grantTargets(plan.role, props, [...TARGET_READ_ACTIONS, ...readLock], plan);
     grantTargets(prune.role, props, [...TARGET_READ_ACTIONS, ...TARGET_DELETE_ACTIONS], prune);
 
     const alert = alertStep(
