@@ -1,13 +1,9 @@
 /**
- * Reads an S3-compatible provider's access key from Secrets Manager.
- *
- * The project does not depend on @aws-sdk/client-secrets-manager, so this makes the one call it
- * needs (GetSecretValue, JSON protocol) signed with SigV4 by @smithy/signature-v4, which the S3
- * client already brings. Credentials come from the Lambda environment. The secret value is returned
- * to the caller only: never logged, never put in an error message.
+ * Reads an S3-compatible provider's access key from Secrets Manager (GetSecretValue through
+ * @aws-sdk/client-secrets-manager, with the Lambda role's credentials). The secret value is
+ * returned to the caller only: never logged, never put in an error message.
  */
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
-import { SignatureV4 } from '@smithy/signature-v4';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
 
 /** The JSON an operator puts into a target's secret (cdk/constructs/target-credentials.ts creates it empty). */
@@ -25,30 +21,6 @@ export class TargetCredentialsError extends Error {
   override name = 'TargetCredentialsError';
 }
 
-class Sha256 {
-  private readonly hash: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.hash =
-      secret === undefined
-        ? createHash('sha256')
-        : createHmac(
-            'sha256',
-            typeof secret === 'string'
-              ? secret
-              : Buffer.from(secret as ArrayBuffer) /* key bytes, not logged */,
-          );
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.hash.update(typeof data === 'string' ? data : Buffer.from(data as ArrayBuffer));
-  }
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.hash.digest());
-  }
-  reset(): void {
-    throw new Error('not supported');
-  }
-}
-
 function regionOfSecret(secretArn: string): string {
   const region = secretArn.split(':')[3];
   if (!region) throw new TargetCredentialsError(`"${secretArn}" is not a Secrets Manager secret ARN`);
@@ -56,72 +28,58 @@ function regionOfSecret(secretArn: string): string {
 }
 
 export interface SecretsManagerReaderOptions {
-  /** @default `https://secretsmanager.<region of the secret>.amazonaws.com` */
+  /** @default the SDK's endpoint for the secret's region */
   readonly endpoint?: string;
-  /** @default the Lambda's own credentials, from its environment */
-  readonly env?: NodeJS.ProcessEnv;
+  /** @default the SDK's default chain (in Lambda: the function role from its environment) */
+  readonly credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
 
-/** A reader calling Secrets Manager's GetSecretValue, signed with the Lambda role's credentials. */
+interface SdkError {
+  name?: string;
+  $fault?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+/** A reader calling Secrets Manager's GetSecretValue for the secret's own region. */
 export function secretsManagerReader(options: SecretsManagerReaderOptions = {}): CredentialsReader {
-  return async (secretArn) => {
-    const env = options.env ?? process.env;
-    const region = regionOfSecret(secretArn);
-    const accessKeyId = env.AWS_ACCESS_KEY_ID;
-    const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
-    if (!accessKeyId || !secretAccessKey)
-      throw new TargetCredentialsError('no AWS credentials in the environment to read target secrets with');
-    const signer = new SignatureV4({
-      service: 'secretsmanager',
-      region,
-      credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN },
-      sha256: Sha256,
-    });
-    const url = new URL(options.endpoint ?? `https://secretsmanager.${region}.amazonaws.com`);
-    const body = JSON.stringify({ SecretId: secretArn });
-    const signed = await signer.sign({
-      method: 'POST',
-      protocol: url.protocol,
-      hostname: url.hostname,
-      port: url.port ? Number(url.port) : undefined,
-      path: '/',
-      query: {},
-      headers: {
-        host: url.host,
-        'content-type': 'application/x-amz-json-1.1',
-        'x-amz-target': 'secretsmanager.GetSecretValue',
-      },
-      body,
-    });
-    let response: Response;
-    try {
-      response = await fetch(new URL('/', url), {
-        method: 'POST',
-        headers: signed.headers as Record<string, string>,
-        body,
-        signal: AbortSignal.timeout(10_000),
+  const clients = new Map<string, SecretsManagerClient>();
+  const clientFor = (region: string) => {
+    let client = clients.get(region);
+    if (!client) {
+      client = new SecretsManagerClient({
+        region,
+        maxAttempts: 3,
+        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+        ...(options.credentials ? { credentials: options.credentials } : {}),
       });
-    } catch (cause) {
-      const error = new TargetCredentialsError(`cannot reach Secrets Manager at ${url.origin}`, { cause });
-      error.name = 'StorageUnavailableError';
-      throw error;
+      clients.set(region, client);
     }
-    const text = await response.text();
-    if (!response.ok) {
-      // The error body names the error type only; it never contains the secret value.
-      const type = /"__type"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? `HTTP ${response.status}`;
-      const error = new TargetCredentialsError(`cannot read secret ${secretArn}: ${type}`);
-      if (response.status >= 500 || response.status === 429) error.name = 'StorageUnavailableError';
-      throw error;
-    }
-    let secretString: unknown;
+    return client;
+  };
+  return async (secretArn) => {
+    const region = regionOfSecret(secretArn);
+    let secretString: string | undefined;
     try {
-      secretString = (JSON.parse(text) as { SecretString?: unknown }).SecretString;
-    } catch {
-      throw new TargetCredentialsError(
-        `Secrets Manager answered for ${secretArn} with something that is not JSON`,
+      const out = await clientFor(region).send(new GetSecretValueCommand({ SecretId: secretArn }), {
+        abortSignal: AbortSignal.timeout(10_000),
+      });
+      secretString = out.SecretString;
+    } catch (cause) {
+      const e = cause as SdkError;
+      const status = e?.$metadata?.httpStatusCode;
+      // The SDK's error names the error type; its message never contains the secret value.
+      const transient = e?.$fault === 'server' || status === undefined || status >= 500 || status === 429;
+      const error = new TargetCredentialsError(
+        `cannot read secret ${secretArn}: ${e?.name ?? 'error'}${status ? ` (HTTP ${status})` : ''}`,
+        { cause },
       );
+      if (transient || e?.name === 'ThrottlingException') error.name = 'StorageUnavailableError';
+      throw error;
     }
+    if (secretString === undefined)
+      throw new TargetCredentialsError(
+        `secret ${secretArn} has no SecretString; put {"accessKeyId": "...", "secretAccessKey": "..."} into it`,
+      );
     return parseCredentials(secretString, secretArn);
   };
 }

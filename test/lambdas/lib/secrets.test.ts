@@ -1,20 +1,17 @@
-// Reading a provider's key from Secrets Manager: a signed GetSecretValue call (checked by a local
-// HTTP endpoint standing in for Secrets Manager, which is not reachable here), and errors that say
+// Reading a provider's key from Secrets Manager: a signed GetSecretValue call through
+// @aws-sdk/client-secrets-manager (checked by a local HTTP endpoint standing in for Secrets
+// Manager, which is not reachable here), and errors that say
 // what to fix without ever containing the secret.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  parseCredentials,
-  secretsManagerReader,
-  TargetCredentialsError,
-} from '../../../lambdas/lib/secrets.ts';
+import { parseCredentials, secretsManagerReader } from '../../../lambdas/lib/secrets.ts';
 
 const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:pgkeep/targets/b2-AbCdEf';
-const ENV = {
-  AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
-  AWS_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI',
-  AWS_SESSION_TOKEN: 'token',
+const CREDENTIALS = {
+  accessKeyId: 'AKIDEXAMPLE',
+  secretAccessKey: 'wJalrXUtnFEMI',
+  sessionToken: 'token',
 };
 
 let server: Server;
@@ -45,7 +42,7 @@ describe('secretsManagerReader', () => {
       status: 200,
       body: { SecretString: JSON.stringify({ accessKeyId: 'k', secretAccessKey: 's3cr3t' }) },
     };
-    const credentials = await secretsManagerReader({ endpoint, env: ENV })(ARN);
+    const credentials = await secretsManagerReader({ endpoint, credentials: CREDENTIALS })(ARN);
     expect(credentials).toEqual({ accessKeyId: 'k', secretAccessKey: 's3cr3t' });
     const request = requests.at(-1)!;
     expect(JSON.parse(request.body)).toEqual({ SecretId: ARN });
@@ -58,25 +55,31 @@ describe('secretsManagerReader', () => {
 
   it('an empty secret (as the stack creates it) says to fill it, without echoing anything', async () => {
     reply = { status: 200, body: { SecretString: JSON.stringify({ accessKeyId: '', secretAccessKey: '' }) } };
-    await expect(secretsManagerReader({ endpoint, env: ENV })(ARN)).rejects.toThrow(
+    await expect(secretsManagerReader({ endpoint, credentials: CREDENTIALS })(ARN)).rejects.toThrow(
       `secret ${ARN}: accessKeyId is empty: put the provider key into the secret`,
     );
   });
 
   it('access denied is a configuration error; throttling and 5xx are retryable', async () => {
     reply = { status: 400, body: { __type: 'AccessDeniedException', message: 'not allowed' } };
-    await expect(secretsManagerReader({ endpoint, env: ENV })(ARN)).rejects.toMatchObject({
+    await expect(secretsManagerReader({ endpoint, credentials: CREDENTIALS })(ARN)).rejects.toMatchObject({
       name: 'TargetCredentialsError',
-      message: `cannot read secret ${ARN}: AccessDeniedException`,
+      message: `cannot read secret ${ARN}: AccessDeniedException (HTTP 400)`,
     });
     reply = { status: 503, body: { __type: 'ServiceUnavailable' } };
-    await expect(secretsManagerReader({ endpoint, env: ENV })(ARN)).rejects.toMatchObject({
+    await expect(secretsManagerReader({ endpoint, credentials: CREDENTIALS })(ARN)).rejects.toMatchObject({
       name: 'StorageUnavailableError',
     });
   });
 
-  it('refuses to run without credentials in the environment', async () => {
-    await expect(secretsManagerReader({ endpoint, env: {} })(ARN)).rejects.toThrow(TargetCredentialsError);
+  it('a Secrets Manager that cannot be reached is retryable and names the secret, not its value', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    await expect(
+      secretsManagerReader({ endpoint: `http://127.0.0.1:${port}`, credentials: CREDENTIALS })(ARN),
+    ).rejects.toMatchObject({ name: 'StorageUnavailableError', message: expect.stringContaining(ARN) });
   });
 });
 
