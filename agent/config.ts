@@ -10,6 +10,7 @@ import { Cron } from 'croner';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { assertRecipients } from '../core/age-stream.ts';
+import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
 import { assertClusterName } from '../core/keys.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/pgkeep/pgkeep.yaml';
@@ -41,7 +42,7 @@ const ConfigSchema = z.strictObject({
   recipients: z.array(z.string()).default([]),
   /** File with age identities (secret keys); only hosts that restore need one. */
   identityFile: z.string().optional(),
-  zstdLevel: z.number().int().min(1).max(19).default(3),
+  zstdLevel: z.number().int().min(1).max(MAX_ZSTD_LEVEL).default(DEFAULT_ZSTD_LEVEL),
   /** Directory of the PostgreSQL client and server programs; default: found on PATH. */
   pgBin: z.string().optional(),
   /** Databases the service dumps on its logical schedule; `all` for every database that allows connections. */

@@ -6,11 +6,10 @@ import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptStream } from '../core/age-stream.ts';
+import { DEFAULT_ZSTD_LEVEL } from '../core/codec.ts';
 import { HashingStream } from '../core/hashing-stream.ts';
 import type { PutOptions, Storage } from '../storage/storage.ts';
 import { youngGcEvery } from './young-gc.ts';
-
-export const DEFAULT_ZSTD_LEVEL = 3;
 
 /** What was stored: the manifest's per-object facts. */
 export interface StoredObject {
@@ -27,7 +26,7 @@ export interface StoreObjectOptions {
   readonly source: Readable;
   readonly recipients: readonly string[];
   readonly ifAbsent?: boolean;
-  /** zstd level. @default 3 */
+  /** zstd level. @default {@link DEFAULT_ZSTD_LEVEL} */
   readonly zstdLevel?: number;
   /** Sees every plaintext byte, e.g. to report progress. */
   readonly onProgress?: (plaintextBytes: number) => void;

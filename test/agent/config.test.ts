@@ -39,7 +39,7 @@ describe('loadConfig', () => {
 
   it('works from the environment alone when the default file is absent', async () => {
     const config = await loadConfig({ configPath: undefined, env: minimal });
-    expect(config.zstdLevel).toBe(3);
+    expect(config.zstdLevel).toBe(1);
     expect(config.metrics.listen).toBe('127.0.0.1:9187');
   });
 
