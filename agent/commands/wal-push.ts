@@ -3,6 +3,7 @@ import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
+import { processAlive } from '../process-alive.ts';
 import { ForeignWalError, pushWalFile, sha256OfFile, WalConflictError } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
@@ -12,15 +13,6 @@ import { walRetryPolicy } from './wal-options.ts';
 
 /** How long wal-push waits for a running service to push a file before pushing it itself. */
 const SERVICE_WAIT_MS = 10_000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * When the service is running it pushes every ready file, several at a time; pushing the same
@@ -33,12 +25,12 @@ async function waitForService(
   timeoutMs: number,
 ): Promise<PushedMarker | undefined> {
   const pid = Number(await readFile(spool.agentPidFile, 'utf8').catch(() => '0'));
-  if (!(pid > 0) || !alive(pid)) return undefined;
+  if (!(pid > 0) || !processAlive(pid)) return undefined;
   const deadline = Date.now() + timeoutMs;
   for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 50)) {
     const marker = await spool.readMarker(name);
     if (marker) return marker;
-    if (!alive(pid)) return undefined;
+    if (!processAlive(pid)) return undefined;
     await sleep(delay);
   }
   return undefined;

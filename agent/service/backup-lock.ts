@@ -5,18 +5,10 @@
  */
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from '../process-alive.ts';
 
 export class BackupRunningError extends Error {
   override name = 'BackupRunningError';
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Runs `fn` holding the cluster's backup lock; rejects with {@link BackupRunningError} if another holds it. */
@@ -34,7 +26,7 @@ export async function withBackupLock<T>(spoolRoot: string, what: string, fn: () 
       const holder = await readFile(path, 'utf8')
         .then((t) => JSON.parse(t) as { pid: number; what: string; since: string })
         .catch(() => undefined);
-      if (holder && alive(holder.pid) && attempt === 0) {
+      if (holder && processAlive(holder.pid) && attempt === 0) {
         throw new BackupRunningError(
           `another backup of this cluster is running (${holder.what}, pid ${holder.pid}, since ${holder.since}): ` +
             'pgkeep takes one backup at a time per cluster; try again when it ends',

@@ -13,6 +13,7 @@ import { copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 
 import { dirname } from 'node:path';
 import { nextWalSegmentFileName, parseWalFileName } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
+import { processAlive } from '../process-alive.ts';
 import { fetchWalFile, fsyncDir } from './fetch.ts';
 import type { RetryPolicy } from './retry.ts';
 import type { WalSpool } from './spool.ts';
@@ -61,15 +62,6 @@ export interface PrefetchOptions {
   /** Downloads at once. @default 2 */
   readonly parallelism?: number;
   readonly retry: RetryPolicy;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Takes the per-cluster prefetch lock; undefined when a live prefetcher holds it. */

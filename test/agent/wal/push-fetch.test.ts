@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,24 +8,14 @@ import { ForeignWalError, pushWalFile, WalConflictError } from '../../../agent/w
 import { clusterIdentityKey, walFilePrefix } from '../../../core/keys.ts';
 import { FileStorage } from '../../../storage/file-storage.ts';
 import { StorageUnavailableError } from '../../../storage/storage.ts';
+import { walSegment } from '../../support/wal-segment.ts';
 
-const SEGMENT_BYTES = 16 * 1024 * 1024;
 const SYSID = 7311111111111111111n;
 const FAST_RETRY = { deadlineMs: 1_500, initialDelayMs: 50, maxDelayMs: 200 };
 
 /** A segment file with a valid long page header for its name, and random payload. */
 function segment(name: string, sysid = SYSID): Buffer {
-  const b = Buffer.alloc(SEGMENT_BYTES);
-  randomBytes(64 * 1024).copy(b, 8192);
-  const segNo = BigInt(`0x${name.slice(8, 16)}`) * 256n + BigInt(`0x${name.slice(16, 24)}`);
-  b.writeUInt16LE(0xd110, 0);
-  b.writeUInt16LE(0x0002, 2);
-  b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
-  b.writeBigUInt64LE(segNo * BigInt(SEGMENT_BYTES), 8);
-  b.writeBigUInt64LE(sysid, 24);
-  b.writeUInt32LE(SEGMENT_BYTES, 32);
-  b.writeUInt32LE(8192, 36);
-  return b;
+  return walSegment(name, sysid);
 }
 
 let work: string;

@@ -4,30 +4,19 @@
  * repository (bounded, never "missing"), and an atomic %p.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { restoreCommandLine } from '../../../agent/wal/spool.ts';
 import { walFilePrefix } from '../../../core/keys.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { walSegment } from '../../support/wal-segment.ts';
 import { type Harness, makeHarness } from './harness.ts';
 
-const SEGMENT_BYTES = 16 * 1024 * 1024;
 const SYSID = 7322222222222222222n;
 
 function segment(name: string): Buffer {
-  const b = Buffer.alloc(SEGMENT_BYTES);
-  randomBytes(256 * 1024).copy(b, 8192);
-  const segNo = BigInt(`0x${name.slice(8, 16)}`) * 256n + BigInt(`0x${name.slice(16, 24)}`);
-  b.writeUInt16LE(0xd110, 0);
-  b.writeUInt16LE(0x0002, 2);
-  b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
-  b.writeBigUInt64LE(segNo * BigInt(SEGMENT_BYTES), 8);
-  b.writeBigUInt64LE(SYSID, 24);
-  b.writeUInt32LE(SEGMENT_BYTES, 32);
-  b.writeUInt32LE(8192, 36);
-  return b;
+  return walSegment(name, SYSID, 256 * 1024);
 }
 
 let h: Harness;
