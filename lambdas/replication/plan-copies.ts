@@ -4,11 +4,12 @@
  * `verify`, every object is planned, so the batches check each copy's sha256 and copy a corrupt
  * one again; otherwise only the objects the target lacks or holds with another size.
  */
+import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, listFrom, mapTransient } from '../lib/locations.ts';
+import { type Location, type LocationFactory, listFrom, mapTransient } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   type CopyBatch,
@@ -34,10 +35,63 @@ async function* compare(
   }
 }
 
+/**
+ * Multipart uploads older than this are orphans: the replication state machine times out after 2
+ * hours, so no execution still owns one (a provider killed mid-copy could not be told to abort).
+ */
+export const STALE_UPLOAD_MS = 3 * 60 * 60 * 1000;
+
+/**
+ * Aborts the target's multipart uploads under `prefix` started before `now - STALE_UPLOAD_MS`, so
+ * a copy cut short by a provider outage leaves no parts behind (and billed). Best effort: a
+ * provider without ListMultipartUploads (or a role without s3:ListBucketMultipartUploads) only
+ * leaves them to the bucket's lifecycle rule; what happened is in the plan's output.
+ */
+export async function abortStaleUploads(
+  target: Location,
+  prefix: string,
+  now: Date,
+): Promise<{ aborted: number; error?: string }> {
+  const { storage } = target;
+  let aborted = 0;
+  try {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await storage.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: storage.bucket,
+          Prefix: storage.prefix + prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId || !upload.Initiated) continue;
+        if (now.getTime() - upload.Initiated.getTime() < STALE_UPLOAD_MS) continue;
+        await storage.client.send(
+          new AbortMultipartUploadCommand({
+            Bucket: storage.bucket,
+            Key: upload.Key,
+            UploadId: upload.UploadId,
+          }),
+        );
+        aborted += 1;
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return { aborted };
+  } catch (error) {
+    return { aborted, error: (error as Error).name || 'Error' };
+  }
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
   locations: LocationFactory,
+  now: Date = new Date(),
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
   const target = await locations.target(findTarget(env, input.target));
@@ -48,8 +102,13 @@ export async function planCopies(
   let alreadyPresent = 0;
   let oldestMissing: Date | undefined;
   let more = false;
+  const staleUploads = { aborted: 0, errors: [] as string[] };
   clusters: for (const cluster of env.clusters) {
     const prefix = clusterPrefix(cluster);
+    const cleanup = await abortStaleUploads(target, prefix, now);
+    staleUploads.aborted += cleanup.aborted;
+    if (cleanup.error && !staleUploads.errors.includes(cleanup.error))
+      staleUploads.errors.push(cleanup.error);
     let current: { firstKey: string; lastKey: string; count: number } | undefined;
     for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
       if (present && !verify) {
@@ -92,6 +151,7 @@ export async function planCopies(
     alreadyPresent,
     ...(oldestMissing ? { oldestMissing: oldestMissing.toISOString() } : {}),
     verify,
+    staleUploads,
   };
 }
 

@@ -141,6 +141,8 @@ export interface PlanCopiesOutput {
   readonly more: boolean;
   /** Objects (manifests included) at the target already with the size ingest has: not planned (without `verify`). */
   readonly alreadyPresent: number;
+  /** Orphaned multipart uploads aborted at the target, and why listing them failed (e.g. `NotImplemented`). */
+  readonly staleUploads: { readonly aborted: number; readonly errors: string[] };
   /** The plan was cut at the per-run limit (in a verify run, `more` stays false). */
   readonly truncated: boolean;
   /** ISO time of the oldest object planned: how far behind the target is, if it is not copied. */
