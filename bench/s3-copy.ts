@@ -7,6 +7,11 @@
  * BENCH_COPY_MIB sets the object size (default 2048 = 2 GiB); BENCH_PART_MIB the part size
  * (default 16); BENCH_CONCURRENCY the parts in flight (default 4).
  *
+ * BENCH_MODE=fanout copies it the way the state machine copies an object above the large-object
+ * threshold: startCopy, then copyParts for batches of BENCH_PARTS_PER_INVOCATION (default 16)
+ * parts (each batch one "Copy part range" Lambda; here one after another in one process, so the
+ * peak RSS is that of the hungriest batch or more), then completeCopy.
+ *
  * The object is made from a deterministic pseudo-random stream (AES-CTR keystream), so no large
  * buffer is ever held; the copy runs in a child process so its peak RSS
  * (process.resourceUsage().maxRSS) is the copy's alone. The servers' data is removed at the end.
@@ -15,7 +20,7 @@ import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { copyObject } from '../lambdas/lib/s3-copy.ts';
+import { completeCopy, copyObject, copyParts, partNumberBatches, startCopy } from '../lambdas/lib/s3-copy.ts';
 import { verifyCopy } from '../lambdas/lib/verify-copy.ts';
 import { createS3Client } from '../storage/s3-storage.ts';
 import { startS3Server, useS3rverCredentials } from '../test/support/s3-server.ts';
@@ -30,6 +35,8 @@ interface ChildInput {
   readonly sha256: string;
   readonly partSizeBytes: number;
   readonly concurrency: number;
+  readonly mode: 'object' | 'fanout';
+  readonly partsPerInvocation: number;
 }
 
 interface ChildOutput {
@@ -72,11 +79,22 @@ async function runCopy(input: ChildInput): Promise<ChildOutput> {
   const target = { client: client(input.target), bucket: 'target', key: KEY };
   const expected = { sizeBytes: input.sizeBytes, sha256: input.sha256 };
   const copyStart = performance.now();
-  const result = await copyObject(source, target, {
-    partSizeBytes: input.partSizeBytes,
-    concurrency: input.concurrency,
-    expected,
-  });
+  let result: { sha256: string };
+  if (input.mode === 'fanout') {
+    const state = await startCopy(source, target, { partSizeBytes: input.partSizeBytes });
+    const parts = [];
+    for (const batch of partNumberBatches(state, input.partsPerInvocation))
+      parts.push(...(await copyParts(source, target, state, batch, { concurrency: input.concurrency })));
+    await completeCopy(target, state, parts);
+    // The fan-out does not hash while copying: "Complete large copy" verifies the copy (below).
+    result = { sha256: input.sha256 };
+  } else {
+    result = await copyObject(source, target, {
+      partSizeBytes: input.partSizeBytes,
+      concurrency: input.concurrency,
+      expected,
+    });
+  }
   const copySeconds = (performance.now() - copyStart) / 1000;
   // maxRSS is in kilobytes.
   const copyMaxRssMb = process.resourceUsage().maxRSS / 1024;
@@ -97,6 +115,8 @@ async function main(): Promise<void> {
   const sizeBytes = Number(process.env.BENCH_COPY_MIB ?? 2048) * MIB;
   const partSizeBytes = Number(process.env.BENCH_PART_MIB ?? 16) * MIB;
   const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 4);
+  const mode = process.env.BENCH_MODE === 'fanout' ? 'fanout' : 'object';
+  const partsPerInvocation = Number(process.env.BENCH_PARTS_PER_INVOCATION ?? 16);
   useS3rverCredentials();
   const [sourceServer, targetServer] = await Promise.all([
     startS3Server({ buckets: ['ingest'] }),
@@ -125,6 +145,8 @@ async function main(): Promise<void> {
       sha256,
       partSizeBytes,
       concurrency,
+      mode,
+      partsPerInvocation,
     };
     const child = spawn(process.execPath, [import.meta.filename, '--copy', JSON.stringify(input)], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -146,6 +168,9 @@ async function main(): Promise<void> {
       );
     }
     const mb = sizeBytes / 1e6;
+    console.log(
+      `mode              ${mode === 'fanout' ? `fan-out (startCopy, copyParts × ${partsPerInvocation} parts, completeCopy)` : 'copyObject (one invocation, hashed while streaming)'}`,
+    );
     console.log(
       `object            ${(sizeBytes / MIB).toFixed(0)} MiB (${(sizeBytes / 1e9).toFixed(2)} GB), ${partSizeBytes / MIB} MiB parts, concurrency ${concurrency} (fewer when parts outgrow the 32 MiB hash buffer)`,
     );

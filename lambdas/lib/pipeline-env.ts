@@ -89,9 +89,12 @@ export interface PipelineEnv {
   readonly metricNamespace: string;
   /** @default 1 GiB: at a conservative 20 MB/s one Lambda copies that in under a minute, a batch of them in 15. */
   readonly largeObjectBytes?: number;
-  /** @default 64 MiB */
+  /**
+   * @default 16 MiB: copyObject then keeps up to 3 parts in flight within its 32 MiB hash buffer
+   * (with 64 MiB parts it would copy one part at a time). Large copies raise it as needed.
+   */
   readonly copyPartBytes?: number;
-  /** @default 16 (1 GiB per invocation with 64 MiB parts) */
+  /** @default 64 (1 GiB per "Copy part range" invocation with 16 MiB parts) */
   readonly partsPerInvocation?: number;
 }
 
@@ -103,8 +106,8 @@ export function copyTuning(env: PipelineEnv): {
 } {
   return {
     largeObjectBytes: env.largeObjectBytes ?? 1024 * 1024 * 1024,
-    copyPartBytes: env.copyPartBytes ?? 64 * 1024 * 1024,
-    partsPerInvocation: env.partsPerInvocation ?? 16,
+    copyPartBytes: env.copyPartBytes ?? 16 * 1024 * 1024,
+    partsPerInvocation: env.partsPerInvocation ?? 64,
   };
 }
 
@@ -126,8 +129,8 @@ export function readPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineE
     maxBatchesPerRun: positive(ENV.maxBatchesPerRun, 40),
     metricNamespace: env[ENV.metricNamespace] || 'pgkeep',
     largeObjectBytes: positive(ENV.largeObjectBytes, 1024 * 1024 * 1024),
-    copyPartBytes: positive(ENV.copyPartBytes, 64 * 1024 * 1024),
-    partsPerInvocation: positive(ENV.partsPerInvocation, 16),
+    copyPartBytes: positive(ENV.copyPartBytes, 16 * 1024 * 1024),
+    partsPerInvocation: positive(ENV.partsPerInvocation, 64),
   };
 }
 
