@@ -160,6 +160,11 @@ export const DeployConfigSchema = z
     targets: z.array(TargetSchema).default([]),
     schedules: z.strictObject({
       replication: scheduleExpression,
+      /**
+       * A replication run with `{"verify": true}`: re-reads every copy and checks its sha256, the
+       * only way a same-size corruption on a target is found. @default weekly, Saturday 04:00
+       */
+      replicationVerify: scheduleExpression.default('cron(0 4 ? * SAT *)'),
       retention: scheduleExpression,
       verification: scheduleExpression,
       freshness: scheduleExpression,

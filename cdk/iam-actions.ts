@@ -10,6 +10,8 @@ export const HOST_OBJECT_ACTIONS = [
   // A failed multipart upload must not leave parts behind (storage contract); aborting removes no object.
   's3:AbortMultipartUpload',
   's3:ListMultipartUploadParts',
+  // Each replication plan aborts the target's multipart uploads a killed copy left behind.
+  's3:ListBucketMultipartUploads',
 ] as const;
 
 /** Listing, allowed only with an `s3:prefix` condition on the host's own prefix. */
@@ -84,6 +86,8 @@ export const TARGET_WRITE_ACTIONS = [
   's3:ListBucket',
   's3:AbortMultipartUpload',
   's3:ListMultipartUploadParts',
+  // Each replication plan aborts the target's multipart uploads a killed copy left behind.
+  's3:ListBucketMultipartUploads',
 ] as const;
 
 /** Reading a target: retention reads its manifests and reports, freshness lists it. */
@@ -94,7 +98,9 @@ export const TARGET_DELETE_ACTIONS = [
   's3:DeleteObject',
   's3:DeleteObjectVersion',
   's3:ListBucketVersions',
+  // Retention skips locked objects instead of attempting them: retention dates and legal holds.
   's3:GetObjectRetention',
+  's3:GetObjectLegalHold',
 ] as const;
 
 /** Creating objects: denied outside the layout (bucket policy) and outside a host's own prefix. */

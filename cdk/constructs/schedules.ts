@@ -28,7 +28,10 @@ export interface PipelineSchedulesProps {
 export class PipelineSchedules extends Construct {
   /** Capability -> its schedule, for tests and outputs. */
   readonly schedules: Readonly<
-    Record<'replication' | 'retention' | 'verification' | 'freshness', scheduler.Schedule>
+    Record<
+      'replication' | 'replicationVerify' | 'retention' | 'verification' | 'freshness',
+      scheduler.Schedule
+    >
   >;
 
   constructor(scope: Construct, id: string, props: PipelineSchedulesProps) {
@@ -38,16 +41,21 @@ export class PipelineSchedules extends Construct {
     const expression = (value: string) => scheduler.ScheduleExpression.expression(value, timeZone);
     // A missed run is replaced by the next one (every run is idempotent), so no dead-letter queue.
     const targetProps = { retryAttempts: 2, maxEventAge: Duration.hours(1) };
-    const startMachine = (machine: sfn.IStateMachine) =>
+    const startMachine = (machine: sfn.IStateMachine, input: Record<string, unknown> = {}) =>
       new schedulerTargets.StepFunctionsStartExecution(machine, {
         ...targetProps,
-        input: scheduler.ScheduleTargetInput.fromObject({ trigger: 'schedule' }),
+        input: scheduler.ScheduleTargetInput.fromObject({ trigger: 'schedule', ...input }),
       });
     this.schedules = {
       replication: new scheduler.Schedule(this, 'Replication', {
         description: 'pgkeep: drain new objects from ingest to every target',
         schedule: expression(schedules.replication),
         target: startMachine(props.replication),
+      }),
+      replicationVerify: new scheduler.Schedule(this, 'ReplicationVerify', {
+        description: 'pgkeep: re-read every copy on every target and re-copy any that fails its sha256',
+        schedule: expression(schedules.replicationVerify),
+        target: startMachine(props.replication, { verify: true }),
       }),
       retention: new scheduler.Schedule(this, 'Retention', {
         description: "pgkeep: apply each target's retention policy",

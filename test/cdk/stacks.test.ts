@@ -332,11 +332,12 @@ describe('Lambdas', () => {
 describe('schedules, alarms, outputs', () => {
   it('schedule each capability with the expression and time zone of the config', () => {
     const schedules = resources(pipeline, 'AWS::Scheduler::Schedule');
-    expect(schedules).toHaveLength(4);
+    expect(schedules).toHaveLength(5);
     const expressions = schedules.map(([, s]) => s.Properties.ScheduleExpression).sort();
     expect(expressions).toEqual(
       [
         config.schedules.replication,
+        config.schedules.replicationVerify,
         config.schedules.retention,
         config.schedules.verification,
         config.schedules.freshness,
@@ -344,6 +345,13 @@ describe('schedules, alarms, outputs', () => {
     );
     for (const [, s] of schedules)
       expect(s.Properties.ScheduleExpressionTimezone).toBe(config.schedules.timeZone);
+    pipeline.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: config.schedules.replicationVerify,
+      Target: {
+        Arn: { Ref: Match.stringLikeRegexp('^ReplicationStateMachine') },
+        Input: JSON.stringify({ trigger: 'schedule', verify: true }),
+      },
+    });
     pipeline.hasResourceProperties('AWS::Scheduler::Schedule', {
       ScheduleExpression: config.schedules.verification,
       Target: { Arn: { Ref: Match.stringLikeRegexp('^VerificationStateMachine') } },
