@@ -16,12 +16,8 @@ import { promisify } from 'node:util';
 import { archiveCommandLine } from '../agent/wal/spool.ts';
 import { awsLocations, type Location, type LocationFactory } from '../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../lambdas/lib/pipeline-env.ts';
-import { copyBatch } from '../lambdas/replication/copy-batch.ts';
-import { copyManifests } from '../lambdas/replication/copy-manifests.ts';
-import { planCopies } from '../lambdas/replication/plan-copies.ts';
-import { deleteBatch } from '../lambdas/retention/delete-batch.ts';
-import { planTargetRetention } from '../lambdas/retention/plan-retention.ts';
 import { createS3Client, S3Storage } from '../storage/s3-storage.ts';
+import { replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
 import { makeServerDir, PG_BIN, type PgCluster, startCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../test/support/s3-server.ts';
@@ -191,14 +187,7 @@ try {
     target: async (t) => (t.type === 'aws-s3' ? dr : production.target(t)),
   };
   const alerts: unknown[] = [];
-  const replication = {
-    lambdas: {
-      'replication/plan-copies': (input: unknown) => planCopies(input as never, pipelineEnv, locations),
-      'replication/copy-batch': (input: unknown) => copyBatch(input as never, pipelineEnv, locations),
-      'replication/copy-manifests': (input: unknown) => copyManifests(input as never, pipelineEnv, locations),
-    },
-    states: { 'Alert replication failure': (input: unknown) => alerts.push(input) },
-  };
+  const replication = replicationBindings(pipelineEnv, locations, alerts);
 
   step('Replication state machine: ingest -> dr-aws and b2');
   const first = await runStateMachine(synth.stateMachine('replication'), replication, {}).catch((error) => {
@@ -220,14 +209,7 @@ try {
   const policy = { minimumKeep: 1, keepLast: 1 };
   const retention = await runStateMachine(
     synth.stateMachine('retention'),
-    {
-      lambdas: {
-        'retention/plan-retention': (input: unknown) =>
-          planTargetRetention(input as never, pipelineEnv, locations, { 'dr-aws': policy, b2: policy }),
-        'retention/delete-batch': (input: unknown) => deleteBatch(input as never, pipelineEnv, locations),
-      },
-      states: { 'Alert retention failure': (input: unknown) => alerts.push(input) },
-    },
+    retentionBindings(pipelineEnv, locations, { 'dr-aws': policy, b2: policy }, alerts),
     {},
   );
   show(JSON.stringify(retention.output, null, 2));

@@ -14,15 +14,13 @@ import { type Manifest, serializeManifest } from '../../core/manifest.ts';
 import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
-import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
-import { copyLarge } from '../../lambdas/replication/copy-large.ts';
-import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
-import { planCopies } from '../../lambdas/replication/plan-copies.ts';
-import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
-import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
 import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
 import { recordResult } from '../../lambdas/verification/record-result.ts';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
+import {
+  replicationBindings as localReplicationBindings,
+  retentionBindings,
+} from '../support/local-pipeline.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../support/s3-server.ts';
 import {
   type ExecutionFailed,
@@ -162,15 +160,7 @@ async function writeWal(segments: number): Promise<void> {
 }
 
 function replicationBindings(alerts: unknown[]): TaskBindings {
-  return {
-    lambdas: {
-      'replication/plan-copies': (input) => planCopies(input as never, env, locations),
-      'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
-      'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
-      'replication/copy-large': (input) => copyLarge(input as never, env, locations),
-    },
-    states: { 'Alert replication failure': (input) => alerts.push(input) },
-  };
+  return localReplicationBindings(env, locations, alerts);
 }
 
 const OLD = '20261120T010000Z-aaaa';
@@ -428,25 +418,13 @@ describe('retention state machine with the real handlers and planner', () => {
   function retain(input: unknown, attempted: string[] = []) {
     return runStateMachine(
       synth.stateMachine('retention'),
-      {
-        lambdas: {
-          'retention/plan-retention': (i) =>
-            planTargetRetention(
-              i as never,
-              env,
-              locations,
-              { 'dr-aws': policy, b2: policy },
-              new Date(),
-              async (location, key) => location.name === 'b2' && key === lockedOnB2,
-            ),
-          'retention/delete-batch': (i) => {
-            const { target, batch } = i as { target: string; batch: { keys: string[] } };
-            attempted.push(...batch.keys.map((k) => `${target}:${k}`));
-            return deleteBatch(i as never, env, locations);
-          },
+      retentionBindings(env, locations, { 'dr-aws': policy, b2: policy }, [], {
+        lockOf: async (location, key) => location.name === 'b2' && key === lockedOnB2,
+        onDelete: (i) => {
+          const { target, batch } = i as { target: string; batch: { keys: string[] } };
+          attempted.push(...batch.keys.map((k) => `${target}:${k}`));
         },
-        states: { 'Alert retention failure': () => ({}) },
-      },
+      }),
       input,
     );
   }

@@ -1,0 +1,69 @@
+/**
+ * The real Lambda handler modules bound to the synthesized state machines' tasks, for running the
+ * pipeline on this machine (tests and `npm run demo`): each handler gets the pipeline's settings and
+ * a LocationFactory pointing at local S3-compatible servers instead of reading them from Lambda's
+ * environment. One place, so a new task in a definition needs one new binding, not one per caller.
+ */
+import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import type { LocationFactory } from '../../lambdas/lib/locations.ts';
+import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
+import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
+import { copyLarge } from '../../lambdas/replication/copy-large.ts';
+import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
+import { planCopies } from '../../lambdas/replication/plan-copies.ts';
+import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
+import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
+import type { TaskBindings } from './state-machines.ts';
+
+/** The replication machine's tasks; SNS alerts are collected in `alerts`. */
+export function replicationBindings(
+  env: PipelineEnv,
+  locations: LocationFactory,
+  alerts: unknown[],
+): TaskBindings {
+  return {
+    lambdas: {
+      'replication/plan-copies': (input) => planCopies(input as never, env, locations),
+      'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
+      'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
+      'replication/copy-large': (input) => copyLarge(input as never, env, locations),
+    },
+    states: { 'Alert replication failure': (input) => alerts.push(input) },
+  };
+}
+
+export interface RetentionBindingOptions {
+  readonly now?: Date;
+  /** Stands in for Object Lock where the local server has none. */
+  readonly lockOf?: Parameters<typeof planTargetRetention>[5];
+  /** Sees every delete batch before it runs. */
+  readonly onDelete?: (input: unknown) => void;
+}
+
+/** The retention machine's tasks with `policies` by target name; SNS alerts are collected in `alerts`. */
+export function retentionBindings(
+  env: PipelineEnv,
+  locations: LocationFactory,
+  policies: Record<string, RetentionPolicy>,
+  alerts: unknown[],
+  options: RetentionBindingOptions = {},
+): TaskBindings {
+  return {
+    lambdas: {
+      'retention/plan-retention': (input) =>
+        planTargetRetention(
+          input as never,
+          env,
+          locations,
+          policies,
+          options.now ?? new Date(),
+          options.lockOf,
+        ),
+      'retention/delete-batch': (input) => {
+        options.onDelete?.(input);
+        return deleteBatch(input as never, env, locations);
+      },
+    },
+    states: { 'Alert retention failure': (input) => alerts.push(input) },
+  };
+}
