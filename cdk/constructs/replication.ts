@@ -6,6 +6,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { ENV, type RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
+import { EMPTY_SUMMARY } from '../../lambdas/replication/types.ts';
 import type { DeployConfig, TargetConfig } from '../config.ts';
 import { INGEST_READ_ACTIONS, SECRET_READ_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
@@ -315,16 +316,7 @@ export class Replication extends Construct {
         // The execution input: `{"verify": true}` makes a verify run.
         'execution.$': '$.input',
         manifests: {
-          summary: {
-            objectsCopied: 0,
-            objectsSkipped: 0,
-            objectsFailed: 0,
-            bytesCopied: 0,
-            manifestsCopied: 0,
-            manifestsWaiting: 0,
-            lagSeconds: 0,
-            failedKeys: [],
-          },
+          summary: EMPTY_SUMMARY,
         },
       },
       maxConcurrency: 4,

@@ -36,7 +36,13 @@ import {
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { type ExpectedObject, type VerifyCopyResult, verifyCopy } from './verify-copy.ts';
+import {
+  type ExpectedObject,
+  isNotFound,
+  type SdkError,
+  type VerifyCopyResult,
+  verifyCopy,
+} from './verify-copy.ts';
 
 const MIB = 1024 * 1024;
 /** S3's smallest part (every part but the last). */
@@ -187,16 +193,6 @@ export function partNumberBatches(state: { readonly partCount: number }, partsPe
     batches.push(Array.from({ length: last - first + 1 }, (_, i) => first + i));
   }
   return batches;
-}
-
-interface SdkError {
-  name?: string;
-  $metadata?: { httpStatusCode?: number };
-}
-
-function isNotFound(error: unknown): boolean {
-  const e = error as SdkError;
-  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
 }
 
 function where(object: S3ObjectRef): string {

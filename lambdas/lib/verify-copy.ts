@@ -33,12 +33,14 @@ export type VerifyCopyResult =
   | { readonly status: 'size-mismatch'; readonly expectedSizeBytes: number; readonly actualSizeBytes: number }
   | { readonly status: 'hash-mismatch'; readonly expectedSha256: string; readonly actualSha256: string };
 
-interface SdkError {
+/** The fields of an AWS SDK error that classify it. */
+export interface SdkError {
   name?: string;
   $metadata?: { httpStatusCode?: number };
 }
 
-function isNotFound(error: unknown): boolean {
+/** An S3 error that means the object (not the bucket or the endpoint) is absent. */
+export function isNotFound(error: unknown): boolean {
   const e = error as SdkError;
   return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
 }

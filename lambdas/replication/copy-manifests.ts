@@ -19,21 +19,11 @@ import {
   type CopyManifestsInput,
   CopyManifestsInputSchema,
   type CopyManifestsOutput,
+  EMPTY_SUMMARY,
   type TargetSummary,
 } from './types.ts';
 
 const MAX_FAILED_KEYS = 5;
-
-export const EMPTY_SUMMARY: TargetSummary = {
-  objectsCopied: 0,
-  objectsSkipped: 0,
-  objectsFailed: 0,
-  bytesCopied: 0,
-  manifestsCopied: 0,
-  manifestsWaiting: 0,
-  lagSeconds: 0,
-  failedKeys: [],
-};
 
 /**
  * The target's totals after this round: the earlier rounds' (`input.summary`), plus what the

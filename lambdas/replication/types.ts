@@ -171,3 +171,15 @@ export interface CopyManifestsOutput {
   readonly waiting: { readonly key: string; readonly missingObjects: number }[];
   readonly summary: TargetSummary;
 }
+
+/** A target's totals before its first batch; also the initial value the state machine passes. */
+export const EMPTY_SUMMARY: TargetSummary = {
+  objectsCopied: 0,
+  objectsSkipped: 0,
+  objectsFailed: 0,
+  bytesCopied: 0,
+  manifestsCopied: 0,
+  manifestsWaiting: 0,
+  lagSeconds: 0,
+  failedKeys: [],
+};
