@@ -4,12 +4,13 @@
  */
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
+import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptStream } from '../core/age-stream.ts';
 import { DEFAULT_ZSTD_LEVEL } from '../core/codec.ts';
 import { HashingStream } from '../core/hashing-stream.ts';
 import type { PutOptions, Storage } from '../storage/storage.ts';
 import { youngGcEvery } from './young-gc.ts';
+import { zstdCompress } from './zstd-compress.ts';
 
 /** What was stored: the manifest's per-object facts. */
 export interface StoredObject {
@@ -28,6 +29,8 @@ export interface StoreObjectOptions {
   readonly ifAbsent?: boolean;
   /** zstd level. @default {@link DEFAULT_ZSTD_LEVEL} */
   readonly zstdLevel?: number;
+  /** The `zstd` program to compress with; `null` for Node's built-in zstd. @default - `zstd` on PATH if any */
+  readonly zstdProgram?: string | null;
   /** Sees every plaintext byte, e.g. to report progress. */
   readonly onProgress?: (plaintextBytes: number) => void;
 }
@@ -47,11 +50,9 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
     },
   });
   const ciphertext = new HashingStream();
-  const compress = createZstdCompress({
-    chunkSize: 256 * 1024,
-    params: { [constants.ZSTD_c_compressionLevel]: options.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
-  });
   const encrypt = await encryptStream(options.recipients);
+  // Started last, right before the pipeline takes it, so a zstd that fails at once is reported.
+  const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
   const putOptions: PutOptions = { ifAbsent: options.ifAbsent ?? false };
   // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
   // driver sees its body fail and removes whatever it had begun.

@@ -5,7 +5,8 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Transform } from 'node:stream';
+import { checkedOutput, collectTail, describeExit, exitOf } from './child-process.ts';
 
 /** A PostgreSQL program failed; the message carries the tail of its stderr. */
 export class PostgresCommandError extends Error {
@@ -105,28 +106,7 @@ export function spawnProducer(
     env: { ...pg.env, ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const stderr = collectTail(child);
-  const exit = exitOf(child);
-  const output = new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-      callback(null, chunk);
-    },
-    flush(callback: TransformCallback) {
-      exit.then(({ code, signal }) => {
-        if (code === 0) callback();
-        else
-          callback(new PostgresCommandError(`${program} ${describeExit(code, signal)}: ${stderr().trim()}`));
-      }, callback);
-    },
-  });
-  output.on('close', () => {
-    // The consumer gave up (storage failed, or the user interrupted): stop the producer too.
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-  });
-  child.stdout?.pipe(output);
-  child.once('error', (error) =>
-    output.destroy(new PostgresCommandError(`cannot run ${program}: ${error.message}`)),
-  );
+  const output = checkedOutput(child, (detail) => new PostgresCommandError(`${program} ${detail}`));
   return { child, output };
 }
 
@@ -150,24 +130,4 @@ export function spawnConsumer(
       throw new PostgresCommandError(`${program} ${describeExit(code, signal)}: ${stderr().trim()}`);
   });
   return { child, done };
-}
-
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
-}
-
-function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal }));
-  });
-}
-
-/** Keeps the last 8 KiB of stderr for error messages. */
-function collectTail(child: ChildProcess): () => string {
-  let tail = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    tail = (tail + d.toString()).slice(-8192);
-  });
-  return () => tail;
 }
