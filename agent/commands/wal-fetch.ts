@@ -4,7 +4,13 @@ import { parseWalFileName } from '../../core/wal-names.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { fetchWalFile } from '../wal/fetch.ts';
-import { notePrefetchWanted, prefetchAhead, takePrefetched } from '../wal/prefetch.ts';
+import {
+  notePrefetchWanted,
+  prefetchAhead,
+  prefetcherRunning,
+  reservePrefetch,
+  takePrefetched,
+} from '../wal/prefetch.ts';
 import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
@@ -27,8 +33,8 @@ exits 1 at once when the repository holds no such file (.history files included)
 PostgreSQL it reached the end of the archive. An unreachable repository is retried for
 wal.retrySeconds; if it stays unreachable, or the object fails verification, the command exits
 ${EXIT_ABORT_RECOVERY} during archive recovery (PostgreSQL stops instead of ending recovery early and losing
-the WAL it could not read) and 4 on a standby (PostgreSQL retries). After a segment, the following
-wal.fetchPrefetch segments are downloaded ahead in the background.`,
+the WAL it could not read) and 4 on a standby (PostgreSQL retries). For a segment, a background
+prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
   async run(context) {
     const { positionals } = parseCommandArgs(context.args, {}, 2);
     const [name, path] = positionals;
@@ -51,13 +57,14 @@ wal.fetchPrefetch segments are downloaded ahead in the background.`,
 async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
   const { config, storage } = await setUp(context);
   const spool = new WalSpool(config.spoolDir, config.cluster);
-  const kind = parseWalFileName(name)?.kind;
-  if (kind === 'segment' && config.wal.fetchPrefetch > 0)
+  const segment = parseWalFileName(name)?.kind === 'segment';
+  if (segment && config.wal.fetchPrefetch > 0) {
     await notePrefetchWanted(spool, name).catch(() => undefined);
-  if (kind === 'segment' && (await takePrefetched(spool, name, path))) {
-    startPrefetcher(context, name, config.wal.fetchPrefetch);
-    return ExitCode.ok;
+    // Started before this download rather than after it: its start overlaps this download, and
+    // restore_command's shell line waits for it for the next segment instead of starting Node.
+    await startPrefetcher(context, spool, name, config.wal.fetchPrefetch).catch(() => undefined);
   }
+  if (segment && (await takePrefetched(spool, name, path))) return ExitCode.ok;
   const identities = await readIdentityFile(config.identityFile);
   const outcome = await fetchWalFile({
     storage,
@@ -67,15 +74,22 @@ async function fetchOne(context: CommandContext, name: string, path: string): Pr
     destination: path,
     retry: walRetryPolicy(config),
   });
-  if (outcome === 'missing') return ExitCode.failed;
-  if (kind === 'segment') startPrefetcher(context, name, config.wal.fetchPrefetch);
-  return ExitCode.ok;
+  return outcome === 'missing' ? ExitCode.failed : ExitCode.ok;
 }
 
-/** Starts `pgkeep wal-prefetch NAME` detached: PostgreSQL waits for wal-fetch, not for it. */
-function startPrefetcher(context: CommandContext, after: string, count: number): void {
+/**
+ * Starts `pgkeep wal-prefetch NAME` detached (PostgreSQL waits for wal-fetch, not for it) unless a
+ * prefetcher is running already (it follows the segment just noted as wanted), and reserves the
+ * next segments in its name.
+ */
+async function startPrefetcher(
+  context: CommandContext,
+  spool: WalSpool,
+  after: string,
+  count: number,
+): Promise<void> {
   const script = process.argv[1];
-  if (count <= 0 || !script) return;
+  if (!script || (await prefetcherRunning(spool))) return;
   const args = [
     script,
     ...(context.configPath ? ['--config', context.configPath] : []),
@@ -85,6 +99,7 @@ function startPrefetcher(context: CommandContext, after: string, count: number):
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
   child.on('error', () => {});
   child.unref();
+  if (child.pid !== undefined) await reservePrefetch(spool, child.pid, after, count);
 }
 
 export const walPrefetch: Command = {

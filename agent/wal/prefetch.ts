@@ -1,20 +1,29 @@
 /**
  * Prefetching WAL for recovery. PostgreSQL asks restore_command for one segment at a time and
  * replays it before asking for the next, so a download per call leaves the replay idle while the
- * repository answers. After each fetched segment, `wal-fetch` starts a detached prefetcher that
- * downloads the following segments into the spool; the next `wal-fetch` finds its file there and
- * only renames it into place.
+ * repository answers. `wal-fetch` starts a detached prefetcher (before it downloads the segment
+ * asked for, so the two overlap) that keeps the following segments downloaded in the spool;
+ * restore_command's shell line finds each there and only renames it into place.
  *
- * A prefetched file appears only complete and verified (the same checks and temp-file-and-rename
- * as wal-fetch), so taking one is as safe as fetching it. One prefetcher runs per cluster (a lock
- * file with its pid); it stops at the first missing segment, the end of the archive.
+ * Files in the prefetch directory, `spool/<cluster>/prefetch/<boot id>/` (WalSpool.prefetchBootDir):
+ *
+ *   <name>                      complete and verified (the checks and temp-file-and-rename of
+ *                               wal-fetch), so taking one is as safe as fetching it
+ *   <name>.pgkeep-<pid>.tmp     <name> is in the window of the prefetcher <pid>: queued (empty) or
+ *                               being written; it becomes <name> in one rename or disappears
+ *
+ * `prefetch.lock` holds the live prefetcher's pid (one per cluster). restore_command's shell line
+ * waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
+ * asked for, instead of starting Node to download the same segment a second time. The prefetcher
+ * stops at the first missing segment (the end of the archive), on an error it cannot retry, or
+ * when recovery has taken nothing for a while; it removes its temp files when it stops.
  */
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { nextWalSegmentFileName, parseWalFileName } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { processAlive } from '../process-alive.ts';
-import { fetchWalFile, fsyncDir } from './fetch.ts';
+import { fetchWalFile, fsyncDir, tempPathFor } from './fetch.ts';
 import type { RetryPolicy } from './retry.ts';
 import type { WalSpool } from './spool.ts';
 
@@ -34,7 +43,7 @@ export async function takePrefetched(
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return false;
     if (code !== 'EXDEV') throw error;
-    const tmp = `${destination}.pgkeep-${process.pid}.tmp`;
+    const tmp = tempPathFor(destination);
     try {
       await copyFile(source, tmp);
       const handle = await open(tmp, 'r');
@@ -56,32 +65,78 @@ export interface PrefetchOptions {
   readonly cluster: string;
   readonly identities: readonly string[];
   readonly spool: WalSpool;
-  /** The segment just fetched: prefetching starts after it. */
+  /** The segment recovery asked for: prefetching starts after it. */
   readonly after: string;
+  /** Segments kept downloaded ahead of recovery. */
   readonly count: number;
   /** Downloads at once. @default 2 */
   readonly parallelism?: number;
   readonly retry: RetryPolicy;
 }
 
-/** Takes the per-cluster prefetch lock; undefined when a live prefetcher holds it. */
-async function lock(spool: WalSpool): Promise<(() => Promise<void>) | undefined> {
+/** The pid in the prefetch lock, 0 when there is none. */
+async function lockHolder(spool: WalSpool): Promise<number> {
+  const pid = Number.parseInt(await readFile(spool.prefetchLockFile, 'utf8').catch(() => ''), 10);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
+}
+
+/**
+ * Makes `pid` the holder of the prefetch lock unless a live process holds it; true when it does.
+ * The lock file appears with its content in one step (link of a written temp file), so a reader
+ * never sees it empty; a holder that died is replaced.
+ */
+async function claimLock(spool: WalSpool, pid: number): Promise<boolean> {
   await mkdir(spool.root, { recursive: true, mode: 0o700 });
-  const path = `${spool.root}/prefetch.lock`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, 'wx', 0o600);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return () => rm(path, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const pid = Number(await readFile(path, 'utf8').catch(() => '0'));
-      if (pid > 0 && processAlive(pid)) return undefined;
-      await rm(path, { force: true });
+  const path = spool.prefetchLockFile;
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, `${pid}\n`, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await link(tmp, path);
+        return true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        const holder = await lockHolder(spool);
+        // wal-fetch claims the lock for the prefetcher it starts (see reservePrefetcher).
+        if (holder === pid) return true;
+        if (holder > 0 && processAlive(holder)) return false;
+        await rm(path, { force: true });
+      }
     }
+    return false;
+  } finally {
+    await rm(tmp, { force: true });
   }
-  return undefined;
+}
+
+/** Whether a live prefetcher holds the lock for this cluster. */
+export async function prefetcherRunning(spool: WalSpool): Promise<boolean> {
+  const holder = await lockHolder(spool);
+  return holder > 0 && processAlive(holder);
+}
+
+/**
+ * For wal-fetch, right after it started the prefetcher `pid` for the segments after `after`:
+ * claims the lock in the prefetcher's name and creates its temp files for the first `count` of
+ * them, so restore_command's shell line waits for the prefetcher from this moment on rather than
+ * from when it has started up (a Node start, the time of a whole segment). False when another
+ * live prefetcher holds the lock (the one just started then finds it held and exits).
+ */
+export async function reservePrefetch(
+  spool: WalSpool,
+  pid: number,
+  after: string,
+  count: number,
+): Promise<boolean> {
+  if (!(await claimLock(spool, pid))) return false;
+  await mkdir(spool.prefetchBootDir, { recursive: true, mode: 0o700 });
+  const present = new Set(await readdir(spool.prefetchBootDir));
+  for (let i = 0, name = after; i < count; i++) {
+    name = nextWalSegmentFileName(name);
+    if (!present.has(name)) await writeFile(tempPathFor(spool.prefetchPath(name), pid), '', { flag: 'a' });
+  }
+  return true;
 }
 
 /** The file through which wal-fetch tells a running prefetcher which segment recovery asked for last. */
@@ -97,27 +152,96 @@ export async function notePrefetchWanted(spool: WalSpool, walFileName: string): 
   await rename(tmp, wantFile(spool));
 }
 
+const TEMP_FILE = /^(.+)\.pgkeep-(\d+)\.tmp$/;
+
 /**
- * Keeps the `count` segments after the one recovery asked for last downloaded in the spool: fills
- * the window, waits until recovery takes the first file of it (the file disappears: wal-fetch or
- * restore_command's shell path moved it), and tops the window up again. Ends at the first missing
- * segment (the end of the archive) or after `idleMs` without progress. Resolves to the number of
- * files downloaded.
+ * Keeps the `count` segments after the one recovery asked for last downloaded in the spool.
+ * `parallelism` workers each take the lowest segment of the window that is neither present nor
+ * being downloaded, as soon as they are free; every `pollMs` the window moves on past the files
+ * recovery took (they disappear: restore_command's shell line or wal-fetch moved them) or to the
+ * segment wal-fetch noted last. Ends at the first missing segment (the end of the archive), on an
+ * error that retries did not fix (rejecting with it once the other downloads have finished), or
+ * after `idleMs` in which recovery took nothing. Resolves to the number of files downloaded.
  */
 export async function prefetchAhead(
   options: PrefetchOptions & { idleMs?: number; pollMs?: number },
 ): Promise<number> {
-  const release = await lock(options.spool);
-  if (!release) return 0;
   const { spool } = options;
+  if (!(await claimLock(spool, process.pid))) return 0;
   const idleMs = options.idleMs ?? 30_000;
   const pollMs = options.pollMs ?? 25;
+  const mine = (name: string) => tempPathFor(spool.prefetchPath(name));
+  let fetched = 0;
+  let stopping = false;
+  let failure: { error: unknown } | undefined;
+  let window: string[] = [];
+  /** Final files of the window in the last listing of the directory. */
+  let listed = new Set<string>();
+  /** Files the workers wrote (they may be taken before a listing shows them). */
+  const done = new Set<string>();
+  const inFlight = new Set<string>();
+  let waiting: (() => void)[] = [];
+  const wakeWorkers = () => {
+    for (const resolve of waiting) resolve();
+    waiting = [];
+  };
+  const worker = async () => {
+    while (!stopping) {
+      const name = window.find((n) => !listed.has(n) && !done.has(n) && !inFlight.has(n));
+      if (name === undefined) {
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        continue;
+      }
+      inFlight.add(name);
+      try {
+        const outcome = await fetchWalFile({
+          storage: options.storage,
+          cluster: options.cluster,
+          identities: options.identities,
+          walFileName: name,
+          destination: spool.prefetchPath(name),
+          retry: options.retry,
+          durable: spool.prefetchDurable,
+        });
+        if (outcome === 'missing') {
+          // The end of the archive: nothing after it is fetched, and the shell line stops waiting.
+          stopping = true;
+          await rm(mine(name), { force: true });
+        } else {
+          fetched++;
+          done.add(name);
+        }
+      } catch (error) {
+        stopping = true;
+        failure ??= { error };
+      } finally {
+        inFlight.delete(name);
+      }
+    }
+  };
+  const removeMine = async (keep: (name: string) => boolean) => {
+    for (const file of await readdir(spool.prefetchBootDir).catch(() => [] as string[])) {
+      const temp = TEMP_FILE.exec(file);
+      if (temp?.[2] === String(process.pid) && !keep(temp[1] as string))
+        await rm(spool.prefetchPath(file), { force: true });
+    }
+  };
+
+  const workers: Promise<void>[] = [];
   try {
-    await mkdir(spool.prefetchDir, { recursive: true, mode: 0o700 });
+    await mkdir(spool.prefetchBootDir, { recursive: true, mode: 0o700 });
+    // Files of an earlier boot are never taken (see WalSpool.prefetchBootDir).
+    for (const entry of await readdir(spool.prefetchDir)) {
+      const path = join(spool.prefetchDir, entry);
+      if (path !== spool.prefetchBootDir) await rm(path, { recursive: true, force: true });
+    }
+    // Temp files of a prefetcher that died would make the shell line wait for nothing.
+    for (const file of await readdir(spool.prefetchBootDir)) {
+      const temp = TEMP_FILE.exec(file);
+      if (temp && Number(temp[2]) !== process.pid) await rm(spool.prefetchPath(file), { force: true });
+    }
     let cursor = options.after;
-    let lastWanted = '';
-    let present = new Set<string>();
-    let fetched = 0;
+    let lastWanted = options.after;
     let lastProgress = Date.now();
     for (;;) {
       // Where recovery is: the last name wal-fetch noted, or the last file taken from the window.
@@ -127,44 +251,55 @@ export async function prefetchAhead(
         cursor = wanted;
         lastProgress = Date.now();
       }
-      const now = new Set(await readdir(spool.prefetchDir));
-      const taken = [...present].filter((n) => !now.has(n)).sort();
-      if (taken.length > 0 && (taken[taken.length - 1] as string) > cursor) {
-        cursor = taken[taken.length - 1] as string;
+      // A file a worker renames while the directory is being read may be missing from the listing
+      // without having been taken: only files written before the listing started count as taken.
+      const doneBefore = [...done];
+      const files = await readdir(spool.prefetchBootDir);
+      const now = new Set(files.filter((f) => !f.endsWith('.tmp')));
+      const taken = [...listed, ...doneBefore].filter((n) => !now.has(n)).sort();
+      const lastTaken = taken[taken.length - 1];
+      if (lastTaken !== undefined && lastTaken > cursor) {
+        cursor = lastTaken;
         lastProgress = Date.now();
       }
-      const window: string[] = [];
+      const next: string[] = [];
       for (let i = 0, name = cursor; i < options.count; i++) {
         name = nextWalSegmentFileName(name);
-        window.push(name);
+        next.push(name);
       }
-      for (const name of now) {
+      window = next;
+      listed = new Set(window.filter((n) => now.has(n)));
+      for (const name of done) if (!window.includes(name) || taken.includes(name)) done.delete(name);
+      for (const file of files) {
         // Not in the window: recovery passed it or moved to another timeline.
-        if (!window.includes(name) && !name.endsWith('.tmp'))
-          await rm(spool.prefetchPath(name), { force: true });
+        const name = TEMP_FILE.exec(file)?.[1] ?? file;
+        if (!window.includes(name) && !inFlight.has(name))
+          await rm(spool.prefetchPath(file), { force: true });
       }
-      const queue = window.filter((n) => !now.has(n));
-      let ended = false;
-      const worker = async () => {
-        for (let next = queue.shift(); next !== undefined && !ended; next = queue.shift()) {
-          const outcome = await fetchWalFile({
-            storage: options.storage,
-            cluster: options.cluster,
-            identities: options.identities,
-            walFileName: next,
-            destination: spool.prefetchPath(next),
-            retry: options.retry,
-          });
-          if (outcome === 'missing') ended = true;
-          else fetched++;
-        }
-      };
-      if (queue.length > 0) await Promise.all(Array.from({ length: options.parallelism ?? 2 }, worker));
-      present = new Set((await readdir(spool.prefetchDir)).filter((n) => window.includes(n)));
-      if (ended || Date.now() - lastProgress > idleMs) return fetched;
+      if (stopping || Date.now() - lastProgress > idleMs) break;
+      // Queued segments get their temp file now, so the shell line waits for them.
+      const temps = new Set(files.filter((f) => f.endsWith('.tmp')));
+      for (const name of window) {
+        const temp = mine(name);
+        if (!listed.has(name) && !done.has(name) && !inFlight.has(name) && !temps.has(basename(temp)))
+          await writeFile(temp, '', { flag: 'a' });
+      }
+      while (workers.length < (options.parallelism ?? 2)) workers.push(worker());
+      wakeWorkers();
       await new Promise((r) => setTimeout(r, pollMs));
     }
+    stopping = true;
+    wakeWorkers();
+    // The shell line stops waiting for queued segments now, not when the downloads under way end.
+    await removeMine((name) => inFlight.has(name));
+    await Promise.all(workers);
+    if (failure) throw failure.error;
+    return fetched;
   } finally {
-    await release();
+    stopping = true;
+    wakeWorkers();
+    await Promise.all(workers);
+    await removeMine(() => false);
+    if ((await lockHolder(spool)) === process.pid) await rm(spool.prefetchLockFile, { force: true });
   }
 }

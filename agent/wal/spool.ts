@@ -2,7 +2,7 @@
  * The agent's state on the host, under `spoolDir/<cluster>/`:
  *
  *   pushed/<wal file name>     marker: the file is durably stored and read back (JSON: key, sha256, size)
- *   prefetch/<wal file name>   a WAL file fetched ahead for recovery, complete and verified
+ *   prefetch/<boot>/<wal file name>   a WAL file fetched ahead for recovery, complete and verified
  *   backup.lock                held while a backup runs: one backup at a time per cluster
  *
  * A marker is written only after the push resolved (stored, read back, hash checked), through a
@@ -15,9 +15,30 @@
  * guard the fast path also refuses a segment modified after its marker was written (`-nt`), and
  * `wal-push` itself (the slow path) compares the marker's sha256 with the file's.
  */
+
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from './fetch.ts';
+
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+/** The prefetch directory where the kernel has no boot id. */
+const NO_BOOT_ID_DIR = 'fsynced';
+const BOOT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+let bootId: string | undefined | null = null;
+
+/** The id Linux gives the running boot of the machine; undefined elsewhere. */
+export function currentBootId(): string | undefined {
+  if (bootId === null) {
+    try {
+      const id = readFileSync(BOOT_ID_FILE, 'utf8').trim();
+      bootId = BOOT_ID.test(id) ? id : undefined;
+    } catch {
+      bootId = undefined;
+    }
+  }
+  return bootId;
+}
 
 export interface PushedMarker {
   readonly key: string;
@@ -92,8 +113,29 @@ export class WalSpool {
     }
   }
 
+  /**
+   * Where prefetched files are kept: a directory per boot of the machine. They are not fsynced
+   * (recovery reads each one at once and PostgreSQL does not need restore_command's output on
+   * disk), so after a crash of the machine one could be incomplete under its final name; files
+   * of an earlier boot are never taken. Without a boot id (not Linux) files are fsynced and kept
+   * in `prefetch/fsynced`.
+   */
+  get prefetchBootDir(): string {
+    return join(this.prefetchDir, currentBootId() ?? NO_BOOT_ID_DIR);
+  }
+
+  /** Whether prefetched files must be flushed to disk: see {@link prefetchBootDir}. */
+  get prefetchDurable(): boolean {
+    return currentBootId() === undefined;
+  }
+
   prefetchPath(walFileName: string): string {
-    return join(this.prefetchDir, walFileName);
+    return join(this.prefetchBootDir, walFileName);
+  }
+
+  /** Holds the pid of the cluster's one prefetcher (see prefetch.ts). */
+  get prefetchLockFile(): string {
+    return join(this.root, 'prefetch.lock');
   }
 }
 
@@ -151,20 +193,31 @@ export function archiveCommandLine(options: CommandLineOptions): string {
   ].join('; ');
 }
 
+/** How often restore_command's shell line looks for a segment the prefetcher is downloading. */
+const PREFETCH_POLL_SECONDS = 0.01;
+
 /**
- * The restore_command value, a small POSIX shell program: moves a prefetched file into place
- * without starting Node when there is one (a prefetched file is complete and verified; `mv` is a
- * rename when the spool and pg_wal share a file system); while the prefetcher is downloading that
- * very file (its temp file exists) it waits for it, bounded; otherwise `pgkeep wal-fetch %f %p`,
- * which also (re)starts the prefetcher.
+ * The restore_command value, a small POSIX shell program:
+ *
+ * 1. a prefetched file is there: move it into place without starting Node (a prefetched file is
+ *    complete and verified; `mv` is a rename when the spool and pg_wal share a file system);
+ * 2. the live prefetcher has the segment in its window (its temp file for it exists, named with
+ *    the pid in prefetch.lock): wait for it, polling, up to {@link AGENT_WAIT_SECONDS}, then 1;
+ * 3. otherwise `pgkeep wal-fetch %f %p`, which also starts the prefetcher.
  */
 export function restoreCommandLine(options: CommandLineOptions): string {
-  const dir = shellQuote(new WalSpool(options.spoolDir, options.cluster).prefetchDir);
+  const spool = new WalSpool(options.spoolDir, options.cluster);
   const take = `{ test -f "$F" && mv -f "$F" %p; } && exit 0`;
+  const polls = Math.round(AGENT_WAIT_SECONDS / PREFETCH_POLL_SECONDS);
+  // `read` fails on a last line without a newline, so P is tested instead of its status.
+  const prefetching = `{ P=; read P; test -n "$P"; } 2>/dev/null <${shellQuote(spool.prefetchLockFile)} && test -e "$F.pgkeep-$P.tmp" && kill -0 "$P" 2>/dev/null`;
   return [
-    `F=${dir}/%f`,
+    // The directory of this boot (WalSpool.prefetchBootDir), found the same way as currentBootId.
+    `B=; { read B; } 2>/dev/null <${BOOT_ID_FILE}`,
+    `case $B in ????????-????-????-????-????????????) ;; *) B=${NO_BOOT_ID_DIR};; esac`,
+    `F=${shellQuote(spool.prefetchDir)}/"$B"/%f`,
     take,
-    `n=0; while [ $n -lt ${AGENT_WAIT_SECONDS * 40} ] && set -- ${dir}/%f.pgkeep-*.tmp && test -e "$1"; do sleep 0.025; n=$((n+1)); done`,
+    `n=0; while [ $n -lt ${polls} ] && ${prefetching}; do sleep ${PREFETCH_POLL_SECONDS}; n=$((n+1)); done`,
     take,
     invocation(options, 'wal-fetch %f %p'),
   ].join('; ');
