@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreCommandLine } from '../../../agent/wal/spool.ts';
+import { tempPathFor } from '../../../agent/wal/fetch.ts';
+import { restoreCommandLine, WalSpool } from '../../../agent/wal/spool.ts';
 import { walFilePrefix } from '../../../core/keys.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { walSegment } from '../../support/wal-segment.ts';
@@ -197,4 +198,110 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
     expect(starts.length).toBeLessThan(names.length);
     expect(starts[0]).toContain(names[0]);
   });
+  it('restore_command back to back, as a fast replay asks: only the first segment starts Node', async () => {
+    const names = [
+      '0000000C0000000000000040',
+      '0000000C0000000000000041',
+      '0000000C0000000000000042',
+      '0000000C0000000000000043',
+      '0000000C0000000000000044',
+      '0000000C0000000000000045',
+    ];
+    const contents = new Map<string, Buffer>();
+    for (const name of names) {
+      contents.set(name, segment(name));
+      await walFile(name, contents.get(name) as Buffer);
+      expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
+    }
+    const { line, log, restoreDir } = await loggedRestoreLine('back-to-back');
+    for (const name of names) {
+      expect(await runRestoreLine(line, name, restoreDir)).toBe(0);
+      expect(
+        (await readFile(join(restoreDir, 'pg_wal', 'RECOVERYXLOG'))).equals(contents.get(name) as Buffer),
+      ).toBe(true);
+    }
+    // wal-fetch started the prefetcher and reserved the next segments for it before it returned:
+    // the shell line waited for those instead of starting Node again.
+    const starts = (await readFile(log, 'utf8')).split('\n').filter((l) => l.includes('wal-fetch'));
+    expect(starts).toEqual([expect.stringContaining(names[0] as string)]);
+  });
+
+  it('restore_command waits for a segment a live prefetcher is writing, and not for a dead one', async () => {
+    const names = ['0000000D0000000000000050', '0000000D0000000000000051'];
+    for (const name of names) {
+      await walFile(name, segment(name));
+      expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
+    }
+    const { line, log, restoreDir } = await loggedRestoreLine('wait');
+    const spool = new WalSpool(h.spoolDir, h.cluster);
+    await mkdir(spool.prefetchBootDir, { recursive: true });
+    await own(spool.prefetchDir);
+    await own(spool.prefetchBootDir);
+    // A stand-in for the prefetcher: a live process of the server's user named in the lock.
+    const prefetcher = spawn('sleep', ['30'], { ...(h.user ?? {}) });
+    try {
+      await writeFile(spool.prefetchLockFile, `${prefetcher.pid}\n`);
+      await own(spool.prefetchLockFile);
+      const first = names[0] as string;
+      await writeFile(tempPathFor(spool.prefetchPath(first), prefetcher.pid as number), '');
+      await own(tempPathFor(spool.prefetchPath(first), prefetcher.pid as number));
+      const delivered = Buffer.from('delivered by the prefetcher');
+      const started = Date.now();
+      const running = runRestoreLine(line, first, restoreDir);
+      await new Promise((r) => setTimeout(r, 500));
+      await writeFile(spool.prefetchPath(`${first}.part`), delivered);
+      await own(spool.prefetchPath(`${first}.part`));
+      await rename(spool.prefetchPath(`${first}.part`), spool.prefetchPath(first));
+      await rm(tempPathFor(spool.prefetchPath(first), prefetcher.pid as number));
+      expect(await running).toBe(0);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+      expect((await readFile(join(restoreDir, 'pg_wal', 'RECOVERYXLOG'))).equals(delivered)).toBe(true);
+      expect(await readFile(log, 'utf8')).toBe('');
+
+      // The prefetcher died and left its temp file: the line does not wait; wal-fetch fetches.
+      prefetcher.kill();
+      await new Promise((resolve) => prefetcher.once('exit', resolve));
+      const second = names[1] as string;
+      await writeFile(tempPathFor(spool.prefetchPath(second), prefetcher.pid as number), '');
+      await own(tempPathFor(spool.prefetchPath(second), prefetcher.pid as number));
+      const again = Date.now();
+      expect(await runRestoreLine(line, second, restoreDir)).toBe(0);
+      expect(Date.now() - again).toBeLessThan(5_000);
+      expect(await readFile(log, 'utf8')).toContain(`wal-fetch ${second}`);
+    } finally {
+      prefetcher.kill();
+    }
+  });
 });
+
+/** The restore_command line with a Node that logs each start, and a data directory to run it in. */
+async function loggedRestoreLine(label: string): Promise<{ line: string; log: string; restoreDir: string }> {
+  const log = join(h.dir, `fetch-node-${label}.log`);
+  const wrapper = join(h.dir, `node-fetch-logged-${label}`);
+  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${log}'\nexec '${NODE}' "$@"\n`);
+  await chmod(wrapper, 0o755);
+  await writeFile(log, '');
+  await own(wrapper);
+  await own(log);
+  const line = restoreCommandLine({
+    nodePath: wrapper,
+    bundlePath: PGKEEP_BUNDLE,
+    spoolDir: h.spoolDir,
+    cluster: h.cluster,
+    configPath: h.configPath,
+  });
+  const restoreDir = join(h.dir, `restore-${label}`);
+  await mkdir(join(restoreDir, 'pg_wal'), { recursive: true });
+  await own(restoreDir);
+  await own(join(restoreDir, 'pg_wal'));
+  return { line, log, restoreDir };
+}
+
+/** Runs the restore_command line for `name` into pg_wal/RECOVERYXLOG, as the server's user; its exit code. */
+function runRestoreLine(line: string, name: string, restoreDir: string): Promise<number | null> {
+  const command = line.replaceAll('%f', name).replaceAll('%p', 'pg_wal/RECOVERYXLOG');
+  return new Promise<number | null>((resolve) => {
+    const child = spawn('sh', ['-c', command], { ...(h.user ?? {}), cwd: restoreDir, stdio: 'ignore' });
+    child.once('close', resolve);
+  });
+}
