@@ -118,6 +118,9 @@ function invocation(options: CommandLineOptions, args: string): string {
   const env = {
     // Node caches the compiled bundle there: a third of a cold start is compiling pgkeep.mjs.
     NODE_COMPILE_CACHE: join(options.spoolDir, 'node-compile-cache'),
+    // The same spool as the configuration names; set here, pgkeep reuses its validated
+    // configuration from it instead of loading zod and yaml at every call (agent/config.ts).
+    PGKEEP_SPOOL_DIR: options.spoolDir,
     ...(options.configPath ? { PGKEEP_CONFIG: options.configPath } : {}),
     ...options.env,
   };
