@@ -61,13 +61,42 @@ function chunkNonce(counter: number, last: boolean): Buffer {
   return nonce;
 }
 
+/** Seals one STREAM chunk: its ciphertext and tag. */
+function sealChunk(key: Buffer, counter: number, last: boolean, plaintext: Buffer): [Buffer, Buffer] {
+  const cipher = createCipheriv('chacha20-poly1305', key, chunkNonce(counter, last), {
+    authTagLength: TAG_BYTES,
+  });
+  const sealed = cipher.update(plaintext);
+  cipher.final();
+  return [sealed, cipher.getAuthTag()];
+}
+
+/** The header, the payload nonce and the payload key of a new age file to `recipients`. */
+function begin(recipients: readonly string[]): { prefix: Buffer; key: Buffer } {
+  const { header, fileKey } = makeHeader(assertRecipients(recipients));
+  const nonce = randomBytes(NONCE_BYTES);
+  return { prefix: Buffer.concat([header, nonce]), key: payloadKey(fileKey, nonce) };
+}
+
 /**
  * A Transform from plaintext to an age file encrypted to `recipients`. Memory is one 64 KiB chunk.
  */
 export async function encryptStream(recipients: readonly string[]): Promise<Transform> {
-  const { header, fileKey } = makeHeader(assertRecipients(recipients));
-  const nonce = randomBytes(NONCE_BYTES);
-  return new StreamEncrypter(Buffer.concat([header, nonce]), payloadKey(fileKey, nonce));
+  const { prefix, key } = begin(recipients);
+  return new StreamEncrypter(prefix, key);
+}
+
+/** `plaintext` as one age file encrypted to `recipients`, for data already in memory (a WAL segment). */
+export function encryptBuffer(recipients: readonly string[], plaintext: Buffer): Buffer {
+  const { prefix, key } = begin(recipients);
+  const parts = [prefix];
+  let counter = 0;
+  // An empty plaintext is one empty last chunk; otherwise the last chunk is never empty.
+  for (let offset = 0; offset === 0 || offset < plaintext.length; offset += CHUNK_BYTES) {
+    const end = Math.min(offset + CHUNK_BYTES, plaintext.length);
+    parts.push(...sealChunk(key, counter++, end === plaintext.length, plaintext.subarray(offset, end)));
+  }
+  return Buffer.concat(parts);
 }
 
 class StreamEncrypter extends Transform {
@@ -100,13 +129,8 @@ class StreamEncrypter extends Transform {
   }
 
   #seal(last: boolean): void {
-    const cipher = createCipheriv('chacha20-poly1305', this.#key, chunkNonce(this.#counter++, last), {
-      authTagLength: TAG_BYTES,
-    });
-    const sealed = cipher.update(this.#staged.subarray(0, this.#filled));
-    cipher.final();
-    this.push(sealed);
-    this.push(cipher.getAuthTag());
+    for (const part of sealChunk(this.#key, this.#counter++, last, this.#staged.subarray(0, this.#filled)))
+      this.push(part);
     this.#filled = 0;
   }
 }
