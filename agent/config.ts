@@ -5,77 +5,17 @@
  * through the AWS SDK's credential chain, so neither kind of secret ever appears here or in argv.
  * The commented example is pgkeep.example.yaml at the repository root.
  */
-import { readFile } from 'node:fs/promises';
-import { Cron } from 'croner';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { assertRecipients } from '../core/age-stream.ts';
-import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
-import { assertClusterName } from '../core/keys.ts';
+import type { AgentConfig } from './config-schema.ts';
+import { AGENT_VERSION } from './version.ts';
+
+export type { AgentConfig };
 
 export const DEFAULT_CONFIG_PATH = '/etc/pgkeep/pgkeep.yaml';
-
-const cron = z.string().refine(
-  (expr) => {
-    try {
-      new Cron(expr, { paused: true });
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'not a valid cron expression (five fields, e.g. "15 * * * *")' },
-);
-
-const ConfigSchema = z.strictObject({
-  /** Name of this cluster in the repository (`v1/<cluster>/…`). */
-  cluster: z.string().superRefine((name, ctx) => {
-    try {
-      assertClusterName(name);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    }
-  }),
-  /** Where backups go: `s3://bucket/prefix?endpoint=…` or `file:///path`. */
-  repository: z.string().min(1),
-  /** age recipients (public keys) every object is encrypted to. */
-  recipients: z.array(z.string()).default([]),
-  /** File with age identities (secret keys); only hosts that restore need one. */
-  identityFile: z.string().optional(),
-  zstdLevel: z.number().int().min(1).max(MAX_ZSTD_LEVEL).default(DEFAULT_ZSTD_LEVEL),
-  /** Directory of the PostgreSQL client and server programs; default: found on PATH. */
-  pgBin: z.string().optional(),
-  /** Databases the service dumps on its logical schedule; `all` for every database that allows connections. */
-  databases: z.union([z.literal('all'), z.array(z.string().min(1))]).default('all'),
-  /** State the agent keeps on the host: which WAL segments are already stored, prefetched WAL. */
-  spoolDir: z.string().default('/var/lib/pgkeep/spool'),
-  wal: z
-    .strictObject({
-      /** Segments the service pushes at once. */
-      pushParallelism: z.number().int().min(1).max(64).default(4),
-      /** Segments wal-fetch downloads ahead during recovery. */
-      fetchPrefetch: z.number().int().min(0).max(64).default(8),
-      /** pg_wal of the cluster the service watches; default: <PGDATA>/pg_wal. */
-      pgWalDir: z.string().optional(),
-      /** How long wal-push/wal-fetch retry a repository that is unreachable before failing. */
-      retrySeconds: z.number().min(0).max(3600).default(30),
-    })
-    .prefault({}),
-  schedules: z
-    .strictObject({
-      logical: cron.optional(),
-      base: cron.optional(),
-    })
-    .prefault({}),
-  metrics: z
-    .strictObject({
-      /** host:port of the Prometheus endpoint; loopback only unless you mean otherwise. */
-      listen: z.string().default('127.0.0.1:9187'),
-    })
-    .prefault({}),
-});
-
-export type AgentConfig = z.infer<typeof ConfigSchema>;
 
 /** A problem with the configuration; the message names the field and the fix. */
 export class ConfigError extends Error {
@@ -119,49 +59,99 @@ export interface LoadConfigOptions {
 /**
  * Reads the file (if any), applies environment overrides and validates. A file named explicitly
  * must exist; the default path may be absent when the environment carries the configuration.
+ *
+ * When PGKEEP_SPOOL_DIR is set (the archive_command and restore_command lines pgkeep writes set
+ * it), a validated configuration is kept in the spool and reused while the file's content, the
+ * PGKEEP_* variables and the program are unchanged: validating loads zod and yaml, ~45 ms of every
+ * `pgkeep wal-push` otherwise. The spool is private to the service's user (0700).
  */
 export async function loadConfig(options: LoadConfigOptions): Promise<AgentConfig> {
   const explicit = options.configPath ?? options.env.PGKEEP_CONFIG;
   const path = explicit ?? DEFAULT_CONFIG_PATH;
-  let raw: Record<string, unknown> = {};
-  let source = 'environment';
+  const content = await readConfigFile(path, explicit !== undefined);
+  const overrides = Object.keys(ENV_BINDINGS)
+    .map((name) => [name, options.env[name]] as const)
+    .filter(([, value]) => value !== undefined && value !== '');
+  const cache = validationCache(options.env.PGKEEP_SPOOL_DIR, path, content, overrides);
+  const cached = await cache?.read();
+  if (cached) return cached;
+
+  const { parseConfigText, validateConfig } = await import('./config-schema.ts');
+  const raw = content === undefined ? {} : parseConfigText(content, path);
+  for (const [name, value] of overrides) {
+    const binding = ENV_BINDINGS[name] as EnvBinding;
+    setPath(raw, binding.path, binding.parse(value as string));
+  }
+  const config = validateConfig(raw, content === undefined ? 'environment' : path);
+  await cache?.write(config);
+  return config;
+}
+
+/** The file's text; undefined when the default path is absent (the environment may carry everything). */
+async function readConfigFile(path: string, explicit: boolean): Promise<string | undefined> {
   try {
-    const content = await readFile(path, 'utf8');
-    source = path;
-    const parsed: unknown = parseYaml(content);
-    if (parsed !== null && parsed !== undefined) {
-      if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-        throw new ConfigError(`config ${path}: expected a mapping of options at the top level`);
-      }
-      raw = parsed as Record<string, unknown>;
-    }
+    return await readFile(path, 'utf8');
   } catch (error) {
-    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && explicit === undefined) {
-      // No file at the default path: the environment may carry everything.
-    } else if (code === 'ENOENT') {
+    if (code === 'ENOENT' && !explicit) return undefined;
+    if (code === 'ENOENT') {
       throw new ConfigError(
         `config file ${path} does not exist: create it (see pgkeep.example.yaml) or fix the path`,
       );
-    } else if (code === 'EACCES') {
-      throw new ConfigError(`config file ${path} is not readable by this user: fix its permissions`);
-    } else {
-      throw new ConfigError(`config file ${path} is not valid YAML: ${(error as Error).message}`, {
-        cause: error,
-      });
     }
+    if (code === 'EACCES') {
+      throw new ConfigError(`config file ${path} is not readable by this user: fix its permissions`);
+    }
+    throw new ConfigError(`config file ${path} cannot be read: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
+}
 
-  for (const [name, binding] of Object.entries(ENV_BINDINGS)) {
-    const value = options.env[name];
-    if (value === undefined || value === '') continue;
-    setPath(raw, binding.path, binding.parse(value));
-  }
+/** Bump when the cached form changes meaning. */
+const CACHE_FORMAT = 1;
 
-  const result = ConfigSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(describeIssue(result.error.issues[0], source));
-  return result.data;
+/**
+ * One cached validation per config path, under `<spoolDir>/config-cache/`, valid for exactly the
+ * inputs it came from. Only ever a cache: any failure to read or write it falls back to validating.
+ */
+function validationCache(
+  spoolDir: string | undefined,
+  path: string,
+  content: string | undefined,
+  overrides: readonly (readonly [string, string | undefined])[],
+) {
+  if (!spoolDir) return undefined;
+  let program = '';
+  try {
+    // A new pgkeep may validate differently (new options, new defaults).
+    program = process.argv[1] ? String(statSync(process.argv[1]).mtimeMs) : '';
+  } catch {}
+  const key = createHash('sha256')
+    .update(JSON.stringify([CACHE_FORMAT, AGENT_VERSION, program, path, content ?? null, overrides]))
+    .digest('hex');
+  const dir = join(spoolDir, 'config-cache');
+  const file = join(dir, `${createHash('sha256').update(path).digest('hex').slice(0, 16)}.json`);
+  return {
+    async read(): Promise<AgentConfig | undefined> {
+      try {
+        const entry = JSON.parse(await readFile(file, 'utf8')) as { key: string; config: AgentConfig };
+        return entry.key === key ? entry.config : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async write(config: AgentConfig): Promise<void> {
+      const tmp = `${file}.${process.pid}.tmp`;
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await writeFile(tmp, JSON.stringify({ key, config }), { mode: 0o600 });
+        await rename(tmp, file);
+      } catch {
+        await rm(tmp, { force: true }).catch(() => undefined);
+      }
+    },
+  };
 }
 
 /** Refuses to run without a recipient, naming how to get one. */
@@ -172,43 +162,6 @@ export function requireRecipients(config: AgentConfig): readonly string[] {
     throw new ConfigError((error as Error).message);
   }
   return config.recipients;
-}
-
-function envNameOf(path: readonly PropertyKey[]): string | undefined {
-  const joined = path.join('.');
-  return Object.entries(ENV_BINDINGS).find(([, b]) => b.path.join('.') === joined)?.[0];
-}
-
-function describeIssue(issue: z.core.$ZodIssue | undefined, source: string): string {
-  if (!issue) return `config (${source}) is invalid`;
-  const field = issue.path.join('.') || '(top level)';
-  if (issue.code === 'unrecognized_keys') {
-    const where = issue.path.length ? ` in ${field}` : '';
-    return `config (${source}): unknown option ${issue.keys.map((k) => `"${k}"`).join(', ')}${where}; known options: ${knownKeys(issue.path).join(', ')}`;
-  }
-  const env = envNameOf(issue.path);
-  const hint = env ? ` (or set ${env})` : '';
-  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
-    return `config (${source}): ${field} is required: set it in the config file${hint}`;
-  }
-  return `config (${source}): ${field}: ${issue.message}${hint}`;
-}
-
-function knownKeys(path: readonly PropertyKey[]): string[] {
-  let schema: z.ZodType = ConfigSchema;
-  for (const key of path) {
-    const inner = unwrap(schema);
-    if (!(inner instanceof z.ZodObject)) return [];
-    schema = inner.shape[key as string] as z.ZodType;
-  }
-  const inner = unwrap(schema);
-  return inner instanceof z.ZodObject ? Object.keys(inner.shape) : [];
-}
-
-function unwrap(schema: z.ZodType): z.ZodType {
-  let s: z.ZodType = schema;
-  while ('unwrap' in s && typeof s.unwrap === 'function') s = s.unwrap() as z.ZodType;
-  return s;
 }
 
 function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {

@@ -2,6 +2,8 @@
  * The `pgkeep` CLI entry: parses the command line, runs one command, maps failures to exit codes.
  * The only place that prints usage or sets the exit code.
  */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { type CommandContext, UsageError } from './commands/command.ts';
 import { COMMANDS } from './commands/index.ts';
 import { ExitCode } from './exit-codes.ts';
@@ -86,8 +88,19 @@ export async function main(
   }
 }
 
-// Run only as the program itself (the bundle or `node agent/main.ts`), not when imported by tests.
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('pgkeep.mjs')) {
+/** Whether this module is the program itself (the bundle, a symlink to it, or `node agent/main.ts`). */
+function isProgram(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+// Run only as the program, not when imported by tests.
+if (isProgram()) {
   main(process.argv.slice(2), {
     env: process.env,
     stdout: process.stdout,

@@ -1,16 +1,18 @@
 /**
  * age v1 (age-encryption.org/v1) as Node streams.
  *
- * The header — recipient stanzas, including the post-quantum hybrid `age1pq1…` kind, and its MAC —
- * comes from the `age-encryption` library, so recipient cryptography is never hand-written here.
- * The payload (STREAM: ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian counter ||
- * last-chunk flag) is written with node:crypto, which runs about ten times faster than the
- * library's pure-JS cipher (see bench/). Byte compatibility with the library and the `age` CLI is
- * proven both ways in test/core/age-stream.test.ts.
+ * Encryption is all node:crypto: the header (recipient stanzas, including the post-quantum hybrid
+ * `age1pq1…` kind, and its MAC) from core/age-recipients.ts, and the payload (STREAM:
+ * ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian counter || last-chunk flag)
+ * here, about ten times faster than the library's pure-JS cipher (see bench/). Decryption parses
+ * and unwraps the header with the `age-encryption` library, loaded only when something is
+ * decrypted, and opens the payload with node:crypto. Byte compatibility with the library and the
+ * `age` CLI is proven both ways in test/core/age-stream.test.ts.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { Decrypter, Encrypter, type Recipient, type Stanza } from 'age-encryption';
+import type { Decrypter } from 'age-encryption';
+import { type AgeRecipient, encodeHeader, parseRecipient, wrapFileKey } from './age-recipients.ts';
 
 const CHUNK_BYTES = 64 * 1024;
 const TAG_BYTES = 16;
@@ -25,47 +27,26 @@ export class AgeDecryptError extends Error {
   override name = 'AgeDecryptError';
 }
 
-/** Throws unless every recipient is an `age1…` X25519 or `age1pq1…` hybrid recipient the library accepts. */
-export function assertRecipients(recipients: readonly string[]): void {
+/** Throws unless every recipient is an `age1…` X25519 or `age1pq1…` hybrid recipient; returns them parsed. */
+export function assertRecipients(recipients: readonly string[]): AgeRecipient[] {
   if (recipients.length === 0) {
     throw new Error(
       'no recipient configured: set recipients in the config file or PGKEEP_RECIPIENTS (run `pgkeep keygen` to make one)',
     );
   }
-  for (const r of recipients) {
-    if (!/^age1(pq1)?[0-9a-z]+$/.test(r)) {
-      throw new Error(
-        `invalid recipient "${r.slice(0, 24)}…": expected an age1pq1… (post-quantum hybrid) or age1… (X25519) recipient`,
-      );
-    }
-    try {
-      new Encrypter().addRecipient(r);
-    } catch (cause) {
-      throw new Error(`invalid recipient "${r.slice(0, 24)}…": ${(cause as Error).message}`, { cause });
-    }
-  }
+  return recipients.map(parseRecipient);
 }
 
-/**
- * Builds an age header for a fresh random file key and returns both. The library's Encrypter makes
- * the stanzas and MAC; a capturing recipient (which contributes no stanza) learns the file key it
- * chose, and the empty payload the library appends is dropped.
- */
-async function makeHeader(recipients: readonly string[]): Promise<{ header: Buffer; fileKey: Buffer }> {
-  let fileKey: Buffer | undefined;
-  const capture: Recipient = {
-    wrapFileKey(key: Uint8Array): Stanza[] {
-      fileKey = Buffer.from(key);
-      return [];
-    },
+/** An age header wrapping a fresh random file key for every recipient, and that key. */
+function makeHeader(recipients: readonly AgeRecipient[]): { header: Buffer; fileKey: Buffer } {
+  const fileKey = randomBytes(FILE_KEY_BYTES);
+  return {
+    header: encodeHeader(
+      recipients.map((r) => wrapFileKey(r, fileKey)),
+      fileKey,
+    ),
+    fileKey,
   };
-  const encrypter = new Encrypter();
-  encrypter.addRecipient(capture);
-  for (const r of recipients) encrypter.addRecipient(r);
-  const empty = await encrypter.encrypt(new Uint8Array(0));
-  if (!fileKey || fileKey.length !== FILE_KEY_BYTES) throw new Error('age header: file key was not captured');
-  // An empty payload is the 16-byte nonce plus one empty final chunk (its 16-byte tag).
-  return { header: Buffer.from(empty.subarray(0, empty.length - NONCE_BYTES - TAG_BYTES)), fileKey };
 }
 
 function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
@@ -80,14 +61,42 @@ function chunkNonce(counter: number, last: boolean): Buffer {
   return nonce;
 }
 
+/** Seals one STREAM chunk: its ciphertext and tag. */
+function sealChunk(key: Buffer, counter: number, last: boolean, plaintext: Buffer): [Buffer, Buffer] {
+  const cipher = createCipheriv('chacha20-poly1305', key, chunkNonce(counter, last), {
+    authTagLength: TAG_BYTES,
+  });
+  const sealed = cipher.update(plaintext);
+  cipher.final();
+  return [sealed, cipher.getAuthTag()];
+}
+
+/** The header, the payload nonce and the payload key of a new age file to `recipients`. */
+function begin(recipients: readonly string[]): { prefix: Buffer; key: Buffer } {
+  const { header, fileKey } = makeHeader(assertRecipients(recipients));
+  const nonce = randomBytes(NONCE_BYTES);
+  return { prefix: Buffer.concat([header, nonce]), key: payloadKey(fileKey, nonce) };
+}
+
 /**
  * A Transform from plaintext to an age file encrypted to `recipients`. Memory is one 64 KiB chunk.
  */
 export async function encryptStream(recipients: readonly string[]): Promise<Transform> {
-  assertRecipients(recipients);
-  const { header, fileKey } = await makeHeader(recipients);
-  const nonce = randomBytes(NONCE_BYTES);
-  return new StreamEncrypter(Buffer.concat([header, nonce]), payloadKey(fileKey, nonce));
+  const { prefix, key } = begin(recipients);
+  return new StreamEncrypter(prefix, key);
+}
+
+/** `plaintext` as one age file encrypted to `recipients`, for data already in memory (a WAL segment). */
+export function encryptBuffer(recipients: readonly string[], plaintext: Buffer): Buffer {
+  const { prefix, key } = begin(recipients);
+  const parts = [prefix];
+  let counter = 0;
+  // An empty plaintext is one empty last chunk; otherwise the last chunk is never empty.
+  for (let offset = 0; offset === 0 || offset < plaintext.length; offset += CHUNK_BYTES) {
+    const end = Math.min(offset + CHUNK_BYTES, plaintext.length);
+    parts.push(...sealChunk(key, counter++, end === plaintext.length, plaintext.subarray(offset, end)));
+  }
+  return Buffer.concat(parts);
 }
 
 class StreamEncrypter extends Transform {
@@ -120,13 +129,8 @@ class StreamEncrypter extends Transform {
   }
 
   #seal(last: boolean): void {
-    const cipher = createCipheriv('chacha20-poly1305', this.#key, chunkNonce(this.#counter++, last), {
-      authTagLength: TAG_BYTES,
-    });
-    const sealed = cipher.update(this.#staged.subarray(0, this.#filled));
-    cipher.final();
-    this.push(sealed);
-    this.push(cipher.getAuthTag());
+    for (const part of sealChunk(this.#key, this.#counter++, last, this.#staged.subarray(0, this.#filled)))
+      this.push(part);
     this.#filled = 0;
   }
 }
@@ -140,13 +144,18 @@ class StreamEncrypter extends Transform {
 export function decryptStream(identities: readonly string[]): Transform {
   if (identities.length === 0)
     throw new Error('no identity given: set identity in the config file or PGKEEP_IDENTITY');
-  const decrypter = new Decrypter();
-  for (const identity of identities) decrypter.addIdentity(identity);
+  const decrypter = import('age-encryption').then(({ Decrypter }) => {
+    const d = new Decrypter();
+    for (const identity of identities) d.addIdentity(identity);
+    return d;
+  });
+  // Settled when the header arrives; a rejection here is reported there, not as unhandled.
+  decrypter.catch(() => undefined);
   return new StreamDecrypter(decrypter);
 }
 
 class StreamDecrypter extends Transform {
-  readonly #decrypter: Decrypter;
+  readonly #decrypter: Promise<Decrypter>;
   /** Bytes before the payload key is known: the header and the nonce. */
   #prefix: Buffer | undefined = Buffer.alloc(0);
   #key: Buffer | undefined;
@@ -154,7 +163,7 @@ class StreamDecrypter extends Transform {
   #filled = 0;
   #counter = 0;
 
-  constructor(decrypter: Decrypter) {
+  constructor(decrypter: Promise<Decrypter>) {
     super();
     this.#decrypter = decrypter;
   }
@@ -181,9 +190,11 @@ class StreamDecrypter extends Transform {
     }
     if (prefix.length < headerEnd + 1 + NONCE_BYTES) return undefined;
     const header = prefix.subarray(0, headerEnd + 1);
+    // An identity the library rejects fails here with its own message, not as a header problem.
+    const decrypter = await this.#decrypter;
     let fileKey: Uint8Array;
     try {
-      fileKey = await this.#decrypter.decryptHeader(header);
+      fileKey = await decrypter.decryptHeader(header);
     } catch (cause) {
       const message = (cause as Error).message;
       throw new AgeDecryptError(

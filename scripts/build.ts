@@ -1,13 +1,23 @@
-// Bundles the agent into one self-contained file, dist/pgkeep.mjs, that runs with `node` and needs
-// no node_modules at run time (the host gets one file; the Fargate image copies the same file).
-import { chmod } from 'node:fs/promises';
+// Bundles the agent into dist/: pgkeep.mjs, the entry, and dist/chunks/, the code each command
+// loads on demand. Runs with `node`, needs no node_modules at run time; install the whole directory
+// (the Fargate image copies the same one).
+//
+// Why chunks rather than one file: archive_command starts the agent once per WAL segment, and a
+// single 3 MB bundle cost ~125 ms before any work (V8 compiling it, and every Node built-in any
+// command uses loaded up front); the split entry starts in ~45 ms and loads only what its command
+// imports.
+import { chmod, rm } from 'node:fs/promises';
 import { build } from 'esbuild';
 
-const outfile = 'dist/pgkeep.mjs';
+const outdir = 'dist';
+await rm(outdir, { recursive: true, force: true });
 await build({
-  entryPoints: ['agent/main.ts'],
-  outfile,
+  entryPoints: { pgkeep: 'agent/main.ts' },
+  outdir,
+  outExtension: { '.js': '.mjs' },
+  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
+  splitting: true,
   platform: 'node',
   format: 'esm',
   target: 'node22',
@@ -20,4 +30,4 @@ await build({
   },
   logLevel: 'warning',
 });
-await chmod(outfile, 0o755);
+await chmod(`${outdir}/pgkeep.mjs`, 0o755);

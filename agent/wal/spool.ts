@@ -160,6 +160,9 @@ function invocation(options: CommandLineOptions, args: string): string {
   const env = {
     // Node caches the compiled bundle there: a third of a cold start is compiling pgkeep.mjs.
     NODE_COMPILE_CACHE: join(options.spoolDir, 'node-compile-cache'),
+    // The same spool as the configuration names; set here, pgkeep reuses its validated
+    // configuration from it instead of loading zod and yaml at every call (agent/config.ts).
+    PGKEEP_SPOOL_DIR: options.spoolDir,
     ...(options.configPath ? { PGKEEP_CONFIG: options.configPath } : {}),
     ...options.env,
   };
@@ -184,11 +187,12 @@ export const AGENT_WAIT_SECONDS = 10;
  */
 export function archiveCommandLine(options: CommandLineOptions): string {
   const spool = new WalSpool(options.spoolDir, options.cluster);
-  const polls = AGENT_WAIT_SECONDS * 40;
+  // Polls every 10 ms: the agent's push usually lands within tens of milliseconds of `.ready`.
+  const polls = AGENT_WAIT_SECONDS * 100;
   return [
     `M=${shellQuote(spool.pushedDir)}/%f`,
     `{ test -f "$M" && test ! %p -nt "$M"; } && exit 0`,
-    `if A=$(cat ${shellQuote(spool.agentPidFile)} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.025; n=$((n+1)); done; fi`,
+    `if A=$(cat ${shellQuote(spool.agentPidFile)} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.01; n=$((n+1)); done; fi`,
     invocation({ ...options, env: { PGKEEP_NO_AGENT_WAIT: '1', ...options.env } }, 'wal-push %p'),
   ].join('; ');
 }

@@ -154,7 +154,7 @@ export class Verification extends Construct {
           buildArgs: { PG_MAJOR: String(major) },
           // The image needs the Dockerfile and the bundled agent only; never the repo's node_modules.
           ignoreMode: IgnoreMode.DOCKER,
-          exclude: ['*', '!verify', '!dist/pgkeep.mjs'],
+          exclude: ['*', '!verify', '!dist'],
         }),
         essential: true,
         logging: ecs.LogDrivers.awsLogs({ logGroup: containerLogs, streamPrefix: `pg${major}` }),

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,5 +92,36 @@ describe('loadConfig', () => {
   it('refuses to go on without a recipient, saying how to make one', async () => {
     const config = await loadConfig({ configPath: undefined, env: minimal });
     expect(() => requireRecipients(config)).toThrow(/no recipient configured.*pgkeep keygen/);
+  });
+
+  it('reuses a validation kept in the spool only while the file, the environment and the program are unchanged', async () => {
+    const spool = await mkdtemp(join(dir, 'spool-'));
+    const path = await configFile('cluster: a\nrepository: file:///a\n');
+    const env = { PGKEEP_SPOOL_DIR: spool };
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('a');
+    const [cacheName] = await readdir(join(spool, 'config-cache'));
+    const cacheFile = join(spool, 'config-cache', cacheName as string);
+
+    // Mark the cached entry: a load that returns the mark read the cache instead of validating.
+    const entry = JSON.parse(await readFile(cacheFile, 'utf8'));
+    entry.config.cluster = 'marked';
+    await writeFile(cacheFile, JSON.stringify(entry));
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('marked');
+
+    // Any change of input is validated afresh.
+    expect((await loadConfig({ configPath: path, env: { ...env, PGKEEP_ZSTD_LEVEL: '3' } })).zstdLevel).toBe(
+      3,
+    );
+    await writeFile(path, 'cluster: b\nrepository: file:///a\n');
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('b');
+    await writeFile(path, 'cluster: b\nrepository: file:///a\nzstdLevel: 99\n');
+    await expect(loadConfig({ configPath: path, env })).rejects.toThrow(/zstdLevel/);
+  });
+
+  it('still loads when the spool cannot hold the cache', async () => {
+    const notADirectory = await configFile('');
+    const path = await configFile('cluster: a\nrepository: file:///a\n');
+    const config = await loadConfig({ configPath: path, env: { PGKEEP_SPOOL_DIR: notADirectory } });
+    expect(config.cluster).toBe('a');
   });
 });

@@ -9,7 +9,13 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import * as age from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgeDecryptError, assertRecipients, decryptStream, encryptStream } from '../../core/age-stream.ts';
+import {
+  AgeDecryptError,
+  assertRecipients,
+  decryptStream,
+  encryptBuffer,
+  encryptStream,
+} from '../../core/age-stream.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -51,6 +57,16 @@ describe('age stream', () => {
     const d = new age.Decrypter();
     d.addIdentity(hybrid.identity);
     expect(Buffer.from(await d.decrypt(ciphertext)).equals(plaintext)).toBe(true);
+  });
+
+  it.each(sizes)('encrypts %i bytes held in memory to what the reference library decrypts', async (size) => {
+    const plaintext = randomBytes(size);
+    const ciphertext = encryptBuffer([hybrid.recipient, x25519.recipient], plaintext);
+    for (const identity of [hybrid.identity, x25519.identity]) {
+      const d = new age.Decrypter();
+      d.addIdentity(identity);
+      expect(Buffer.from(await d.decrypt(ciphertext)).equals(plaintext)).toBe(true);
+    }
   });
 
   it.each(sizes)('reads %i bytes that the reference library encrypted', async (size) => {

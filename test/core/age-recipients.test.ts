@@ -1,0 +1,106 @@
+import { randomBytes } from 'node:crypto';
+import { bech32 } from '@scure/base';
+import * as age from 'age-encryption';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { encodeHeader, parseRecipient, type Stanza, wrapFileKey } from '../../core/age-recipients.ts';
+
+/** What the reference library makes of a header we wrote: the file key it unwraps with `identity`. */
+async function unwrapWithLibrary(header: Buffer, identity: string | age.Identity): Promise<Buffer> {
+  const decrypter = new age.Decrypter();
+  decrypter.addIdentity(identity);
+  return Buffer.from(await decrypter.decryptHeader(header));
+}
+
+describe('native age recipients', () => {
+  let hybrid: { identity: string; recipient: string };
+  let x25519: { identity: string; recipient: string };
+  beforeAll(async () => {
+    const h = await age.generateHybridIdentity();
+    const x = await age.generateX25519Identity();
+    hybrid = { identity: h, recipient: await age.identityToRecipient(h) };
+    x25519 = { identity: x, recipient: await age.identityToRecipient(x) };
+  });
+
+  it.each(['hybrid', 'x25519'] as const)(
+    'wraps a file key that the reference library unwraps (%s)',
+    async (kind) => {
+      const keys = kind === 'hybrid' ? hybrid : x25519;
+      const fileKey = randomBytes(16);
+      const stanza = wrapFileKey(parseRecipient(keys.recipient), fileKey);
+      expect(stanza.args[0]).toBe(kind === 'hybrid' ? 'mlkem768x25519' : 'X25519');
+      const header = encodeHeader([stanza], fileKey);
+      expect((await unwrapWithLibrary(header, keys.identity)).equals(fileKey)).toBe(true);
+    },
+  );
+
+  it('uses a fresh ephemeral key for every wrap', () => {
+    const recipient = parseRecipient(hybrid.recipient);
+    const fileKey = randomBytes(16);
+    const a = wrapFileKey(recipient, fileKey);
+    const b = wrapFileKey(recipient, fileKey);
+    expect(a.args[1]).not.toBe(b.args[1]);
+    expect(a.body.equals(b.body)).toBe(false);
+  });
+
+  it('writes one header that each of several recipients opens', async () => {
+    const fileKey = randomBytes(16);
+    const header = encodeHeader(
+      [hybrid.recipient, x25519.recipient].map((r) => wrapFileKey(parseRecipient(r), fileKey)),
+      fileKey,
+    );
+    expect((await unwrapWithLibrary(header, hybrid.identity)).equals(fileKey)).toBe(true);
+    expect((await unwrapWithLibrary(header, x25519.identity)).equals(fileKey)).toBe(true);
+  });
+
+  it('wraps stanza bodies at 64 columns with a final short line, as the spec requires', async () => {
+    // Bodies of 0, 47, 48 and 96 bytes: a 48-byte multiple needs an extra empty line.
+    const fileKey = randomBytes(16);
+    for (const size of [0, 47, 48, 96]) {
+      const body = randomBytes(size);
+      const stanza: Stanza = { args: ['pgkeep-test', String(size)], body };
+      const seen: Buffer[] = [];
+      // A test identity that accepts our stanza and records the body the library parsed.
+      const identity: age.Identity = {
+        unwrapFileKey(stanzas) {
+          const ours = stanzas.find((s) => s.args[0] === 'pgkeep-test');
+          if (!ours) return null;
+          seen.push(Buffer.from(ours.body));
+          return fileKey;
+        },
+      };
+      const header = encodeHeader([stanza], fileKey);
+      expect((await unwrapWithLibrary(header, identity)).equals(fileKey)).toBe(true);
+      expect(seen[0]?.equals(body)).toBe(true);
+    }
+  });
+
+  it('authenticates the header: a changed byte fails the MAC', async () => {
+    const fileKey = randomBytes(16);
+    const header = encodeHeader([wrapFileKey(parseRecipient(x25519.recipient), fileKey)], fileKey);
+    const damaged = Buffer.from(header);
+    const at = damaged.indexOf('X25519') + 1;
+    damaged[at] = 'y'.charCodeAt(0);
+    await expect(unwrapWithLibrary(damaged, x25519.identity)).rejects.toThrow();
+  });
+
+  it('names what is wrong with a bad recipient', () => {
+    expect(() => parseRecipient('age1notbech32')).toThrow(
+      /invalid recipient "age1notbech32": not a bech32 string/,
+    );
+    expect(() => parseRecipient(x25519.recipient.toUpperCase())).toThrow(/lower case/);
+    const otherPrefix = bech32.encode('age1xx', bech32.toWords(randomBytes(32)), false);
+    expect(() => parseRecipient(otherPrefix)).toThrow(
+      /expected an age1pq1… .* or age1… \(X25519\) recipient/,
+    );
+    const shortX = bech32.encode('age', bech32.toWords(randomBytes(31)), false);
+    expect(() => parseRecipient(shortX)).toThrow(/expected an age1pq1/);
+    // Every 12-bit coefficient 0xfff is above q = 3329: not an ML-KEM-768 key.
+    const badHybrid = bech32.encode('age1pq', bech32.toWords(Buffer.alloc(1216, 0xff)), false);
+    expect(() => parseRecipient(badHybrid)).toThrow(/ML-KEM-768 public key is malformed/);
+  });
+
+  it('refuses a low-order X25519 recipient instead of wrapping to a known secret', () => {
+    const zero = bech32.encode('age', bech32.toWords(Buffer.alloc(32)), false);
+    expect(() => wrapFileKey(parseRecipient(zero), randomBytes(16))).toThrow();
+  });
+});
