@@ -157,7 +157,8 @@ const TEMP_FILE = /^(.+)\.pgkeep-(\d+)\.tmp$/;
 /**
  * Keeps the `count` segments after the one recovery asked for last downloaded in the spool.
  * `parallelism` workers each take the lowest segment of the window that is neither present nor
- * being downloaded, as soon as they are free; every `pollMs` the window moves on past the files
+ * being downloaded, as soon as they are free (their starts spread over a download's time); every
+ * `pollMs` the window moves on past the files
  * recovery took (they disappear: restore_command's shell line or wal-fetch moved them) or to the
  * segment wal-fetch noted last. Ends at the first missing segment (the end of the archive), on an
  * error that retries did not fix (rejecting with it once the other downloads have finished), or
@@ -185,14 +186,34 @@ export async function prefetchAhead(
     for (const resolve of waiting) resolve();
     waiting = [];
   };
+  const parallelism = options.parallelism ?? 2;
+  /** Recent download time (ms), and when the last download started. */
+  let typicalMs: number | undefined;
+  let lastStart = 0;
+  /**
+   * How long to hold back the next start. Downloads that start together share the machine and end
+   * together, and recovery, which takes one segment at a time, would then wait for pairs: starts
+   * are spread over a download's time instead (after the first download, which runs alone).
+   */
+  const holdBack = () => {
+    if (inFlight.size === 0) return 0;
+    if (typicalMs === undefined) return Number.POSITIVE_INFINITY;
+    return typicalMs / parallelism - (Date.now() - lastStart);
+  };
   const worker = async () => {
     while (!stopping) {
       const name = window.find((n) => !listed.has(n) && !done.has(n) && !inFlight.has(n));
-      if (name === undefined) {
-        await new Promise<void>((resolve) => waiting.push(resolve));
+      const hold = name === undefined ? Number.POSITIVE_INFINITY : holdBack();
+      if (name === undefined || hold > 0) {
+        await new Promise<void>((resolve) => {
+          waiting.push(resolve);
+          if (hold < Number.POSITIVE_INFINITY) setTimeout(resolve, hold);
+        });
         continue;
       }
       inFlight.add(name);
+      const started = Date.now();
+      lastStart = started;
       try {
         const outcome = await fetchWalFile({
           storage: options.storage,
@@ -210,12 +231,15 @@ export async function prefetchAhead(
         } else {
           fetched++;
           done.add(name);
+          const took = Date.now() - started;
+          typicalMs = typicalMs === undefined ? took : 0.7 * typicalMs + 0.3 * took;
         }
       } catch (error) {
         stopping = true;
         failure ??= { error };
       } finally {
         inFlight.delete(name);
+        wakeWorkers();
       }
     }
   };
@@ -284,7 +308,7 @@ export async function prefetchAhead(
         if (!listed.has(name) && !done.has(name) && !inFlight.has(name) && !temps.has(basename(temp)))
           await writeFile(temp, '', { flag: 'a' });
       }
-      while (workers.length < (options.parallelism ?? 2)) workers.push(worker());
+      while (workers.length < parallelism) workers.push(worker());
       wakeWorkers();
       await new Promise((r) => setTimeout(r, pollMs));
     }
