@@ -57,14 +57,16 @@ prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
 async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
   const { config, storage } = await setUp(context);
   const spool = new WalSpool(config.spoolDir, config.cluster);
-  const segment = parseWalFileName(name)?.kind === 'segment';
-  if (segment && config.wal.fetchPrefetch > 0) {
-    await notePrefetchWanted(spool, name).catch(() => undefined);
-    // Started before this download rather than after it: its start overlaps this download, and
-    // restore_command's shell line waits for it for the next segment instead of starting Node.
-    await startPrefetcher(context, spool, name, config.wal.fetchPrefetch).catch(() => undefined);
+  const prefetch = parseWalFileName(name)?.kind === 'segment' && config.wal.fetchPrefetch > 0;
+  const startPrefetch = async () => {
+    if (prefetch)
+      await startPrefetcher(context, spool, name, config.wal.fetchPrefetch).catch(() => undefined);
+  };
+  if (prefetch) await notePrefetchWanted(spool, name).catch(() => undefined);
+  if (parseWalFileName(name)?.kind === 'segment' && (await takePrefetched(spool, name, path))) {
+    await startPrefetch();
+    return ExitCode.ok;
   }
-  if (segment && (await takePrefetched(spool, name, path))) return ExitCode.ok;
   const identities = await readIdentityFile(config.identityFile);
   const outcome = await fetchWalFile({
     storage,
@@ -73,6 +75,10 @@ async function fetchOne(context: CommandContext, name: string, path: string): Pr
     walFileName: name,
     destination: path,
     retry: walRetryPolicy(config),
+    // Started before this download rather than after it, so its start overlaps the download and
+    // restore_command's shell line waits for it for the next segment instead of starting Node;
+    // not for a segment the repository does not hold (a standby asks again every few seconds).
+    onFound: startPrefetch,
   });
   return outcome === 'missing' ? ExitCode.failed : ExitCode.ok;
 }

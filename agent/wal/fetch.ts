@@ -36,6 +36,8 @@ export interface WalFetchOptions {
    * prefetcher passes false for its spool: see {@link writeAtomically}.
    */
   readonly durable?: boolean;
+  /** Called once the repository is known to hold the file, before it is downloaded. */
+  readonly onFound?: () => Promise<void>;
 }
 
 export type WalFetchOutcome = 'fetched' | 'missing';
@@ -63,6 +65,7 @@ export async function fetchWalFile(options: WalFetchOptions): Promise<WalFetchOu
     );
   }
   const version = versions[0]!;
+  await options.onFound?.();
   await withRetry(
     `fetching ${version.key}`,
     retry,

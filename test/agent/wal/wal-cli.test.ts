@@ -4,7 +4,7 @@
  * repository (bounded, never "missing"), and an atomic %p.
  */
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempPathFor } from '../../../agent/wal/fetch.ts';
@@ -198,6 +198,38 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
     expect(starts.length).toBeLessThan(names.length);
     expect(starts[0]).toContain(names[0]);
   });
+  it('wal-fetch starts a prefetcher for a segment the repository holds, and none for one it does not', async () => {
+    const name = '0000000E0000000000000060';
+    await walFile(name, segment(name));
+    expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
+    const restoreDir = join(h.dir, 'restore-starts');
+    await mkdir(restoreDir);
+    await own(restoreDir);
+    // A standby asks for the next segment every few seconds until it is archived: no Node start
+    // beyond wal-fetch's own for that.
+    const missingSpool = join(h.dir, 'spool-missing');
+    await mkdir(missingSpool);
+    await own(missingSpool);
+    const env = (spoolDir: string) => ({ PGKEEP_SPOOL_DIR: spoolDir });
+    const missing = await h.pgkeep(
+      ['wal-fetch', '0000000E0000000000000061', 'RECOVERYXLOG'],
+      env(missingSpool),
+      restoreDir,
+    );
+    expect(missing.code).toBe(1);
+    await expect(stat(new WalSpool(missingSpool, h.cluster).prefetchLockFile)).rejects.toThrow(/ENOENT/);
+
+    const foundSpool = join(h.dir, 'spool-found');
+    await mkdir(foundSpool);
+    await own(foundSpool);
+    expect((await h.pgkeep(['wal-fetch', name, 'RECOVERYXLOG'], env(foundSpool), restoreDir)).code).toBe(0);
+    const holder = await readFile(new WalSpool(foundSpool, h.cluster).prefetchLockFile, 'utf8').catch(
+      () => '',
+    );
+    // The lock names the prefetcher, or is gone already when it found the end of the archive.
+    expect(holder).toMatch(/^(\d+\n)?$/);
+  });
+
   it('restore_command back to back, as a fast replay asks: only the first segment starts Node', async () => {
     const names = [
       '0000000C0000000000000040',
