@@ -98,7 +98,7 @@ async function claimLock(spool: WalSpool, pid: number): Promise<boolean> {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
         const holder = await lockHolder(spool);
-        // wal-fetch claims the lock for the prefetcher it starts (see reservePrefetcher).
+        // wal-fetch claims the lock for the prefetcher it starts (see reservePrefetch).
         if (holder === pid) return true;
         if (holder > 0 && processAlive(holder)) return false;
         await rm(path, { force: true });
