@@ -11,7 +11,6 @@ import { DEFAULT_ZSTD_LEVEL } from '../core/codec.ts';
 import { HashingStream } from '../core/hashing-stream.ts';
 import type { PutOptions, Storage } from '../storage/storage.ts';
 import { youngGcEvery } from './young-gc.ts';
-import { zstdCompress } from './zstd-compress.ts';
 
 /** What was stored: the manifest's per-object facts. */
 export interface StoredObject {
@@ -53,6 +52,8 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   const ciphertext = new HashingStream();
   const encrypt = await encryptStream(options.recipients);
   // Started last, right before the pipeline takes it, so a zstd that fails at once is reported.
+  // Imported here: it brings node:child_process, which archive_command's WAL path never needs.
+  const { zstdCompress } = await import('./zstd-compress.ts');
   const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
   const putOptions: PutOptions = { ifAbsent: options.ifAbsent ?? false };
   // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
