@@ -2,22 +2,15 @@
  * Writing and reading one repository object through the data path of DESIGN.md:
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
-
 import { createHash } from 'node:crypto';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
-import {
-  createZstdDecompress,
-  constants as zlibConstants,
-  zstdCompress as zstdCompressCallback,
-} from 'node:zlib';
+import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptBuffer, encryptStream } from '../core/age-stream.ts';
 import { DEFAULT_ZSTD_LEVEL } from '../core/codec.ts';
 import { HashingStream } from '../core/hashing-stream.ts';
 import type { PutOptions, Storage } from '../storage/storage.ts';
 import { youngGcEvery } from './young-gc.ts';
-import { zstdCompress } from './zstd-compress.ts';
 
 /** What was stored: the manifest's per-object facts. */
 export interface StoredObject {
@@ -59,6 +52,8 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   const ciphertext = new HashingStream();
   const encrypt = await encryptStream(options.recipients);
   // Started last, right before the pipeline takes it, so a zstd that fails at once is reported.
+  // Imported here: it brings node:child_process, which archive_command's WAL path never needs.
+  const { zstdCompress } = await import('./zstd-compress.ts');
   const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
   const putOptions: PutOptions = { ifAbsent: options.ifAbsent ?? false };
   // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
@@ -82,43 +77,23 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   };
 }
 
-const zstdCompressAsync = promisify(zstdCompressCallback);
-
-/**
- * `plaintext` compressed at `level` on libuv's thread pool: the caller's thread stays free (to hash
- * the same bytes meanwhile). For data in memory, Node's zstd beats a `zstd` child process: a
- * 16 MiB WAL segment compresses in ~15 ms, less than starting the program and piping it through.
- */
-export function compressBuffer(plaintext: Buffer, level: number = DEFAULT_ZSTD_LEVEL): Promise<Buffer> {
-  // zlib hands output back in chunkSize steps, one thread-pool hop each: 16 KiB steps double the time.
-  return zstdCompressAsync(plaintext, {
-    chunkSize: 4 * 1024 * 1024,
-    params: { [zlibConstants.ZSTD_c_compressionLevel]: level },
-  });
-}
-
-export interface StoreBufferOptions {
+export interface StoreCompressedOptions {
   readonly storage: Storage;
   readonly key: string;
-  /** The whole plaintext, and its sha256 (hex) when the caller has it already. */
-  readonly plaintext: Buffer;
-  readonly plaintextSha256?: string;
-  /** The plaintext compressed, when the caller started that early ({@link compressBuffer}). */
-  readonly compressed?: Promise<Buffer>;
+  /** The plaintext already compressed (zstd), and the plaintext's facts. */
+  readonly compressed: Buffer;
+  readonly plaintextSha256: string;
+  readonly plaintextSizeBytes: number;
   readonly recipients: readonly string[];
   readonly ifAbsent?: boolean;
-  readonly zstdLevel?: number;
 }
 
 /**
- * {@link storeObject} for data already in memory: one compression, one encryption and one write
- * of the whole object, with no stream stages in between. Same format, same guarantees.
+ * {@link storeObject} for data its caller has already compressed in memory (a WAL segment): one
+ * encryption and one write of the whole object. Same format, same guarantees.
  */
-export async function storeBuffer(options: StoreBufferOptions): Promise<StoredObject> {
-  const { plaintext } = options;
-  const compressed = options.compressed ?? compressBuffer(plaintext, options.zstdLevel);
-  const plaintextSha256 = options.plaintextSha256 ?? createHash('sha256').update(plaintext).digest('hex');
-  const ciphertext = encryptBuffer(options.recipients, await compressed);
+export async function storeCompressed(options: StoreCompressedOptions): Promise<StoredObject> {
+  const ciphertext = encryptBuffer(options.recipients, options.compressed);
   await options.storage.put(options.key, Readable.from([ciphertext], { objectMode: false }), {
     ifAbsent: options.ifAbsent ?? false,
   });
@@ -126,8 +101,8 @@ export async function storeBuffer(options: StoreBufferOptions): Promise<StoredOb
     key: options.key,
     sizeBytes: ciphertext.length,
     sha256: createHash('sha256').update(ciphertext).digest('hex'),
-    plaintextSizeBytes: plaintext.length,
-    plaintextSha256,
+    plaintextSizeBytes: options.plaintextSizeBytes,
+    plaintextSha256: options.plaintextSha256,
   };
 }
 

@@ -1,11 +1,12 @@
 /**
- * age recipient stanzas and the age header, written with node:crypto.
+ * age recipient stanzas, the age header, and identities' unwrapping, with node:crypto.
  *
- * Why not the `age-encryption` library here: every WAL push builds one header, and the library's
- * pure-JS X25519 and ML-KEM cost ~25 ms to import and ~100 ms on the first hybrid header of a
- * process (13 ms once warm), most of `pgkeep wal-push`'s budget. Node 24's OpenSSL 3.5 has
- * X25519, ML-KEM-768, SHA3-256, HKDF and ChaCha20-Poly1305 natively: a hybrid header costs well
- * under a millisecond. Decryption (restores, not on the hot path) stays with the library.
+ * Why not the `age-encryption` library here: every WAL push builds one header and every WAL
+ * fetch unwraps one, each in a process of its own, and the library's pure-JS X25519 and ML-KEM
+ * cost ~25 ms to import and ~100 ms on the first hybrid operation of a process (13 ms once warm).
+ * Node 24's OpenSSL 3.5 has X25519, ML-KEM-768, SHA3-256, SHAKE256, HKDF and ChaCha20-Poly1305
+ * natively: a hybrid header costs well under a millisecond. The library still parses headers
+ * when decrypting (core/age-stream.ts) and makes keys (`pgkeep keygen`).
  *
  * The constructions follow the age specification (age-encryption.org/v1) and its post-quantum
  * extension exactly:
@@ -15,16 +16,20 @@
  * - `mlkem768x25519`: the X-Wing KEM (ML-KEM-768 and X25519, shared secret = SHA3-256(ss_M ||
  *   ss_X || ct_X || pk_X || "\.//^\")) inside HPKE base mode (RFC 9180; KEM 0x647a, HKDF-SHA256,
  *   ChaCha20-Poly1305) with info "age-encryption.org/mlkem768x25519"; body = the sealed file key.
+ *   The identity is a 32-byte seed; SHAKE256 expands it to the ML-KEM seed and the X25519 secret.
  *
  * Byte compatibility is proven by decryption with the reference library and the `age` CLI in
- * test/core/age-recipients.test.ts and test/core/age-stream.test.ts.
+ * test/core/age-recipients.test.ts and test/core/age-stream.test.ts, in both directions.
  */
 import {
   type BinaryLike,
   createCipheriv,
+  createDecipheriv,
   createHash,
   createHmac,
+  createPrivateKey,
   createPublicKey,
+  decapsulate,
   diffieHellman,
   encapsulate,
   generateKeyPairSync,
@@ -154,15 +159,20 @@ function hpke(suiteId: Buffer) {
   };
 }
 
-function wrapHybrid(recipient: Extract<AgeRecipient, { kind: 'mlkem768x25519' }>, fileKey: Buffer): Stanza {
-  const { sharedKey: mlkemSecret, ciphertext: mlkemCiphertext } = encapsulate(recipient.mlkemPublicKey);
-  const { privateKey, share } = ephemeralX25519();
-  const x25519Secret = x25519SharedSecret(privateKey, recipient.x25519PublicKey);
-  const sharedSecret = createHash('sha3-256')
-    .update(Buffer.concat([mlkemSecret, x25519Secret, share, recipient.x25519PublicKey, XWING_LABEL]))
+/** The X-Wing combiner: the hybrid KEM's shared secret from both halves. */
+function xwingSharedSecret(
+  mlkemSecret: Buffer,
+  x25519Secret: Buffer,
+  x25519Share: Buffer,
+  x25519Public: Buffer,
+) {
+  return createHash('sha3-256')
+    .update(Buffer.concat([mlkemSecret, x25519Secret, x25519Share, x25519Public, XWING_LABEL]))
     .digest();
+}
 
-  // HPKE base mode key schedule; suite = KEM 0x647a, KDF HKDF-SHA256 (1), AEAD ChaCha20Poly1305 (3).
+/** HPKE base mode key schedule; suite = KEM 0x647a, KDF HKDF-SHA256 (1), AEAD ChaCha20Poly1305 (3). */
+function hybridStanzaKey(sharedSecret: Buffer): { key: Buffer; nonce: Buffer } {
   const suiteId = Buffer.from([
     ...Buffer.from('HPKE'),
     HPKE_KEM_MLKEM768_X25519 >> 8,
@@ -180,8 +190,19 @@ function wrapHybrid(recipient: Extract<AgeRecipient, { kind: 'mlkem768x25519' }>
     extract(empty, 'info_hash', Buffer.from('age-encryption.org/mlkem768x25519')),
   ]);
   const secret = extract(sharedSecret, 'secret', empty);
-  const key = expand(secret, 'key', keyScheduleContext, 32);
-  const nonce = expand(secret, 'base_nonce', keyScheduleContext, 12);
+  return {
+    key: expand(secret, 'key', keyScheduleContext, 32),
+    nonce: expand(secret, 'base_nonce', keyScheduleContext, 12),
+  };
+}
+
+function wrapHybrid(recipient: Extract<AgeRecipient, { kind: 'mlkem768x25519' }>, fileKey: Buffer): Stanza {
+  const { sharedKey: mlkemSecret, ciphertext: mlkemCiphertext } = encapsulate(recipient.mlkemPublicKey);
+  const { privateKey, share } = ephemeralX25519();
+  const x25519Secret = x25519SharedSecret(privateKey, recipient.x25519PublicKey);
+  const { key, nonce } = hybridStanzaKey(
+    xwingSharedSecret(mlkemSecret, x25519Secret, share, recipient.x25519PublicKey),
+  );
   const encapsulated = Buffer.concat([mlkemCiphertext, share]);
   return { args: ['mlkem768x25519', base64NoPad(encapsulated)], body: seal(key, nonce, fileKey) };
 }
@@ -213,4 +234,115 @@ export function encodeHeader(stanzas: readonly Stanza[], fileKey: Buffer): Buffe
   const unsealed = Buffer.from(lines.join(''));
   const macKey = Buffer.from(hkdfSync('sha256', fileKey, Buffer.alloc(0), 'header', 32));
   return Buffer.concat([unsealed, Buffer.from(` ${base64NoPad(hmacSha256(macKey, unsealed))}\n`)]);
+}
+
+/** What the `age-encryption` library's Decrypter asks of an identity (its `Identity` interface). */
+export interface StanzaUnwrapper {
+  unwrapFileKey(
+    stanzas: readonly { readonly args: readonly string[]; readonly body: Uint8Array }[],
+  ): Uint8Array | null;
+}
+
+/** PKCS#8 prefixes: X25519 (RFC 8410), and ML-KEM-768 from its 64-byte seed (the `seed` choice of FIPS 203's key format). */
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const MLKEM768_SEED_PKCS8_PREFIX = Buffer.from('3054020100300b060960864801650304040204428040', 'hex');
+
+function x25519PrivateKeyObject(raw: Buffer): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' });
+}
+
+function x25519RawPublicKey(privateKey: KeyObject): Buffer {
+  return createPublicKey(privateKey)
+    .export({ format: 'der', type: 'spki' })
+    .subarray(X25519_SPKI_PREFIX.length);
+}
+
+function open(key: Buffer, nonce: Buffer, sealed: Uint8Array): Buffer | null {
+  const body = Buffer.from(sealed);
+  const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 });
+  decipher.setAuthTag(body.subarray(body.length - 16));
+  const plain = decipher.update(body.subarray(0, body.length - 16));
+  try {
+    decipher.final();
+    return plain;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * An `AGE-SECRET-KEY-PQ-1…` (hybrid) or `AGE-SECRET-KEY-1…` (X25519) identity as a stanza
+ * unwrapper for the library's Decrypter, with node:crypto doing the key agreement: the library's
+ * pure-JS ML-KEM costs ~100 ms at a process's first decryption (every wal-fetch is a process).
+ * The library still parses the header and checks its MAC.
+ */
+export function parseIdentity(identity: string): StanzaUnwrapper {
+  let prefix: string;
+  let bytes: Uint8Array;
+  try {
+    const decoded = bech32.decode(identity.toLowerCase() as `${string}1${string}`, false);
+    prefix = decoded.prefix;
+    bytes = bech32.fromWords(decoded.words);
+  } catch (cause) {
+    throw new Error('invalid identity: not an age secret key (AGE-SECRET-KEY-…)', { cause });
+  }
+  if (prefix === 'age-secret-key-pq-' && bytes.length === 32) return hybridIdentity(Buffer.from(bytes));
+  if (prefix === 'age-secret-key-' && bytes.length === 32) return x25519Identity(Buffer.from(bytes));
+  throw new Error('invalid identity: expected an AGE-SECRET-KEY-PQ-1… or AGE-SECRET-KEY-1… secret key');
+}
+
+function x25519Identity(secret: Buffer): StanzaUnwrapper {
+  const privateKey = x25519PrivateKeyObject(secret);
+  const publicKey = x25519RawPublicKey(privateKey);
+  return {
+    unwrapFileKey(stanzas) {
+      for (const stanza of stanzas) {
+        if (stanza.args[0] !== 'X25519') continue;
+        const share = Buffer.from(stanza.args[1] ?? '', 'base64');
+        if (stanza.args.length !== 2 || share.length !== 32 || stanza.body.length !== 32) {
+          throw new Error('invalid X25519 stanza');
+        }
+        const shared = diffieHellman({ privateKey, publicKey: x25519PublicKeyObject(share) });
+        if (shared.every((b) => b === 0)) throw new Error('invalid X25519 stanza: low-order share');
+        const wrapKey = Buffer.from(
+          hkdfSync('sha256', shared, Buffer.concat([share, publicKey]), 'age-encryption.org/v1/X25519', 32),
+        );
+        const fileKey = open(wrapKey, Buffer.alloc(12), stanza.body);
+        if (fileKey) return fileKey;
+      }
+      return null;
+    },
+  };
+}
+
+function hybridIdentity(seed: Buffer): StanzaUnwrapper {
+  // X-Wing: SHAKE256(seed) gives the ML-KEM-768 seed (d || z, 64 bytes), then the X25519 secret.
+  const expanded = createHash('shake256', { outputLength: 96 }).update(seed).digest();
+  const mlkem = createPrivateKey({
+    key: Buffer.concat([MLKEM768_SEED_PKCS8_PREFIX, expanded.subarray(0, 64)]),
+    format: 'der',
+    type: 'pkcs8',
+  });
+  const x25519 = x25519PrivateKeyObject(expanded.subarray(64));
+  const x25519Public = x25519RawPublicKey(x25519);
+  return {
+    unwrapFileKey(stanzas) {
+      for (const stanza of stanzas) {
+        if (stanza.args[0] !== 'mlkem768x25519') continue;
+        const encapsulated = Buffer.from(stanza.args[1] ?? '', 'base64');
+        if (stanza.args.length !== 2 || encapsulated.length !== 1120 || stanza.body.length !== 32) {
+          throw new Error('invalid mlkem768x25519 stanza');
+        }
+        const share = encapsulated.subarray(1088);
+        const mlkemSecret = decapsulate(mlkem, encapsulated.subarray(0, 1088));
+        const x25519Secret = diffieHellman({ privateKey: x25519, publicKey: x25519PublicKeyObject(share) });
+        const { key, nonce } = hybridStanzaKey(
+          xwingSharedSecret(mlkemSecret, x25519Secret, share, x25519Public),
+        );
+        const fileKey = open(key, nonce, stanza.body);
+        if (fileKey) return fileKey;
+      }
+      return null;
+    },
+  };
 }

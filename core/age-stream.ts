@@ -1,18 +1,24 @@
 /**
  * age v1 (age-encryption.org/v1) as Node streams.
  *
- * Encryption is all node:crypto: the header (recipient stanzas, including the post-quantum hybrid
- * `age1pq1…` kind, and its MAC) from core/age-recipients.ts, and the payload (STREAM:
- * ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian counter || last-chunk flag)
- * here, about ten times faster than the library's pure-JS cipher (see bench/). Decryption parses
- * and unwraps the header with the `age-encryption` library, loaded only when something is
- * decrypted, and opens the payload with node:crypto. Byte compatibility with the library and the
+ * The cryptography is node:crypto's: recipient stanzas (including the post-quantum hybrid
+ * `age1pq1…` kind), the header MAC and the key agreement of identities in core/age-recipients.ts,
+ * and the payload (STREAM: ChaCha20-Poly1305 over 64 KiB chunks, nonce = 11-byte big-endian
+ * counter || last-chunk flag) here, about ten times faster than the library's pure-JS cipher (see
+ * bench/). Reading a header (parsing, MAC check) is left to the `age-encryption` library, loaded
+ * only when something is decrypted. Byte compatibility with the library and the
  * `age` CLI is proven both ways in test/core/age-stream.test.ts.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Decrypter } from 'age-encryption';
-import { type AgeRecipient, encodeHeader, parseRecipient, wrapFileKey } from './age-recipients.ts';
+import {
+  type AgeRecipient,
+  encodeHeader,
+  parseIdentity,
+  parseRecipient,
+  wrapFileKey,
+} from './age-recipients.ts';
 
 const CHUNK_BYTES = 64 * 1024;
 const TAG_BYTES = 16;
@@ -144,9 +150,10 @@ class StreamEncrypter extends Transform {
 export function decryptStream(identities: readonly string[]): Transform {
   if (identities.length === 0)
     throw new Error('no identity given: set identity in the config file or PGKEEP_IDENTITY');
+  const unwrappers = identities.map(parseIdentity);
   const decrypter = import('age-encryption').then(({ Decrypter }) => {
     const d = new Decrypter();
-    for (const identity of identities) d.addIdentity(identity);
+    for (const unwrapper of unwrappers) d.addIdentity(unwrapper);
     return d;
   });
   // Settled when the header arrives; a rejection here is reported there, not as unhandled.

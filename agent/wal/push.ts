@@ -18,6 +18,8 @@ import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { constants as zlibConstants, zstdCompressSync } from 'node:zlib';
+import { DEFAULT_ZSTD_LEVEL } from '../../core/codec.ts';
 import {
   clusterIdentityKey,
   parseWalKey,
@@ -37,7 +39,7 @@ import {
   type WalSegmentHeader,
 } from '../../core/wal-segment-header.ts';
 import { ObjectExistsError, ObjectNotFoundError, type Storage } from '../../storage/storage.ts';
-import { compressBuffer, storeBuffer, storeObject } from '../object-store.ts';
+import { storeCompressed, storeObject } from '../object-store.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';
 
 /** The repository already holds this WAL file name with other content. */
@@ -89,50 +91,55 @@ interface LocalFacts {
 }
 
 /**
- * WAL files up to this size are pushed from memory: read once, hashed on this thread while zstd
- * compresses the same bytes on the thread pool. A default 16 MiB segment is; the rare larger
- * `wal_segment_size` (up to 1 GiB) is streamed, so memory stays bounded.
+ * WAL files up to this size are compressed in memory (a default 16 MiB segment compresses to
+ * 0.5-2 MiB); the rare larger `wal_segment_size` (up to 1 GiB) is streamed, so memory stays bounded.
  */
 const IN_MEMORY_MAX_BYTES = 64 * 1024 * 1024;
 
-/**
- * Segment-sized buffers kept between pushes, for the agent, which pushes one segment after
- * another: a fresh 16 MiB buffer costs ~10-20 ms of page faults at every push here, and churns
- * the garbage collector's accounting of external memory.
- */
-const spareBuffers: Buffer[] = [];
-const MAX_SPARE_BUFFERS = 4;
+/** The piece a WAL file is read, hashed and compressed in: small enough to stay in the CPU's cache. */
+const PIECE_BYTES = 1024 * 1024;
 
-/** A file's bytes in a pooled buffer; `release` returns the buffer once nothing reads it any more. */
-interface HeldFile {
-  readonly data: Buffer;
-  release(): void;
+/** A WAL file read once: its facts, and its bytes compressed. */
+interface CompressedWal {
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  /** The first bytes, for the segment header. */
+  readonly head: Buffer;
+  readonly compressed: Buffer;
 }
 
-/** The file's bytes when it is small enough to push from memory; undefined when it is larger. */
-async function readIfSmall(path: string): Promise<HeldFile | undefined> {
+/**
+ * Reads a WAL file of up to {@link IN_MEMORY_MAX_BYTES} in 1 MiB pieces through one reused buffer,
+ * hashing and compressing each piece while it is in the CPU cache, each piece its own zstd frame
+ * (a zstd stream is one or more frames; every decoder reads them in order). Undefined for a larger
+ * file. Measured on 16 MiB segments of this 2-core machine: ~28 ms a segment on one core, against
+ * ~45-60 ms for reading the whole file into one buffer and hashing it on this thread while the
+ * thread pool compresses it, which fought over memory bandwidth and paid a fresh 16 MiB of page
+ * faults per push; the frames cost <0.5% of compression ratio.
+ */
+async function readCompressed(path: string, level: number): Promise<CompressedWal | undefined> {
   const handle = await open(path, 'r');
   try {
-    const { size } = await handle.stat();
-    if (size > IN_MEMORY_MAX_BYTES) return undefined;
-    const spare = spareBuffers.findIndex((b) => b.length >= size);
-    const buffer = spare >= 0 ? (spareBuffers.splice(spare, 1)[0] as Buffer) : Buffer.allocUnsafe(size);
-    const release = () => {
-      if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buffer);
-    };
-    try {
-      // One read into one buffer: FileHandle.readFile reads in 512 KiB steps, ~8x slower for 16 MiB.
-      let filled = 0;
-      while (filled < size) {
-        const { bytesRead } = await handle.read(buffer, filled, size - filled, filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      return { data: buffer.subarray(0, filled), release };
-    } catch (error) {
-      release();
-      throw error;
+    if ((await handle.stat()).size > IN_MEMORY_MAX_BYTES) return undefined;
+    const hash = createHash('sha256');
+    const piece = Buffer.allocUnsafe(PIECE_BYTES);
+    const frames: Buffer[] = [];
+    const params = { [zlibConstants.ZSTD_c_compressionLevel]: level };
+    let head = Buffer.alloc(0);
+    let sizeBytes = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(piece, 0, PIECE_BYTES, sizeBytes);
+      if (bytesRead === 0) break;
+      const chunk = piece.subarray(0, bytesRead);
+      if (head.length < WAL_LONG_HEADER_BYTES)
+        head = Buffer.concat([head, chunk.subarray(0, WAL_LONG_HEADER_BYTES - head.length)]);
+      hash.update(chunk);
+      frames.push(zstdCompressSync(chunk, { params }));
+      sizeBytes += bytesRead;
     }
+    // An empty file is still one (empty) frame: an object is never zero bytes of zstd.
+    if (frames.length === 0) frames.push(zstdCompressSync(Buffer.alloc(0), { params }));
+    return { sha256: hash.digest('hex'), sizeBytes, head, compressed: Buffer.concat(frames) };
   } finally {
     await handle.close();
   }
@@ -291,35 +298,12 @@ export async function storedWalVersions(
 
 /** Pushes one WAL file; see the module comment for the contract. */
 export async function pushWalFile(options: WalPushOptions): Promise<WalPushResult> {
-  const wal = mustParseWalFileName(basename(options.path));
-  const held = await readIfSmall(options.path);
-  // Compression starts on the thread pool now; this thread hashes the same bytes meanwhile.
-  const compressed = held && compressBuffer(held.data, options.zstdLevel);
-  try {
-    return await push(options, wal, held?.data, compressed);
-  } finally {
-    // The buffer is reused only once the compression (not awaited when the file was already stored) let go of it.
-    await compressed?.catch(() => undefined);
-    held?.release();
-  }
-}
-
-async function push(
-  options: WalPushOptions,
-  wal: WalFileName,
-  data: Buffer | undefined,
-  compressed: Promise<Buffer> | undefined,
-): Promise<WalPushResult> {
   const { storage, cluster } = options;
   const retry = options.retry ?? DEFAULT_RETRY_POLICY;
-  const facts = data
-    ? checkFacts(
-        options.path,
-        wal,
-        createHash('sha256').update(data).digest('hex'),
-        data.length,
-        data.subarray(0, WAL_LONG_HEADER_BYTES),
-      )
+  const wal = mustParseWalFileName(basename(options.path));
+  const inMemory = await readCompressed(options.path, options.zstdLevel ?? DEFAULT_ZSTD_LEVEL);
+  const facts = inMemory
+    ? checkFacts(options.path, wal, inMemory.sha256, inMemory.sizeBytes, inMemory.head)
     : await inspect(options.path, wal);
 
   const dataDir = options.dataDir ?? defaultDataDir(options.path);
@@ -365,13 +349,13 @@ async function push(
   try {
     const level = options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel };
     stored = await withRetry(`storing ${key}`, retry, () =>
-      data && compressed
-        ? storeBuffer({
+      inMemory
+        ? storeCompressed({
             storage,
             key,
-            plaintext: data,
-            plaintextSha256: facts.sha256,
-            compressed,
+            compressed: inMemory.compressed,
+            plaintextSha256: inMemory.sha256,
+            plaintextSizeBytes: inMemory.sizeBytes,
             recipients: options.recipients,
             ifAbsent: true,
           })

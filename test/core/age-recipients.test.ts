@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { bech32 } from '@scure/base';
 import * as age from 'age-encryption';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { encodeHeader, parseRecipient, type Stanza, wrapFileKey } from '../../core/age-recipients.ts';
+import {
+  encodeHeader,
+  parseIdentity,
+  parseRecipient,
+  type Stanza,
+  wrapFileKey,
+} from '../../core/age-recipients.ts';
 
 /** What the reference library makes of a header we wrote: the file key it unwraps with `identity`. */
 async function unwrapWithLibrary(header: Buffer, identity: string | age.Identity): Promise<Buffer> {
@@ -102,5 +108,42 @@ describe('native age recipients', () => {
   it('refuses a low-order X25519 recipient instead of wrapping to a known secret', () => {
     const zero = bech32.encode('age', bech32.toWords(Buffer.alloc(32)), false);
     expect(() => wrapFileKey(parseRecipient(zero), randomBytes(16))).toThrow();
+  });
+
+  it.each(['hybrid', 'x25519'] as const)(
+    'unwraps with node:crypto what the reference library encrypted (%s)',
+    async (kind) => {
+      const keys = kind === 'hybrid' ? hybrid : x25519;
+      const plaintext = randomBytes(70_000);
+      const encrypter = new age.Encrypter();
+      encrypter.addRecipient(keys.recipient);
+      const ciphertext = await encrypter.encrypt(plaintext);
+      const decrypter = new age.Decrypter();
+      decrypter.addIdentity(parseIdentity(keys.identity) as age.Identity);
+      expect(Buffer.from(await decrypter.decrypt(ciphertext)).equals(plaintext)).toBe(true);
+    },
+  );
+
+  it('finds no file key for another identity, and refuses a malformed stanza of its kind', async () => {
+    const fileKey = randomBytes(16);
+    const stanza = wrapFileKey(parseRecipient(hybrid.recipient), fileKey);
+    const other = parseIdentity(await age.generateHybridIdentity());
+    expect(other.unwrapFileKey([stanza])).toBeNull();
+    expect(Buffer.from(parseIdentity(hybrid.identity).unwrapFileKey([stanza]) ?? []).equals(fileKey)).toBe(
+      true,
+    );
+    const truncated = { args: stanza.args, body: stanza.body.subarray(0, 31) };
+    expect(() => parseIdentity(hybrid.identity).unwrapFileKey([truncated])).toThrow(
+      /invalid mlkem768x25519 stanza/,
+    );
+  });
+
+  it('names what is wrong with a bad identity', () => {
+    expect(() => parseIdentity('AGE-SECRET-KEY-1NOTBECH32')).toThrow(
+      /invalid identity: not an age secret key/,
+    );
+    expect(() => parseIdentity(x25519.recipient)).toThrow(
+      /expected an AGE-SECRET-KEY-PQ-1… or AGE-SECRET-KEY-1…/,
+    );
   });
 });

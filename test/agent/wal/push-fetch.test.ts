@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchWalFile } from '../../../agent/wal/fetch.ts';
@@ -10,6 +12,7 @@ import { FileStorage } from '../../../storage/file-storage.ts';
 import { StorageUnavailableError } from '../../../storage/storage.ts';
 import { walSegment } from '../../support/wal-segment.ts';
 
+const execFileAsync = promisify(execFile);
 const SYSID = 7311111111111111111n;
 const FAST_RETRY = { deadlineMs: 1_500, initialDelayMs: 50, maxDelayMs: 200 };
 
@@ -72,6 +75,22 @@ describe('wal-push and wal-fetch', () => {
     ).toBe('fetched');
     expect((await readFile(join(dest, 'RECOVERYXLOG'))).equals(content)).toBe(true);
     expect(await readdir(dest)).toEqual(['RECOVERYXLOG']);
+  });
+
+  it('stores a segment the age and zstd programs read back (its 1 MiB pieces are zstd frames in order)', async () => {
+    const name = '000000010000000000000005';
+    const content = segment(name);
+    const { key } = await pushWalFile({ storage, cluster, recipients, path: await writeWal(name, content) });
+    const identityFile = join(work, 'identity.txt');
+    await writeFile(identityFile, `${identities[0]}\n`, { mode: 0o600 });
+    const object = join(repoDir, key);
+    const { stdout } = await execFileAsync(
+      'sh',
+      ['-c', 'age -d -i "$1" "$2" | zstd -d -c', 'sh', identityFile, object],
+      { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 },
+    );
+    expect(stdout.length).toBe(content.length);
+    expect(stdout.equals(content)).toBe(true);
   });
 
   it('accepts an identical re-push and refuses different content, leaving the stored object as it was', async () => {
