@@ -35,6 +35,13 @@ wal.asyncSeconds, on SIGTERM or SIGINT, or at once when \`pgkeep agent\` takes t
 pushes in flight are always finished first.
   --pg-wal DIR   pg_wal to watch (default: wal.pgWalDir, else $PGDATA/pg_wal, else ./pg_wal)`,
   async run(context) {
+    // First of all: a SIGTERM from here on finishes pushes in flight instead of killing them.
+    let signalled = false;
+    const onSignal = () => {
+      signalled = true;
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
     const { values } = parseCommandArgs(context.args, { 'pg-wal': { type: 'string' } });
     const { config, storage } = await setUp(context);
     const recipients = requireRecipients(config);
@@ -46,56 +53,53 @@ pushes in flight are always finished first.
         (context.env.PGDATA ? join(context.env.PGDATA, 'pg_wal') : 'pg_wal'),
     );
     const pid = process.pid;
-    if (!(await claimPidFile(spool.agentPidFile, pid))) return ExitCode.ok;
-
-    let signalled = false;
-    const onSignal = () => {
-      signalled = true;
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    const pushAhead = new WalPushAhead({
-      pgWalDir,
-      spool,
-      repository: storage.displayUrl,
-      parallelism: config.wal.pushParallelism,
-      metrics: new Metrics(),
-      push: (path) =>
-        pushWalFile({
-          storage,
-          cluster: config.cluster,
-          recipients,
-          path,
-          dataDir: join(pgWalDir, '..'),
-          cacheDir: spool.root,
-          retry: walRetryPolicy(config),
-          zstdLevel: config.zstdLevel,
-        }),
-    });
-    pushAhead.start();
-    const idleMs = config.wal.asyncSeconds * 1000;
-    let busyAt = Date.now();
-    let replaced = false;
-    for (;;) {
-      await sleep(CHECK_INTERVAL_MS);
-      if (signalled) break;
-      if ((await readPidFile(spool.agentPidFile)) !== pid) {
-        replaced = true;
-        break;
+    try {
+      if (signalled || !(await claimPidFile(spool.agentPidFile, pid))) return ExitCode.ok;
+      const pushAhead = new WalPushAhead({
+        pgWalDir,
+        spool,
+        repository: storage.displayUrl,
+        parallelism: config.wal.pushParallelism,
+        metrics: new Metrics(),
+        push: (path) =>
+          pushWalFile({
+            storage,
+            cluster: config.cluster,
+            recipients,
+            path,
+            dataDir: join(pgWalDir, '..'),
+            cacheDir: spool.root,
+            retry: walRetryPolicy(config),
+            zstdLevel: config.zstdLevel,
+          }),
+      });
+      pushAhead.start();
+      const idleMs = config.wal.asyncSeconds * 1000;
+      let busyAt = Date.now();
+      let idle = false;
+      for (;;) {
+        await sleep(CHECK_INTERVAL_MS);
+        // The service (or another pusher after this one was presumed dead) took over.
+        if (signalled || (await readPidFile(spool.agentPidFile)) !== pid) break;
+        // Nothing queued or in flight (a failed push waiting out its back-off counts as nothing:
+        // the archiver's own wal-push retries it and starts a pusher again after its next success).
+        if (pushAhead.queueDepth > 0) busyAt = Date.now();
+        else if (Date.now() - busyAt >= idleMs) {
+          idle = true;
+          break;
+        }
       }
-      // Nothing queued or in flight (a failed push waiting out its back-off counts as nothing: the
-      // archiver's own wal-push retries it and starts a pusher again after its next success).
-      if (pushAhead.queueDepth > 0) busyAt = Date.now();
-      else if (Date.now() - busyAt >= idleMs) break;
+      // Give the pid file up first: from now on archive_command pushes itself instead of waiting
+      // for markers this process will not write.
+      await releasePidFile(spool.agentPidFile, pid);
+      // A last scan removes the markers of files PostgreSQL has archived meanwhile.
+      if (idle) await pushAhead.scanNow();
+      await pushAhead.stop();
+    } finally {
+      await releasePidFile(spool.agentPidFile, pid);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
     }
-    // Give the pid file up first: from now on archive_command pushes itself instead of waiting
-    // for markers this process will not write.
-    if (!replaced) await releasePidFile(spool.agentPidFile, pid);
-    // A last scan removes the markers of files PostgreSQL has archived meanwhile.
-    if (!signalled && !replaced) await pushAhead.scanNow();
-    await pushAhead.stop();
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
     return ExitCode.ok;
   },
 };
