@@ -6,7 +6,13 @@ import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { processAlive } from '../process-alive.ts';
 import { claimPidFile, livePidFileHolder } from '../wal/pid-file.ts';
-import { ForeignWalError, pushWalFile, sha256OfFile, WalConflictError } from '../wal/push.ts';
+import {
+  ForeignWalError,
+  pushWalFile,
+  sha256OfFile,
+  WalConflictError,
+  type WalPushResult,
+} from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
@@ -76,8 +82,9 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
+    let pushed: WalPushResult;
     try {
-      await pushWalFile({
+      pushed = await pushWalFile({
         storage,
         cluster: config.cluster,
         recipients,
@@ -94,7 +101,15 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       throw error;
     }
     // Only an optimisation for the segments after this one, which is stored: never a failure.
-    if (config.wal.asyncSeconds > 0) await startPusher(context, spool, path).catch(() => undefined);
+    if (config.wal.asyncSeconds > 0) {
+      await startPusher(context, spool, path, {
+        key: pushed.key,
+        plaintextSha256: pushed.plaintextSha256,
+        plaintextSizeBytes: pushed.plaintextSizeBytes,
+        repository: storage.displayUrl,
+        pushedAt: new Date().toISOString(),
+      }).catch(() => undefined);
+    }
     return ExitCode.ok;
   },
 };
@@ -106,7 +121,12 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
  * instead of starting Node while the pusher is still starting. If the claim fails the pusher finds
  * the file taken and exits.
  */
-async function startPusher(context: CommandContext, spool: WalSpool, path: string): Promise<void> {
+async function startPusher(
+  context: CommandContext,
+  spool: WalSpool,
+  path: string,
+  marker: PushedMarker,
+): Promise<void> {
   const script = process.argv[1];
   if (!script || (await livePidFileHolder(spool.agentPidFile)) !== undefined) return;
   // %p is pg_wal/<name> relative to the data directory: its directory is the pg_wal to watch.
@@ -126,4 +146,14 @@ async function startPusher(context: CommandContext, spool: WalSpool, path: strin
   child.on('error', () => {});
   child.unref();
   if (child.pid !== undefined) await claimPidFile(spool.agentPidFile, child.pid);
+  // This segment's marker, as the pusher would write it: its first scan then skips the segment
+  // (PostgreSQL has not marked it done yet) and starts with the one the archiver needs next. Only
+  // for a file PostgreSQL has marked ready, whose bytes cannot change until it is done (wal/spool.ts);
+  // the pusher removes the marker once it is.
+  const name = basename(path);
+  const ready = await stat(join(walDir, 'archive_status', `${name}.ready`)).then(
+    () => true,
+    () => false,
+  );
+  if (ready) await spool.markPushed(name, marker, path);
 }

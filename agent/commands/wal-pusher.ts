@@ -55,11 +55,19 @@ pushes in flight are always finished first.
     const pid = process.pid;
     try {
       if (signalled || !(await claimPidFile(spool.agentPidFile, pid))) return ExitCode.ok;
+      let pushed = 0;
       const pushAhead = new WalPushAhead({
         pgWalDir,
         spool,
         repository: storage.displayUrl,
-        parallelism: config.wal.pushParallelism,
+        // Ramps up from one: PostgreSQL is already waiting for the oldest ready segment, which
+        // would otherwise share the CPU with pushParallelism - 1 others and be stored last.
+        get parallelism() {
+          return Math.min(config.wal.pushParallelism, 1 + pushed);
+        },
+        onEvent: (event) => {
+          if (event.type === 'pushed') pushed++;
+        },
         metrics: new Metrics(),
         push: (path) =>
           pushWalFile({

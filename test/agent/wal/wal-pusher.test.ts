@@ -147,12 +147,12 @@ describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
   });
 
   it('stops on SIGTERM and removes its pid file', async () => {
-    const [name] = await makeSegments(1);
+    const [name, next] = await makeSegments(2);
     expect(await walPush(name as string, { PGKEEP_WAL_ASYNC_SECONDS: '60' })).toMatchObject({ code: 0 });
     const pusher = (await readPidFile(pidFile)) as number;
     expect(await pushers()).toEqual([pusher]);
-    // Running (not just started): it pushed the ready segment again and wrote its marker.
-    await until('the pusher to run', async () => hasMarker(name as string));
+    // Running, not just started: it pushed the next segment.
+    await until('the pusher to push', async () => hasMarker(next as string));
     process.kill(pusher, 'SIGTERM');
     await until('the pusher to stop', async () => !(await running(pusher)), 5_000);
     await expect(readFile(pidFile)).rejects.toThrow();
