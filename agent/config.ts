@@ -25,7 +25,7 @@ export class ConfigError extends Error {
 type EnvBinding = { readonly path: readonly string[]; readonly parse: (raw: string) => unknown };
 const text = (raw: string) => raw;
 const integer = (raw: string) => (/^-?\d+$/.test(raw.trim()) ? Number(raw) : raw);
-const decimal = (raw: string) => (/^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw);
+const decimal = (raw: string) => (/^-?\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw);
 const list = (raw: string) =>
   raw
     .split(',')
