@@ -54,6 +54,11 @@ export const ConfigSchema = z.strictObject({
       pgWalDir: z.string().optional(),
       /** How long wal-push/wal-fetch retry a repository that is unreachable before failing. */
       retrySeconds: z.number().min(0).max(3600).default(30),
+      /**
+       * Without the service, wal-push starts a transient pusher that pushes the following ready
+       * segments ahead and exits after this long with nothing to push; 0 turns it off.
+       */
+      asyncSeconds: z.number().min(0).max(86_400).default(60),
     })
     .prefault({}),
   schedules: z

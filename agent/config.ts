@@ -25,6 +25,7 @@ export class ConfigError extends Error {
 type EnvBinding = { readonly path: readonly string[]; readonly parse: (raw: string) => unknown };
 const text = (raw: string) => raw;
 const integer = (raw: string) => (/^-?\d+$/.test(raw.trim()) ? Number(raw) : raw);
+const decimal = (raw: string) => (/^-?\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : raw);
 const list = (raw: string) =>
   raw
     .split(',')
@@ -45,6 +46,7 @@ export const ENV_BINDINGS: Readonly<Record<string, EnvBinding>> = {
   PGKEEP_WAL_FETCH_PREFETCH: { path: ['wal', 'fetchPrefetch'], parse: integer },
   PGKEEP_WAL_DIR: { path: ['wal', 'pgWalDir'], parse: text },
   PGKEEP_WAL_RETRY_SECONDS: { path: ['wal', 'retrySeconds'], parse: integer },
+  PGKEEP_WAL_ASYNC_SECONDS: { path: ['wal', 'asyncSeconds'], parse: decimal },
   PGKEEP_SCHEDULE_LOGICAL: { path: ['schedules', 'logical'], parse: text },
   PGKEEP_SCHEDULE_BASE: { path: ['schedules', 'base'], parse: text },
   PGKEEP_METRICS_LISTEN: { path: ['metrics', 'listen'], parse: text },
@@ -109,7 +111,7 @@ async function readConfigFile(path: string, explicit: boolean): Promise<string |
 }
 
 /** Bump when the cached form changes meaning. */
-const CACHE_FORMAT = 1;
+const CACHE_FORMAT = 2;
 
 /**
  * One cached validation per config path, under `<spoolDir>/config-cache/`, valid for exactly the

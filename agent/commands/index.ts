@@ -13,6 +13,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   check: async () => (await import('./check.ts')).check,
   basebackup: async () => (await import('./basebackup.ts')).basebackup,
   'wal-push': async () => (await import('./wal-push.ts')).walPush,
+  'wal-pusher': async () => (await import('./wal-pusher.ts')).walPusher,
   'wal-fetch': async () => (await import('./wal-fetch.ts')).walFetch,
   'wal-prefetch': async () => (await import('./wal-fetch.ts')).walPrefetch,
   agent: async () => (await import('./agent.ts')).agent,

@@ -1,13 +1,21 @@
-import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { processAlive } from '../process-alive.ts';
-import { ForeignWalError, pushWalFile, sha256OfFile, WalConflictError } from '../wal/push.ts';
+import { claimPidFile, livePidFileHolder } from '../wal/pid-file.ts';
+import {
+  ForeignWalError,
+  pushWalFile,
+  sha256OfFile,
+  WalConflictError,
+  type WalPushResult,
+} from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
-import { type Command, UsageError } from './command.ts';
+import { type Command, type CommandContext, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
 import { walRetryPolicy } from './wal-options.ts';
 
@@ -45,7 +53,12 @@ back with its hash checked, or was already stored with identical content (Postgr
 after a crash). The same name with different content, or WAL of another PostgreSQL cluster, exits
 non-zero and stores nothing. An unreachable repository is retried for wal.retrySeconds, then the
 command fails and PostgreSQL tries again later. When the agent service already pushed the file,
-returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`,
+returns at once. Never exits above 125 (PostgreSQL would restart its archiver).
+
+Without a running service, after its own push it starts \`pgkeep wal-pusher\` in the background
+(like pgBackRest's archive-async), which pushes the following ready segments ahead so that the
+next archive_command calls return without starting Node, and exits after wal.asyncSeconds with
+nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
   async run(context) {
     const { positionals } = parseCommandArgs(context.args, {}, 1);
     const path = positionals[0];
@@ -69,8 +82,9 @@ returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
+    let pushed: WalPushResult;
     try {
-      await pushWalFile({
+      pushed = await pushWalFile({
         storage,
         cluster: config.cluster,
         recipients,
@@ -79,7 +93,6 @@ returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`
         retry: walRetryPolicy(config),
         zstdLevel: config.zstdLevel,
       });
-      return ExitCode.ok;
     } catch (error) {
       if (error instanceof WalConflictError || error instanceof ForeignWalError) {
         context.stderr.write(`pgkeep wal-push: ${error.message}\n`);
@@ -87,5 +100,60 @@ returns at once. Never exits above 125 (PostgreSQL would restart its archiver).`
       }
       throw error;
     }
+    // Only an optimisation for the segments after this one, which is stored: never a failure.
+    if (config.wal.asyncSeconds > 0) {
+      await startPusher(context, spool, path, {
+        key: pushed.key,
+        plaintextSha256: pushed.plaintextSha256,
+        plaintextSizeBytes: pushed.plaintextSizeBytes,
+        repository: storage.displayUrl,
+        pushedAt: new Date().toISOString(),
+      }).catch(() => undefined);
+    }
+    return ExitCode.ok;
   },
 };
+
+/**
+ * Starts `pgkeep wal-pusher` detached (PostgreSQL waits for wal-push, not for it) unless a live
+ * agent or pusher holds the spool's pid file, then claims the pid file for it at once: the next
+ * archive_command, which starts a few milliseconds later, already waits for the pusher's marker
+ * instead of starting Node while the pusher is still starting. If the claim fails the pusher finds
+ * the file taken and exits.
+ */
+async function startPusher(
+  context: CommandContext,
+  spool: WalSpool,
+  path: string,
+  marker: PushedMarker,
+): Promise<void> {
+  const script = process.argv[1];
+  if (!script || (await livePidFileHolder(spool.agentPidFile)) !== undefined) return;
+  // %p is pg_wal/<name> relative to the data directory: its directory is the pg_wal to watch.
+  const walDir = dirname(resolve(path));
+  const isPgWal = await stat(join(walDir, 'archive_status')).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  const args = [
+    script,
+    ...(context.configPath ? ['--config', context.configPath] : []),
+    'wal-pusher',
+    ...(isPgWal ? ['--pg-wal', walDir] : []),
+  ];
+  await mkdir(spool.root, { recursive: true, mode: 0o700 });
+  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
+  child.on('error', () => {});
+  child.unref();
+  if (child.pid !== undefined) await claimPidFile(spool.agentPidFile, child.pid);
+  // This segment's marker, as the pusher would write it: its first scan then skips the segment
+  // (PostgreSQL has not marked it done yet) and starts with the one the archiver needs next. Only
+  // for a file PostgreSQL has marked ready, whose bytes cannot change until it is done (wal/spool.ts);
+  // the pusher removes the marker once it is.
+  const name = basename(path);
+  const ready = await stat(join(walDir, 'archive_status', `${name}.ready`)).then(
+    () => true,
+    () => false,
+  );
+  if (ready) await spool.markPushed(name, marker, path);
+}

@@ -3,7 +3,7 @@
  * Hand-written because the format is a few lines and a client library would be the largest
  * dependency of the agent.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 
 type Labels = Readonly<Record<string, string>>;
 
@@ -77,6 +77,8 @@ export function parseListen(listen: string): { host: string; port: number } {
 /** Serves `GET /metrics`; resolves once listening. */
 export async function serveMetrics(metrics: Metrics, listen: string): Promise<Server> {
   const { host, port } = parseListen(listen);
+  // Loaded only here: node:http is ~40 ms of a start, and wal-pusher keeps metrics it never serves.
+  const { createServer } = await import('node:http');
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
       res.writeHead(404).end('not found: try /metrics\n');

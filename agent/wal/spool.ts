@@ -60,7 +60,10 @@ export class WalSpool {
     this.prefetchDir = join(this.root, 'prefetch');
   }
 
-  /** Holds the pid of the running `pgkeep agent`: archive_command and wal-push wait for it only then. */
+  /**
+   * Holds the pid of the running `pgkeep agent`, or of the transient `pgkeep wal-pusher`
+   * (agent/wal/pid-file.ts): archive_command and wal-push wait for its markers only then.
+   */
   get agentPidFile(): string {
     return join(this.root, 'agent.pid');
   }

@@ -41,6 +41,24 @@ describe('loadConfig', () => {
     const config = await loadConfig({ configPath: undefined, env: minimal });
     expect(config.zstdLevel).toBe(1);
     expect(config.metrics.listen).toBe('127.0.0.1:9187');
+    expect(config.wal.asyncSeconds).toBe(60);
+  });
+
+  it('takes wal.asyncSeconds from PGKEEP_WAL_ASYNC_SECONDS, fractions and 0 (off) included', async () => {
+    for (const [raw, seconds] of [
+      ['0', 0],
+      ['1.5', 1.5],
+      ['300', 300],
+    ] as const) {
+      const config = await loadConfig({
+        configPath: undefined,
+        env: { ...minimal, PGKEEP_WAL_ASYNC_SECONDS: raw },
+      });
+      expect(config.wal.asyncSeconds).toBe(seconds);
+    }
+    await expect(
+      loadConfig({ configPath: undefined, env: { ...minimal, PGKEEP_WAL_ASYNC_SECONDS: '-1' } }),
+    ).rejects.toThrow(/wal\.asyncSeconds: .*>=0.*\(or set PGKEEP_WAL_ASYNC_SECONDS\)/);
   });
 
   it.each([

@@ -52,7 +52,14 @@ export async function makeHarness(
   const identityFile = join(dir, 'identity.txt');
   await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
   const configPath = join(dir, 'pgkeep.yaml');
-  const wal = { retrySeconds: 5, fetchPrefetch: 4, ...((extraConfig.wal as object | undefined) ?? {}) };
+  // No transient pusher (wal.asyncSeconds) unless a test asks for one: a detached process that
+  // outlives its test would push into a removed directory and linger after the run.
+  const wal = {
+    retrySeconds: 5,
+    fetchPrefetch: 4,
+    asyncSeconds: 0,
+    ...((extraConfig.wal as object | undefined) ?? {}),
+  };
   const config = {
     cluster,
     repository: `file://${repoDir}`,
