@@ -3,7 +3,9 @@
  * segments (a pgbench write load), each command invoked one after another as PostgreSQL does:
  *
  *   pgbackrest archive-push          Debian's pgBackRest, posix repo, zst level 3, aes-256-cbc
- *   pgkeep wal-push                  alone: one Node process per segment, file:// repository
+ *   pgkeep wal-push (alone, sync)    no service, wal.asyncSeconds 0: one Node process per segment
+ *   pgkeep wal-push (alone)          no service, as configured by default: the first call starts a
+ *                                    transient pusher (wal.asyncSeconds) that pushes ahead
  *   pgkeep + agent, backlog          archive_command while `pgkeep agent`, started with every segment
  *                                    already ready, pushes them (the agent's throughput)
  *   pgkeep + agent, pushed ahead     archive_command once the agent has pushed the segments, as in
@@ -15,7 +17,7 @@
  * wal-fetch with prefetch not slower than archive-get. Then, under a sustained pgbench load with
  * the agent running, how far pg_stat_archiver falls behind (target: never more than 2 segments).
  * BENCH_SEGMENTS sets the number of segments (default 42); BENCH_LOAD_SECONDS the load (default 30),
- * BENCH_LOAD_WRITERS the bulk writers beside pgbench (default 2).
+ * BENCH_LOAD_WRITERS the bulk writers beside pgbench, one load phase per entry (default 1,2).
  */
 import { execFile, spawn } from 'node:child_process';
 import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
@@ -24,7 +26,7 @@ import { promisify } from 'node:util';
 import * as age from 'age-encryption';
 import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster } from '../test/support/pg-cluster.ts';
-import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
+import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
 const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
@@ -101,7 +103,7 @@ try {
   const recipient = await age.identityToRecipient(identity);
   const identityFile = join(work, 'identity.txt');
   await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
-  const pgkeepConfig = async (name: string) => {
+  const pgkeepConfig = async (name: string, wal: Record<string, unknown> = {}) => {
     const repo = join(work, `repo-${name}`);
     const spool = join(work, `spool-${name}`);
     await mkdir(repo);
@@ -115,6 +117,7 @@ try {
         recipients: [recipient],
         identityFile,
         spoolDir: spool,
+        wal,
       }),
     );
     return { repo, spool, config, env: { PATH: process.env.PATH, PGKEEP_CONFIG: config } };
@@ -168,21 +171,35 @@ pg1-user=postgres
       );
     }
 
-    log('pgkeep wal-push alone...');
-    const alone = await pgkeepConfig('alone');
-    // The archive_command line pgkeep generates (shell fast path + NODE_COMPILE_CACHE), no agent running.
-    const aloneLine = archiveCommandLine({
-      nodePath: NODE,
-      bundlePath: PGKEEP_BUNDLE,
-      spoolDir: alone.spool,
-      cluster: 'bench',
-      configPath: alone.config,
-    });
-    results['pgkeep wal-push (alone)'] = [];
-    for (const s of segments) {
-      const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
-      results['pgkeep wal-push (alone)'].push(await timedShell(command, pg.dataDir, alone.env));
+    // Without the service, as PostgreSQL runs the generated archive_command line: first strictly
+    // synchronous (wal.asyncSeconds 0: one cold Node process per segment), then as configured by
+    // default, where the first wal-push starts a transient pusher that pushes the following
+    // segments ahead (like pgBackRest's archive-async) and later calls find its markers.
+    const aloneRuns = [
+      ['pgkeep wal-push (alone, synchronous)', 'alone-sync', { asyncSeconds: 0 }],
+      ['pgkeep wal-push (alone)', 'alone', {}],
+    ] as const;
+    const spools: Record<string, Awaited<ReturnType<typeof pgkeepConfig>>> = {};
+    for (const [row, name, wal] of aloneRuns) {
+      log(`${row}...`);
+      const alone = await pgkeepConfig(name, wal);
+      spools[name] = alone;
+      const aloneLine = archiveCommandLine({
+        nodePath: NODE,
+        bundlePath: PGKEEP_BUNDLE,
+        spoolDir: alone.spool,
+        cluster: 'bench',
+        configPath: alone.config,
+      });
+      const times: number[] = [];
+      results[row] = times;
+      for (const s of segments) {
+        const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+        times.push(await timedShell(command, pg.dataDir, alone.env));
+      }
+      await stopWalPusher(alone.spool, 'bench');
     }
+    const alone = spools.alone as Awaited<ReturnType<typeof pgkeepConfig>>;
 
     log('pgkeep with the agent pushing ahead...');
     const withAgent = await pgkeepConfig('agent');
@@ -256,7 +273,8 @@ pg1-user=postgres
     const brMean = mean(results['pgbackrest archive-push']);
     const ratio = (name: string) => (brMean / mean(results[name] as number[])).toFixed(1);
     console.log(
-      `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)']) / brMean).toFixed(2)}x the time` +
+      `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)'] as number[]) / brMean).toFixed(2)}x the time` +
+        ` (synchronous: ${(mean(results['pgkeep wal-push (alone, synchronous)'] as number[]) / brMean).toFixed(2)}x)` +
         `\npgkeep + agent, pushed ahead vs pgBackRest (mean): ${ratio('pgkeep + agent, pushed ahead')}x faster` +
         `\npgkeep + agent, backlog vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms from the agent's start): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
         `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
@@ -290,43 +308,48 @@ pg1-user=postgres
     await pg.sql('select pg_reload_conf()');
     // Let the backlog from the measurements above drain first.
     for (let i = 0; i < 600 && (await ready()).length > 0; i++) await new Promise((r) => setTimeout(r, 500));
-    let maxBehind = 0;
-    const samples: number[] = [];
-    // pgbench alone writes little WAL on a small machine; a bulk writer beside it makes the archiver
-    // work (several segments a second).
-    const pgbenchRun = execFileAsync(join(PG_BIN, 'pgbench'), ['-n', '-c', '4', '-T', String(loadSeconds)], {
-      env: pgEnv,
-    });
-    let running = true;
-    const writers = Number(process.env.BENCH_LOAD_WRITERS ?? 2);
-    const bulk = Promise.all(
-      Array.from({ length: writers }, async (_, i) => {
-        await pg.sql(`create table if not exists filler${i} (g int, m text)`);
-        while (running) {
-          await pg.sql(`insert into filler${i} select g, md5(g::text) from generate_series(1, 100000) g`);
-          await pg.sql(`truncate filler${i}`);
-        }
-      }),
-    );
-    const load = pgbenchRun.finally(() => {
-      running = false;
-    });
-    const startLsn = await pg.sql('select pg_current_wal_lsn()');
-    while (running) {
-      const behind = (await ready()).length;
-      samples.push(behind);
-      maxBehind = Math.max(maxBehind, behind);
-      await new Promise((r) => setTimeout(r, 200));
+    // pgbench alone writes little WAL on a small machine; bulk writers beside it make the archiver
+    // work (one writer: about one segment a second here; two: about 1.5, with both cores saturated).
+    for (const writers of (process.env.BENCH_LOAD_WRITERS ?? '1,2').split(',').map(Number)) {
+      let maxBehind = 0;
+      const samples: number[] = [];
+      const pgbenchRun = execFileAsync(
+        join(PG_BIN, 'pgbench'),
+        ['-n', '-c', '4', '-T', String(loadSeconds)],
+        { env: pgEnv },
+      );
+      let running = true;
+      const bulk = Promise.all(
+        Array.from({ length: writers }, async (_, i) => {
+          await pg.sql(`create table if not exists filler${i} (g int, m text)`);
+          while (running) {
+            await pg.sql(`insert into filler${i} select g, md5(g::text) from generate_series(1, 100000) g`);
+            await pg.sql(`truncate filler${i}`);
+          }
+        }),
+      );
+      const load = pgbenchRun.finally(() => {
+        running = false;
+      });
+      const startLsn = await pg.sql('select pg_current_wal_lsn()');
+      while (running) {
+        const behind = (await ready()).length;
+        samples.push(behind);
+        maxBehind = Math.max(maxBehind, behind);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await load;
+      await bulk;
+      const walMb = Number(
+        await pg.sql(`select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}') / 1048576)`),
+      );
+      console.log(
+        `\nsustained load (pgbench -c 4 and ${writers} bulk writer${writers === 1 ? '' : 's'}): ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
+          `segments waiting to be archived: max ${maxBehind}, median ${median(samples)} (${samples.length} samples)`,
+      );
+      for (let i = 0; i < 600 && (await ready()).length > 0; i++)
+        await new Promise((r) => setTimeout(r, 500));
     }
-    await load;
-    await bulk;
-    const walMb = Number(
-      await pg.sql(`select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}') / 1048576)`),
-    );
-    console.log(
-      `\nsustained load (pgbench -c 4 and ${writers} bulk writers): ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
-        `segments waiting to be archived: max ${maxBehind}, median ${median(samples)} (${samples.length} samples)`,
-    );
   }
 } finally {
   for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');

@@ -19,7 +19,7 @@ import type { PipelineEnv, RuntimeTarget } from '../lambdas/lib/pipeline-env.ts'
 import { createS3Client, S3Storage } from '../storage/s3-storage.ts';
 import { replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
 import { makeServerDir, PG_BIN, type PgCluster, startCluster } from '../test/support/pg-cluster.ts';
-import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
+import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../test/support/s3-server.ts';
 import { runStateMachine, synthPipeline } from '../test/support/state-machines.ts';
 
@@ -53,6 +53,7 @@ async function countKeys(location: Location): Promise<number> {
 
 const servers: S3Server[] = [];
 let pg: PgCluster | undefined;
+let spoolDir: string | undefined;
 let work: string | undefined;
 try {
   step(
@@ -78,7 +79,7 @@ try {
   show(`recipient ${recipient.slice(0, 40)}…`);
 
   // The host's configuration: written for the postgres user, who runs archive_command.
-  const spoolDir = join(work, 'spool');
+  spoolDir = join(work, 'spool');
   await mkdir(spoolDir);
   const configPath = join(work, 'pgkeep.yaml');
   await writeFile(
@@ -231,6 +232,8 @@ try {
   if (stored.includes('AGE-SECRET-KEY'))
     throw new Error('the host configuration must never hold an identity');
 } finally {
+  // archive_command's wal-push started a transient pusher (wal.asyncSeconds); it would idle out.
+  if (spoolDir) await stopWalPusher(spoolDir, CLUSTER).catch(() => undefined);
   await pg?.destroy();
   await Promise.all(servers.map((s) => s.stop()));
   if (work && !keep) await rm(work, { recursive: true, force: true });

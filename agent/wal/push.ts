@@ -296,12 +296,27 @@ export async function storedWalVersions(
   return versions;
 }
 
+/**
+ * Reading and compressing (CPU on this thread) runs one file at a time, in the order pushes
+ * began. In a process pushing several files at once (the agent, the transient pusher) the oldest
+ * file, the one PostgreSQL's archiver is waiting for, is then stored first instead of all of them
+ * finishing together; uploads and read-backs still overlap with the next file's compression.
+ */
+let compressing: Promise<unknown> = Promise.resolve();
+function oneAtATime<T>(work: () => Promise<T>): Promise<T> {
+  const turn = compressing.then(work, work);
+  compressing = turn.catch(() => undefined);
+  return turn;
+}
+
 /** Pushes one WAL file; see the module comment for the contract. */
 export async function pushWalFile(options: WalPushOptions): Promise<WalPushResult> {
   const { storage, cluster } = options;
   const retry = options.retry ?? DEFAULT_RETRY_POLICY;
   const wal = mustParseWalFileName(basename(options.path));
-  const inMemory = await readCompressed(options.path, options.zstdLevel ?? DEFAULT_ZSTD_LEVEL);
+  const inMemory = await oneAtATime(() =>
+    readCompressed(options.path, options.zstdLevel ?? DEFAULT_ZSTD_LEVEL),
+  );
   const facts = inMemory
     ? checkFacts(options.path, wal, inMemory.sha256, inMemory.sizeBytes, inMemory.head)
     : await inspect(options.path, wal);

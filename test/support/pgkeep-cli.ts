@@ -1,6 +1,8 @@
 /** Runs the bundled agent (dist/pgkeep.mjs) as a user would: a separate process, Node 24. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import { livePidFileHolder } from '../../agent/wal/pid-file.ts';
+import { WalSpool } from '../../agent/wal/spool.ts';
 
 export const PROJECT_ROOT = resolve(import.meta.dirname, '../..');
 /** The project's own Node 24 (the "node" devDependency), whatever `node` is on PATH. */
@@ -40,4 +42,18 @@ export function startPgkeep(
 
 export async function runPgkeep(args: readonly string[], env: Record<string, string>): Promise<CliResult> {
   return await startPgkeep(args, env).result;
+}
+
+/**
+ * Stops the transient WAL pusher that `wal-push` starts when no service runs (wal.asyncSeconds),
+ * by the pid in the cluster's spool, and waits for it to go (it lets a push in flight finish).
+ */
+export async function stopWalPusher(spoolDir: string, cluster: string): Promise<void> {
+  const pidFile = new WalSpool(spoolDir, cluster).agentPidFile;
+  const pid = await livePidFileHolder(pidFile);
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGTERM');
+  for (let waited = 0; waited < 10_000 && (await livePidFileHolder(pidFile)) === pid; waited += 50) {
+    await new Promise((resolveWait) => setTimeout(resolveWait, 50));
+  }
 }
