@@ -14,18 +14,20 @@
  *   pgkeep wal-fetch                 the same, with the background prefetch of following segments
  *
  * Targets (issue 3): pgkeep wal-push alone <= pgBackRest per segment; with the agent >= 3x faster.
- * wal-fetch with prefetch not slower than archive-get. Then, under a sustained pgbench load with
+ * wal-fetch with prefetch not slower than archive-get, measured both as restore_command calls back to
+ * back and as a real recovery from a base backup replaying the archived segments. Then, under a sustained pgbench load with
  * the agent running, how far pg_stat_archiver falls behind (target: never more than 2 segments).
  * BENCH_SEGMENTS sets the number of segments (default 42); BENCH_LOAD_SECONDS the load (default 30),
  * BENCH_LOAD_WRITERS the bulk writers beside pgbench, one load phase per entry (default 1,2).
  */
 import { execFile, spawn } from 'node:child_process';
-import { chown, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { chown, cp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import * as age from 'age-encryption';
 import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
-import { makeServerDir, PG_BIN, startCluster } from '../test/support/pg-cluster.ts';
+import { makeServerDir, PG_BIN, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
@@ -82,8 +84,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void pg.destroy().finally(() => process.exit(130));
   });
 }
+const baseParent = await makeServerDir('pgkeep-bench-base-');
+const baseDir = join(baseParent, 'data');
 try {
   const pgEnv = { ...process.env, ...pg.env };
+  // The base backup recovery starts from (the replay comparison): taken before the WAL below, so
+  // replaying that WAL needs every archived segment. -X stream: it carries the WAL it needs itself.
+  await execFileAsync(join(PG_BIN, 'pg_basebackup'), ['-D', baseDir, '-X', 'stream', '-c', 'fast'], {
+    env: pgEnv,
+  });
   log(`generating ${segmentCount} WAL segments with pgbench...`);
   await execFileAsync(join(PG_BIN, 'pgbench'), ['-i', '-s', '30', '-q'], { env: pgEnv });
   const statusDir = join(pg.dataDir, 'pg_wal', 'archive_status');
@@ -263,6 +272,54 @@ pg1-user=postgres
       results['pgkeep wal-fetch (prefetch)'].push(await timedShell(command, fetchDir, alone.env));
     }
 
+    // Recovery itself: the base backup replays the archived segments with each tool's
+    // restore_command, until the archive ends and it promotes. pgkeep's repository is the one the
+    // synchronous wal-push filled, which holds exactly these segments, as pgBackRest's does.
+    log('recovery replaying the archive, restore_command by each tool...');
+    const replayFrom = spools['alone-sync'] as Awaited<ReturnType<typeof pgkeepConfig>>;
+    if (user) {
+      for (const dir of [br, replayFrom.repo, replayFrom.spool, replayFrom.config, identityFile])
+        await execFileAsync('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
+    }
+    const replayCommands = {
+      // pgBackRest checks that it runs in its configured data directory.
+      pgbackrest: (dataDir: string) =>
+        `pgbackrest --config=${q(brConfig)} --stanza=bench --pg1-path=${q(dataDir)} archive-get %f "%p"`,
+      pgkeep: () =>
+        restoreCommandLine({
+          nodePath: NODE,
+          bundlePath: PGKEEP_BUNDLE,
+          spoolDir: replayFrom.spool,
+          cluster: 'bench',
+          configPath: replayFrom.config,
+        }),
+    };
+    const replays: Record<string, number[]> = { pgbackrest: [], pgkeep: [] };
+    for (let round = 0; round < 2; round++) {
+      for (const [tool, restoreCommandFor] of Object.entries(replayCommands)) {
+        const dataDir = join(await makeServerDir('pgkeep-bench-replay-'), 'data');
+        await cp(baseDir, dataDir, { recursive: true });
+        await writeFile(join(dataDir, 'recovery.signal'), '');
+        const started = performance.now();
+        const restored = await startExistingCluster(dataDir, {
+          settings: { restore_command: restoreCommandFor(dataDir), archive_mode: 'off', max_wal_size: '4GB' },
+        });
+        try {
+          while ((await restored.sql('select pg_is_in_recovery()')) === 't') await sleep(20);
+          replays[tool]?.push(performance.now() - started);
+          const last = await restored.sql(
+            `select substr(pg_walfile_name(pg_current_wal_lsn()), 9) >= '${(segments[segments.length - 1] as string).slice(8)}'`,
+          );
+          if (last !== 't')
+            throw new Error(
+              `${tool}: recovery ended before the last archived segment:\n${restored.log().slice(-3000)}`,
+            );
+        } finally {
+          await restored.destroy();
+        }
+      }
+    }
+
     console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
     console.log(`${'command'.padEnd(36)} ${'median'.padStart(8)} ${'mean'.padStart(8)}`);
     for (const [name, times] of Object.entries(results)) {
@@ -278,6 +335,12 @@ pg1-user=postgres
         `\npgkeep + agent, pushed ahead vs pgBackRest (mean): ${ratio('pgkeep + agent, pushed ahead')}x faster` +
         `\npgkeep + agent, backlog vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms from the agent's start): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
         `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
+    );
+    const secs = (xs: number[] | undefined) => (xs ?? []).map((x) => (x / 1000).toFixed(2)).join(', ');
+    console.log(
+      `\nrecovery from a base backup replaying the ${segments.length} archived segments to the end (s, two rounds each): ` +
+        `pgBackRest archive-get ${secs(replays.pgbackrest)}; pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; ` +
+        `pgkeep takes ${(mean(replays.pgkeep as number[]) / mean(replays.pgbackrest as number[])).toFixed(2)}x the time`,
     );
   }
 
@@ -355,4 +418,5 @@ pg1-user=postgres
   for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');
   await pg.destroy();
   await rm(work, { recursive: true, force: true });
+  await rm(baseParent, { recursive: true, force: true });
 }
