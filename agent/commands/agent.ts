@@ -11,7 +11,7 @@ import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command, CommandContext } from './command.ts';
 import { setUp } from './setup.ts';
-import { walRetryPolicy } from './wal-options.ts';
+import { walPushSettings } from './wal-options.ts';
 
 export const agent: Command = {
   summary: 'run the service: push WAL ahead, scheduled backups, metrics (systemd runs this)',
@@ -72,17 +72,7 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
       pgWalDir,
       jobs,
       onEvent: (event) => log(context, event),
-      push: (path) =>
-        pushWalFile({
-          storage,
-          cluster: config.cluster,
-          recipients,
-          path,
-          ...(pgWalDir ? { dataDir: join(pgWalDir, '..') } : {}),
-          cacheDir: spool.root,
-          retry: walRetryPolicy(config),
-          zstdLevel: config.zstdLevel,
-        }),
+      push: (path) => pushWalFile({ ...walPushSettings(config, storage, recipients, spool, pgWalDir), path }),
     });
     await new Promise<void>((resolve) => {
       process.once('SIGTERM', resolve);

@@ -17,7 +17,7 @@ import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
-import { walRetryPolicy } from './wal-options.ts';
+import { walPushSettings } from './wal-options.ts';
 
 /** How long wal-push waits for a running service to push a file before pushing it itself. */
 const SERVICE_WAIT_MS = 10_000;
@@ -84,15 +84,7 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
 
     let pushed: WalPushResult;
     try {
-      pushed = await pushWalFile({
-        storage,
-        cluster: config.cluster,
-        recipients,
-        path,
-        cacheDir: spool.root,
-        retry: walRetryPolicy(config),
-        zstdLevel: config.zstdLevel,
-      });
+      pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
     } catch (error) {
       if (error instanceof WalConflictError || error instanceof ForeignWalError) {
         context.stderr.write(`pgkeep wal-push: ${error.message}\n`);

@@ -17,7 +17,7 @@ import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { setUp } from './setup.ts';
-import { walRetryPolicy } from './wal-options.ts';
+import { walPushSettings } from './wal-options.ts';
 
 /** How often the pusher checks for idleness and for a successor in the pid file. */
 const CHECK_INTERVAL_MS = 250;
@@ -56,6 +56,7 @@ pushes in flight are always finished first.
     try {
       if (signalled || !(await claimPidFile(spool.agentPidFile, pid))) return ExitCode.ok;
       let pushed = 0;
+      const settings = walPushSettings(config, storage, recipients, spool, pgWalDir);
       const pushAhead = new WalPushAhead({
         pgWalDir,
         spool,
@@ -69,17 +70,7 @@ pushes in flight are always finished first.
           if (event.type === 'pushed') pushed++;
         },
         metrics: new Metrics(),
-        push: (path) =>
-          pushWalFile({
-            storage,
-            cluster: config.cluster,
-            recipients,
-            path,
-            dataDir: join(pgWalDir, '..'),
-            cacheDir: spool.root,
-            retry: walRetryPolicy(config),
-            zstdLevel: config.zstdLevel,
-          }),
+        push: (path) => pushWalFile({ ...settings, path }),
       });
       pushAhead.start();
       const idleMs = config.wal.asyncSeconds * 1000;

@@ -182,3 +182,13 @@ async function run(
 ): Promise<void> {
   await execFileAsync(file, args, { ...(user ?? {}), cwd: tmpdir() });
 }
+
+/** Finishes `count` WAL segments of `cluster` (a little data in each, then a switch); their names. */
+export async function finishSegments(cluster: PgCluster, count: number, table = 't'): Promise<string[]> {
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    await cluster.sql(`insert into ${table} select g from generate_series(1, 1000) g`);
+    names.push(await cluster.sql('select pg_walfile_name(pg_switch_wal())'));
+  }
+  return names;
+}

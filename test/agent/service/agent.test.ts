@@ -9,8 +9,9 @@ import { chmod, chown, readdir, readFile, rename, rm, writeFile } from 'node:fs/
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nextWalSegmentFileName } from '../../../core/wal-names.ts';
-import { freePort, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
+import { finishSegments, freePort, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { until as untilDone } from '../../support/until.ts';
 import { type Harness, makeHarness, switchAndWaitArchived, waitArchived } from '../wal/harness.ts';
 
 let h: Harness;
@@ -42,29 +43,9 @@ function startAgent(): NonNullable<typeof agent> {
   return { child, output: () => text, exited };
 }
 
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}; agent said:\n${agent?.output()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Finishes `count` segments (a little data in each) and returns their names. */
-async function makeSegments(count: number): Promise<string[]> {
-  const names: string[] = [];
-  for (let i = 0; i < count; i++) {
-    await cluster.sql(`insert into t select g from generate_series(1, 1000) g`);
-    names.push(await cluster.sql('select pg_walfile_name(pg_switch_wal())'));
-  }
-  return names;
+/** Polls like {@link untilDone}, showing what the agent said when it times out. */
+function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  return untilDone(what, fn, { timeoutMs, pollMs: 100, detail: () => agent?.output() ?? '' });
 }
 
 async function storedSegments(): Promise<string[]> {
@@ -108,7 +89,7 @@ describe('pgkeep agent', () => {
   it('pushes ready WAL ahead, so archive_command returns without starting Node', async () => {
     agent = startAgent();
     await until('the agent to start', async () => agent?.output().includes('started'));
-    const names = await makeSegments(6);
+    const names = await finishSegments(cluster, 6);
     const markers = join(h.spoolDir, h.cluster, 'pushed');
     await until('the agent to push every ready segment', async () => {
       const pushed: string[] = await readdir(markers).catch(() => []);
@@ -136,7 +117,7 @@ describe('pgkeep agent', () => {
     await rename(h.repoDir, `${h.repoDir}.away`);
     let names: string[];
     try {
-      names = await makeSegments(2);
+      names = await finishSegments(cluster, 2);
       await until(
         'archive_command to fail',
         async () => Number(await cluster.sql('select failed_count from pg_stat_archiver')) > 0,
@@ -153,7 +134,7 @@ describe('pgkeep agent', () => {
 
   it('leaves no gap and no unverifiable object when SIGKILLed mid-push', async () => {
     const before = await storedSegments();
-    const names = await makeSegments(4);
+    const names = await finishSegments(cluster, 4);
     agent?.child.kill('SIGKILL');
     await agent?.exited;
     agent = undefined;
@@ -172,7 +153,7 @@ describe('pgkeep agent', () => {
   it('stops cleanly on SIGTERM', async () => {
     agent = startAgent();
     await until('the agent to start', async () => agent?.output().includes('started'));
-    await makeSegments(2);
+    await finishSegments(cluster, 2);
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toContain('stopped');

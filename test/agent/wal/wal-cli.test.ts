@@ -163,24 +163,7 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
       await walFile(name, contents.get(name) as Buffer);
       expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
     }
-    const log = join(h.dir, 'fetch-node.log');
-    const wrapper = join(h.dir, 'node-fetch-logged');
-    await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${log}'\nexec '${NODE}' "$@"\n`);
-    await chmod(wrapper, 0o755);
-    await writeFile(log, '');
-    await own(wrapper);
-    await own(log);
-    const line = restoreCommandLine({
-      nodePath: wrapper,
-      bundlePath: PGKEEP_BUNDLE,
-      spoolDir: h.spoolDir,
-      cluster: h.cluster,
-      configPath: h.configPath,
-    });
-    const restoreDir = join(h.dir, 'restore-prefetch');
-    await mkdir(join(restoreDir, 'pg_wal'), { recursive: true });
-    await own(restoreDir);
-    await own(join(restoreDir, 'pg_wal'));
+    const { line, log, restoreDir } = await loggedRestoreLine('prefetch');
     for (const name of names) {
       const command = line.replaceAll('%f', name).replaceAll('%p', 'pg_wal/RECOVERYXLOG');
       const code = await new Promise<number | null>((resolve) => {

@@ -9,8 +9,9 @@ import { chmod, chown, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readPidFile } from '../../../agent/wal/pid-file.ts';
-import { type PgCluster, startCluster } from '../../support/pg-cluster.ts';
+import { finishSegments, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { until } from '../../support/until.ts';
 import { type Harness, makeHarness, waitArchived } from './harness.ts';
 
 let h: Harness;
@@ -39,26 +40,6 @@ async function pushers(): Promise<number[]> {
 
 async function killPushers(): Promise<void> {
   for (const pid of await pushers()) process.kill(pid, 'SIGKILL');
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Finishes `count` segments (a little data in each) and returns their names. */
-async function makeSegments(count: number): Promise<string[]> {
-  const names: string[] = [];
-  for (let i = 0; i < count; i++) {
-    await cluster.sql(`insert into t select g from generate_series(1, 1000) g`);
-    names.push(await cluster.sql('select pg_walfile_name(pg_switch_wal())'));
-  }
-  return names;
 }
 
 /** `pgkeep wal-push pg_wal/NAME` as archive_command runs it: in the data directory, no service. */
@@ -104,7 +85,7 @@ afterAll(async () => {
 
 describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
   it('starts after a synchronous wal-push, pushes the following segments ahead and exits once idle', async () => {
-    const names = await makeSegments(6);
+    const names = await finishSegments(cluster, 6);
     const first = names[0] as string;
     expect(await walPush(first)).toMatchObject({ code: 0, stderr: '' });
     const pid = await readPidFile(pidFile);
@@ -133,12 +114,14 @@ describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
     expect(stored).toEqual(expect.arrayContaining(names));
 
     // asyncSeconds is 2: idle from here on, it exits and takes its pid file with it.
-    await until('the pusher to exit by itself', async () => !(await running(pid as number)), 10_000);
+    await until('the pusher to exit by itself', async () => !(await running(pid as number)), {
+      timeoutMs: 10_000,
+    });
     await expect(readFile(pidFile)).rejects.toThrow();
   });
 
   it('starts no process with asyncSeconds 0', async () => {
-    const names = await makeSegments(2);
+    const names = await finishSegments(cluster, 2);
     expect(await walPush(names[0] as string, { PGKEEP_WAL_ASYNC_SECONDS: '0' })).toMatchObject({ code: 0 });
     await new Promise((r) => setTimeout(r, 1500));
     expect(await pushers()).toEqual([]);
@@ -147,19 +130,19 @@ describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
   });
 
   it('stops on SIGTERM and removes its pid file', async () => {
-    const [name, next] = await makeSegments(2);
+    const [name, next] = await finishSegments(cluster, 2);
     expect(await walPush(name as string, { PGKEEP_WAL_ASYNC_SECONDS: '60' })).toMatchObject({ code: 0 });
     const pusher = (await readPidFile(pidFile)) as number;
     expect(await pushers()).toEqual([pusher]);
     // Running, not just started: it pushed the next segment.
     await until('the pusher to push', async () => hasMarker(next as string));
     process.kill(pusher, 'SIGTERM');
-    await until('the pusher to stop', async () => !(await running(pusher)), 5_000);
+    await until('the pusher to stop', async () => !(await running(pusher)), { timeoutMs: 5_000 });
     await expect(readFile(pidFile)).rejects.toThrow();
   });
 
   it('steps aside when pgkeep agent starts', async () => {
-    const [name] = await makeSegments(1);
+    const [name] = await finishSegments(cluster, 1);
     expect(await walPush(name as string, { PGKEEP_WAL_ASYNC_SECONDS: '60' })).toMatchObject({ code: 0 });
     const pusher = (await readPidFile(pidFile)) as number;
     expect(await running(pusher)).toBe(true);
@@ -183,11 +166,11 @@ describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
       });
       await until('the agent to start', async () => output.includes('started'));
       const tookOver = Date.now();
-      await until('the pusher to step aside', async () => !(await running(pusher)), 5_000);
+      await until('the pusher to step aside', async () => !(await running(pusher)), { timeoutMs: 5_000 });
       expect(Date.now() - tookOver).toBeLessThan(3_000);
       // It left the agent's pid file alone, and the agent pushes what comes next.
       expect(await readPidFile(pidFile)).toBe(agent.pid);
-      const [next] = await makeSegments(1);
+      const [next] = await finishSegments(cluster, 1);
       await until('the agent to push', async () => hasMarker(next as string));
     } finally {
       if (agent && agent.exitCode === null) {
