@@ -9,6 +9,7 @@ import {
   type Stanza,
   wrapFileKey,
 } from '../../core/age-recipients.ts';
+import { type AgeKeyPair, referenceKeyPairs } from '../support/age-keys.ts';
 
 /** What the reference library makes of a header we wrote: the file key it unwraps with `identity`. */
 async function unwrapWithLibrary(header: Buffer, identity: string | age.Identity): Promise<Buffer> {
@@ -18,13 +19,10 @@ async function unwrapWithLibrary(header: Buffer, identity: string | age.Identity
 }
 
 describe('native age recipients', () => {
-  let hybrid: { identity: string; recipient: string };
-  let x25519: { identity: string; recipient: string };
+  let hybrid: AgeKeyPair;
+  let x25519: AgeKeyPair;
   beforeAll(async () => {
-    const h = await age.generateHybridIdentity();
-    const x = await age.generateX25519Identity();
-    hybrid = { identity: h, recipient: await age.identityToRecipient(h) };
-    x25519 = { identity: x, recipient: await age.identityToRecipient(x) };
+    ({ hybrid, x25519 } = await referenceKeyPairs());
   });
 
   it.each(['hybrid', 'x25519'] as const)(

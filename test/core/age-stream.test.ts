@@ -16,6 +16,7 @@ import {
   encryptBuffer,
   encryptStream,
 } from '../../core/age-stream.ts';
+import { type AgeKeyPair, referenceKeyPairs } from '../support/age-keys.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -39,13 +40,10 @@ async function decrypt(ciphertext: Buffer, identities: string[], pieceBytes = 79
 }
 
 describe('age stream', () => {
-  let hybrid: { identity: string; recipient: string };
-  let x25519: { identity: string; recipient: string };
+  let hybrid: AgeKeyPair;
+  let x25519: AgeKeyPair;
   beforeAll(async () => {
-    const h = await age.generateHybridIdentity();
-    const x = await age.generateX25519Identity();
-    hybrid = { identity: h, recipient: await age.identityToRecipient(h) };
-    x25519 = { identity: x, recipient: await age.identityToRecipient(x) };
+    ({ hybrid, x25519 } = await referenceKeyPairs());
   });
 
   // Sizes around the 64 KiB chunk boundary, where STREAM's last-chunk rule bites.

@@ -5,20 +5,27 @@
  * cleanly on SIGTERM.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, chown, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nextWalSegmentFileName } from '../../../core/wal-names.ts';
 import { finishSegments, freePort, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { until as untilDone } from '../../support/until.ts';
-import { type Harness, makeHarness, switchAndWaitArchived, waitArchived } from '../wal/harness.ts';
+import {
+  type Harness,
+  loggedNode,
+  makeHarness,
+  switchAndWaitArchived,
+  waitArchived,
+} from '../wal/harness.ts';
 
 let h: Harness;
 let cluster: PgCluster;
 let agent: { child: ChildProcess; output: () => string; exited: Promise<number | null> } | undefined;
 let metricsPort: number;
 let nodeLog: string;
+let loggingNode: string;
 
 function startAgent(): NonNullable<typeof agent> {
   const child = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
@@ -61,15 +68,7 @@ beforeAll(async () => {
   h = await makeHarness('svc', { wal: { retrySeconds: 2, pushParallelism: 4 } });
   // archive_command's Node goes through a wrapper that logs every start: the proof that the fast
   // path did not start Node.
-  nodeLog = join(h.dir, 'node-starts.log');
-  const wrapper = join(h.dir, 'node-logged');
-  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${nodeLog}'\nexec '${NODE}' "$@"\n`);
-  await chmod(wrapper, 0o755);
-  await writeFile(nodeLog, '');
-  if (h.user) {
-    await chown(wrapper, h.user.uid, h.user.gid);
-    await chown(nodeLog, h.user.uid, h.user.gid);
-  }
+  ({ wrapper: loggingNode, log: nodeLog } = await loggedNode(h, 'node-starts'));
   // archive_command stays empty at first (WAL piles up as .ready), then is set with ALTER SYSTEM.
   cluster = await startCluster({ settings: { archive_mode: 'on', wal_level: 'replica' } });
   await cluster.sql('create table t (g int)');
@@ -95,7 +94,7 @@ describe('pgkeep agent', () => {
       const pushed: string[] = await readdir(markers).catch(() => []);
       return names.every((n) => pushed.includes(n));
     });
-    const archiveCommand = h.archiveCommandWith(join(h.dir, 'node-logged'));
+    const archiveCommand = h.archiveCommandWith(loggingNode);
     await cluster.sql(`alter system set archive_command = '${archiveCommand.replaceAll("'", "''")}'`);
     await cluster.sql('select pg_reload_conf()');
     await waitArchived(cluster, names[names.length - 1] as string);

@@ -149,3 +149,21 @@ export async function waitPromoted(cluster: PgCluster, timeoutMs = 120_000): Pro
 }
 
 export { PG_BIN };
+
+/**
+ * A Node "binary" for archive_command/restore_command lines that appends each start's arguments
+ * to `log` and then runs Node: the proof that a shell fast path did not start Node. Both files
+ * belong to the server's user.
+ */
+export async function loggedNode(h: Harness, name: string): Promise<{ wrapper: string; log: string }> {
+  const log = join(h.dir, `${name}.log`);
+  const wrapper = join(h.dir, name);
+  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${log}'\nexec '${NODE}' "$@"\n`);
+  await chmod(wrapper, 0o755);
+  await writeFile(log, '');
+  if (h.user) {
+    await chown(wrapper, h.user.uid, h.user.gid);
+    await chown(log, h.user.uid, h.user.gid);
+  }
+  return { wrapper, log };
+}

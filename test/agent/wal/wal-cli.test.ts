@@ -4,15 +4,15 @@
  * repository (bounded, never "missing"), and an atomic %p.
  */
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempPathFor } from '../../../agent/wal/fetch.ts';
 import { restoreCommandLine, WalSpool } from '../../../agent/wal/spool.ts';
 import { walFilePrefix } from '../../../core/keys.ts';
-import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { walSegment } from '../../support/wal-segment.ts';
-import { type Harness, makeHarness } from './harness.ts';
+import { type Harness, loggedNode, makeHarness } from './harness.ts';
 
 const SYSID = 7322222222222222222n;
 
@@ -291,13 +291,7 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
 
 /** The restore_command line with a Node that logs each start, and a data directory to run it in. */
 async function loggedRestoreLine(label: string): Promise<{ line: string; log: string; restoreDir: string }> {
-  const log = join(h.dir, `fetch-node-${label}.log`);
-  const wrapper = join(h.dir, `node-fetch-logged-${label}`);
-  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${log}'\nexec '${NODE}' "$@"\n`);
-  await chmod(wrapper, 0o755);
-  await writeFile(log, '');
-  await own(wrapper);
-  await own(log);
+  const { wrapper, log } = await loggedNode(h, `fetch-node-${label}`);
   const line = restoreCommandLine({
     nodePath: wrapper,
     bundlePath: PGKEEP_BUNDLE,

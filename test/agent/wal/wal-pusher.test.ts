@@ -5,18 +5,19 @@
  * and removes its pid file; asyncSeconds 0 starts nothing; and it steps aside for `pgkeep agent`.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmod, chown, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readPidFile } from '../../../agent/wal/pid-file.ts';
 import { finishSegments, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { until } from '../../support/until.ts';
-import { type Harness, makeHarness, waitArchived } from './harness.ts';
+import { type Harness, loggedNode, makeHarness, waitArchived } from './harness.ts';
 
 let h: Harness;
 let cluster: PgCluster;
 let nodeLog: string;
+let loggingNode: string;
 let pidFile: string;
 let markers: string;
 
@@ -61,15 +62,7 @@ beforeAll(async () => {
   markers = join(h.spoolDir, h.cluster, 'pushed');
   // archive_command's Node goes through a wrapper that logs every start: the proof that the fast
   // path did not start Node.
-  nodeLog = join(h.dir, 'node-starts.log');
-  const wrapper = join(h.dir, 'node-logged');
-  await writeFile(wrapper, `#!/bin/sh\necho "$@" >> '${nodeLog}'\nexec '${NODE}' "$@"\n`);
-  await chmod(wrapper, 0o755);
-  await writeFile(nodeLog, '');
-  if (h.user) {
-    await chown(wrapper, h.user.uid, h.user.gid);
-    await chown(nodeLog, h.user.uid, h.user.gid);
-  }
+  ({ wrapper: loggingNode, log: nodeLog } = await loggedNode(h, 'node-starts'));
   // archive_command stays empty (WAL piles up as .ready) until a test sets it.
   cluster = await startCluster({ settings: { archive_mode: 'on', wal_level: 'replica' } });
   await cluster.sql('create table t (g int)');
@@ -96,7 +89,7 @@ describe('pgkeep wal-pusher (wal.asyncSeconds)', () => {
       return true;
     });
 
-    const archiveCommand = h.archiveCommandWith(join(h.dir, 'node-logged'));
+    const archiveCommand = h.archiveCommandWith(loggingNode);
     await cluster.sql(`alter system set archive_command = '${archiveCommand.replaceAll("'", "''")}'`);
     await cluster.sql('select pg_reload_conf()');
     try {
