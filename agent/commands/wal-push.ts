@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
@@ -32,8 +32,8 @@ async function waitForService(
   name: string,
   timeoutMs: number,
 ): Promise<PushedMarker | undefined> {
-  const pid = Number(await readFile(spool.agentPidFile, 'utf8').catch(() => '0'));
-  if (!(pid > 0) || !processAlive(pid)) return undefined;
+  const pid = await livePidFileHolder(spool.agentPidFile);
+  if (pid === undefined) return undefined;
   const deadline = Date.now() + timeoutMs;
   for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 50)) {
     const marker = await spool.readMarker(name);

@@ -14,21 +14,10 @@ export async function readPidFile(file: string): Promise<number | undefined> {
   return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
-/**
- * Whether `pid` runs. A zombie does not: a pusher killed before it could remove its pid file stays
- * one until reaped, and where nothing reaps orphans (some container inits) that is forever.
- */
-async function running(pid: number): Promise<boolean> {
-  if (!processAlive(pid)) return false;
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  // "pid (comm) state …"; comm may itself contain parentheses. No /proc: trust kill(0).
-  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-}
-
 /** The running process the file names, if any. */
 export async function livePidFileHolder(file: string): Promise<number | undefined> {
   const pid = await readPidFile(file);
-  return pid !== undefined && (await running(pid)) ? pid : undefined;
+  return pid !== undefined && processAlive(pid) ? pid : undefined;
 }
 
 /**
@@ -52,7 +41,7 @@ export async function claimPidFile(file: string, pid: number): Promise<boolean> 
       // An empty file may be one being written right now (the service writes its pid in place).
       if (holder === undefined) holder = await sleep(20).then(() => readPidFile(file));
       if (holder === pid) return true;
-      if (holder !== undefined && (await running(holder))) return false;
+      if (holder !== undefined && processAlive(holder)) return false;
       // Stale (its process is gone) or unreadable: remove it and try again.
       await unlink(file).catch(() => undefined);
     }

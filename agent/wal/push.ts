@@ -362,7 +362,6 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
 
   let stored: Awaited<ReturnType<typeof storeObject>> | undefined;
   try {
-    const level = options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel };
     stored = await withRetry(`storing ${key}`, retry, () =>
       inMemory
         ? storeCompressed({
@@ -380,7 +379,7 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
             source: createReadStream(options.path, { highWaterMark: 1024 * 1024 }),
             recipients: options.recipients,
             ifAbsent: true,
-            ...level,
+            ...(options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel }),
           }),
     );
   } catch (error) {

@@ -181,7 +181,7 @@ export const AGENT_WAIT_SECONDS = 10;
  * does the work:
  *
  * 1. the agent already pushed the segment (marker present, segment not newer than it): exit 0;
- * 2. the agent is running (its pid file names a live process of this user): wait for its marker,
+ * 2. the agent is running (its pid file names a live process of this user, not a zombie): wait for its marker,
  *    polling, up to {@link AGENT_WAIT_SECONDS}, and exit 0 when it appears;
  * 3. otherwise (no agent, or it did not deliver in time): `pgkeep wal-push %p`, told not to wait
  *    for the agent again.
@@ -195,7 +195,7 @@ export function archiveCommandLine(options: CommandLineOptions): string {
   return [
     `M=${shellQuote(spool.pushedDir)}/%f`,
     `{ test -f "$M" && test ! %p -nt "$M"; } && exit 0`,
-    `if A=$(cat ${shellQuote(spool.agentPidFile)} 2>/dev/null) && kill -0 "$A" 2>/dev/null; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.01; n=$((n+1)); done; fi`,
+    `if A=$(cat ${shellQuote(spool.agentPidFile)} 2>/dev/null) && kill -0 "$A" 2>/dev/null && ! grep -qs ') Z ' "/proc/$A/stat"; then n=0; while [ $n -lt ${polls} ] && kill -0 "$A" 2>/dev/null; do { test -f "$M" && test ! %p -nt "$M"; } && exit 0; sleep 0.01; n=$((n+1)); done; fi`,
     invocation({ ...options, env: { PGKEEP_NO_AGENT_WAIT: '1', ...options.env } }, 'wal-push %p'),
   ].join('; ');
 }

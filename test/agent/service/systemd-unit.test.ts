@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -113,5 +113,22 @@ describe('systemd unit', () => {
     const started = Date.now();
     expect((await run(line)).stdout).toBe('');
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    // A pid file naming a zombie (a holder killed and never reaped) is no agent: no 10 s wait.
+    await rm(join(spool, 'main', 'pushed', 'seg'));
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    try {
+      const zombie = await new Promise<string>((r) =>
+        parent.stdout?.once('data', (d: Buffer) => r(d.toString())),
+      );
+      await writeFile(join(spool, 'main', 'agent.pid'), zombie.trim());
+      await new Promise((r) => setTimeout(r, 200)); // let the child exit
+      const tried = Date.now();
+      expect((await run(line)).stdout).toContain('wal-push');
+      expect(Date.now() - tried).toBeLessThan(2_000);
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 });

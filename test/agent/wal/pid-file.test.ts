@@ -54,4 +54,24 @@ describe('pid file', () => {
     await releasePidFile(file, process.pid);
     await expect(readFile(file)).rejects.toThrow();
   });
+
+  it('replaces the pid file of a zombie (a holder killed and never reaped)', async () => {
+    // sh starts a child that exits at once, then becomes `sleep`, which never reaps it: the child
+    // stays a zombie for as long as the sleep runs.
+    const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    try {
+      const zombie = Number(
+        await new Promise<string>((r) => parent.stdout?.once('data', (d: Buffer) => r(d.toString()))),
+      );
+      const file = join(dir, 'zombie.pid');
+      await writeFile(file, String(zombie));
+      await new Promise((r) => setTimeout(r, 200)); // let the child exit
+      expect(await livePidFileHolder(file)).toBeUndefined();
+      expect(await claimPidFile(file, process.pid)).toBe(true);
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
 });
