@@ -208,7 +208,7 @@ const PREFETCH_POLL_SECONDS = 0.01;
  *
  * 1. a prefetched file is there: move it into place without starting Node (a prefetched file is
  *    complete and verified; `mv` is a rename when the spool and pg_wal share a file system);
- * 2. the live prefetcher has the segment in its window (its temp file for it exists, named with
+ * 2. the live prefetcher (not a zombie) has the segment in its window (its temp file for it exists, named with
  *    the pid in prefetch.lock): wait for it, polling, up to {@link AGENT_WAIT_SECONDS}, then 1;
  * 3. otherwise `pgkeep wal-fetch %f %p`, which also starts the prefetcher.
  */
@@ -217,7 +217,7 @@ export function restoreCommandLine(options: CommandLineOptions): string {
   const take = `{ test -f "$F" && mv -f "$F" %p; } && exit 0`;
   const polls = Math.round(AGENT_WAIT_SECONDS / PREFETCH_POLL_SECONDS);
   // `read` fails on a last line without a newline, so P is tested instead of its status.
-  const prefetching = `{ P=; read P; test -n "$P"; } 2>/dev/null <${shellQuote(spool.prefetchLockFile)} && test -e "$F.pgkeep-$P.tmp" && kill -0 "$P" 2>/dev/null`;
+  const prefetching = `{ P=; read P; test -n "$P"; } 2>/dev/null <${shellQuote(spool.prefetchLockFile)} && test -e "$F.pgkeep-$P.tmp" && kill -0 "$P" 2>/dev/null && ! grep -qs ') Z ' "/proc/$P/stat"`;
   return [
     // The directory of this boot (WalSpool.prefetchBootDir), found the same way as currentBootId.
     `B=; { read B; } 2>/dev/null <${BOOT_ID_FILE}`,
