@@ -112,7 +112,7 @@ export const SECRET_READ_ACTIONS = [
   'secretsmanager:DescribeSecret',
 ] as const;
 
-/** The verification task writes its report next to the backups (v1/<cluster>/verify/…). */
+/** The verification task writes its report under verify/<cluster>/, outside every host's prefix. */
 export const VERIFY_REPORT_WRITE_ACTIONS = ['s3:PutObject'] as const;
 
 /** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */

@@ -1,5 +1,5 @@
 /**
- * The repository's object key layout (DESIGN.md, "Repository layout"). Every key pgkeep writes is
+ * The repository's object key layout (docs/architecture.md, "Object layout"). Every key pgkeep writes is
  * built here and nowhere else, so the agent, the Lambdas and the CDK policies agree on it.
  *
  *   v1/<cluster>/wal/<timeline>/<wal file name>-<sha256 prefix>.zst.age
@@ -7,7 +7,8 @@
  *   v1/<cluster>/logical/_globals/<backup-id>/globals.sql.zst.age
  *   v1/<cluster>/base/<backup-id>/base.tar.zst.age (+ <tablespace oid>.tar.zst.age)
  *   v1/<cluster>/manifests/<backup-id>.json       written last: the backup exists
- *   v1/<cluster>/verify/<run-id>.json             restore-verification reports
+ *   verify/<cluster>/<run-id>.json                restore-verification reports: outside every
+ *                                                 host's writable prefix, so no host can forge one
  *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
  */
 
@@ -120,8 +121,14 @@ export function parseWalKey(key: string): { walFileName: string; hashPrefix: str
   return m?.[1] && m[2] ? { walFileName: m[1], hashPrefix: m[2] } : undefined;
 }
 
+/** Where the verifier writes reports of `cluster`: not under `v1/`, so no host principal may write there. */
+export function verifyReportPrefix(cluster: string): string {
+  assertClusterName(cluster);
+  return `verify/${cluster}/`;
+}
+
 export function verifyReportKey(cluster: string, runId: string): string {
-  return `${clusterPrefix(cluster)}verify/${runId}.json`;
+  return `${verifyReportPrefix(cluster)}${runId}.json`;
 }
 
 /**

@@ -132,7 +132,7 @@ export class Monitoring extends Construct {
     });
     alarm('VerificationFailed', {
       alarmDescription:
-        'pgkeep: a restore verification failed; the report is under v1/<cluster>/verify/ in ingest',
+        'pgkeep: a restore verification failed; the report is under verify/<cluster>/ in ingest',
       metric: verificationFailed,
       threshold: 1,
       evaluationPeriods: 1,

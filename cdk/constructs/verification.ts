@@ -118,7 +118,7 @@ export class Verification extends Construct {
     this.taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: [...VERIFY_REPORT_WRITE_ACTIONS],
-        resources: [bucket.arnForObjects('v1/*/verify/*')],
+        resources: [bucket.arnForObjects('verify/*')],
       }),
     );
     this.taskRole.addToPrincipalPolicy(
@@ -126,9 +126,9 @@ export class Verification extends Construct {
     );
     acknowledgeWildcardResources(
       this.taskRole,
-      'the task restores any backup of any cluster (v1/*) and writes its report under v1/<cluster>/verify/, where <cluster> is chosen per run',
+      'the task restores any backup of any cluster (v1/*) and writes its report under verify/<cluster>/, where <cluster> is chosen per run',
       bucket.arnForObjects('v1/*'),
-      bucket.arnForObjects('v1/*/verify/*'),
+      bucket.arnForObjects('verify/*'),
     );
 
     const containerLogs = new logs.LogGroup(this, 'TaskLogs', {

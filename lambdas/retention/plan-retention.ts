@@ -17,6 +17,7 @@ import {
   clusterPrefix,
   manifestsPrefix,
   parseWalKey,
+  verifyReportPrefix,
   walPrefix,
 } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
@@ -27,12 +28,12 @@ import {
   type RetentionWalFile,
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
+import { parseVerifyReport } from '../../core/verify-report.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
-import { parseVerifyReport } from '../verification/report.ts';
 import {
   type DeleteBatch,
   type PlanRetentionInput,
@@ -86,7 +87,7 @@ export function readPolicies(env: NodeJS.ProcessEnv = process.env): Record<strin
 
 async function clusterInput(location: Location, cluster: string) {
   const verified = new Set<string>();
-  for await (const object of location.storage.list(`${clusterPrefix(cluster)}verify/`)) {
+  for await (const object of location.storage.list(verifyReportPrefix(cluster))) {
     const report = parseVerifyReport(await text(await location.storage.get(object.key)));
     if (report?.passed) verified.add(report.backupId);
   }

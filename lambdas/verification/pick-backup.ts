@@ -10,6 +10,7 @@ import {
   manifestKey,
   manifestsPrefix,
   verifyReportKey,
+  verifyReportPrefix,
 } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
@@ -59,7 +60,7 @@ export async function pickBackup(
     candidates.push({
       cluster,
       backupId,
-      lastRun: (await lastKey(ingest, `${clusterPrefix(cluster)}verify/`)) ?? '',
+      lastRun: (await lastKey(ingest, verifyReportPrefix(cluster))) ?? '',
     });
   }
   candidates.sort((a, b) => (a.lastRun < b.lastRun ? -1 : a.lastRun > b.lastRun ? 1 : 0));

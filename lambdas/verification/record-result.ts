@@ -4,12 +4,12 @@
  * as failed. Publishes VerificationSucceeded / VerificationFailed (the alarm watches the latter).
  */
 import { text } from 'node:stream/consumers';
+import { parseVerifyReport } from '../../core/verify-report.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
-import { parseVerifyReport } from './report.ts';
 import { type RecordResultInput, RecordResultInputSchema, type RecordResultOutput } from './types.ts';
 
 const MAX_SUMMARY = 500;

@@ -505,7 +505,20 @@ describe('verification handlers', () => {
     await put(
       await locations.ingest(),
       picked.reportKey,
-      JSON.stringify({ backupId: NEWEST, passed: true, summary: 'pg_restore ok, 1 assertion passed' }),
+      JSON.stringify({
+        format: 'pgkeep.verify-report.v1',
+        runId: picked.runId,
+        cluster: CLUSTER,
+        backupId: NEWEST,
+        mode: 'logical',
+        source: 'ingest',
+        startedAt: '2026-11-22T05:00:00Z',
+        finishedAt: '2026-11-22T05:01:00Z',
+        passed: true,
+        exitCode: 0,
+        summary: 'pg_restore ok, 1 assertion passed',
+        checks: [],
+      }),
     );
     expect(await recordResult({ backup: picked as never }, locations)).toEqual({
       passed: true,
