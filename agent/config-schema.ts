@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
 import { assertClusterName } from '../core/keys.ts';
-import { ConfigError, ENV_BINDINGS } from './config.ts';
+import { ConfigError, DEFAULT_SPOOL_DIR, ENV_BINDINGS } from './config.ts';
 
 const cron = z.string().refine(
   (expr) => {
@@ -43,7 +43,7 @@ export const ConfigSchema = z.strictObject({
   /** Databases the service dumps on its logical schedule; `all` for every database that allows connections. */
   databases: z.union([z.literal('all'), z.array(z.string().min(1))]).default('all'),
   /** State the agent keeps on the host: which WAL segments are already stored, prefetched WAL. */
-  spoolDir: z.string().default('/var/lib/pgkeep/spool'),
+  spoolDir: z.string().default(DEFAULT_SPOOL_DIR),
   wal: z
     .strictObject({
       /** Segments the service pushes at once. */
@@ -95,9 +95,19 @@ export function parseConfigText(content: string, path: string): Record<string, u
 }
 
 /** Validates `raw` (file and environment merged), or throws a {@link ConfigError} naming the field. */
-export function validateConfig(raw: unknown, source: string): AgentConfig {
+export function validateConfig(
+  raw: unknown,
+  source: string,
+  /** The PGKEEP_* variables that were set: a bad value is theirs, not the file's. */
+  envOverrides: readonly string[] = [],
+): AgentConfig {
   const result = ConfigSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(describeIssue(result.error.issues[0], source));
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const env = issue && envNameOf(issue.path.slice(0, 2));
+    const blamed = env && envOverrides.includes(env) ? `${env} in the environment` : source;
+    throw new ConfigError(describeIssue(issue, blamed));
+  }
   return result.data;
 }
 
@@ -116,6 +126,10 @@ function describeIssue(issue: z.core.$ZodIssue | undefined, source: string): str
   const env = envNameOf(issue.path);
   const hint = env ? ` (or set ${env})` : '';
   if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
+    const file = / no config file at (.*)$/.exec(source)?.[1];
+    if (file) {
+      return `config file ${file} does not exist, and ${field} is not in the environment either: create the file (see pgkeep.example.yaml), pass --config FILE${hint}`;
+    }
     return `config (${source}): ${field} is required: set it in the config file${hint}`;
   }
   return `config (${source}): ${field}: ${issue.message}${hint}`;

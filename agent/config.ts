@@ -16,6 +16,8 @@ import { AGENT_VERSION } from './version.ts';
 export type { AgentConfig };
 
 export const DEFAULT_CONFIG_PATH = '/etc/pgkeep/pgkeep.yaml';
+/** Where the agent keeps its state when the config names no spoolDir; the systemd unit's StateDirectory. */
+export const DEFAULT_SPOOL_DIR = '/var/lib/pgkeep/spool';
 
 /** A problem with the configuration; the message names the field and the fix. */
 export class ConfigError extends Error {
@@ -84,7 +86,14 @@ export async function loadConfig(options: LoadConfigOptions): Promise<AgentConfi
     const binding = ENV_BINDINGS[name] as EnvBinding;
     setPath(raw, binding.path, binding.parse(value as string));
   }
-  const config = validateConfig(raw, content === undefined ? 'environment' : path);
+  // Without a file every option came from the environment: say that the file is missing rather
+  // than only that an option is.
+  const source = content === undefined ? `environment; no config file at ${path}` : path;
+  const config = validateConfig(
+    raw,
+    source,
+    overrides.map(([name]) => name),
+  );
   await cache?.write(config);
   return config;
 }

@@ -40,6 +40,8 @@ const EXIT_CODE_BY_ERROR: Readonly<Record<string, number>> = {
   ObjectIntegrityError: ExitCode.integrity,
   AgeDecryptError: ExitCode.integrity,
   InvalidManifestError: ExitCode.integrity,
+  SpoolError: ExitCode.config,
+  ArchiveMismatchError: ExitCode.config,
 };
 
 export function exitCodeFor(error: unknown): number {

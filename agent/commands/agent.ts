@@ -1,5 +1,6 @@
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireRecipients } from '../config.ts';
+import { ConfigError, requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { runLogicalBackup } from '../logical/backup.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
@@ -27,8 +28,8 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
     const { config, storage, pg } = await setUp(context);
     const recipients = requireRecipients(config);
     const spool = new WalSpool(config.spoolDir, config.cluster);
-    const pgWalDir =
-      config.wal.pgWalDir ?? (context.env.PGDATA ? join(context.env.PGDATA, 'pg_wal') : undefined);
+    await spool.ensureWritable();
+    const pgWalDir = await watchedWalDir(config.wal.pgWalDir, context.env.PGDATA);
     const jobs: ScheduledJob[] = [];
     if (config.schedules.logical) {
       jobs.push({
@@ -82,6 +83,28 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
     return ExitCode.ok;
   },
 };
+
+/** pg_wal to watch; a service that watches nothing would look healthy and push nothing. */
+async function watchedWalDir(configured: string | undefined, pgData: string | undefined): Promise<string> {
+  if (configured === undefined && !pgData) {
+    throw new ConfigError(
+      'PGDATA is not set and the config has no wal.pgWalDir: set PGDATA to the data directory ' +
+        '(pgkeep systemd-unit --pgdata DIR writes it into the unit) or set wal.pgWalDir',
+    );
+  }
+  const dir = configured ?? join(pgData as string, 'pg_wal');
+  const isDir = await stat(dir).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  if (!isDir) {
+    const from = configured === undefined ? `PGDATA=${pgData}` : `wal.pgWalDir`;
+    throw new ConfigError(
+      `${dir} (from ${from}) is not a directory this user can see: point ${from.split('=')[0]} at the cluster's data directory (its pg_wal)`,
+    );
+  }
+  return dir;
+}
 
 /** One line per event on stderr: the journal's timestamps are enough. */
 function log(context: CommandContext, event: ServiceEvent): void {

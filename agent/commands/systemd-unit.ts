@@ -1,4 +1,12 @@
-import { resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  type AgentConfig,
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_SPOOL_DIR,
+  loadConfig,
+} from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { renderAgentUnit } from '../systemd/unit.ts';
 import { archiveCommandLine, postgresqlConfString, restoreCommandLine } from '../wal/spool.ts';
@@ -15,11 +23,13 @@ for /etc/systemd/system/pgkeep-agent.service. With --archive-command (or --resto
 instead the postgresql.conf line that calls pgkeep from the same paths; the archive_command line
 returns at once, without starting Node, for a WAL file the agent has already pushed.
   --user USER             the PostgreSQL user the agent runs as (default postgres)
-  --pgdata DIR            the data directory (its pg_wal is watched)
+  --pgdata DIR            the data directory (its pg_wal is watched; default $PGDATA; required
+                          unless the config sets wal.pgWalDir)
   --config FILE           the config file (default /etc/pgkeep/pgkeep.yaml)
   --aws-credentials FILE  AWS shared credentials, passed with LoadCredential=
-  --writable DIR          another directory the agent may write, e.g. a file:// repository
-  --cluster NAME, --spool-dir DIR   for the command lines (defaults: config values)`,
+  --writable DIR          another directory the agent may write, e.g. a file:// repository or a
+                          spoolDir outside /var/lib/pgkeep
+  --cluster NAME, --spool-dir DIR   override the config's cluster and spoolDir`,
   async run(context) {
     const { values } = parseCommandArgs(context.args, {
       user: { type: 'string' },
@@ -36,15 +46,28 @@ returns at once, without starting Node, for a WAL file the agent has already pus
     if (!script) throw new Error('cannot tell where pgkeep is installed');
     const bundlePath = resolve(script);
     const configPath =
-      values.config ?? context.configPath ?? context.env.PGKEEP_CONFIG ?? '/etc/pgkeep/pgkeep.yaml';
+      values.config ?? context.configPath ?? context.env.PGKEEP_CONFIG ?? DEFAULT_CONFIG_PATH;
+    // The cluster, the spool and pg_wal come from the same configuration wal-push and the agent
+    // read, so the printed lines cannot disagree with it; flags only override.
+    let config: AgentConfig | undefined;
+    let configError: Error | undefined;
+    try {
+      config = await loadConfig({ configPath, env: context.env });
+    } catch (error) {
+      configError = error as Error;
+    }
+    const spoolDir = values['spool-dir'] ?? config?.spoolDir ?? DEFAULT_SPOOL_DIR;
     if (values['archive-command'] || values['restore-command']) {
-      const cluster = values.cluster ?? context.env.PGKEEP_CLUSTER;
-      if (!cluster)
-        throw new UsageError("--cluster NAME is required for the command lines (the config's cluster)");
+      const cluster = values.cluster ?? config?.cluster;
+      if (!cluster) {
+        throw new UsageError(
+          `the command lines need the cluster name, from the config or --cluster NAME; the config gave none: ${configError?.message}`,
+        );
+      }
       const line = {
         nodePath: process.execPath,
         bundlePath,
-        spoolDir: values['spool-dir'] ?? '/var/lib/pgkeep/spool',
+        spoolDir,
         cluster,
         configPath: resolve(configPath),
       };
@@ -54,14 +77,21 @@ returns at once, without starting Node, for a WAL file the agent has already pus
       context.stdout.write(`${name} = ${postgresqlConfString(value)}\n`);
       return ExitCode.ok;
     }
+    const pgData = values.pgdata ?? context.env.PGDATA;
+    if (pgData === undefined && config?.wal.pgWalDir === undefined) {
+      throw new UsageError(
+        '--pgdata DIR is required: the data directory whose pg_wal the agent watches (or set wal.pgWalDir in the config)',
+      );
+    }
+    if (pgData !== undefined) await assertDataDirectory(resolve(pgData));
     context.stdout.write(
       renderAgentUnit({
         nodePath: process.execPath,
         bundlePath,
         configPath: resolve(configPath),
         ...(values.user ? { user: values.user } : {}),
-        ...(values.pgdata ? { pgData: resolve(values.pgdata) } : {}),
-        ...(values['spool-dir'] ? { spoolDir: values['spool-dir'] } : {}),
+        ...(pgData ? { pgData: resolve(pgData) } : {}),
+        spoolDir,
         ...(values['aws-credentials'] ? { awsCredentialsFile: resolve(values['aws-credentials']) } : {}),
         ...(values.writable ? { writablePaths: values.writable.map((p) => resolve(p)) } : {}),
       }),
@@ -69,3 +99,16 @@ returns at once, without starting Node, for a WAL file the agent has already pus
     return ExitCode.ok;
   },
 };
+
+/** A unit for a data directory that does not exist would start an agent that watches nothing. */
+async function assertDataDirectory(dir: string): Promise<void> {
+  const found = await stat(join(dir, 'PG_VERSION')).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => error.code === 'EACCES',
+  );
+  if (!found) {
+    throw new ConfigError(
+      `--pgdata ${dir} is not a PostgreSQL data directory (no PG_VERSION in it): give the directory initdb made, e.g. /var/lib/postgresql/15/main`,
+    );
+  }
+}

@@ -66,6 +66,7 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
     const { config, storage } = await setUp(context);
     const recipients = requireRecipients(config);
     const spool = new WalSpool(config.spoolDir, config.cluster);
+    await spool.ensureWritable();
 
     // The service pushed it already (or is about to): trust its marker only for these exact bytes
     // and this repository.

@@ -29,6 +29,7 @@ import { storeObject } from '../object-store.ts';
 import { type PgEnv, queryRows, serverFacts, spawnProducer } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
 import { storedWalVersions } from '../wal/push.ts';
+import { assertArchivesHere } from './archive-preflight.ts';
 
 export interface BaseBackupOptions {
   readonly storage: Storage;
@@ -76,6 +77,8 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
   const now = options.now ?? (() => new Date());
   const startTime = now();
   const backupId = newBackupId(startTime);
+  // Before anything is uploaded: the agent cannot delete an archive whose WAL never arrives.
+  await assertArchivesHere({ storage: options.storage, cluster: options.cluster, pg: options.pg });
   const facts = await serverFacts(options.pg);
   const tablespaces = await queryRows(
     options.pg,

@@ -10,6 +10,8 @@
  * unit or the environment.
  */
 
+import { DEFAULT_SPOOL_DIR } from '../config.ts';
+
 export interface AgentUnitOptions {
   /** Absolute path of Node.js (22.15 or later). */
   readonly nodePath: string;
@@ -40,18 +42,19 @@ function assertAbsolute(what: string, path: string): void {
 /** The unit file's text. */
 export function renderAgentUnit(options: AgentUnitOptions): string {
   const configPath = options.configPath ?? '/etc/pgkeep/pgkeep.yaml';
-  const spoolDir = options.spoolDir ?? '/var/lib/pgkeep/spool';
+  const spoolDir = options.spoolDir ?? DEFAULT_SPOOL_DIR;
   const user = options.user ?? 'postgres';
   assertAbsolute('the Node.js path', options.nodePath);
   assertAbsolute('the pgkeep bundle path', options.bundlePath);
   assertAbsolute('the config path', configPath);
-  if (!spoolDir.startsWith('/var/lib/pgkeep/') && spoolDir !== '/var/lib/pgkeep') {
+  for (const p of options.writablePaths ?? []) assertAbsolute('a writable path', p);
+  const within = (dir: string, root: string) => dir === root || dir.startsWith(`${root.replace(/\/$/, '')}/`);
+  if (!['/var/lib/pgkeep', ...(options.writablePaths ?? [])].some((root) => within(spoolDir, root))) {
     throw new Error(
       `spoolDir "${spoolDir}" is outside /var/lib/pgkeep, the only place the hardened unit may write; ` +
-        'keep the default or add the directory with --writable',
+        `keep the default or add the directory with --writable ${spoolDir}`,
     );
   }
-  for (const p of options.writablePaths ?? []) assertAbsolute('a writable path', p);
   if (!/^[a-z_][a-z0-9_-]*$/.test(user)) throw new Error(`invalid user name "${user}"`);
 
   const env = [`PGKEEP_CONFIG=${configPath}`, `PGKEEP_SPOOL_DIR=${spoolDir}`];

@@ -219,6 +219,19 @@ interface ClusterIdentity {
   readonly createdAt: string;
 }
 
+/** The system identifier the cluster name is bound to, or undefined while no WAL was ever pushed under it. */
+export async function readClusterIdentity(storage: Storage, cluster: string): Promise<string | undefined> {
+  try {
+    const body = await storage.get(clusterIdentityKey(cluster));
+    const chunks: Buffer[] = [];
+    for await (const chunk of body) chunks.push(chunk as Buffer);
+    return (JSON.parse(Buffer.concat(chunks).toString('utf8')) as ClusterIdentity).systemIdentifier;
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    throw error;
+  }
+}
+
 /**
  * Binds the cluster name to `systemIdentifier` in the repository the first time, and refuses a
  * different identifier after that.
@@ -236,17 +249,7 @@ export async function ensureClusterIdentity(
     if (cached?.trim() === systemIdentifier) return;
   }
   const key = clusterIdentityKey(cluster);
-  const read = async (): Promise<string | undefined> => {
-    try {
-      const body = await storage.get(key);
-      const chunks: Buffer[] = [];
-      for await (const chunk of body) chunks.push(chunk as Buffer);
-      return (JSON.parse(Buffer.concat(chunks).toString('utf8')) as ClusterIdentity).systemIdentifier;
-    } catch (error) {
-      if (error instanceof ObjectNotFoundError) return undefined;
-      throw error;
-    }
-  };
+  const read = () => readClusterIdentity(storage, cluster);
   let stored = await withRetry(`reading ${key}`, retry, read);
   if (stored === undefined) {
     const identity: ClusterIdentity = { cluster, systemIdentifier, createdAt: new Date().toISOString() };

@@ -16,9 +16,10 @@
  * `wal-push` itself (the slow path) compares the marker's sha256 with the file's.
  */
 
-import { readFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants, readFileSync } from 'node:fs';
+import { access, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fsyncDir } from './fetch.ts';
 
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
@@ -38,6 +39,11 @@ export function currentBootId(): string | undefined {
     }
   }
   return bootId;
+}
+
+/** The spool cannot be used; the message names the directory, the user and the fix. */
+export class SpoolError extends Error {
+  override name = 'SpoolError';
 }
 
 export interface PushedMarker {
@@ -66,6 +72,27 @@ export class WalSpool {
    */
   get agentPidFile(): string {
     return join(this.root, 'agent.pid');
+  }
+
+  /**
+   * Creates the spool (0700) if needed and proves this user can write it. Without it every
+   * archive_command would take the slow path and no transient pusher could start, silently; so a
+   * spool that cannot be written is an error that names the fix.
+   */
+  async ensureWritable(): Promise<void> {
+    try {
+      await mkdir(this.root, { recursive: true, mode: 0o700 });
+      await access(this.root, constants.W_OK | constants.X_OK);
+    } catch (error) {
+      const { username, uid } = userInfo();
+      const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      throw new SpoolError(
+        `spool directory ${this.root} cannot be created or written by user ${username} (uid ${uid}): ${code}. ` +
+          `Create it for that user, as root: install -d -o ${username} -g ${username} -m 0700 ${dirname(this.root)} ` +
+          '(or set spoolDir / PGKEEP_SPOOL_DIR to a directory this user owns)',
+        { cause: error },
+      );
+    }
   }
 
   markerPath(walFileName: string): string {
