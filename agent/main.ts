@@ -75,8 +75,9 @@ export async function main(
     io.stderr.write(`pgkeep: unknown command "${name}"; run pgkeep help for the list\n`);
     return ExitCode.usage;
   }
+  const usageText = command.usageFor?.(rest) ?? command.usage;
   if (rest.includes('--help') || rest.includes('-h')) {
-    io.stdout.write(`usage: ${command.usage}\n`);
+    io.stdout.write(`usage: ${usageText}\n`);
     return ExitCode.ok;
   }
   try {
@@ -84,7 +85,7 @@ export async function main(
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     io.stderr.write(`pgkeep ${name}: ${message}\n`);
-    if (error instanceof UsageError) io.stderr.write(`usage: ${command.usage.split('\n')[0]}\n`);
+    if (error instanceof UsageError) io.stderr.write(`usage: ${usageText.split('\n')[0]}\n`);
     if (io.env.PGKEEP_DEBUG === '1' && error instanceof Error) io.stderr.write(`${error.stack}\n`);
     return exitCodeFor(error);
   }

@@ -1,13 +1,31 @@
 /** Reading what a repository holds: manifests, newest first or by id. */
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { backupIdOfManifestKey, manifestKey, manifestsPrefix } from '../core/keys.ts';
-import { type Manifest, parseManifest, serializeManifest } from '../core/manifest.ts';
-import type { Storage } from '../storage/storage.ts';
+import { backupIdOfManifestKey, isBackupId, manifestKey, manifestsPrefix } from '../core/keys.ts';
+import { compareManifests, type Manifest, parseManifest, serializeManifest } from '../core/manifest.ts';
+import { ObjectNotFoundError, type Storage } from '../storage/storage.ts';
 
 export async function readManifest(storage: Storage, cluster: string, backupId: string): Promise<Manifest> {
+  if (!isBackupId(backupId)) {
+    throw new UnknownBackupError(
+      `"${backupId}" is not a backup id (they look like 20261122T021500Z-1a2b): run pgkeep list for the ids`,
+    );
+  }
   const key = manifestKey(cluster, backupId);
-  return parseManifest(await text(await storage.get(key)), key);
+  try {
+    return parseManifest(await text(await storage.get(key)), key);
+  } catch (error) {
+    if (!(error instanceof ObjectNotFoundError)) throw error;
+    throw new UnknownBackupError(
+      `no backup ${backupId} of cluster "${cluster}" in ${storage.displayUrl}: run pgkeep list for the ids`,
+      { cause: error },
+    );
+  }
+}
+
+/** A backup id that names no backup of the cluster. */
+export class UnknownBackupError extends Error {
+  override name = 'UnknownBackupError';
 }
 
 /** Every backup of the cluster, oldest first. */
@@ -17,7 +35,7 @@ export async function listManifests(storage: Storage, cluster: string): Promise<
     const backupId = backupIdOfManifestKey(object.key);
     if (backupId) manifests.push(await readManifest(storage, cluster, backupId));
   }
-  return manifests.sort((a, b) => a.backupId.localeCompare(b.backupId));
+  return manifests.sort(compareManifests);
 }
 
 /** Writes the manifest, create-only: this is the moment the backup comes to exist. */

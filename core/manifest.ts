@@ -75,6 +75,16 @@ export function parseManifest(json: string, source: string): Manifest {
   return result.data;
 }
 
+/**
+ * Oldest first. Backup ids have second precision, so two backups of the same second are ordered
+ * by their recorded start and stop times (millisecond precision), and only then by id.
+ */
+export function compareManifests(a: Manifest, b: Manifest): number {
+  const byTime =
+    Date.parse(a.startTime) - Date.parse(b.startTime) || Date.parse(a.stopTime) - Date.parse(b.stopTime);
+  return byTime !== 0 ? byTime : a.backupId.localeCompare(b.backupId);
+}
+
 export function serializeManifest(manifest: Manifest): string {
   return `${JSON.stringify(ManifestSchema.parse(manifest), null, 2)}\n`;
 }

@@ -16,6 +16,8 @@ export interface CommandContext {
 export interface Command {
   readonly summary: string;
   readonly usage: string;
+  /** The usage for these arguments, when one command name has several forms (restore). */
+  usageFor?(args: readonly string[]): string;
   /** Resolves to the exit code; throws for failures the entry maps to exit codes. */
   run(context: CommandContext): Promise<number>;
 }

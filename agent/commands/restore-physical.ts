@@ -1,12 +1,74 @@
 import { execFileSync } from 'node:child_process';
-import { resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import {
+  ACCEPTED_TARGET_TIME_FORMS,
+  parseTargetTime,
+  type TargetTime,
+} from '../../core/recovery-target-time.ts';
+import type { Storage } from '../../storage/storage.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { type RecoveryTarget, restorePhysical } from '../physical/restore.ts';
+import { newestArchivedSegment, scanWalArchive } from '../physical/wal-archive.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { restoreCommandLine, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
+
+function userIds(user: string): { uid: number; gid: number } {
+  const id = (flag: string) => {
+    try {
+      return Number(
+        execFileSync('id', [flag, user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
+      );
+    } catch {
+      throw new UsageError(`--owner ${user}: no such user on this host; give the user PostgreSQL runs as`);
+    }
+  };
+  return { uid: id('-u'), gid: id('-g') };
+}
+
+/**
+ * As root, files left owned by root cannot be started by PostgreSQL (it refuses to run as root):
+ * the owner of the directory the data directory goes in, else the postgres user, else a refusal.
+ */
+async function defaultOwner(pgData: string): Promise<{ uid: number; gid: number; why: string } | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  for (let dir = pgData; ; dir = dirname(dir)) {
+    const info = await stat(dir).catch(() => undefined);
+    if (info && dir !== pgData) {
+      if (info.uid !== 0) return { uid: info.uid, gid: info.gid, why: `the owner of ${dir}` };
+      break;
+    }
+    if (dir === '/') break;
+  }
+  try {
+    return { ...userIds('postgres'), why: 'the postgres user' };
+  } catch {
+    throw new UsageError(
+      `restoring as root into ${pgData}, whose parent root owns, and there is no postgres user: pass --owner USER, the user PostgreSQL runs as`,
+    );
+  }
+}
+
+/** A target at or after the newest archived WAL cannot be reached (see newestArchivedSegment). */
+async function assertTimeInArchive(storage: Storage, cluster: string, target: TargetTime): Promise<void> {
+  const newest = newestArchivedSegment(await scanWalArchive(storage, cluster));
+  if (!newest) {
+    throw new Error(
+      `--target-time ${target.value}: cluster "${cluster}" has no archived WAL in ${storage.displayUrl}; run pgkeep info`,
+    );
+  }
+  if (target.epochMs >= newest.newestStoredAt.getTime()) {
+    throw new Error(
+      `--target-time ${target.value} is not before the newest archived WAL: segment ${newest.newestSegment} ` +
+        `(timeline ${newest.timeline}) was stored at ${newest.newestStoredAt.toISOString()}, and nothing written later ` +
+        'is in the archive, so recovery could not reach the target. Give a time before that, or restore to the end ' +
+        'of the archive (no --target-time); pgkeep info shows the recoverable window',
+    );
+  }
+}
 
 /** `pgkeep restore --pgdata DIR …`: restore routes here when --pgdata is given. */
 export const restorePhysicalCommand: Command = {
@@ -22,8 +84,17 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
   --backup ID           a base backup id (default: the newest that ends before the target)
   --overwrite           delete the contents of a non-empty DIR (and tablespace directories) first
   --tablespace-map OID=DIR  put tablespace OID in DIR instead of its original location
-  --owner USER          give the files to USER (e.g. postgres when restoring as root)`,
+  --owner USER          give the files to USER; as root the default is the owner of DIR's parent
+                        directory, or postgres when root owns that
+  --target-time T       ${ACCEPTED_TARGET_TIME_FORMS}; must lie
+                        before the newest archived WAL segment's storage time`,
   async run(context) {
+    if (context.args.some((a) => a === '--db' || a.startsWith('--db=') || a === '--into')) {
+      throw new UsageError(
+        '--db and --into are for a logical restore (pgkeep restore --db NAME --into TARGET_DB); ' +
+          'a physical restore (--pgdata DIR) lays down the whole cluster',
+      );
+    }
     const { values } = parseCommandArgs(context.args, {
       pgdata: { type: 'string' },
       backup: { type: 'string' },
@@ -37,8 +108,16 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
       owner: { type: 'string' },
     });
     if (!values.pgdata) throw new UsageError('--pgdata DIR is required');
+    let targetTime: TargetTime | undefined;
+    if (values['target-time'] !== undefined) {
+      try {
+        targetTime = parseTargetTime(values['target-time']);
+      } catch (error) {
+        throw new UsageError((error as Error).message);
+      }
+    }
     const targets = (['time', 'lsn', 'xid', 'name'] as const).flatMap((kind) => {
-      const value = values[`target-${kind}`];
+      const value = kind === 'time' ? targetTime?.value : values[`target-${kind}`];
       return value === undefined ? [] : [{ kind, value } as RecoveryTarget];
     });
     if (targets.length > 1)
@@ -54,14 +133,12 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
       if (!m?.[1] || !m[2]) throw new UsageError(`--tablespace-map "${entry}": expected OID=/absolute/dir`);
       tablespaceMap[Number(m[1])] = m[2];
     }
-    let owner: { uid: number; gid: number } | undefined;
-    if (values.owner) {
-      const id = (flag: string) =>
-        Number(execFileSync('id', [flag, values.owner as string], { encoding: 'utf8' }).trim());
-      owner = { uid: id('-u'), gid: id('-g') };
-    }
+    const owner = values.owner
+      ? { ...userIds(values.owner), why: values.owner }
+      : await defaultOwner(resolve(values.pgdata));
 
     const { config, storage } = await setUp(context);
+    if (targetTime) await assertTimeInArchive(storage, config.cluster, targetTime);
     const identities = await readIdentityFile(config.identityFile);
     const script = process.argv[1];
     if (!script) throw new Error('cannot tell the path of the pgkeep program for restore_command');
@@ -108,7 +185,7 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
       .join('');
     context.stdout.write(
       `restored base backup ${manifest.backupId} (timeline ${manifest.timeline}, ${manifest.startLsn}-${manifest.stopLsn}) ` +
-        `into ${values.pgdata};${ts} start PostgreSQL on it to recover ${targets[0] ? `to ${targets[0].kind} ${targets[0].value}` : 'to the end of the archive'}\n`,
+        `into ${values.pgdata};${ts}${owner && !values.owner ? ` files owned by uid ${owner.uid} (${owner.why});` : ''} start PostgreSQL on it to recover ${targets[0] ? `to ${targets[0].kind} ${targets[0].value}` : 'to the end of the archive'}\n`,
     );
     return ExitCode.ok;
   },

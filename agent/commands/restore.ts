@@ -16,11 +16,12 @@ fails, TARGET_DB is dropped again: the restore is complete or absent. Needs the 
   --into TARGET_DB  a database that does not exist yet
   --backup ID       a backup id from pgkeep list (default: the newest holding NAME)
 
-Physical restore with point-in-time recovery: pgkeep restore --pgdata DIR [--target-time T …]
-(options: see docs/physical.md).`,
+Physical restore with point-in-time recovery: pgkeep restore --pgdata DIR [--target-time T …];
+pgkeep restore --pgdata DIR --help lists its options.`,
+  usageFor: (args) => (isPhysical(args) ? restorePhysicalCommand.usage : restore.usage),
   async run(context) {
     // Physical restore (point-in-time recovery) shares the command name; --pgdata selects it.
-    if (context.args.some((a) => a === '--pgdata' || a.startsWith('--pgdata='))) {
+    if (isPhysical(context.args)) {
       return await restorePhysicalCommand.run(context);
     }
     const { values } = parseCommandArgs(context.args, {
@@ -45,3 +46,7 @@ Physical restore with point-in-time recovery: pgkeep restore --pgdata DIR [--tar
     return 0;
   },
 };
+
+function isPhysical(args: readonly string[]): boolean {
+  return args.some((a) => a === '--pgdata' || a.startsWith('--pgdata='));
+}

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { backupIdOfManifestKey, manifestsPrefix } from '../../core/keys.ts';
-import { type Manifest, type ManifestObject, parseManifest } from '../../core/manifest.ts';
+import { compareManifests, type Manifest, type ManifestObject, parseManifest } from '../../core/manifest.ts';
 import { parseLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { readStages } from '../object-store.ts';
@@ -60,7 +60,7 @@ export async function listBaseBackups(storage: Storage, cluster: string): Promis
     const manifest = parseManifest(Buffer.concat(chunks).toString('utf8'), info.key);
     if (manifest.kind === 'base') manifests.push(manifest);
   }
-  return manifests.sort((a, b) => a.backupId.localeCompare(b.backupId));
+  return manifests.sort(compareManifests);
 }
 
 /** The newest backup that ended before the target (any for xid and name targets, which have no order). */
