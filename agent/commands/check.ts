@@ -4,21 +4,44 @@ import { clusterPrefix } from '../../core/keys.ts';
 import { probeStorage } from '../../storage/open-storage.ts';
 import { pgProgram, serverFacts } from '../postgres.ts';
 import { readIdentityFile } from '../recipients.ts';
+import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
-import type { Command } from './command.ts';
+import {
+  checkArchivePush,
+  checkArchiving,
+  checkIdentityMatches,
+  checkReplication,
+  checkSpool,
+} from './check-probes.ts';
+import { type Command, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
 
 type Check = { name: string; ok: boolean; detail: string };
 
 export const check: Command = {
   summary: 'check configuration, repository and database access; changes nothing',
-  usage: `pgkeep check [--json]
+  usage: `pgkeep check [--json] [--archive [--archive-wait-seconds N]]
 
 Checks the configuration, that a recipient is set, that the repository answers and the cluster's
-prefix can be listed, that PostgreSQL accepts a connection, and that the identity file (if set) is
-readable and private. Exits 0 only if every check passes. Writes nothing anywhere.`,
+prefix can be listed, that PostgreSQL accepts a connection, that archive_mode is on and
+archive_command runs pgkeep wal-push for this cluster, that the user archive_command runs as can
+write the spool, that a replication connection (pg_basebackup) works, and that the identity file
+(if set) is private and decrypts what the recipients encrypt. Exits 0 only if every check passes.
+Writes nothing, except with --archive.
+  --archive                 also switch WAL (pg_switch_wal) and wait for the segment in the repository
+  --archive-wait-seconds N  how long to wait for it (default 60)`,
   async run(context) {
-    const { values } = parseCommandArgs(context.args, { json: { type: 'boolean', default: false } });
+    const { values } = parseCommandArgs(context.args, {
+      json: { type: 'boolean', default: false },
+      archive: { type: 'boolean', default: false },
+      'archive-wait-seconds': { type: 'string', default: '60' },
+    });
+    const waitSeconds = Number(values['archive-wait-seconds']);
+    if (!Number.isFinite(waitSeconds) || waitSeconds <= 0) {
+      throw new UsageError(
+        `--archive-wait-seconds "${values['archive-wait-seconds']}": give a number of seconds above 0`,
+      );
+    }
     const { config, storage, pg } = await setUp(context);
     const checks: Check[] = [];
     const attempt = async (name: string, fn: () => Promise<string>) => {
@@ -44,11 +67,20 @@ readable and private. Exits 0 only if every check passes. Writes nothing anywher
       if (config.pgBin) await access(pgProgram(pg, 'pg_dump'), constants.X_OK);
       return pgProgram(pg, 'pg_dump');
     });
+    await attempt('archiving', () => checkArchiving(pg, storage, config.cluster));
+    if (values.archive) {
+      await attempt('archive push', () => checkArchivePush(pg, storage, config.cluster, waitSeconds));
+    }
+    await attempt('spool', () => checkSpool(pg, new WalSpool(config.spoolDir, config.cluster)));
+    await attempt('replication', () => checkReplication(pg));
     if (config.identityFile) {
       await attempt('identity', async () => {
         const identities = await readIdentityFile(config.identityFile);
         return `${identities.length} identity(ies) in ${config.identityFile}`;
       });
+      await attempt('identity matches a recipient', async () =>
+        checkIdentityMatches(config.recipients, await readIdentityFile(config.identityFile)),
+      );
     }
     if (values.json) {
       context.stdout.write(`${JSON.stringify(checks, null, 2)}\n`);

@@ -9,6 +9,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   keygen: async () => (await import('./keygen.ts')).keygen,
   backup: async () => (await import('./backup.ts')).backup,
   list: async () => (await import('./list.ts')).list,
+  info: async () => (await import('./info.ts')).info,
   restore: async () => (await import('./restore.ts')).restore,
   check: async () => (await import('./check.ts')).check,
   basebackup: async () => (await import('./basebackup.ts')).basebackup,
