@@ -71,9 +71,12 @@ describe('systemd unit', () => {
   });
 
   it('prints the unit and the archive_command line from the installed paths', async () => {
-    const { stdout } = await execFileAsync(NODE, [PGKEEP_BUNDLE, 'systemd-unit', '--pgdata', '/srv/pg']);
+    const pgdata = join(dir, 'pg');
+    await mkdir(pgdata);
+    await writeFile(join(pgdata, 'PG_VERSION'), '15\n');
+    const { stdout } = await execFileAsync(NODE, [PGKEEP_BUNDLE, 'systemd-unit', '--pgdata', pgdata]);
     expect(stdout).toContain(`ExecStart=${realpathSync(NODE)} ${PGKEEP_BUNDLE} agent`);
-    expect(stdout).toContain('Environment=PGDATA=/srv/pg');
+    expect(stdout).toContain(`Environment=PGDATA=${pgdata}`);
     const line = await execFileAsync(NODE, [
       PGKEEP_BUNDLE,
       'systemd-unit',
