@@ -18,9 +18,25 @@ import { type PgEnv, pgProgram, queryRows } from '../postgres.ts';
 import { readClusterIdentity, storedWalVersions } from '../wal/push.ts';
 import type { WalSpool } from '../wal/spool.ts';
 
-/** archive_mode is on and archive_command is pgkeep's line for this cluster; the name is bound to this server. */
-export async function checkArchiving(pg: PgEnv, storage: Storage, cluster: string): Promise<string> {
+/**
+ * archive_mode is on and archive_command is pgkeep's line for this cluster; the name is bound to
+ * this server. With archive_mode off and physical backups not `required` (logical backups only),
+ * that is reported, not failed.
+ */
+export async function checkArchiving(
+  pg: PgEnv,
+  storage: Storage,
+  cluster: string,
+  required: boolean,
+): Promise<{ detail: string; archiving: boolean }> {
   const facts = await archiveFacts(pg);
+  if (facts.archiveMode === 'off' && !required) {
+    return {
+      detail:
+        'archive_mode is off: logical backups only, no point-in-time recovery (set archive_mode = on and the archive_command line of pgkeep systemd-unit --archive-command for it)',
+      archiving: false,
+    };
+  }
   if (facts.archiveMode === 'off') {
     throw new Error(
       'archive_mode is off: set archive_mode = on and archive_command to the line `pgkeep systemd-unit --archive-command` prints, then restart PostgreSQL',
@@ -53,7 +69,7 @@ export async function checkArchiving(pg: PgEnv, storage: Storage, cluster: strin
   );
   if (facts.failedCount > 0)
     parts.push(`${facts.failedCount} failed attempt(s), last ${facts.lastFailedWal}`);
-  return parts.join('; ');
+  return { detail: parts.join('; '), archiving: true };
 }
 
 /** Switches WAL and waits until the finished segment is in the repository. */

@@ -24,9 +24,10 @@ export const check: Command = {
 
 Checks the configuration, that a recipient is set, that the repository answers and the cluster's
 prefix can be listed, that PostgreSQL accepts a connection, that archive_mode is on and
-archive_command runs pgkeep wal-push for this cluster, that the user archive_command runs as can
-write the spool, that a replication connection (pg_basebackup) works, and that the identity file
-(if set) is private and decrypts what the recipients encrypt. Exits 0 only if every check passes.
+archive_command runs pgkeep wal-push for this cluster (archive_mode off is reported, and fails only
+with --archive or schedules.base), and when archiving: that the user archive_command runs as can
+write the spool and that a replication connection (pg_basebackup) works; and that the identity
+file (if set) is private and decrypts what the recipients encrypt. Exits 0 only if every check passes.
 Writes nothing, except with --archive.
   --archive                 also switch WAL (pg_switch_wal) and wait for the segment in the repository
   --archive-wait-seconds N  how long to wait for it (default 60)`,
@@ -67,12 +68,20 @@ Writes nothing, except with --archive.
       if (config.pgBin) await access(pgProgram(pg, 'pg_dump'), constants.X_OK);
       return pgProgram(pg, 'pg_dump');
     });
-    await attempt('archiving', () => checkArchiving(pg, storage, config.cluster));
+    // Physical backups are expected when asked to prove archiving or when base backups are scheduled.
+    let archiving = values.archive || config.schedules.base !== undefined;
+    await attempt('archiving', async () => {
+      const result = await checkArchiving(pg, storage, config.cluster, archiving);
+      archiving ||= result.archiving;
+      return result.detail;
+    });
     if (values.archive) {
       await attempt('archive push', () => checkArchivePush(pg, storage, config.cluster, waitSeconds));
     }
-    await attempt('spool', () => checkSpool(pg, new WalSpool(config.spoolDir, config.cluster)));
-    await attempt('replication', () => checkReplication(pg));
+    if (archiving) {
+      await attempt('spool', () => checkSpool(pg, new WalSpool(config.spoolDir, config.cluster)));
+      await attempt('replication', () => checkReplication(pg));
+    }
     if (config.identityFile) {
       await attempt('identity', async () => {
         const identities = await readIdentityFile(config.identityFile);

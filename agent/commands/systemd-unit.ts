@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
@@ -54,6 +55,8 @@ returns at once, without starting Node, for a WAL file the agent has already pus
     try {
       config = await loadConfig({ configPath, env: context.env });
     } catch (error) {
+      // Only an absent file may be made up for by flags; a broken one would print wrong paths.
+      if (existsSync(configPath)) throw error;
       configError = error as Error;
     }
     const spoolDir = values['spool-dir'] ?? config?.spoolDir ?? DEFAULT_SPOOL_DIR;
