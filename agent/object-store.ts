@@ -1,5 +1,5 @@
 /**
- * Writing and reading one repository object through the data path of DESIGN.md:
+ * Writing and reading one repository object through the data path of docs/architecture.md ("The data path of a backup"):
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
 import { createHash } from 'node:crypto';
