@@ -17,7 +17,11 @@ export async function listManifests(storage: Storage, cluster: string): Promise<
     const backupId = backupIdOfManifestKey(object.key);
     if (backupId) manifests.push(await readManifest(storage, cluster, backupId));
   }
-  return manifests.sort((a, b) => a.backupId.localeCompare(b.backupId));
+  // Ids have second precision (and a random suffix); the start time, to the millisecond, orders
+  // two backups taken in the same second.
+  return manifests.sort(
+    (a, b) => a.startTime.localeCompare(b.startTime) || a.backupId.localeCompare(b.backupId),
+  );
 }
 
 /** Writes the manifest, create-only: this is the moment the backup comes to exist. */
