@@ -22,7 +22,8 @@ export const ManifestObjectSchema = z.strictObject({
   sizeBytes: z.number().int().nonnegative(),
   sha256: sha256Hex,
   plaintextSizeBytes: z.number().int().nonnegative(),
-  plaintextSha256: sha256Hex,
+  /** Only in manifests of older agents: stream objects are no longer hashed in plaintext (object-store.ts says why). */
+  plaintextSha256: sha256Hex.optional(),
   codec: z.literal('zstd'),
   encryption: z.literal('age-v1'),
 });
