@@ -123,6 +123,21 @@ export function missingPrerequisites(purpose: Purpose, env: NodeJS.ProcessEnv = 
   return PREREQUISITES.filter((p) => p.purposes.includes(purpose) && p.find(env) === undefined);
 }
 
+/**
+ * Why `program` (as the check names it: "age", "pg_restore", "systemd-analyze") is missing and
+ * how to install it, or undefined when it is there; for tests that use it to fail saying so.
+ */
+export function prerequisiteProblem(
+  program: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  const prerequisite = PREREQUISITES.find((p) => p.program === program);
+  if (!prerequisite)
+    throw new Error(`${program} is no prerequisite: add it to PREREQUISITES in scripts/prerequisites.ts`);
+  if (prerequisite.find(env) !== undefined) return undefined;
+  return `${program} is missing (${prerequisite.why}); install it with: ${installCommand([prerequisite])}`;
+}
+
 type OsFamily = 'debian' | 'rhel' | 'other';
 
 function osFamily(): OsFamily {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { installCommand, missingPrerequisites } from '../../scripts/prerequisites.ts';
+import { installCommand, missingPrerequisites, prerequisiteProblem } from '../../scripts/prerequisites.ts';
 import { NODE, PROJECT_ROOT } from '../support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
@@ -65,4 +65,11 @@ it('asks the benchmarks for pgbackrest, and names each package once', () => {
   const test = missingPrerequisites('test', { PATH: '/nonexistent' });
   expect(test.map((p) => p.program)).toEqual(['age', 'zstd', 'systemd-analyze', 'dpkg-deb']);
   expect(installCommand(test, 'rhel')).toMatch(/^dnf install -y age zstd systemd dpkg /);
+});
+
+it('tells a test that needs a missing program why and how to get it', () => {
+  expect(prerequisiteProblem('age', { PATH: '/nonexistent' })).toMatch(
+    /^age is missing \(the reference age CLI: .*\); install it with: apt-get update && apt-get install -y age/,
+  );
+  expect(prerequisiteProblem('pg_restore', { PATH: '/nonexistent' })).toBeUndefined();
 });
