@@ -19,4 +19,5 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   agent: async () => (await import('./agent.ts')).agent,
   stream: async () => (await import('./stream.ts')).stream,
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
+  decrypt: async () => (await import('./decrypt.ts')).decrypt,
 };
