@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { renderNixHardening } from '../../agent/systemd/unit.ts';
+import { prerequisiteProblem } from '../../scripts/prerequisites.ts';
 import { PROJECT_ROOT } from '../support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
@@ -17,9 +18,9 @@ describe('deploy/nixos', () => {
   it('parses every .nix file', async () => {
     const files = (await readdir(NIX_DIR)).filter((f) => f.endsWith('.nix')).sort();
     expect(files).toEqual(['hardening.nix', 'module.nix', 'package.nix', 'test.nix']);
+    expect(prerequisiteProblem('nix-instantiate'), 'nix-instantiate parses the module').toBeUndefined();
     for (const file of files) {
-      // Exits non-zero, naming the line, on any syntax error. nix-instantiate comes from nix-bin,
-      // which the prerequisite check installs.
+      // Exits non-zero, naming the line, on any syntax error.
       await expect(
         execFileAsync('nix-instantiate', ['--parse', join(NIX_DIR, file)]),
         `${file} must parse`,

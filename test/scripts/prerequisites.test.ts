@@ -63,8 +63,14 @@ it('asks the benchmarks for pgbackrest, and names each package once', () => {
     'apt-get update && apt-get install -y zstd dpkg pgbackrest   (as root)',
   );
   const test = missingPrerequisites('test', { PATH: '/nonexistent' });
-  expect(test.map((p) => p.program)).toEqual(['age', 'zstd', 'systemd-analyze', 'dpkg-deb']);
-  expect(installCommand(test, 'rhel')).toMatch(/^dnf install -y age zstd systemd dpkg /);
+  expect(test.map((p) => p.program)).toEqual([
+    'age',
+    'zstd',
+    'systemd-analyze',
+    'nix-instantiate',
+    'dpkg-deb',
+  ]);
+  expect(installCommand(test, 'rhel')).toMatch(/^dnf install -y age zstd systemd nix dpkg /);
 });
 
 it('tells a test that needs a missing program why and how to get it', () => {
