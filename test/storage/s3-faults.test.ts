@@ -147,6 +147,12 @@ describe('S3 storage behind a faulty network', () => {
     try {
       await storage.put('slow', Readable.from([Buffer.from('slow but sure')]));
       expect((await readAll(storage, 'slow')).toString()).toBe('slow but sure');
+      // The proxy tells listings from object requests, so tests can count what a run lists.
+      const lists = proxy.counts.lists;
+      const keys: string[] = [];
+      for await (const o of storage.list('')) keys.push(o.key);
+      expect(keys).toEqual(['slow']);
+      expect(proxy.counts.lists).toBe(lists + 1);
     } finally {
       proxy.set({});
     }

@@ -11,7 +11,7 @@
  * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
  * with the seed it printed. Counts of what was injected are kept for the test to report.
  */
-import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface Faults {
@@ -35,6 +35,8 @@ export interface Faults {
 
 export interface FaultCounts {
   requests: number;
+  /** ListObjects(V2) requests: a GET of a bucket (path style), not of an object. */
+  lists: number;
   blackholed: number;
   resets: number;
   delayed: number;
@@ -84,7 +86,15 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
   if (upstream.hostname !== '127.0.0.1' && upstream.hostname !== 'localhost')
     throw new Error(`the fault proxy forwards only to loopback, not ${upstream.hostname}`);
   const random = seededRandom(seed);
-  const counts: FaultCounts = { requests: 0, blackholed: 0, resets: 0, delayed: 0, errors: 0, truncated: 0 };
+  const counts: FaultCounts = {
+    requests: 0,
+    lists: 0,
+    blackholed: 0,
+    resets: 0,
+    delayed: 0,
+    errors: 0,
+    truncated: 0,
+  };
   const sockets = new Set<Socket>();
   let faults: Faults = {};
 
@@ -149,6 +159,9 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
 
   const server = createServer((req, res) => {
     counts.requests++;
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    if (req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads'))
+      counts.lists++;
     const active = hits(req) ? faults : {};
     if (active.blackhole) {
       counts.blackholed++;
