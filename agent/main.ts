@@ -91,7 +91,7 @@ export async function main(
   }
 }
 
-/** Whether this module is the program itself (the bundle, a symlink to it, or `node agent/main.ts`). */
+/** Whether this module is the program itself (`node agent/main.ts`), not imported by tests. */
 function isProgram(): boolean {
   const script = process.argv[1];
   if (!script) return false;
@@ -102,8 +102,8 @@ function isProgram(): boolean {
   }
 }
 
-// Run only as the program, not when imported by tests.
-if (isProgram()) {
+/** Runs the command line of this process; called by agent/entry.ts once the Node version passed. */
+export function runProgram(): void {
   main(process.argv.slice(2), {
     env: process.env,
     stdout: process.stdout,
@@ -119,3 +119,5 @@ if (isProgram()) {
     },
   );
 }
+
+if (isProgram()) runProgram();

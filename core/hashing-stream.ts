@@ -7,13 +7,14 @@ import { Transform, type TransformCallback } from 'node:stream';
  */
 export interface ExpectedContent {
   readonly sizeBytes: number;
-  readonly sha256: string;
+  /** Absent: only the size is checked (and nothing is hashed). */
+  readonly sha256?: string | undefined;
   /** Makes the error the stream fails with; `detail` says what differed. */
   readonly onMismatch: (detail: string) => Error;
 }
 
 export class HashingStream extends Transform {
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash: Hash | undefined;
   readonly #expected: ExpectedContent | undefined;
   readonly #onProgress: ((sizeBytes: number) => void) | undefined;
   #sizeBytes = 0;
@@ -23,15 +24,19 @@ export class HashingStream extends Transform {
     options: {
       expected?: ExpectedContent | undefined;
       onProgress?: ((sizeBytes: number) => void) | undefined;
+      /** Hash what flows through. @default true, unless `expected` gives only a size */
+      hash?: boolean;
     } = {},
   ) {
     super();
+    const hash = options.hash ?? (options.expected === undefined || options.expected.sha256 !== undefined);
+    this.#hash = hash ? createHash('sha256') : undefined;
     this.#expected = options.expected;
     this.#onProgress = options.onProgress;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.#hash.update(chunk);
+    this.#hash?.update(chunk);
     this.#sizeBytes += chunk.length;
     if (this.#expected && this.#sizeBytes > this.#expected.sizeBytes) {
       callback(this.#expected.onMismatch(`more than the expected ${this.#expected.sizeBytes} bytes`));
@@ -42,11 +47,11 @@ export class HashingStream extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    this.#digest = this.#hash.digest('hex');
+    this.#digest = this.#hash?.digest('hex');
     const expected = this.#expected;
     if (expected && expected.sizeBytes !== this.#sizeBytes) {
       callback(expected.onMismatch(`${this.#sizeBytes} bytes, expected ${expected.sizeBytes}`));
-    } else if (expected && expected.sha256 !== this.#digest) {
+    } else if (expected?.sha256 !== undefined && expected.sha256 !== this.#digest) {
       callback(expected.onMismatch(`sha256 ${this.#digest}, expected ${expected.sha256}`));
     } else {
       callback();
@@ -59,7 +64,7 @@ export class HashingStream extends Transform {
 
   /** The sha256 in hex; only once the stream has ended. */
   get sha256(): string {
-    if (this.#digest === undefined) throw new Error('sha256 read before the stream ended');
+    if (this.#digest === undefined) throw new Error('sha256 read before the stream ended, or of a stream not hashed');
     return this.#digest;
   }
 }

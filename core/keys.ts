@@ -6,6 +6,7 @@
  *   v1/<cluster>/logical/<db>/<backup-id>/dump.zst.age
  *   v1/<cluster>/logical/_globals/<backup-id>/globals.sql.zst.age
  *   v1/<cluster>/base/<backup-id>/base.tar.zst.age (+ <tablespace oid>.tar.zst.age)
+ *   v1/<cluster>/stream/<name>/<backup-id>/stream.zst.age   any command's stdout (`pgkeep stream`)
  *   v1/<cluster>/manifests/<backup-id>.json       written last: the backup exists
  *   verify/<cluster>/<run-id>.json                restore-verification reports: outside every
  *                                                 host's writable prefix, so no host can forge one
@@ -100,6 +101,20 @@ export function globalsKey(cluster: string, backupId: string): string {
 /** `base` for the main data directory, or a tablespace OID. */
 export function baseBackupKey(cluster: string, backupId: string, archive: 'base' | number): string {
   return `${clusterPrefix(cluster)}base/${backupId}/${archive}.tar${OBJECT_SUFFIX}`;
+}
+
+const STREAM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+export const STREAM_NAME_RULE =
+  'use 1-100 letters, digits, dots, dashes and underscores, starting with a letter or digit';
+
+/** Whether `name` can name a stream backup (it is a path segment of the key as it stands). */
+export function isStreamName(name: string): boolean {
+  return STREAM_NAME.test(name);
+}
+
+export function streamObjectKey(cluster: string, name: string, backupId: string): string {
+  if (!isStreamName(name)) throw new Error(`invalid stream name "${name}": ${STREAM_NAME_RULE}`);
+  return `${clusterPrefix(cluster)}stream/${name}/${backupId}/stream${OBJECT_SUFFIX}`;
 }
 
 export function walPrefix(cluster: string, timelineHex?: string): string {

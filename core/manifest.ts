@@ -3,7 +3,7 @@
  * means the backup exists. Replication and retention read it without any key.
  */
 import { z } from 'zod';
-import { isBackupId } from './keys.ts';
+import { isBackupId, isStreamName, STREAM_NAME_RULE } from './keys.ts';
 
 export const MANIFEST_FORMAT = 'pgkeep.manifest.v1';
 
@@ -13,7 +13,7 @@ const lsn = z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/, 'expected an LSN 
 export const ManifestObjectSchema = z.strictObject({
   key: z.string().min(1),
   /** What the object holds. */
-  role: z.enum(['dump', 'globals', 'base', 'tablespace']),
+  role: z.enum(['dump', 'globals', 'base', 'tablespace', 'stream']),
   /** The database of a `dump`. */
   database: z.string().optional(),
   /** The tablespace OID of a `tablespace` archive. */
@@ -22,34 +22,55 @@ export const ManifestObjectSchema = z.strictObject({
   sizeBytes: z.number().int().nonnegative(),
   sha256: sha256Hex,
   plaintextSizeBytes: z.number().int().nonnegative(),
-  plaintextSha256: sha256Hex,
+  /** Only in manifests of older agents: stream objects are no longer hashed in plaintext (object-store.ts says why). */
+  plaintextSha256: sha256Hex.optional(),
   codec: z.literal('zstd'),
   encryption: z.literal('age-v1'),
 });
 
-export const ManifestSchema = z.strictObject({
-  format: z.literal(MANIFEST_FORMAT),
-  backupId: z.string().refine(isBackupId, 'expected a backup id such as 20261122T021500Z-1a2b'),
-  cluster: z.string().min(1),
-  kind: z.enum(['logical', 'base']),
-  /** server_version_num, e.g. 150018. */
-  pgVersionNum: z.number().int().positive(),
-  /** pg_control's database system identifier, a 64-bit integer as a decimal string. */
-  systemIdentifier: z.string().regex(/^\d+$/),
-  startTime: z.iso.datetime(),
-  stopTime: z.iso.datetime(),
-  /** Physical backups: the timeline and WAL range a restore needs. */
-  timeline: z.number().int().positive().optional(),
-  startLsn: lsn.optional(),
-  stopLsn: lsn.optional(),
-  /** First and last WAL file needed to make the base backup consistent. */
-  startWalFile: z.string().optional(),
-  stopWalFile: z.string().optional(),
-  objects: z.array(ManifestObjectSchema).min(1),
-  /** sha256 prefixes of the recipients the objects were encrypted to (never the recipients' secrets). */
-  recipientFingerprints: z.array(z.string()).min(1),
-  agentVersion: z.string(),
-});
+export const ManifestSchema = z
+  .strictObject({
+    format: z.literal(MANIFEST_FORMAT),
+    backupId: z.string().refine(isBackupId, 'expected a backup id such as 20261122T021500Z-1a2b'),
+    cluster: z.string().min(1),
+    /** `stream`: the stdout of any command (`pgkeep stream backup`), not PostgreSQL's own format. */
+    kind: z.enum(['logical', 'base', 'stream']),
+    /** The name a `stream` backup was taken under (`--name`). */
+    streamName: z.string().refine(isStreamName, STREAM_NAME_RULE).optional(),
+    /** server_version_num, e.g. 150018. Required for `logical` and `base`. */
+    pgVersionNum: z.number().int().positive().optional(),
+    /** pg_control's database system identifier, a 64-bit integer as a decimal string. Required for `logical` and `base`. */
+    systemIdentifier: z.string().regex(/^\d+$/).optional(),
+    startTime: z.iso.datetime(),
+    stopTime: z.iso.datetime(),
+    /** Physical backups: the timeline and WAL range a restore needs. */
+    timeline: z.number().int().positive().optional(),
+    startLsn: lsn.optional(),
+    stopLsn: lsn.optional(),
+    /** First and last WAL file needed to make the base backup consistent. */
+    startWalFile: z.string().optional(),
+    stopWalFile: z.string().optional(),
+    objects: z.array(ManifestObjectSchema).min(1),
+    /** sha256 prefixes of the recipients the objects were encrypted to (never the recipients' secrets). */
+    recipientFingerprints: z.array(z.string()).min(1),
+    agentVersion: z.string(),
+  })
+  .superRefine((manifest, context) => {
+    const need = (field: string) =>
+      context.addIssue({ code: 'custom', path: [field], message: `required for a ${manifest.kind} backup` });
+    if (manifest.kind === 'stream') {
+      if (manifest.streamName === undefined) need('streamName');
+    } else {
+      if (manifest.pgVersionNum === undefined) need('pgVersionNum');
+      if (manifest.systemIdentifier === undefined) need('systemIdentifier');
+      if (manifest.streamName !== undefined)
+        context.addIssue({
+          code: 'custom',
+          path: ['streamName'],
+          message: 'only a stream backup has a name',
+        });
+    }
+  });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ManifestObject = z.infer<typeof ManifestObjectSchema>;

@@ -9,7 +9,8 @@
  *
  * Backups are planned in groups: all base backups form one group; logical backups form one group
  * per database (a logical backup holding several databases belongs to each of their groups; one
- * holding only globals forms the group `(globals)`). Within a group, newest first by stopTime,
+ * holding only globals forms the group `(globals)`); stream backups (`pgkeep stream backup`) form one
+ * group per stream name. Within a group, newest first by stopTime,
  * a backup is kept when any rule keeps it:
  *
  * - `minimum`: the `minimumKeep` newest (at least 1, so a group is never emptied).
@@ -70,7 +71,9 @@ import { parseWalFileName, type WalFileName } from './wal-names.ts';
 /** A backup as the planner sees it: what its manifest says, plus whether a restore of it was verified. */
 export interface RetentionBackup {
   readonly backupId: string;
-  readonly kind: 'logical' | 'base';
+  readonly kind: 'logical' | 'base' | 'stream';
+  /** Stream backups: the name they were taken under; each name is its own group. */
+  readonly streamName?: string;
   /** When the backup became complete (the manifest's stopTime). */
   readonly stopTime: Date | string;
   /** Logical backups: the databases dumped; empty or absent for a globals-only backup. */
@@ -139,7 +142,7 @@ export interface KeepReason {
 
 export interface BackupDecision {
   readonly backupId: string;
-  readonly kind: 'logical' | 'base';
+  readonly kind: 'logical' | 'base' | 'stream';
   readonly databases: readonly string[];
   /** ISO 8601. */
   readonly stopTime: string;
@@ -243,6 +246,7 @@ export function retentionBackupFromManifest(
   return {
     backupId: manifest.backupId,
     kind: manifest.kind,
+    ...(manifest.streamName === undefined ? {} : { streamName: manifest.streamName }),
     stopTime: manifest.stopTime,
     databases,
     ...(manifest.timeline === undefined ? {} : { timeline: manifest.timeline }),
@@ -376,7 +380,7 @@ export function planRetention(input: RetentionInput): RetentionPlan {
   });
   candidates.sort(byNewest);
 
-  // Groups: base backups together; logical backups per database.
+  // Groups: base backups together; logical backups per database; stream backups per name.
   const groups = new Map<string, Candidate[]>();
   const addTo = (group: string, c: Candidate) => {
     const members = groups.get(group);
@@ -385,6 +389,7 @@ export function planRetention(input: RetentionInput): RetentionPlan {
   };
   for (const c of candidates) {
     if (c.backup.kind === 'base') addTo('base', c);
+    else if (c.backup.kind === 'stream') addTo(`stream ${JSON.stringify(c.backup.streamName ?? '')}`, c);
     else {
       const dbs = c.backup.databases ?? [];
       if (dbs.length === 0) addTo('logical (globals)', c);

@@ -12,7 +12,7 @@ import { build } from 'esbuild';
 const outdir = 'dist';
 await rm(outdir, { recursive: true, force: true });
 await build({
-  entryPoints: { pgkeep: 'agent/main.ts' },
+  entryPoints: { pgkeep: 'agent/entry.ts' },
   outdir,
   outExtension: { '.js': '.mjs' },
   chunkNames: 'chunks/[name]-[hash]',

@@ -18,5 +18,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'wal-fetch': async () => (await import('./wal-fetch.ts')).walFetch,
   'wal-prefetch': async () => (await import('./wal-fetch.ts')).walPrefetch,
   agent: async () => (await import('./agent.ts')).agent,
+  stream: async () => (await import('./stream.ts')).stream,
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
+  decrypt: async () => (await import('./decrypt.ts')).decrypt,
 };

@@ -39,6 +39,18 @@ async function newestBackupId(location: Location, cluster: string): Promise<stri
   return newest;
 }
 
+/**
+ * A stream backup is any command's output, not PostgreSQL's: every verification image can check
+ * and decrypt it, so it goes to the newest.
+ */
+function newestImageMajor(env: NodeJS.ProcessEnv = process.env): number {
+  const majors = JSON.parse(env.PGKEEP_VERIFY_MAJOR_VERSIONS ?? '[]') as number[];
+  const newest = Math.max(...majors);
+  if (!Number.isInteger(newest))
+    throw new Error('environment variable PGKEEP_VERIFY_MAJOR_VERSIONS names no PostgreSQL major version');
+  return newest;
+}
+
 export async function pickBackup(
   input: PickBackupInput,
   env: PipelineEnv,
@@ -80,7 +92,8 @@ export async function pickBackup(
     backupId: chosen.backupId,
     manifestKey: key,
     kind: manifest.kind,
-    pgMajor: Math.floor(manifest.pgVersionNum / 10_000),
+    pgMajor:
+      manifest.pgVersionNum === undefined ? newestImageMajor() : Math.floor(manifest.pgVersionNum / 10_000),
     runId,
     reportKey: verifyReportKey(chosen.cluster, runId),
   };

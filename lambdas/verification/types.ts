@@ -10,7 +10,7 @@ export const PickedBackupSchema = z.object({
   cluster: z.string(),
   backupId: z.string(),
   manifestKey: z.string(),
-  kind: z.enum(['logical', 'base']),
+  kind: z.enum(['logical', 'base', 'stream']),
   pgMajor: z.number().int(),
   runId: z.string(),
   reportKey: z.string(),
@@ -32,7 +32,7 @@ export interface PickedBackup {
   readonly cluster: string;
   readonly backupId: string;
   readonly manifestKey: string;
-  readonly kind: 'logical' | 'base';
+  readonly kind: 'logical' | 'base' | 'stream';
   /** PostgreSQL major version of the backup, chooses the task definition. */
   readonly pgMajor: number;
   readonly runId: string;

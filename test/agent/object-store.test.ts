@@ -72,3 +72,28 @@ describe('storeObject compression', () => {
     expect(await readdir(join(dir, 'v1/t'))).not.toContain('failed.zst.age');
   });
 });
+
+describe('what a stored stream records of its plaintext', () => {
+  it('records the plaintext size but no plaintext hash, and still checks the size on reading', async () => {
+    const plaintext = content();
+    const key = 'v1/t/unhashed.zst.age';
+    const stored = await storeObject({
+      storage,
+      key,
+      source: Readable.from([plaintext]),
+      recipients: [recipient],
+    });
+    // A hash of the plaintext in a readable manifest would let anyone confirm a guessed plaintext.
+    expect(stored).not.toHaveProperty('plaintextSha256');
+    const read = (expected: Parameters<typeof restoreObject>[0]['expected']) =>
+      restoreObject({ storage, key, identities: [identity], expected }, new PassThrough().resume());
+    await expect(read({ ...stored })).resolves.toBeUndefined();
+    await expect(read({ ...stored, plaintextSizeBytes: stored.plaintextSizeBytes + 1 })).rejects.toThrow(
+      `object ${key} failed verification: plaintext: ${plaintext.length} bytes, expected ${plaintext.length + 1}`,
+    );
+    // Manifests of older agents carry the plaintext's sha256; it is still checked.
+    await expect(read({ ...stored, plaintextSha256: 'a'.repeat(64) })).rejects.toThrow(
+      /plaintext: sha256 [0-9a-f]{64}, expected a{64}/,
+    );
+  });
+});

@@ -1,5 +1,5 @@
 // Assertions on the synthesized templates (the example config, Lambdas really bundled by esbuild):
-// what each resource promises in DESIGN.md is in the template that would be deployed.
+// what each resource promises in cdk/README.md and docs/architecture.md is in the template that would be deployed.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Match, type Template } from 'aws-cdk-lib/assertions';

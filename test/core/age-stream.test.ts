@@ -16,6 +16,7 @@ import {
   encryptBuffer,
   encryptStream,
 } from '../../core/age-stream.ts';
+import { prerequisiteProblem } from '../../scripts/prerequisites.ts';
 import { type AgeKeyPair, referenceKeyPairs } from '../support/age-keys.ts';
 
 const execFileAsync = promisify(execFile);
@@ -125,6 +126,7 @@ describe('age stream', () => {
     });
 
     it('writes files that `age -d` decrypts with the matching identity', async () => {
+      expect(prerequisiteProblem('age'), 'the age CLI proves the files are standard age').toBeUndefined();
       const plaintext = randomBytes(1_000_003);
       await writeFile(join(dir, 'key.txt'), `${x25519.identity}\n`, { mode: 0o600 });
       await writeFile(join(dir, 'file.age'), await encrypt(plaintext, [x25519.recipient], 5));
@@ -141,6 +143,7 @@ describe('age stream', () => {
     });
 
     it('reads files that `age -e` wrote', async () => {
+      expect(prerequisiteProblem('age'), 'the age CLI writes the reference files').toBeUndefined();
       const plaintext = randomBytes(777_777);
       await writeFile(join(dir, 'plain'), plaintext);
       await execFileAsync('age', [

@@ -57,3 +57,28 @@ export async function stopWalPusher(spoolDir: string, cluster: string): Promise<
     await new Promise((resolveWait) => setTimeout(resolveWait, 50));
   }
 }
+
+export interface BinaryResult {
+  readonly code: number | null;
+  readonly stdout: Buffer;
+  readonly stderr: string;
+}
+
+/** Runs `program ARGS` with exactly `env` and keeps stdout as bytes (decrypted WAL, dumps). */
+export async function runForBytes(
+  program: string,
+  args: readonly string[],
+  env: Record<string, string>,
+): Promise<BinaryResult> {
+  const child = spawn(program, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: Buffer[] = [];
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => stdout.push(d));
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return await new Promise<BinaryResult>((resolvePromise, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolvePromise({ code, stdout: Buffer.concat(stdout), stderr }));
+  });
+}

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { zstdDecompressSync } from 'node:zlib';
 import * as age from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prerequisiteProblem } from '../../../scripts/prerequisites.ts';
 import { PG_BIN, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { runPgkeep, startPgkeep } from '../../support/pgkeep-cli.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../../support/s3-server.ts';
@@ -159,6 +160,9 @@ describe('file repository contents', () => {
   });
 
   it('decrypts with the age CLI and an X25519 identity, and pg_restore reads the result', async () => {
+    for (const program of ['age', 'zstd', 'pg_restore']) {
+      expect(prerequisiteProblem(program), 'the standard tools alone read a stored dump').toBeUndefined();
+    }
     const plain = execFileSync('sh', [
       '-c',
       'age -d -i "$1" "$2" | zstd -d | "$3" --list',

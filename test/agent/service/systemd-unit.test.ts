@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderAgentUnit } from '../../../agent/systemd/unit.ts';
 import { archiveCommandLine } from '../../../agent/wal/spool.ts';
+import { prerequisiteProblem } from '../../../scripts/prerequisites.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
@@ -54,8 +55,10 @@ describe('systemd unit', () => {
       path,
       renderAgentUnit({ nodePath: NODE, bundlePath: PGKEEP_BUNDLE, pgData: '/var/lib/postgresql/15/main' }),
     );
-    const found = await execFileAsync('which', ['systemd-analyze']).catch(() => undefined);
-    if (!found) return;
+    expect(
+      prerequisiteProblem('systemd-analyze'),
+      'systemd-analyze checks the unit as systemd would',
+    ).toBeUndefined();
     const result = await execFileAsync('systemd-analyze', ['verify', path]).catch(
       (e: { stderr: string; code: number }) => e,
     );

@@ -1,0 +1,208 @@
+/**
+ * A fault-injecting HTTP proxy for the tests: it sits between pgkeep (the agent, or a Lambda
+ * handler) and a real S3-compatible server on 127.0.0.1, and on command
+ *
+ * - blackholes requests (accepts them, then never answers),
+ * - resets the connection after N bytes of a request body,
+ * - adds latency,
+ * - answers 500, 503 or S3's `SlowDown` for a share of requests,
+ * - truncates a response body after N bytes.
+ *
+ * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
+ * with the seed it printed. Counts of what was injected are kept for the test to report.
+ */
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+export interface Faults {
+  /** Only requests whose method matches (e.g. `PUT`). @default - every method */
+  readonly method?: string;
+  /** Only requests whose path (with query) matches. @default - every path */
+  readonly path?: RegExp;
+  /** Share of matching requests hit by the fault, 0..1. @default 1 */
+  readonly rate?: number;
+  /** Accept the request and never answer. */
+  readonly blackhole?: boolean;
+  /** Destroy the client connection once this many request-body bytes have passed. */
+  readonly resetAfterBodyBytes?: number;
+  /** Delay before the request is forwarded, in ms. */
+  readonly latencyMs?: number;
+  /** Answer with this error instead of forwarding. */
+  readonly error?: 500 | 503 | 'SlowDown';
+  /** Forward the response's headers, then only this many body bytes, then close the connection. */
+  readonly truncateResponseAfterBytes?: number;
+}
+
+export interface FaultCounts {
+  requests: number;
+  /** ListObjects(V2) requests: a GET of a bucket (path style), not of an object. */
+  lists: number;
+  blackholed: number;
+  resets: number;
+  delayed: number;
+  errors: number;
+  truncated: number;
+}
+
+export interface FaultProxy {
+  /** `http://127.0.0.1:<port>`: give this to pgkeep instead of the server's endpoint. */
+  readonly endpoint: string;
+  readonly port: number;
+  readonly seed: number;
+  readonly counts: Readonly<FaultCounts>;
+  /** Replaces the faults in force; `{}` forwards everything untouched. */
+  set(faults: Faults): void;
+  /** Stops listening and destroys every connection, blackholed ones included. */
+  stop(): Promise<void>;
+}
+
+/** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function s3Error(res: ServerResponse, error: NonNullable<Faults['error']>): void {
+  const [status, code, message] =
+    error === 500
+      ? [500, 'InternalError', 'We encountered an internal error. Please try again.']
+      : error === 503
+        ? [503, 'ServiceUnavailable', 'Service is unable to handle request.']
+        : [503, 'SlowDown', 'Please reduce your request rate.'];
+  const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
+  res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Starts the proxy on a free port of 127.0.0.1 in front of `target` (`http://127.0.0.1:PORT`). */
+export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 31): Promise<FaultProxy> {
+  const upstream = new URL(target);
+  if (upstream.hostname !== '127.0.0.1' && upstream.hostname !== 'localhost')
+    throw new Error(`the fault proxy forwards only to loopback, not ${upstream.hostname}`);
+  const random = seededRandom(seed);
+  const counts: FaultCounts = {
+    requests: 0,
+    lists: 0,
+    blackholed: 0,
+    resets: 0,
+    delayed: 0,
+    errors: 0,
+    truncated: 0,
+  };
+  const sockets = new Set<Socket>();
+  let faults: Faults = {};
+
+  const hits = (req: IncomingMessage): boolean => {
+    if (faults.method !== undefined && req.method !== faults.method) return false;
+    if (faults.path !== undefined && !faults.path.test(req.url ?? '')) return false;
+    // Drawn for every matching request, hit or not, so the sequence depends only on the seed and
+    // the order of requests.
+    return random() < (faults.rate ?? 1);
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, active: Faults) => {
+    const proxied = httpRequest(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: upstream.host },
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        const limit = active.truncateResponseAfterBytes;
+        if (limit === undefined) {
+          answer.pipe(res);
+          return;
+        }
+        counts.truncated++;
+        let sent = 0;
+        answer.on('data', (chunk: Buffer) => {
+          if (sent >= limit) return;
+          const part = chunk.subarray(0, limit - sent);
+          sent += part.length;
+          res.write(part);
+          if (sent >= limit) {
+            answer.destroy();
+            res.socket?.destroy();
+          }
+        });
+        answer.on('end', () => res.end());
+      },
+    );
+    proxied.on('error', () => res.socket?.destroy());
+    const resetAfter = active.resetAfterBodyBytes;
+    if (resetAfter === undefined) {
+      req.pipe(proxied);
+      return;
+    }
+    let seen = 0;
+    req.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > resetAfter) {
+        counts.resets++;
+        proxied.destroy();
+        req.socket.resetAndDestroy();
+        return;
+      }
+      proxied.write(chunk);
+    });
+    req.on('end', () => proxied.end());
+  };
+
+  const server = createServer((req, res) => {
+    counts.requests++;
+    const url = new URL(req.url ?? '/', 'http://proxy');
+    if (req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads'))
+      counts.lists++;
+    const active = hits(req) ? faults : {};
+    if (active.blackhole) {
+      counts.blackholed++;
+      req.resume();
+      return;
+    }
+    if (active.error !== undefined) {
+      counts.errors++;
+      req.resume();
+      req.on('end', () => s3Error(res, active.error as NonNullable<Faults['error']>));
+      return;
+    }
+    if (active.latencyMs !== undefined && active.latencyMs > 0) {
+      counts.delayed++;
+      req.pause();
+      setTimeout(() => forward(req, res, active), active.latencyMs);
+      return;
+    }
+    forward(req, res, active);
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    port,
+    seed,
+    counts,
+    set(next) {
+      faults = next;
+    },
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
