@@ -66,6 +66,7 @@ export class StatefulStack extends Stack {
       });
     }
     this.hosts = hosts;
+    ingest.denyHostOverwrites([...hosts.values()].map((host) => host.role));
 
     new CfnOutput(this, 'IngestBucketName', { value: this.bucket.bucketName });
     new CfnOutput(this, 'IngestRegion', { value: this.region });

@@ -93,7 +93,6 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
       key,
       source: source as import('node:stream').Readable,
       recipients: options.recipients,
-      ifAbsent: true,
       ...(options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel }),
       ...(options.onProgress
         ? { onProgress: (n: number) => options.onProgress?.({ archive: String(archive), plaintextBytes: n }) }
