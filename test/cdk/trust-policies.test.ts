@@ -100,3 +100,85 @@ describe('ingest bucket policy against a compromised host', () => {
     }
   });
 });
+
+describe('provider credentials: copying and deleting are separate', () => {
+  let split: SynthesizedPipeline;
+  beforeAll(() => {
+    const base = exampleConfig();
+    split = synthPipeline({
+      ...base,
+      targets: base.targets.map((t) =>
+        t.type === 's3-compatible'
+          ? { ...t, deleteCredentialsSecretName: `${t.credentialsSecretName}-delete` }
+          : t,
+      ),
+    });
+  });
+  afterAll(() => split?.dispose());
+
+  /** Role logical id -> every statement of the policies attached to it, in the pipeline stack. */
+  function statementsByRole(t: Template): Map<string, Statement[]> {
+    const out = new Map<string, Statement[]>();
+    for (const [, policy] of resources(t, 'AWS::IAM::Policy'))
+      for (const role of (policy.Properties.Roles ?? []) as { Ref: string }[])
+        out.set(role.Ref, [
+          ...(out.get(role.Ref) ?? []),
+          ...(policy.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+        ]);
+    return out;
+  }
+
+  /** Roles that may read a secret whose logical id contains `secretId`. */
+  function readersOf(t: Template, secretId: string): string[] {
+    return [...statementsByRole(t)]
+      .filter(([, statements]) =>
+        statements.some(
+          (s) =>
+            s.Effect === 'Allow' &&
+            actions(s).includes('secretsmanager:GetSecretValue') &&
+            JSON.stringify(s.Resource).includes(secretId),
+        ),
+      )
+      .map(([role]) => role)
+      .sort();
+  }
+
+  it('creates the delete-capable secret empty, next to the copy secret', () => {
+    split.stateful.hasResourceProperties('AWS::SecretsManager::Secret', { Name: 'pgkeep/targets/b2' });
+    split.stateful.hasResourceProperties('AWS::SecretsManager::Secret', {
+      Name: 'pgkeep/targets/b2-delete',
+      SecretString: JSON.stringify({ accessKeyId: '', secretAccessKey: '' }),
+    });
+  });
+
+  it("only retention's delete step may read the delete-capable key; the copy steps cannot", () => {
+    const deleteReaders = readersOf(split.pipeline, 'Targetb2Delete');
+    expect(deleteReaders).toHaveLength(1);
+    expect(deleteReaders[0]).toMatch(/^RetentionDeleteBatch/);
+    const copyReaders = readersOf(split.pipeline, 'TargetCredentialsTargetb2');
+    expect(copyReaders.some((r) => r.startsWith('ReplicationCopyBatch'))).toBe(true);
+    for (const role of copyReaders.filter((r) => r.startsWith('Replication')))
+      expect(deleteReaders).not.toContain(role);
+  });
+
+  it('gives the delete secret ARN only to the retention functions; replication does not even learn it', () => {
+    const knowing = resources(split.pipeline, 'AWS::Lambda::Function')
+      .filter(([, fn]) =>
+        JSON.stringify(fn.Properties.Environment ?? {}).includes('deleteCredentialsSecretArn'),
+      )
+      .map(([id]) => id);
+    expect(knowing.some((id) => id.startsWith('RetentionDeleteBatch'))).toBe(true);
+    for (const id of knowing) expect(id).toMatch(/^Retention/);
+  });
+
+  it('on AWS targets, IAM gives delete actions to the delete step alone', () => {
+    for (const [role, statements] of statementsByRole(split.pipeline)) {
+      const deletes = statements.some(
+        (s) =>
+          s.Effect === 'Allow' &&
+          actions(s).some((a) => a === 's3:DeleteObject' || a === 's3:DeleteObjectVersion'),
+      );
+      if (deletes) expect(role, role).toMatch(/^RetentionDeleteBatch/);
+    }
+  });
+});
