@@ -27,12 +27,17 @@ export interface StoredObject {
   readonly plaintextSha256?: string;
 }
 
+/**
+ * Every object the agent stores is new: it never replaces a key, and the ingest bucket policy
+ * refuses a host's write without `If-None-Match: *`, which create-only puts send.
+ */
+const CREATE_ONLY: PutOptions = { ifAbsent: true };
+
 export interface StoreObjectOptions {
   readonly storage: Storage;
   readonly key: string;
   readonly source: Readable;
   readonly recipients: readonly string[];
-  readonly ifAbsent?: boolean;
   /** zstd level. @default {@link DEFAULT_ZSTD_LEVEL} */
   readonly zstdLevel?: number;
   /** The `zstd` program to compress with; `null` for Node's built-in zstd. @default - `zstd` on PATH if any */
@@ -42,8 +47,9 @@ export interface StoreObjectOptions {
 }
 
 /**
- * Compresses, encrypts and stores `source` at `key`. Resolves only once the object is durably
- * stored; if the source or the write fails, nothing is left at `key` (the driver's contract).
+ * Compresses, encrypts and stores `source` at `key`, create-only (ObjectExistsError if the
+ * key exists). Resolves only once the object is durably stored; if the source or the write fails,
+ * nothing is left at `key` (the driver's contract).
  */
 export async function storeObject(options: StoreObjectOptions): Promise<StoredObject> {
   const scavenge = youngGcEvery();
@@ -62,7 +68,7 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   // Imported here: it brings node:child_process, which archive_command's WAL path never needs.
   const { zstdCompress } = await import('./zstd-compress.ts');
   const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
-  const putOptions: PutOptions = { ifAbsent: options.ifAbsent ?? false };
+  const putOptions: PutOptions = CREATE_ONLY;
   // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
   // driver sees its body fail and removes whatever it had begun.
   await pipeline(
@@ -91,7 +97,6 @@ export interface StoreCompressedOptions {
   readonly plaintextSha256: string;
   readonly plaintextSizeBytes: number;
   readonly recipients: readonly string[];
-  readonly ifAbsent?: boolean;
 }
 
 /**
@@ -100,9 +105,7 @@ export interface StoreCompressedOptions {
  */
 export async function storeCompressed(options: StoreCompressedOptions): Promise<StoredObject> {
   const ciphertext = encryptBuffer(options.recipients, options.compressed);
-  await options.storage.put(options.key, Readable.from([ciphertext], { objectMode: false }), {
-    ifAbsent: options.ifAbsent ?? false,
-  });
+  await options.storage.put(options.key, Readable.from([ciphertext], { objectMode: false }), CREATE_ONLY);
   return {
     key: options.key,
     sizeBytes: ciphertext.length,

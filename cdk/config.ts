@@ -115,6 +115,15 @@ const S3CompatibleTargetSchema = z.strictObject({
   credentialsSecretName: z
     .string()
     .regex(/^[A-Za-z0-9/_+=.@-]{1,512}$/, 'secret names use letters, digits and /_+=.@-'),
+  /**
+   * Optional second secret, created empty like the first, for a key that may delete (a B2
+   * application key with deleteFiles, say) while `credentialsSecretName` holds one that cannot.
+   * Only retention's delete step may read it. @default - deletes use `credentialsSecretName`
+   */
+  deleteCredentialsSecretName: z
+    .string()
+    .regex(/^[A-Za-z0-9/_+=.@-]{1,512}$/, 'secret names use letters, digits and /_+=.@-')
+    .optional(),
 });
 
 export const TargetSchema = z.discriminatedUnion('type', [AwsS3TargetSchema, S3CompatibleTargetSchema], {
@@ -226,8 +235,21 @@ export const DeployConfigSchema = z
           message: 'target name "ingest" is reserved for the ingest bucket',
         });
     });
+    config.targets.forEach((target, index) => {
+      if (
+        target.type === 's3-compatible' &&
+        target.deleteCredentialsSecretName === target.credentialsSecretName
+      )
+        ctx.addIssue({
+          code: 'custom',
+          path: ['targets', index, 'deleteCredentialsSecretName'],
+          message: `target "${target.name}": deleteCredentialsSecretName must name another secret than credentialsSecretName, or the copy steps could read the delete-capable key`,
+        });
+    });
     const secrets = config.targets.flatMap((t) =>
-      t.type === 's3-compatible' ? [t.credentialsSecretName] : [],
+      t.type === 's3-compatible'
+        ? [t.credentialsSecretName, ...(t.deleteCredentialsSecretName ? [t.deleteCredentialsSecretName] : [])]
+        : [],
     );
     secrets.forEach((secret, index) => {
       if (secrets.indexOf(secret) !== index)

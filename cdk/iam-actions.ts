@@ -106,6 +106,25 @@ export const TARGET_DELETE_ACTIONS = [
 /** Creating objects: denied outside the layout (bucket policy) and outside a host's own prefix. */
 export const OBJECT_CREATE_ACTIONS = ['s3:PutObject'] as const;
 
+/**
+ * When a host's `s3:PutObject` is an overwrite: a PutObject or CompleteMultipartUpload
+ * (`s3:ObjectCreationOperation` true; CreateMultipartUpload and UploadPart take no conditional
+ * header and are false) that lacks `If-None-Match` (key `s3:if-none-match` absent). Denied to hosts
+ * on the ingest bucket, so a host can create keys but never replace one.
+ */
+export const HOST_OVERWRITE_CONDITIONS = {
+  Null: { 's3:if-none-match': 'true' },
+  Bool: { 's3:ObjectCreationOperation': 'true' },
+} as const;
+
+/**
+ * When a host's `s3:PutObject` (UploadPart included) uses SSE-C: an object under a key only the
+ * host knows would be unreadable to replication and verification. Denied to hosts.
+ */
+export const HOST_SSE_C_CONDITIONS = {
+  Null: { 's3:x-amz-server-side-encryption-customer-algorithm': 'false' },
+} as const;
+
 /** Reading the credentials of an S3-compatible provider. */
 export const SECRET_READ_ACTIONS = [
   'secretsmanager:GetSecretValue',

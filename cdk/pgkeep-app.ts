@@ -39,6 +39,7 @@ export function addPgkeepStacks(app: App, config: DeployConfig): PgkeepStacks {
     config,
     key: stateful.key,
     targetSecrets: stateful.targetSecrets,
+    targetDeleteSecrets: stateful.targetDeleteSecrets,
     description: 'pgkeep: replication, retention and verification state machines, schedules, alarms',
   });
   Tags.of(app).add('pgkeep:pipeline', config.name);

@@ -16,6 +16,8 @@ export interface PipelineStackProps extends StackProps {
   readonly config: DeployConfig;
   readonly key: kms.IKey;
   readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
+  /** Delete-capable provider keys: given to retention only. @default - none */
+  readonly targetDeleteSecrets?: ReadonlyMap<string, secretsmanager.ISecret>;
 }
 
 /**
@@ -38,7 +40,13 @@ export class PipelineStack extends Stack {
     this.alerts = new AlertTopic(this, 'Alerts', { emails: config.alerts.emails });
     const alertTopic = this.alerts.topic;
     this.replication = new Replication(this, 'Replication', { config, bucket, targetSecrets, alertTopic });
-    this.retention = new Retention(this, 'Retention', { config, bucket, targetSecrets, alertTopic });
+    this.retention = new Retention(this, 'Retention', {
+      config,
+      bucket,
+      targetSecrets,
+      targetDeleteSecrets: props.targetDeleteSecrets ?? new Map(),
+      alertTopic,
+    });
     this.verification = new Verification(this, 'Verification', { config, bucket, key, alertTopic });
     this.freshness = new Freshness(this, 'Freshness', { config, bucket, targetSecrets });
     this.schedules = new PipelineSchedules(this, 'Schedules', {

@@ -24,6 +24,7 @@ export class StatefulStack extends Stack {
   readonly bucket: s3.Bucket;
   readonly key: kms.Key;
   readonly targetSecrets: ReadonlyMap<string, secretsmanager.Secret>;
+  readonly targetDeleteSecrets: ReadonlyMap<string, secretsmanager.Secret>;
   readonly hosts: ReadonlyMap<string, HostPrincipal>;
 
   constructor(scope: Construct, id: string, props: StatefulStackProps) {
@@ -38,9 +39,9 @@ export class StatefulStack extends Stack {
     const decryptors = [verificationTaskRoleArn(config.name)];
     if (config.operatorRoleArn) decryptors.push(config.operatorRoleArn);
     this.key = new BackupKey(this, 'BackupKey', { decryptorRoleArns: decryptors }).key;
-    this.targetSecrets = new TargetCredentials(this, 'TargetCredentials', {
-      targets: config.targets,
-    }).secrets;
+    const credentials = new TargetCredentials(this, 'TargetCredentials', { targets: config.targets });
+    this.targetSecrets = credentials.secrets;
+    this.targetDeleteSecrets = credentials.deleteSecrets;
 
     const hosts = new Map<string, HostPrincipal>();
     for (const cluster of config.clusters) {
@@ -66,6 +67,7 @@ export class StatefulStack extends Stack {
       });
     }
     this.hosts = hosts;
+    ingest.denyHostOverwrites([...hosts.values()].map((host) => host.role));
 
     new CfnOutput(this, 'IngestBucketName', { value: this.bucket.bucketName });
     new CfnOutput(this, 'IngestRegion', { value: this.region });

@@ -36,7 +36,7 @@ import {
   hkdfSync,
   type KeyObject,
 } from 'node:crypto';
-import { bech32 } from '@scure/base';
+import { base64nopad, bech32 } from '@scure/base';
 
 /** A parsed `age1…` (X25519) or `age1pq1…` (ML-KEM-768 + X25519 hybrid) recipient. */
 export type AgeRecipient =
@@ -219,6 +219,19 @@ function base64NoPad(bytes: Buffer): string {
 }
 
 /**
+ * `text` decoded as canonical unpadded base64, or undefined. age requires it: Node's decoder
+ * accepts padding, stray characters and non-zero trailing bits, so one stanza could be spelled
+ * several ways and a header's MAC would not pin its bytes.
+ */
+export function decodeCanonicalBase64(text: string): Buffer | undefined {
+  try {
+    return Buffer.from(base64nopad.decode(text));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The age header for `stanzas`, MAC'd with `fileKey`, ending with its newline (the payload nonce
  * follows). Stanza bodies are wrapped at 64 columns, with a final short (possibly empty) line.
  */
@@ -298,8 +311,8 @@ function x25519Identity(secret: Buffer): StanzaUnwrapper {
     unwrapFileKey(stanzas) {
       for (const stanza of stanzas) {
         if (stanza.args[0] !== 'X25519') continue;
-        const share = Buffer.from(stanza.args[1] ?? '', 'base64');
-        if (stanza.args.length !== 2 || share.length !== 32 || stanza.body.length !== 32) {
+        const share = decodeCanonicalBase64(stanza.args[1] ?? '');
+        if (stanza.args.length !== 2 || share?.length !== 32 || stanza.body.length !== 32) {
           throw new Error('invalid X25519 stanza');
         }
         const shared = diffieHellman({ privateKey, publicKey: x25519PublicKeyObject(share) });
@@ -329,8 +342,8 @@ function hybridIdentity(seed: Buffer): StanzaUnwrapper {
     unwrapFileKey(stanzas) {
       for (const stanza of stanzas) {
         if (stanza.args[0] !== 'mlkem768x25519') continue;
-        const encapsulated = Buffer.from(stanza.args[1] ?? '', 'base64');
-        if (stanza.args.length !== 2 || encapsulated.length !== 1120 || stanza.body.length !== 32) {
+        const encapsulated = decodeCanonicalBase64(stanza.args[1] ?? '');
+        if (stanza.args.length !== 2 || encapsulated?.length !== 1120 || stanza.body.length !== 32) {
           throw new Error('invalid mlkem768x25519 stanza');
         }
         const share = encapsulated.subarray(1088);

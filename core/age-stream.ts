@@ -14,6 +14,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import type { Decrypter } from 'age-encryption';
 import {
   type AgeRecipient,
+  decodeCanonicalBase64,
   encodeHeader,
   parseIdentity,
   parseRecipient,
@@ -33,14 +34,27 @@ export class AgeDecryptError extends Error {
   override name = 'AgeDecryptError';
 }
 
-/** Throws unless every recipient is an `age1…` X25519 or `age1pq1…` hybrid recipient; returns them parsed. */
+/**
+ * Throws unless every recipient is an `age1…` X25519 or `age1pq1…` hybrid recipient, all of one
+ * kind; returns them parsed. One classic stanza next to hybrid ones would let whoever records the
+ * objects today decrypt them once X25519 falls, so the mix is refused, as age 1.3 refuses it.
+ */
 export function assertRecipients(recipients: readonly string[]): AgeRecipient[] {
   if (recipients.length === 0) {
     throw new Error(
       'no recipient configured: set recipients in the config file or PGKEEP_RECIPIENTS (run `pgkeep keygen` to make one)',
     );
   }
-  return recipients.map(parseRecipient);
+  const parsed = recipients.map(parseRecipient);
+  const hybrid = parsed.findIndex((r) => r.kind === 'mlkem768x25519');
+  const classic = parsed.findIndex((r) => r.kind === 'x25519');
+  if (hybrid >= 0 && classic >= 0) {
+    const shown = (i: number) => `"${(recipients[i] ?? '').slice(0, 24)}…"`;
+    throw new Error(
+      `can't mix post-quantum and classic recipients: ${shown(hybrid)} is post-quantum (age1pq1…) and ${shown(classic)} is classic X25519 (age1…); use only age1pq1… recipients (run \`pgkeep keygen\` for more), or only age1… ones`,
+    );
+  }
+  return parsed;
 }
 
 /** An age header wrapping a fresh random file key for every recipient, and that key. */
@@ -197,6 +211,14 @@ class StreamDecrypter extends Transform {
     }
     if (prefix.length < headerEnd + 1 + NONCE_BYTES) return undefined;
     const header = prefix.subarray(0, headerEnd + 1);
+    // The library checks the MAC's value but not its spelling: a short, padded or trailing-garbage
+    // MAC line is a malformed header, not a wrong key.
+    const mac = prefix.subarray(macLine + HEADER_END.length, headerEnd).toString('latin1');
+    if (decodeCanonicalBase64(mac)?.length !== 32) {
+      throw new AgeDecryptError(
+        `invalid age header: its MAC line "--- ${mac.slice(0, 60)}" is not 32 bytes of canonical unpadded base64`,
+      );
+    }
     // An identity the library rejects fails here with its own message, not as a header problem.
     const decrypter = await this.#decrypter;
     let fileKey: Uint8Array;

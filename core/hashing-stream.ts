@@ -64,7 +64,8 @@ export class HashingStream extends Transform {
 
   /** The sha256 in hex; only once the stream has ended. */
   get sha256(): string {
-    if (this.#digest === undefined) throw new Error('sha256 read before the stream ended, or of a stream not hashed');
+    if (this.#digest === undefined)
+      throw new Error('sha256 read before the stream ended, or of a stream not hashed');
     return this.#digest;
   }
 }

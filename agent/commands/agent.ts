@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { ConfigError, requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { runLogicalBackup } from '../logical/backup.ts';
+import { sweepStaleStaging } from '../physical/archive-pipes.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
+import { BackupRunningError, withBackupLock } from '../service/backup-lock.ts';
 import type { ScheduledJob } from '../service/scheduler.ts';
 import { type ServiceEvent, startService } from '../service/service.ts';
 import { AGENT_VERSION } from '../version.ts';
@@ -29,6 +31,7 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
     const recipients = requireRecipients(config);
     const spool = new WalSpool(config.spoolDir, config.cluster);
     await spool.ensureWritable();
+    await sweepStaging(context, spool.root);
     const pgWalDir = await watchedWalDir(config.wal.pgWalDir, context.env.PGDATA);
     const jobs: ScheduledJob[] = [];
     if (config.schedules.logical) {
@@ -104,6 +107,22 @@ async function watchedWalDir(configured: string | undefined, pgData: string | un
     );
   }
   return dir;
+}
+
+/**
+ * Removes what a killed base backup left in the spool, under the backup lock so that a `pgkeep
+ * basebackup` running by hand keeps its own (it sweeps when it starts, too).
+ */
+async function sweepStaging(context: CommandContext, spoolRoot: string): Promise<void> {
+  try {
+    const removed = await withBackupLock(spoolRoot, 'pgkeep agent (sweeping the spool)', () =>
+      sweepStaleStaging(spoolRoot),
+    );
+    if (removed.length > 0)
+      context.stderr.write(`pgkeep agent: removed stale base backup staging: ${removed.join(', ')}\n`);
+  } catch (error) {
+    if (!(error instanceof BackupRunningError)) throw error;
+  }
 }
 
 /** One line per event on stderr: the journal's timestamps are enough. */

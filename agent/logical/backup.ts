@@ -51,7 +51,6 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
       key,
       source: output,
       recipients: options.recipients,
-      ifAbsent: true,
       zstdLevel: options.zstdLevel,
       onProgress: (plaintextBytes) => options.onEvent?.({ type: 'progress', what, plaintextBytes }),
     });

@@ -3,17 +3,16 @@
  * pipeline (sha256 -> zstd -> age -> sha256 -> storage), then — only once the WAL from the start to
  * the stop LSN is in the repository — the manifest, written last.
  *
- * Without tablespaces (the common case) pg_basebackup writes base.tar to its stdout and nothing
- * touches the disk. pg_basebackup cannot write more than one archive to stdout, so with
- * tablespaces it writes the tar files into a private directory in the spool first, and each is
- * streamed to the repository and deleted (the data already lives on this host's disks).
+ * Without tablespaces (the common case) pg_basebackup writes base.tar to its stdout. It cannot write
+ * more than one archive to stdout, so with tablespaces it writes each tar file into a named pipe in
+ * the spool, read by its pipeline as it is written (agent/physical/archive-pipes.ts): in neither
+ * case does a plaintext byte touch the disk.
  *
  * The WAL written during the backup is also put in base.tar (`-X fetch`): the restore still reads
  * WAL through restore_command, but the backup stays restorable to its end point without the
  * archive, and pg_basebackup reports the start and end LSN only when it includes WAL.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { baseBackupKey, manifestKey, newBackupId } from '../../core/keys.ts';
@@ -26,9 +25,16 @@ import {
 import { walFileNameForLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { storeObject } from '../object-store.ts';
-import { type PgEnv, queryRows, serverFacts, spawnProducer } from '../postgres.ts';
+import { type PgEnv, pgProgram, queryRows, serverFacts, spawnProducer } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
 import { storedWalVersions } from '../wal/push.ts';
+import {
+  openArchivePipes,
+  removeStaging,
+  runIntoPipes,
+  stagingDirName,
+  sweepStaleStaging,
+} from './archive-pipes.ts';
 import { assertArchivesHere } from './archive-preflight.ts';
 
 export interface BaseBackupOptions {
@@ -75,6 +81,10 @@ function previousByte(lsn: string): string {
 /** Takes a base backup; resolves once the manifest is written. */
 export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBackupResult> {
   const now = options.now ?? (() => new Date());
+  // Callers hold the cluster's backup lock: no other backup's staging directory can be in use.
+  const clusterSpool = join(options.spoolDir, options.cluster);
+  await mkdir(clusterSpool, { recursive: true, mode: 0o700 });
+  await sweepStaleStaging(clusterSpool);
   const startTime = now();
   const backupId = newBackupId(startTime);
   // Before anything is uploaded: the agent cannot delete an archive whose WAL never arrives.
@@ -96,7 +106,6 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
       key,
       source: source as import('node:stream').Readable,
       recipients: options.recipients,
-      ifAbsent: true,
       ...(options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel }),
       ...(options.onProgress
         ? { onProgress: (n: number) => options.onProgress?.({ archive: String(archive), plaintextBytes: n }) }
@@ -119,27 +128,34 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
     });
     await store('base', output);
   } else {
-    const staging = join(options.spoolDir, options.cluster, `basebackup-${backupId}`);
-    await mkdir(join(options.spoolDir, options.cluster), { recursive: true, mode: 0o700 });
+    const staging = join(clusterSpool, stagingDirName(backupId));
+    const oids = tablespaces.map((row) => Number(row[0])).sort((a, b) => a - b);
     try {
-      const { child, output } = spawnProducer(options.pg, 'pg_basebackup', [...args, '-D', staging]);
-      options.signal?.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
-      child.stderr?.on('data', (d: Buffer) => {
-        stderr += d.toString();
+      const pipes = await openArchivePipes(staging, ['base', ...oids]);
+      const stores = [...pipes.archives].map(([archive, source]) => store(archive, source));
+      stores.forEach((s) => {
+        s.catch(() => undefined);
       });
-      output.resume();
-      await new Promise<void>((resolve, reject) => {
-        output.once('end', resolve);
-        output.once('error', reject);
-      });
-      for (const file of (await readdir(staging)).sort()) {
-        const m = /^(base|\d+)\.tar$/.exec(file);
-        if (!m?.[1]) continue;
-        await store(m[1] === 'base' ? 'base' : Number(m[1]), createReadStream(join(staging, file)));
-        await rm(join(staging, file));
-      }
+      // Messages in English: the LSNs are read from them.
+      const exited = await runIntoPipes({
+        program: pgProgram(options.pg, 'pg_basebackup'),
+        args: [...args, '--no-sync', '-D', pipes.directory],
+        env: { ...options.pg.env, LC_MESSAGES: 'C', LC_ALL: '' },
+        pipes,
+        stagingDir: staging,
+        ...(options.signal ? { signal: options.signal } : {}),
+        onStderr: (text) => {
+          stderr += text;
+        },
+      }).then(
+        () => undefined,
+        (error: Error) => error,
+      );
+      pipes.finish(exited);
+      await Promise.all(stores);
+      if (exited) throw exited;
     } finally {
-      await rm(staging, { recursive: true, force: true });
+      await removeStaging(staging);
     }
   }
 
@@ -163,7 +179,9 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
     stopLsn,
     startWalFile,
     stopWalFile,
-    objects: objects.sort((a, b) => (a.role === b.role ? 0 : a.role === 'base' ? -1 : 1)),
+    objects: objects.sort((a, b) =>
+      a.role === b.role ? (a.tablespaceOid ?? 0) - (b.tablespaceOid ?? 0) : a.role === 'base' ? -1 : 1,
+    ),
     recipientFingerprints: options.recipients.map(recipientFingerprint),
     agentVersion: options.agentVersion,
   };

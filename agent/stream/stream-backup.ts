@@ -69,7 +69,6 @@ export async function runStreamBackup(options: StreamBackupOptions): Promise<Man
     key,
     source: output,
     recipients: options.recipients,
-    ifAbsent: true,
     zstdLevel: options.zstdLevel,
     onProgress: options.onProgress,
   });

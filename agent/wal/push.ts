@@ -374,14 +374,12 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
             plaintextSha256: inMemory.sha256,
             plaintextSizeBytes: inMemory.sizeBytes,
             recipients: options.recipients,
-            ifAbsent: true,
           })
         : storeObject({
             storage,
             key,
             source: createReadStream(options.path, { highWaterMark: 1024 * 1024 }),
             recipients: options.recipients,
-            ifAbsent: true,
             ...(options.zstdLevel === undefined ? {} : { zstdLevel: options.zstdLevel }),
           }),
     );

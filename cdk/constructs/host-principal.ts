@@ -8,6 +8,8 @@ import {
   HOST_KMS_ACTIONS,
   HOST_LIST_ACTIONS,
   HOST_OBJECT_ACTIONS,
+  HOST_OVERWRITE_CONDITIONS,
+  HOST_SSE_C_CONDITIONS,
   KMS_DECRYPT_ACTIONS,
   OBJECT_CREATE_ACTIONS,
 } from '../iam-actions.ts';
@@ -23,8 +25,9 @@ export interface HostPrincipalProps {
 
 /**
  * The identity of one database host: it may put objects and read and list its own prefix
- * (`v1/<cluster>/*`), wrap keys with the backup key, and nothing else. Deletes, anything that would
- * make an overwrite or deletion possible, governance bypass and kms:Decrypt are denied explicitly,
+ * (`v1/<cluster>/*`), wrap keys with the backup key, and nothing else. Deletes, any PutObject
+ * without `If-None-Match` (an overwrite), SSE-C uploads, anything that would make an overwrite or
+ * deletion possible, governance bypass and kms:Decrypt are denied explicitly,
  * so they stay denied whatever else gets attached to the role later.
  */
 export class HostPrincipal extends Construct {
@@ -64,6 +67,21 @@ export class HostPrincipal extends Construct {
           effect: iam.Effect.DENY,
           actions: [...OBJECT_CREATE_ACTIONS],
           notResources: [ownObjects],
+        }),
+        // The same denies as the ingest bucket policy's, so they hold even on a bucket that lacks it.
+        new iam.PolicyStatement({
+          sid: 'DenyOverwrites',
+          effect: iam.Effect.DENY,
+          actions: [...OBJECT_CREATE_ACTIONS],
+          resources: [props.bucket.arnForObjects('*')],
+          conditions: HOST_OVERWRITE_CONDITIONS,
+        }),
+        new iam.PolicyStatement({
+          sid: 'DenySseC',
+          effect: iam.Effect.DENY,
+          actions: [...OBJECT_CREATE_ACTIONS],
+          resources: [props.bucket.arnForObjects('*')],
+          conditions: HOST_SSE_C_CONDITIONS,
         }),
         new iam.PolicyStatement({
           sid: 'DenyDecrypt',

@@ -3,7 +3,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { FORMAT_PREFIX } from '../../core/keys.ts';
-import { OBJECT_CREATE_ACTIONS } from '../iam-actions.ts';
+import { HOST_OVERWRITE_CONDITIONS, HOST_SSE_C_CONDITIONS, OBJECT_CREATE_ACTIONS } from '../iam-actions.ts';
 
 export interface IngestBucketProps {
   /** Fixed so other stacks can name it without an export (cdk/names.ts ingestBucketName). */
@@ -79,6 +79,36 @@ export class IngestBucket extends Construct {
         principals: [new iam.AnyPrincipal()],
         actions: [...OBJECT_CREATE_ACTIONS],
         notResources: [this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`)],
+      }),
+    );
+  }
+
+  /**
+   * Denies `hosts` any write that could replace an object (no `If-None-Match`) and any SSE-C upload,
+   * in the bucket policy: it holds whatever identity policies say, and hosts may not change it.
+   */
+  denyHostOverwrites(hosts: readonly iam.IRole[]): void {
+    if (hosts.length === 0) return;
+    const principals = hosts.map((role) => new iam.ArnPrincipal(role.roleArn));
+    const objects = [this.bucket.arnForObjects('*')];
+    this.bucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'DenyHostOverwrites',
+        effect: iam.Effect.DENY,
+        principals,
+        actions: [...OBJECT_CREATE_ACTIONS],
+        resources: objects,
+        conditions: HOST_OVERWRITE_CONDITIONS,
+      }),
+    );
+    this.bucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'DenyHostSseC',
+        effect: iam.Effect.DENY,
+        principals,
+        actions: [...OBJECT_CREATE_ACTIONS],
+        resources: objects,
+        conditions: HOST_SSE_C_CONDITIONS,
       }),
     );
   }

@@ -18,12 +18,18 @@ export interface PipelineTargetsProps {
   readonly config: DeployConfig;
   readonly bucket: s3.IBucket;
   readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
+  /**
+   * Delete-capable provider keys; only retention gets them, so no other function even learns
+   * their ARNs. @default - none
+   */
+  readonly targetDeleteSecrets?: ReadonlyMap<string, secretsmanager.ISecret>;
 }
 
 /** The targets as the Lambdas see them: where each is, and which secret holds its key. */
 export function runtimeTargets(
   targets: TargetConfig[],
   secrets: ReadonlyMap<string, secretsmanager.ISecret>,
+  deleteSecrets: ReadonlyMap<string, secretsmanager.ISecret> = new Map(),
 ): RuntimeTarget[] {
   return targets.map((t) => {
     if (t.type === 'aws-s3')
@@ -42,6 +48,9 @@ export function runtimeTargets(
       forcePathStyle: t.forcePathStyle,
       prefix: t.prefix,
       credentialsSecretArn: secret.secretArn,
+      ...(deleteSecrets.has(t.name)
+        ? { deleteCredentialsSecretArn: deleteSecrets.get(t.name)?.secretArn as string }
+        : {}),
     };
   });
 }
@@ -51,7 +60,9 @@ export function pipelineEnvironment(props: PipelineTargetsProps): Record<string,
   return {
     [ENV.ingestBucket]: props.bucket.bucketName,
     [ENV.clusters]: JSON.stringify(props.config.clusters.map((c) => c.name)),
-    [ENV.targets]: JSON.stringify(runtimeTargets(props.config.targets, props.targetSecrets)),
+    [ENV.targets]: JSON.stringify(
+      runtimeTargets(props.config.targets, props.targetSecrets, props.targetDeleteSecrets),
+    ),
     [ENV.metricNamespace]: METRIC_NAMESPACE,
   };
 }

@@ -1,8 +1,9 @@
 import { Duration } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { TARGET_DELETE_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
+import { SECRET_READ_ACTIONS, TARGET_DELETE_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
@@ -49,6 +50,16 @@ export class Retention extends Construct {
     const readLock = TARGET_DELETE_ACTIONS.filter((a) => a === 's3:GetObjectRetention');
     grantTargets(plan.role, props, [...TARGET_READ_ACTIONS, ...readLock], plan);
     grantTargets(prune.role, props, [...TARGET_READ_ACTIONS, ...TARGET_DELETE_ACTIONS], prune);
+    // The delete-capable provider keys: this step's role alone may read them.
+    const deleteSecrets = [...(props.targetDeleteSecrets ?? new Map()).values()];
+    if (deleteSecrets.length > 0)
+      prune.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadDeleteCapableProviderKeys',
+          actions: [...SECRET_READ_ACTIONS],
+          resources: deleteSecrets.map((s) => s.secretArn),
+        }),
+      );
 
     const alert = alertStep(
       this,

@@ -19,15 +19,17 @@ export const TARGET_SECRET_TEMPLATE = { accessKeyId: '', secretAccessKey: '' };
 export class TargetCredentials extends Construct {
   /** Target name -> its secret. AWS targets have none (the replication role writes with IAM). */
   readonly secrets: ReadonlyMap<string, secretsmanager.Secret>;
+  /** Target name -> the secret of its delete-capable key, for targets that name one. */
+  readonly deleteSecrets: ReadonlyMap<string, secretsmanager.Secret>;
 
   constructor(scope: Construct, id: string, props: TargetCredentialsProps) {
     super(scope, id);
     const secrets = new Map<string, secretsmanager.Secret>();
-    for (const target of props.targets) {
-      if (target.type !== 's3-compatible') continue;
-      const secret = new secretsmanager.Secret(this, `Target-${target.name}`, {
-        secretName: target.credentialsSecretName,
-        description: `pgkeep: access key of target "${target.name}" (${target.endpoint}); fill in after deploy`,
+    const deleteSecrets = new Map<string, secretsmanager.Secret>();
+    const make = (id: string, name: string, what: string) => {
+      const secret = new secretsmanager.Secret(this, id, {
+        secretName: name,
+        description: `pgkeep: ${what}; fill in after deploy`,
         // A placeholder with no secret in it; CloudFormation never overwrites the value the operator puts.
         secretStringValue: SecretValue.unsafePlainText(JSON.stringify(TARGET_SECRET_TEMPLATE)),
         removalPolicy: RemovalPolicy.RETAIN,
@@ -37,8 +39,29 @@ export class TargetCredentials extends Construct {
         "the secret holds a third-party provider's access key (B2, Wasabi, R2, MinIO); Secrets Manager cannot rotate it, the operator rotates it at the provider",
         'AwsSolutions-SMG4',
       );
-      secrets.set(target.name, secret);
+      return secret;
+    };
+    for (const target of props.targets) {
+      if (target.type !== 's3-compatible') continue;
+      secrets.set(
+        target.name,
+        make(
+          `Target-${target.name}`,
+          target.credentialsSecretName,
+          `access key of target "${target.name}" (${target.endpoint})`,
+        ),
+      );
+      if (target.deleteCredentialsSecretName)
+        deleteSecrets.set(
+          target.name,
+          make(
+            `Target-${target.name}-Delete`,
+            target.deleteCredentialsSecretName,
+            `delete-capable access key of target "${target.name}" (${target.endpoint}), read only by retention's delete step`,
+          ),
+        );
     }
+    this.deleteSecrets = deleteSecrets;
     this.secrets = secrets;
   }
 }

@@ -20,8 +20,16 @@ export interface Location {
 /** How handlers reach buckets; tests point it at local S3-compatible servers. */
 export interface LocationFactory {
   ingest(): Promise<Location>;
-  target(target: RuntimeTarget): Promise<Location>;
+  /**
+   * The target, reached for `purpose`: `delete` uses the target's delete-capable key where it has
+   * one (retention's delete step is the only caller, and the only role that may read it).
+   * @default 'copy'
+   */
+  target(target: RuntimeTarget, purpose?: TargetPurpose): Promise<Location>;
 }
+
+/** Why a step reaches a target: copying (and reading) or deleting. */
+export type TargetPurpose = 'copy' | 'delete';
 
 function withSlash(prefix: string): string {
   return prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
@@ -52,8 +60,8 @@ export function awsLocations(
           createS3Client({ region: env.ingestRegion, checksum: 'when-supported' }),
         ),
       })),
-    target: (target) =>
-      once(`target:${target.name}`, async () => {
+    target: (target, purpose = 'copy') =>
+      once(`target:${target.name}:${purpose}`, async () => {
         const prefix = withSlash(target.prefix);
         if (target.type === 'aws-s3') {
           const options = {
@@ -64,7 +72,11 @@ export function awsLocations(
           };
           return { name: target.name, storage: new S3Storage(options, createS3Client(options)) };
         }
-        const credentials = await readCredentials(target.credentialsSecretArn);
+        const secretArn =
+          purpose === 'delete'
+            ? (target.deleteCredentialsSecretArn ?? target.credentialsSecretArn)
+            : target.credentialsSecretArn;
+        const credentials = await readCredentials(secretArn);
         const options = {
           bucket: target.bucket,
           prefix,

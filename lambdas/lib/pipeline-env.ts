@@ -41,6 +41,8 @@ const CompatibleTargetSchema = z.strictObject({
   prefix: z.string(),
   /** The Secrets Manager secret with `{"accessKeyId","secretAccessKey"}`. */
   credentialsSecretArn: z.string(),
+  /** A second secret whose key may delete; only retention's delete step is given it (and may read it). */
+  deleteCredentialsSecretArn: z.string().optional(),
 });
 
 export const RuntimeTargetSchema = z.discriminatedUnion('type', [AwsTargetSchema, CompatibleTargetSchema]);

@@ -25,7 +25,7 @@ export async function deleteBatch(
   env: PipelineEnv,
   locations: LocationFactory,
 ): Promise<DeleteBatchOutput> {
-  const target = await locations.target(findTarget(env, input.target));
+  const target = await locations.target(findTarget(env, input.target), 'delete');
   let deleted = 0;
   const locked: string[] = [];
   for (const key of input.batch.keys) {

@@ -137,6 +137,12 @@ describe('each class of bad config has its own error naming the field', () => {
       /secret "pgkeep\/targets\/b2" is used by two targets/,
     ],
     [
+      "a delete key stored in the copy key's secret",
+      (c) => (c.targets[1].deleteCredentialsSecretName = c.targets[1].credentialsSecretName),
+      'targets.1.deleteCredentialsSecretName',
+      /must name another secret than credentialsSecretName/,
+    ],
+    [
       'a negative retention count',
       (c) => (c.targets[0].retention.keepDaily = -1),
       'targets.0.retention.keepDaily',

@@ -3,6 +3,7 @@ import { bech32 } from '@scure/base';
 import * as age from 'age-encryption';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
+  decodeCanonicalBase64,
   encodeHeader,
   parseIdentity,
   parseRecipient,
@@ -36,6 +37,20 @@ describe('native age recipients', () => {
       expect((await unwrapWithLibrary(header, keys.identity)).equals(fileKey)).toBe(true);
     },
   );
+
+  it('decodes stanza arguments only as canonical unpadded base64', () => {
+    const share = randomBytes(32);
+    const canonical = share.toString('base64').replace(/=+$/, '');
+    expect(decodeCanonicalBase64(canonical)?.equals(share)).toBe(true);
+    // 32 bytes leave 2 spare bits in the last character: setting one spells the same bytes.
+    const last = canonical.at(-1) as string;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    const sloppy = `${canonical.slice(0, -1)}${alphabet[alphabet.indexOf(last) ^ 1]}`;
+    expect(Buffer.from(sloppy, 'base64').equals(share)).toBe(true);
+    expect(decodeCanonicalBase64(sloppy)).toBeUndefined();
+    expect(decodeCanonicalBase64(`${canonical}=`)).toBeUndefined();
+    expect(decodeCanonicalBase64(`${canonical.slice(0, 10)} ${canonical.slice(10)}`)).toBeUndefined();
+  });
 
   it('uses a fresh ephemeral key for every wrap', () => {
     const recipient = parseRecipient(hybrid.recipient);

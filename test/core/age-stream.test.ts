@@ -43,8 +43,10 @@ async function decrypt(ciphertext: Buffer, identities: string[], pieceBytes = 79
 describe('age stream', () => {
   let hybrid: AgeKeyPair;
   let x25519: AgeKeyPair;
+  let hybrid2: AgeKeyPair;
   beforeAll(async () => {
     ({ hybrid, x25519 } = await referenceKeyPairs());
+    ({ hybrid: hybrid2 } = await referenceKeyPairs());
   });
 
   // Sizes around the 64 KiB chunk boundary, where STREAM's last-chunk rule bites.
@@ -60,8 +62,8 @@ describe('age stream', () => {
 
   it.each(sizes)('encrypts %i bytes held in memory to what the reference library decrypts', async (size) => {
     const plaintext = randomBytes(size);
-    const ciphertext = encryptBuffer([hybrid.recipient, x25519.recipient], plaintext);
-    for (const identity of [hybrid.identity, x25519.identity]) {
+    const ciphertext = encryptBuffer([hybrid.recipient, hybrid2.recipient], plaintext);
+    for (const identity of [hybrid.identity, hybrid2.identity]) {
       const d = new age.Decrypter();
       d.addIdentity(identity);
       expect(Buffer.from(await d.decrypt(ciphertext)).equals(plaintext)).toBe(true);
@@ -78,9 +80,9 @@ describe('age stream', () => {
 
   it('encrypts to several recipients, each of which can decrypt', async () => {
     const plaintext = randomBytes(100_000);
-    const ciphertext = await encrypt(plaintext, [hybrid.recipient, x25519.recipient]);
+    const ciphertext = await encrypt(plaintext, [hybrid.recipient, hybrid2.recipient]);
     expect((await decrypt(ciphertext, [hybrid.identity])).equals(plaintext)).toBe(true);
-    expect((await decrypt(ciphertext, [x25519.identity])).equals(plaintext)).toBe(true);
+    expect((await decrypt(ciphertext, [hybrid2.identity])).equals(plaintext)).toBe(true);
   });
 
   it('fails on a flipped byte anywhere in the payload', async () => {
@@ -114,6 +116,26 @@ describe('age stream', () => {
     expect(() => assertRecipients([])).toThrow(/no recipient configured/);
     expect(() => assertRecipients(['ssh-ed25519 AAAA'])).toThrow(/invalid recipient/);
     expect(() => assertRecipients(['age1notreallyarecipient'])).toThrow(/invalid recipient/);
+  });
+
+  it('refuses to mix post-quantum and classic recipients, naming one of each', () => {
+    for (const mix of [
+      [hybrid.recipient, x25519.recipient],
+      [x25519.recipient, hybrid2.recipient, hybrid.recipient],
+    ]) {
+      const error = (() => {
+        try {
+          assertRecipients(mix);
+        } catch (e) {
+          return e as Error;
+        }
+      })();
+      expect(error?.message).toMatch(/^can't mix post-quantum and classic recipients/);
+      expect(error?.message).toContain(x25519.recipient.slice(0, 24));
+      expect(error?.message).toMatch(/"age1pq1[a-z0-9]+…" is post-quantum/);
+    }
+    expect(assertRecipients([hybrid.recipient, hybrid2.recipient])).toHaveLength(2);
+    expect(assertRecipients([x25519.recipient])).toHaveLength(1);
   });
 
   describe('with the age CLI', () => {

@@ -13,7 +13,9 @@
  * - `If-None-Match: *` on PUT is ignored (the object is overwritten). With
  *   `conditionalWrites: true` this wrapper honours it (412 PreconditionFailed) on PutObject and
  *   CompleteMultipartUpload, like AWS S3, R2 and MinIO; by default it behaves like stock s3rver,
- *   like providers without conditional writes.
+ *   like providers without conditional writes. With `createOnlyPolicy: true` it also refuses, as
+ *   the ingest bucket policy refuses a host, any PutObject or CompleteMultipartUpload without
+ *   `If-None-Match` and any SSE-C upload (403 AccessDenied).
  * - Stock s3rver writes a PUT straight into the final file, so a client that dies mid-request
  *   leaves a truncated object behind; real S3 never does. This wrapper writes to a temp file and
  *   renames it only when the whole body arrived.
@@ -60,6 +62,12 @@ export interface S3ServerOptions {
   readonly buckets?: readonly string[];
   /** Honour `If-None-Match: *` on PUT and CompleteMultipartUpload. @default false - like stock s3rver */
   readonly conditionalWrites?: boolean;
+  /**
+   * Act as the ingest bucket policy does for a host: 403 AccessDenied for a PutObject or
+   * CompleteMultipartUpload without `If-None-Match`, and for any SSE-C upload.
+   * @default false
+   */
+  readonly createOnlyPolicy?: boolean;
   /** Data directory. @default - a fresh temp directory, removed by stop() */
   readonly directory?: string;
   /** Port on 127.0.0.1. @default - a free port */
@@ -100,6 +108,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     port: options.port ?? 0,
     buckets: [...(options.buckets ?? [])],
     conditionalWrites: options.conditionalWrites ?? false,
+    createOnlyPolicy: options.createOnlyPolicy ?? false,
   };
   let running: RunningChild | undefined;
   try {
@@ -157,6 +166,7 @@ interface ChildConfig {
   port: number;
   buckets: string[];
   conditionalWrites: boolean;
+  createOnlyPolicy: boolean;
 }
 
 function nodeBinary(): string {
@@ -380,6 +390,16 @@ async function runChild(config: ChildConfig): Promise<void> {
     }
     const [, bucket = '', ...keyParts] = ctx.path.split('/');
     const key = decodeURIComponent(keyParts.join('/'));
+    if (config.createOnlyPolicy && key) {
+      // PutObject (not UploadPart, which carries partNumber) and CompleteMultipartUpload.
+      const creates =
+        (ctx.method === 'PUT' && ctx.query.partNumber === undefined) ||
+        (ctx.method === 'POST' && ctx.query.uploadId !== undefined);
+      const sseC = ctx.headers['x-amz-server-side-encryption-customer-algorithm'] !== undefined;
+      if ((creates && ctx.headers['if-none-match'] === undefined) || sseC) {
+        throw new S3Error('AccessDenied', 'Access Denied');
+      }
+    }
     if (ctx.method === 'DELETE' && key && ctx.query.uploadId !== undefined) {
       await bucketExists(bucket);
       const dir = path.join(uploadsDir(bucket), path.basename(ctx.query.uploadId));

@@ -32,7 +32,7 @@ function envFor(repository: string, extra: Record<string, string> = {}): Record<
     PGKEEP_CONFIG: join(work, 'empty.yaml'),
     PGKEEP_CLUSTER: 'shopdb',
     PGKEEP_REPOSITORY: repository,
-    PGKEEP_RECIPIENTS: `${hybrid.recipient},${x25519.recipient}`,
+    PGKEEP_RECIPIENTS: hybrid.recipient,
     PGKEEP_IDENTITY: hybrid.file,
     PGKEEP_PG_BIN: PG_BIN,
     AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
@@ -65,7 +65,8 @@ async function databaseExists(name: string): Promise<boolean> {
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'pgkeep-logical-'));
   fileRepo = join(work, 'repo');
-  for (const repo of ['repo', 'damage', 'norecipient', 'checked']) await mkdir(join(work, repo));
+  for (const repo of ['repo', 'damage', 'norecipient', 'checked', 'classic', 'mixed'])
+    await mkdir(join(work, repo));
   const makeKey = async (kind: 'hybrid' | 'x25519') => {
     const identity =
       kind === 'hybrid' ? await age.generateHybridIdentity() : await age.generateX25519Identity();
@@ -163,12 +164,21 @@ describe('file repository contents', () => {
     for (const program of ['age', 'zstd', 'pg_restore']) {
       expect(prerequisiteProblem(program), 'the standard tools alone read a stored dump').toBeUndefined();
     }
+    // The installed age CLI predates post-quantum recipients, and a backup's recipients are all of
+    // one kind: this backup is to the classic recipient alone.
+    const classic = join(work, 'classic');
+    const result = await runPgkeep(
+      ['backup', '--db', 'shop'],
+      envFor(`file://${classic}`, { PGKEEP_RECIPIENTS: x25519.recipient }),
+    );
+    expect(result.code).toBe(0);
+    const classicDump = (await filesUnder(classic)).find((f) => f.endsWith('dump.zst.age'));
     const plain = execFileSync('sh', [
       '-c',
       'age -d -i "$1" "$2" | zstd -d | "$3" --list',
       'sh',
       x25519.file,
-      dumpFile,
+      classicDump ?? 'no dump written',
       join(PG_BIN, 'pg_restore'),
     ]);
     expect(plain.toString()).toMatch(/TABLE sales customer/);
@@ -292,6 +302,19 @@ describe('refusals and configuration errors', () => {
     );
     expect(result.code).toBe(3);
     expect(result.stderr).toMatch(/no recipient configured/);
+    expect(await filesUnder(repo)).toEqual([]);
+  });
+
+  it('refuses a mix of post-quantum and classic recipients, naming both, and stores nothing', async () => {
+    const repo = join(work, 'mixed');
+    const result = await runPgkeep(
+      ['backup', '--db', 'shop'],
+      envFor(`file://${repo}`, { PGKEEP_RECIPIENTS: `${hybrid.recipient},${x25519.recipient}` }),
+    );
+    expect(result.code).toBe(3);
+    expect(result.stderr).toMatch(/can't mix post-quantum and classic recipients/);
+    expect(result.stderr).toContain(hybrid.recipient.slice(0, 24));
+    expect(result.stderr).toContain(x25519.recipient.slice(0, 24));
     expect(await filesUnder(repo)).toEqual([]);
   });
 
