@@ -40,6 +40,7 @@ const EXIT_CODE_BY_ERROR: Readonly<Record<string, number>> = {
   ObjectIntegrityError: ExitCode.integrity,
   AgeDecryptError: ExitCode.integrity,
   InvalidManifestError: ExitCode.integrity,
+  RestoredDataDirError: ExitCode.conflict,
 };
 
 export function exitCodeFor(error: unknown): number {

@@ -1,8 +1,9 @@
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { runLogicalBackup } from '../logical/backup.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
+import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
 import type { ScheduledJob } from '../service/scheduler.ts';
 import { type ServiceEvent, startService } from '../service/service.ts';
 import { AGENT_VERSION } from '../version.ts';
@@ -26,9 +27,10 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
     parseCommandArgs(context.args, {});
     const { config, storage, pg } = await setUp(context);
     const recipients = requireRecipients(config);
-    const spool = new WalSpool(config.spoolDir, config.cluster);
     const pgWalDir =
       config.wal.pgWalDir ?? (context.env.PGDATA ? join(context.env.PGDATA, 'pg_wal') : undefined);
+    if (pgWalDir) await refuseRestoredDataDir(dirname(pgWalDir), config.cluster);
+    const spool = new WalSpool(config.spoolDir, config.cluster, dirname(pgWalDir ?? resolve('pg_wal')));
     const jobs: ScheduledJob[] = [];
     if (config.schedules.logical) {
       jobs.push({
@@ -70,6 +72,7 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
       config,
       storage,
       pgWalDir,
+      spool,
       jobs,
       onEvent: (event) => log(context, event),
       push: (path) => pushWalFile({ ...walPushSettings(config, storage, recipients, spool, pgWalDir), path }),

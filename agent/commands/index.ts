@@ -18,4 +18,5 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'wal-prefetch': async () => (await import('./wal-fetch.ts')).walPrefetch,
   agent: async () => (await import('./agent.ts')).agent,
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
+  'promote-archive': async () => (await import('./promote-archive.ts')).promoteArchive,
 };

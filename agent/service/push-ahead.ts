@@ -172,6 +172,8 @@ export class WalPushAhead {
     const { metrics, spool } = this.#options;
     const path = join(this.#options.pgWalDir, name);
     const started = Date.now();
+    // wal-push waits for this push only while the claim stands (and not at all without one).
+    await spool.claim(name).catch(() => undefined);
     try {
       const result = await this.#options.push(path);
       await spool.markPushed(
@@ -217,6 +219,8 @@ export class WalPushAhead {
         error: error as Error,
         retryInMs: delayMs,
       });
+    } finally {
+      await spool.unclaim(name).catch(() => undefined);
     }
   }
 
