@@ -8,6 +8,8 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RESTORED_MARKER_FILE } from '../../../agent/physical/restored-marker.ts';
+import { livePidFileHolder } from '../../../agent/pid-lock.ts';
+import { WalSpool } from '../../../agent/wal/spool.ts';
 import { type PgCluster, startCluster, startExistingCluster } from '../../support/pg-cluster.ts';
 import { stopWalPusher } from '../../support/pgkeep-cli.ts';
 import {
@@ -112,6 +114,8 @@ describe('a test restore next to production', () => {
     await copy.sql("insert into t values ('keep-copy')");
     await switchAndWaitArchived(copy);
     expect(await walTimelines()).toEqual(['00000001', '00000002']);
+    const copyPusher = new WalSpool(h.spoolDir, h.cluster, copyDir).agentPidFile;
+    expect(await livePidFileHolder(copyPusher)).toBeDefined();
 
     for (let i = 0; i < 3; i++) {
       await production.sql(`insert into t values ('after-keep-${i}')`);
@@ -120,6 +124,7 @@ describe('a test restore next to production', () => {
       await waitArchived(production, name, 30_000);
       expect(Date.now() - startedAt).toBeLessThan(5_000);
     }
+    expect(await livePidFileHolder(copyPusher)).toBeDefined();
     const productionRows = await rows(production);
 
     // The copy's timeline 2 is the highest in the archive, but production's segments are the newest.

@@ -82,7 +82,9 @@ describe('systemd unit', () => {
       'main',
     ]);
     // The spool of the data directory archive_command runs in (its working directory).
-    expect(line.stdout).toMatch(/^archive_command = 'cd -P \.;S=\/var\/lib\/pgkeep\/spool;R="\$S"\/main\/pgdata"\$PWD";/);
+    expect(line.stdout).toMatch(
+      /^archive_command = 'cd -P \.;S=\/var\/lib\/pgkeep\/spool;R="\$S"\/main\/pgdata"\$PWD";/,
+    );
     expect(line.stdout).toContain('wal-push "$W"');
   });
 
