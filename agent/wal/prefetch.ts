@@ -5,15 +5,16 @@
  * asked for, so the two overlap) that keeps the following segments downloaded in the spool;
  * restore_command's shell line finds each there and only renames it into place.
  *
- * Files in the prefetch directory, `spool/<cluster>/prefetch/<boot id>/` (WalSpool.prefetchBootDir):
+ * Files in the prefetch directory of the data directory's spool, `prefetch/<boot id>/`
+ * (WalSpool.prefetchBootDir):
  *
  *   <name>                      complete and verified (the checks and temp-file-and-rename of
  *                               wal-fetch), so taking one is as safe as fetching it
  *   <name>.pgkeep-<pid>.tmp     <name> is in the window of the prefetcher <pid>: queued (empty) or
  *                               being written; it becomes <name> in one rename or disappears
  *
- * `prefetch.lock` holds the live prefetcher's pid (one per cluster). restore_command's shell line
- * waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
+ * `prefetch.lock` holds the live prefetcher's pid (one per data directory). restore_command's
+ * shell line waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
  * asked for, instead of starting Node to download the same segment a second time. The prefetcher
  * stops at the first missing segment (the end of the archive), on an error it cannot retry, or
  * when recovery has taken nothing for a while; it removes its temp files when it stops.

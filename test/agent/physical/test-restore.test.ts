@@ -136,4 +136,17 @@ describe('a test restore next to production', () => {
     expect(await rows(latest)).toBe(productionRows);
     expect(productionRows).not.toContain('keep-copy');
   });
+
+  it('--archive new-cluster NAME archives the copy into cluster NAME and nowhere else', async () => {
+    const before = await walTimelines();
+    const dir = await restore('elsewhere', ['--target-time', timeT, '--archive', 'new-cluster', 'staging']);
+    const copy = await startRestored(dir);
+    expect(await copy.sql('show archive_mode')).toBe('on');
+    await copy.sql("insert into t values ('staging-copy')");
+    await switchAndWaitArchived(copy);
+    const staging = await readdir(join(h.repoDir, 'v1', 'staging', 'wal'));
+    expect(staging.length).toBeGreaterThan(0);
+    expect(await walTimelines()).toEqual(before);
+    await copy.stop();
+  });
 });
