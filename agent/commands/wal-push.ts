@@ -114,9 +114,9 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
 /**
  * Starts `pgkeep wal-pusher` detached (PostgreSQL waits for wal-push, not for it) unless a live
  * agent or pusher holds the spool's pid file, then claims the pid file for it at once: the next
- * archive_command, which starts a few milliseconds later, already waits for the pusher's marker
- * instead of starting Node while the pusher is still starting. If the claim fails the pusher finds
- * the file taken and exits.
+ * archive_command, which starts a few milliseconds later, already gives the pusher its grace to
+ * claim the segment (wal/spool.ts CLAIM_GRACE_SECONDS) instead of starting Node at once. If the
+ * claim of the pid file fails the pusher finds the file taken and exits.
  */
 async function startPusher(
   context: CommandContext,

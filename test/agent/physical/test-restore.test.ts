@@ -30,8 +30,11 @@ async function rows(cluster: PgCluster): Promise<string> {
   return await cluster.sql("select string_agg(v, ',' order by v) from t");
 }
 
+const restoredDirs: string[] = [];
+
 async function restore(name: string, args: string[]): Promise<string> {
   const dir = join(h.dir, name, 'data');
+  restoredDirs.push(dir);
   const result = await h.pgkeep(['restore', '--pgdata', dir, ...args]);
   expect(result.stderr).toBe('');
   expect(result.code).toBe(0);
@@ -73,7 +76,12 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of started) await c.destroy().catch(() => {});
   if (copyDir) await stopWalPusher(h.spoolDir, h.cluster, copyDir).catch(() => {});
-  await rm(h.dir, { recursive: true, force: true });
+  // A recovery's detached prefetcher may still be idling out: stop it before removing its spool.
+  for (const dir of restoredDirs) {
+    const pid = await livePidFileHolder(new WalSpool(h.spoolDir, h.cluster, dir).prefetchLockFile);
+    if (pid !== undefined) process.kill(pid, 'SIGKILL');
+  }
+  await rm(h.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 });
 
 describe('a test restore next to production', () => {
