@@ -8,7 +8,7 @@
  * restore of it, say) never share a pid file, a marker or a prefetch window:
  *
  *   agent.pid                  the pid of the agent or transient pusher of this data directory
- *   claimed/<wal file name>    that process is pushing this file right now
+ *   claimed/<wal file name>    that process has queued this file or is pushing it
  *   pushed/<wal file name>     marker: the file is durably stored and read back (JSON: key, sha256, size)
  *   prefetch/<boot>/<wal file name>   a WAL file fetched ahead for recovery, complete and verified
  *   prefetch.lock              the pid of the one prefetcher of this data directory
@@ -106,7 +106,7 @@ export class WalSpool {
     return join(this.claimedDir, walFileName);
   }
 
-  /** Says that the holder of the pid file is pushing `walFileName` now: wal-push waits for it. */
+  /** Says that the holder of the pid file is going to push `walFileName`: wal-push waits for it. */
   async claim(walFileName: string): Promise<void> {
     await mkdir(this.claimedDir, { recursive: true, mode: 0o700 });
     await writeFile(this.claimPath(walFileName), '');
