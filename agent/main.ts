@@ -42,6 +42,7 @@ const EXIT_CODE_BY_ERROR: Readonly<Record<string, number>> = {
   InvalidManifestError: ExitCode.integrity,
   SpoolError: ExitCode.config,
   ArchiveMismatchError: ExitCode.config,
+  RestoredDataDirError: ExitCode.conflict,
 };
 
 export function exitCodeFor(error: unknown): number {

@@ -206,7 +206,7 @@ pg1-user=postgres
         const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
         times.push(await timedShell(command, pg.dataDir, alone.env));
       }
-      await stopWalPusher(alone.spool, 'bench');
+      await stopWalPusher(alone.spool, 'bench', pg.dataDir);
     }
     const alone = spools.alone as Awaited<ReturnType<typeof pgkeepConfig>>;
 

@@ -233,7 +233,7 @@ try {
     throw new Error('the host configuration must never hold an identity');
 } finally {
   // archive_command's wal-push started a transient pusher (wal.asyncSeconds); it would idle out.
-  if (spoolDir) await stopWalPusher(spoolDir, CLUSTER).catch(() => undefined);
+  if (spoolDir && pg) await stopWalPusher(spoolDir, CLUSTER, pg.dataDir).catch(() => undefined);
   await pg?.destroy();
   await Promise.all(servers.map((s) => s.stop()));
   if (work && !keep) await rm(work, { recursive: true, force: true });

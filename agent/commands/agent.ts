@@ -1,10 +1,11 @@
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConfigError, requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { runLogicalBackup } from '../logical/backup.ts';
 import { sweepStaleStaging } from '../physical/archive-pipes.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
+import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
 import { BackupRunningError, withBackupLock } from '../service/backup-lock.ts';
 import type { ScheduledJob } from '../service/scheduler.ts';
 import { type ServiceEvent, startService } from '../service/service.ts';
@@ -29,10 +30,11 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
     parseCommandArgs(context.args, {});
     const { config, storage, pg } = await setUp(context);
     const recipients = requireRecipients(config);
-    const spool = new WalSpool(config.spoolDir, config.cluster);
+    const pgWalDir = await watchedWalDir(config.wal.pgWalDir, context.env.PGDATA);
+    await refuseRestoredDataDir(dirname(pgWalDir), config.cluster);
+    const spool = new WalSpool(config.spoolDir, config.cluster, dirname(pgWalDir));
     await spool.ensureWritable();
     await sweepStaging(context, spool.root);
-    const pgWalDir = await watchedWalDir(config.wal.pgWalDir, context.env.PGDATA);
     const jobs: ScheduledJob[] = [];
     if (config.schedules.logical) {
       jobs.push({
@@ -74,6 +76,7 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
       config,
       storage,
       pgWalDir,
+      spool,
       jobs,
       onEvent: (event) => log(context, event),
       push: (path) => pushWalFile({ ...walPushSettings(config, storage, recipients, spool, pgWalDir), path }),

@@ -3,7 +3,7 @@ import { ExitCode } from '../exit-codes.ts';
 import { takeBaseBackup } from '../physical/basebackup.ts';
 import { withBackupLock } from '../service/backup-lock.ts';
 import { AGENT_VERSION } from '../version.ts';
-import { WalSpool } from '../wal/spool.ts';
+import { clusterSpoolRoot } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { formatBytes, progressLine, setUp } from './setup.ts';
@@ -26,7 +26,7 @@ Connects with the libpq variables (PGHOST, PGPORT, PGUSER; a role with REPLICATI
     const { config, storage, pg } = await setUp(context);
     const progress = progressLine(context);
     // One backup at a time per cluster: the agent's schedules take the same lock.
-    const spoolRoot = new WalSpool(config.spoolDir, config.cluster).root;
+    const spoolRoot = clusterSpoolRoot(config.spoolDir, config.cluster);
     const { manifest } = await withBackupLock(spoolRoot, 'pgkeep basebackup', () =>
       takeBaseBackup({
         storage,

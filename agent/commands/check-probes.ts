@@ -16,7 +16,7 @@ import type { Storage } from '../../storage/storage.ts';
 import { archiveFacts, archivingCluster } from '../physical/archive-preflight.ts';
 import { type PgEnv, pgProgram, queryRows } from '../postgres.ts';
 import { readClusterIdentity, storedWalVersions } from '../wal/push.ts';
-import type { WalSpool } from '../wal/spool.ts';
+import { WalSpool } from '../wal/spool.ts';
 
 /**
  * archive_mode is on and archive_command is pgkeep's line for this cluster; the name is bound to
@@ -103,9 +103,11 @@ export async function checkArchivePush(
  * Whether the user that runs archive_command (the owner of the data directory) can create and
  * write the spool. Decided from modes and owners, without writing anything.
  */
-export async function checkSpool(pg: PgEnv, spool: WalSpool): Promise<string> {
+export async function checkSpool(pg: PgEnv, spoolDir: string, cluster: string): Promise<string> {
   const [row] = await queryRows(pg, "select current_setting('data_directory')").catch(() => [[]]);
   const dataDir = row?.[0];
+  // The spool is keyed by data directory; without the server's, the current one stands in.
+  const spool = new WalSpool(spoolDir, cluster, dataDir ?? process.cwd());
   const owner = dataDir ? await stat(dataDir).catch(() => undefined) : undefined;
   const uid = owner?.uid ?? process.getuid?.() ?? 0;
   const gid = owner?.gid ?? process.getgid?.() ?? 0;

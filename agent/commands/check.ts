@@ -4,7 +4,6 @@ import { clusterPrefix } from '../../core/keys.ts';
 import { probeStorage } from '../../storage/open-storage.ts';
 import { pgProgram, serverFacts } from '../postgres.ts';
 import { readIdentityFile } from '../recipients.ts';
-import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import {
   checkArchivePush,
@@ -79,7 +78,7 @@ Writes nothing, except with --archive.
       await attempt('archive push', () => checkArchivePush(pg, storage, config.cluster, waitSeconds));
     }
     if (archiving) {
-      await attempt('spool', () => checkSpool(pg, new WalSpool(config.spoolDir, config.cluster)));
+      await attempt('spool', () => checkSpool(pg, config.spoolDir, config.cluster));
       await attempt('replication', () => checkReplication(pg));
     }
     if (config.identityFile) {

@@ -21,4 +21,5 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   stream: async () => (await import('./stream.ts')).stream,
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
   decrypt: async () => (await import('./decrypt.ts')).decrypt,
+  'promote-archive': async () => (await import('./promote-archive.ts')).promoteArchive,
 };

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { assertClusterName } from '../../core/keys.ts';
 import {
   ACCEPTED_TARGET_TIME_FORMS,
   parseTargetTime,
@@ -6,24 +7,49 @@ import {
 } from '../../core/recovery-target-time.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { type RecoveryTarget, restorePhysical } from '../physical/restore.ts';
+import type { ArchiveChoice } from '../physical/restored-marker.ts';
 import { readIdentityFile } from '../recipients.ts';
-import { restoreCommandLine, WalSpool } from '../wal/spool.ts';
+import { archiveCommandLine, restoreCommandLine, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
 import { assertTimeInArchive, defaultOwner, userIds } from './restore-owner-target.ts';
 import { setUp } from './setup.ts';
+
+const ARCHIVE_SAYS: Record<ArchiveChoice['mode'], string> = {
+  off: 'it will not archive (--archive)',
+  keep: 'it archives into this cluster with the settings it came with',
+  'new-cluster': 'it archives into the cluster named by --archive new-cluster',
+};
+
+function archiveChoice(mode: string, name: string | undefined): ArchiveChoice {
+  if (mode === 'new-cluster') {
+    if (!name)
+      throw new UsageError('--archive new-cluster needs the new cluster name: --archive new-cluster NAME');
+    assertClusterName(name);
+    return { mode, cluster: name };
+  }
+  if (name !== undefined) throw new UsageError(`unexpected argument "${name}"`);
+  if (mode === 'off' || mode === 'keep') return { mode };
+  throw new UsageError(`--archive "${mode}": use off, keep or new-cluster NAME`);
+}
 
 /** `pgkeep restore --pgdata DIR …`: restore routes here when --pgdata is given. */
 export const restorePhysicalCommand: Command = {
   summary: 'lay down a base backup and configure point-in-time recovery',
   usage: `pgkeep restore --pgdata DIR [--backup ID] [--target-time T | --target-lsn L | --target-xid X | --target-name N]
                [--target-action promote|pause|shutdown] [--overwrite] [--tablespace-map OID=DIR…] [--owner USER]
+               [--archive off|keep|new-cluster NAME]
 
 Extracts the base backup into DIR (absent or empty unless --overwrite) and configures recovery:
 recovery.signal, and a restore_command that runs pgkeep wal-fetch with this configuration. Start
 PostgreSQL on DIR afterwards. With no target, recovery replays every archived WAL file on the
-latest timeline, losing nothing that was archived; with a target it stops there and then
-promotes (default), pauses or shuts down. Needs the identity file (identityFile, PGKEEP_IDENTITY).
+primary's timeline (that of the WAL segment stored last), losing nothing that was archived; with a
+target it stops there and then promotes (default), pauses or shuts down. The restored copy does not
+archive (archive_mode = off) and carries a marker (pgkeep-restored.json) that makes wal-push refuse
+its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKEEP_IDENTITY).
+  --archive off         (default) the copy does not archive
+  --archive keep        the copy archives with the settings it came with, into this cluster
+  --archive new-cluster NAME  the copy archives into cluster NAME of this repository
   --backup ID           a base backup id (default: the newest that ends before the target)
   --overwrite           delete the contents of a non-empty DIR (and tablespace directories) first
   --tablespace-map OID=DIR  put tablespace OID in DIR instead of its original location
@@ -38,18 +64,23 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
           'a physical restore (--pgdata DIR) lays down the whole cluster',
       );
     }
-    const { values } = parseCommandArgs(context.args, {
-      pgdata: { type: 'string' },
-      backup: { type: 'string' },
-      'target-time': { type: 'string' },
-      'target-lsn': { type: 'string' },
-      'target-xid': { type: 'string' },
-      'target-name': { type: 'string' },
-      'target-action': { type: 'string' },
-      overwrite: { type: 'boolean', default: false },
-      'tablespace-map': { type: 'string', multiple: true },
-      owner: { type: 'string' },
-    });
+    const { values, positionals } = parseCommandArgs(
+      context.args,
+      {
+        pgdata: { type: 'string' },
+        backup: { type: 'string' },
+        'target-time': { type: 'string' },
+        'target-lsn': { type: 'string' },
+        'target-xid': { type: 'string' },
+        'target-name': { type: 'string' },
+        'target-action': { type: 'string' },
+        overwrite: { type: 'boolean', default: false },
+        'tablespace-map': { type: 'string', multiple: true },
+        owner: { type: 'string' },
+        archive: { type: 'string', default: 'off' },
+      },
+      1,
+    );
     if (!values.pgdata) throw new UsageError('--pgdata DIR is required');
     let targetTime: TargetTime | undefined;
     if (values['target-time'] !== undefined) {
@@ -59,6 +90,7 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
         throw new UsageError((error as Error).message);
       }
     }
+    const archive = archiveChoice(values.archive, positionals[0]);
     const targets = (['time', 'lsn', 'xid', 'name'] as const).flatMap((kind) => {
       const value = kind === 'time' ? targetTime?.value : values[`target-${kind}`];
       return value === undefined ? [] : [{ kind, value } as RecoveryTarget];
@@ -99,18 +131,24 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
       if (value) env[name] = value;
     }
     const configPath = context.configPath ?? context.env.PGKEEP_CONFIG;
-    const restoreCommand = restoreCommandLine({
+    const line = {
       nodePath: process.execPath,
       bundlePath: resolve(script),
       spoolDir: config.spoolDir,
       cluster: config.cluster,
       ...(configPath ? { configPath: resolve(configPath) } : {}),
       env,
-    });
-    // Prefetched files of an earlier restore may come from another history: start clean.
-    const { rm } = await import('node:fs/promises');
-    await rm(new WalSpool(config.spoolDir, config.cluster).prefetchDir, { recursive: true, force: true });
-    const { manifest, tablespaces } = await restorePhysical({
+    };
+    const restoreCommand = restoreCommandLine(line);
+    const archiveCommand =
+      archive.mode === 'new-cluster'
+        ? archiveCommandLine({
+            ...line,
+            cluster: archive.cluster,
+            env: { ...env, PGKEEP_CLUSTER: archive.cluster },
+          })
+        : undefined;
+    const { manifest, tablespaces, timeline } = await restorePhysical({
       storage,
       cluster: config.cluster,
       identities,
@@ -122,13 +160,22 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
       ...(targets[0] ? { target: targets[0] } : {}),
       ...(action ? { targetAction: action as 'promote' | 'pause' | 'shutdown' } : {}),
       ...(owner ? { owner } : {}),
+      archive,
+      ...(archiveCommand ? { archiveCommand } : {}),
+    });
+    // Prefetched files of an earlier restore into this directory may come from another history.
+    const { rm } = await import('node:fs/promises');
+    await rm(new WalSpool(config.spoolDir, config.cluster, values.pgdata).prefetchDir, {
+      recursive: true,
+      force: true,
     });
     const ts = Object.entries(tablespaces)
       .map(([oid, dir]) => ` tablespace ${oid} in ${dir};`)
       .join('');
     context.stdout.write(
       `restored base backup ${manifest.backupId} (timeline ${manifest.timeline}, ${manifest.startLsn}-${manifest.stopLsn}) ` +
-        `into ${values.pgdata};${ts}${owner && !values.owner ? ` files owned by uid ${owner.uid} (${owner.why});` : ''} start PostgreSQL on it to recover ${targets[0] ? `to ${targets[0].kind} ${targets[0].value}` : 'to the end of the archive'}\n`,
+        `into ${values.pgdata};${ts}${owner && !values.owner ? ` files owned by uid ${owner.uid} (${owner.why});` : ''} start PostgreSQL on it to recover ${targets[0] ? `to ${targets[0].kind} ${targets[0].value}` : 'to the end of the archive'}` +
+        `${timeline === undefined ? '' : ` on timeline ${timeline}`}; ${ARCHIVE_SAYS[archive.mode]}\n`,
     );
     return ExitCode.ok;
   },

@@ -15,7 +15,7 @@ import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
-import { walRetryPolicy } from './wal-options.ts';
+import { walDataDir, walRetryPolicy } from './wal-options.ts';
 
 /**
  * PostgreSQL aborts recovery when restore_command exits above 125; any lower code means "no such
@@ -56,11 +56,12 @@ prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
 
 async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
   const { config, storage } = await setUp(context);
-  const spool = new WalSpool(config.spoolDir, config.cluster);
+  const dataDir = walDataDir(config, context.env, path);
+  const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);
   const prefetch = parseWalFileName(name)?.kind === 'segment' && config.wal.fetchPrefetch > 0;
   const startPrefetch = async () => {
     if (prefetch)
-      await startPrefetcher(context, spool, name, config.wal.fetchPrefetch).catch(() => undefined);
+      await startPrefetcher(context, spool, dataDir, name, config.wal.fetchPrefetch).catch(() => undefined);
   };
   if (prefetch) await notePrefetchWanted(spool, name).catch(() => undefined);
   if (parseWalFileName(name)?.kind === 'segment' && (await takePrefetched(spool, name, path))) {
@@ -91,6 +92,7 @@ async function fetchOne(context: CommandContext, name: string, path: string): Pr
 async function startPrefetcher(
   context: CommandContext,
   spool: WalSpool,
+  dataDir: string,
   after: string,
   count: number,
 ): Promise<void> {
@@ -100,6 +102,8 @@ async function startPrefetcher(
     script,
     ...(context.configPath ? ['--config', context.configPath] : []),
     'wal-prefetch',
+    '--pgdata',
+    dataDir,
     after,
   ];
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
@@ -110,12 +114,13 @@ async function startPrefetcher(
 
 export const walPrefetch: Command = {
   summary: 'download the WAL segments after NAME into the spool (started by wal-fetch)',
-  usage: `pgkeep wal-prefetch NAME
+  usage: `pgkeep wal-prefetch [--pgdata DIR] NAME
 
 Downloads the wal.fetchPrefetch segments after NAME that are not in the spool yet, stopping at the
-end of the archive. wal-fetch starts it in the background; one runs per cluster at a time.`,
+end of the archive. wal-fetch starts it in the background; one runs per data directory at a time.
+  --pgdata DIR   the data directory being recovered (default: as wal-fetch finds it)`,
   async run(context) {
-    const { positionals } = parseCommandArgs(context.args, {}, 1);
+    const { positionals, values } = parseCommandArgs(context.args, { pgdata: { type: 'string' } }, 1);
     const name = positionals[0];
     if (!name || parseWalFileName(name)?.kind !== 'segment')
       throw new UsageError('NAME must be a WAL segment name');
@@ -124,7 +129,7 @@ end of the archive. wal-fetch starts it in the background; one runs per cluster 
       storage,
       cluster: config.cluster,
       identities: await readIdentityFile(config.identityFile),
-      spool: new WalSpool(config.spoolDir, config.cluster),
+      spool: new WalSpool(config.spoolDir, config.cluster, values.pgdata ?? walDataDir(config, context.env)),
       after: name,
       count: config.wal.fetchPrefetch,
       retry: walRetryPolicy(config),

@@ -4,8 +4,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
-import { processAlive } from '../process-alive.ts';
-import { claimPidFile, livePidFileHolder } from '../wal/pid-file.ts';
+import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
+import { claimPidFile, livePidFileHolder, processAlive } from '../pid-lock.ts';
 import {
   ForeignWalError,
   pushWalFile,
@@ -17,28 +17,28 @@ import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
 import { setUp } from './setup.ts';
-import { walPushSettings } from './wal-options.ts';
-
-/** How long wal-push waits for a running service to push a file before pushing it itself. */
-const SERVICE_WAIT_MS = 10_000;
+import { walDataDir, walPushSettings, walRetryPolicy } from './wal-options.ts';
 
 /**
- * When the service is running it pushes every ready file, several at a time; pushing the same
- * file here too would only double the work. Waits for its marker, bounded, and gives up early if
- * the service goes away.
+ * When the agent or transient pusher of this data directory has claimed the file (it is pushing
+ * it now), pushing it here too would only double the work: waits for its marker while the claim
+ * stands and its holder lives, up to `timeoutMs` (the holder's own retry deadline). A file nobody
+ * claimed is not waited for at all: the pusher may never push it (a file outside the pg_wal it
+ * watches, another data directory, a stuck pusher).
  */
-async function waitForService(
+async function waitForClaimedPush(
   spool: WalSpool,
   name: string,
   timeoutMs: number,
 ): Promise<PushedMarker | undefined> {
   const pid = await livePidFileHolder(spool.agentPidFile);
-  if (pid === undefined) return undefined;
+  if (pid === undefined || !(await spool.claimed(name))) return undefined;
   const deadline = Date.now() + timeoutMs;
   for (let delay = 5; Date.now() < deadline; delay = Math.min(delay * 2, 50)) {
     const marker = await spool.readMarker(name);
     if (marker) return marker;
-    if (!processAlive(pid)) return undefined;
+    // The push ended (the marker is written before the claim is dropped) or its process is gone.
+    if (!processAlive(pid) || !(await spool.claimed(name))) return spool.readMarker(name);
     await sleep(delay);
   }
   return undefined;
@@ -53,7 +53,10 @@ back with its hash checked, or was already stored with identical content (Postgr
 after a crash). The same name with different content, or WAL of another PostgreSQL cluster, exits
 non-zero and stores nothing. An unreachable repository is retried for wal.retrySeconds, then the
 command fails and PostgreSQL tries again later. When the agent service already pushed the file,
-returns at once. Never exits above 125 (PostgreSQL would restart its archiver).
+returns at once; when it is pushing it right now, waits for that push; otherwise pushes at once.
+A data directory laid down by \`pgkeep restore --pgdata\` is refused (exit 6) unless its restore
+allowed archiving into this cluster: see \`pgkeep promote-archive\`. Never exits above 125
+(PostgreSQL would restart its archiver).
 
 Without a running service, after its own push it starts \`pgkeep wal-pusher\` in the background
 (like pgBackRest's archive-async), which pushes the following ready segments ahead so that the
@@ -65,11 +68,13 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
     if (!path) throw new UsageError('PATH is required: the WAL file to archive (%p in archive_command)');
     const { config, storage } = await setUp(context);
     const recipients = requireRecipients(config);
-    const spool = new WalSpool(config.spoolDir, config.cluster);
+    const dataDir = walDataDir(config, context.env, path);
+    await refuseRestoredDataDir(dataDir, config.cluster);
+    const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);
     await spool.ensureWritable();
 
-    // The service pushed it already (or is about to): trust its marker only for these exact bytes
-    // and this repository.
+    // The service pushed it already (or is pushing it): trust its marker only for these exact
+    // bytes and this repository.
     const name = basename(path);
     const marker = await spool.readMarker(name);
     // archive_command's shell line already waited for the agent when it sets PGKEEP_NO_AGENT_WAIT.
@@ -77,7 +82,7 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       marker ??
       (context.env.PGKEEP_NO_AGENT_WAIT === '1'
         ? undefined
-        : await waitForService(spool, name, SERVICE_WAIT_MS));
+        : await waitForClaimedPush(spool, name, walRetryPolicy(config).deadlineMs));
     if (waited && waited.repository === storage.displayUrl) {
       const { sha256 } = await sha256OfFile(path);
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
@@ -95,7 +100,7 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
     }
     // Only an optimisation for the segments after this one, which is stored: never a failure.
     if (config.wal.asyncSeconds > 0) {
-      await startPusher(context, spool, path, {
+      await startPusher(context, spool, dataDir, path, {
         key: pushed.key,
         plaintextSha256: pushed.plaintextSha256,
         plaintextSizeBytes: pushed.plaintextSizeBytes,
@@ -110,29 +115,27 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
 /**
  * Starts `pgkeep wal-pusher` detached (PostgreSQL waits for wal-push, not for it) unless a live
  * agent or pusher holds the spool's pid file, then claims the pid file for it at once: the next
- * archive_command, which starts a few milliseconds later, already waits for the pusher's marker
- * instead of starting Node while the pusher is still starting. If the claim fails the pusher finds
- * the file taken and exits.
+ * archive_command, which starts a few milliseconds later, already gives the pusher its grace to
+ * claim the segment (wal/spool.ts CLAIM_GRACE_SECONDS) instead of starting Node at once. If the
+ * claim of the pid file fails the pusher finds the file taken and exits.
  */
 async function startPusher(
   context: CommandContext,
   spool: WalSpool,
+  dataDir: string,
   path: string,
   marker: PushedMarker,
 ): Promise<void> {
   const script = process.argv[1];
   if (!script || (await livePidFileHolder(spool.agentPidFile)) !== undefined) return;
-  // %p is pg_wal/<name> relative to the data directory: its directory is the pg_wal to watch.
-  const walDir = dirname(resolve(path));
-  const isPgWal = await stat(join(walDir, 'archive_status')).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
+  // The pg_wal of the data directory that keys this spool, so the pusher shares it.
+  const walDir = join(dataDir, 'pg_wal');
   const args = [
     script,
     ...(context.configPath ? ['--config', context.configPath] : []),
     'wal-pusher',
-    ...(isPgWal ? ['--pg-wal', walDir] : []),
+    '--pg-wal',
+    walDir,
   ];
   await mkdir(spool.root, { recursive: true, mode: 0o700 });
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
@@ -144,6 +147,7 @@ async function startPusher(
   // for a file PostgreSQL has marked ready, whose bytes cannot change until it is done (wal/spool.ts);
   // the pusher removes the marker once it is.
   const name = basename(path);
+  if (dirname(resolve(path)) !== resolve(walDir)) return;
   const ready = await stat(join(walDir, 'archive_status', `${name}.ready`)).then(
     () => true,
     () => false,

@@ -5,19 +5,20 @@
  * archive_command; one process that stays a little while and pushes several segments at a time
  * can, and its markers let archive_command return without starting Node.
  */
-import { join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
+import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
+import { claimPidFile, readPidFile, releasePidFile } from '../pid-lock.ts';
 import { Metrics } from '../service/metrics.ts';
 import { WalPushAhead } from '../service/push-ahead.ts';
-import { claimPidFile, readPidFile, releasePidFile } from '../wal/pid-file.ts';
 import { pushWalFile } from '../wal/push.ts';
 import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
 import { setUp } from './setup.ts';
-import { walPushSettings } from './wal-options.ts';
+import { walPushSettings, watchedPgWalDir } from './wal-options.ts';
 
 /** How often the pusher checks for idleness and for a successor in the pid file. */
 const CHECK_INTERVAL_MS = 250;
@@ -33,7 +34,8 @@ push when no service runs and wal.asyncSeconds is above 0. It holds the spool's 
 runs (one pusher or service per cluster) and exits once nothing was left to push for
 wal.asyncSeconds, on SIGTERM or SIGINT, or at once when \`pgkeep agent\` takes the pid file over;
 pushes in flight are always finished first.
-  --pg-wal DIR   pg_wal to watch (default: wal.pgWalDir, else $PGDATA/pg_wal, else ./pg_wal)`,
+  --pg-wal DIR   pg_wal to watch (default: wal.pgWalDir, else $PGDATA/pg_wal, else ./pg_wal);
+                 its data directory keys the spool`,
   async run(context) {
     // First of all: a SIGTERM from here on finishes pushes in flight instead of killing them.
     let signalled = false;
@@ -45,16 +47,15 @@ pushes in flight are always finished first.
     const { values } = parseCommandArgs(context.args, { 'pg-wal': { type: 'string' } });
     const { config, storage } = await setUp(context);
     const recipients = requireRecipients(config);
-    const spool = new WalSpool(config.spoolDir, config.cluster);
-    // archive_command runs with the data directory as its working directory.
-    const pgWalDir = resolve(
-      values['pg-wal'] ??
-        config.wal.pgWalDir ??
-        (context.env.PGDATA ? join(context.env.PGDATA, 'pg_wal') : 'pg_wal'),
-    );
+    const pgWalDir = watchedPgWalDir(config, context.env, values['pg-wal']);
+    const dataDir = dirname(pgWalDir);
+    await refuseRestoredDataDir(dataDir, config.cluster);
+    const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);
     const pid = process.pid;
     try {
       if (signalled || !(await claimPidFile(spool.agentPidFile, pid))) return ExitCode.ok;
+      // Claims of a predecessor that died are void.
+      await spool.clearClaims();
       let pushed = 0;
       const settings = walPushSettings(config, storage, recipients, spool, pgWalDir);
       const pushAhead = new WalPushAhead({

@@ -11,12 +11,14 @@ import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { backupIdOfManifestKey, manifestsPrefix } from '../../core/keys.ts';
+import { backupIdOfManifestKey, manifestsPrefix, walPrefix } from '../../core/keys.ts';
 import { compareManifests, type Manifest, type ManifestObject, parseManifest } from '../../core/manifest.ts';
+import { primaryTimeline } from '../../core/primary-timeline.ts';
 import { parseLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { readStages } from '../object-store.ts';
 import { postgresqlConfString } from '../wal/spool.ts';
+import { type ArchiveChoice, writeRestoredMarker } from './restored-marker.ts';
 
 export type RecoveryTarget =
   | { readonly kind: 'time'; readonly value: string }
@@ -42,12 +44,28 @@ export interface PhysicalRestoreOptions {
   readonly tablespaceMap?: Readonly<Record<number, string>>;
   /** Owner of every file laid down (the server's user when restoring as root). */
   readonly owner?: { readonly uid: number; readonly gid: number };
+  /** Where the restored cluster may archive (restored-marker.ts). @default - off */
+  readonly archive?: ArchiveChoice;
+  /** The archive_command for `archive.mode: 'new-cluster'` (wal/spool.ts archiveCommandLine). */
+  readonly archiveCommand?: string;
 }
 
 export interface PhysicalRestoreResult {
   readonly manifest: Manifest;
   /** OID -> directory of each tablespace laid down. */
   readonly tablespaces: Record<number, string>;
+  /** The timeline recovery follows (core/primary-timeline.ts); undefined: 'latest', no WAL stored. */
+  readonly timeline: number | undefined;
+}
+
+/** The primary's timeline in the repository (core/primary-timeline.ts), by one listing of its WAL. */
+export async function repositoryPrimaryTimeline(
+  storage: Storage,
+  cluster: string,
+): Promise<number | undefined> {
+  const objects = [];
+  for await (const info of storage.list(walPrefix(cluster))) objects.push(info);
+  return primaryTimeline(objects);
 }
 
 /** Every base-backup manifest of the cluster, oldest first. */
@@ -132,13 +150,23 @@ async function extract(storage: Storage, object: ManifestObject, identities: rea
   ]);
 }
 
-function recoverySettings(options: PhysicalRestoreOptions): string {
+function recoverySettings(options: PhysicalRestoreOptions, timeline: number | undefined): string {
   const lines = [
     '',
     `# Added by pgkeep restore at ${new Date().toISOString()}`,
     `restore_command = ${postgresqlConfString(options.restoreCommand)}`,
-    "recovery_target_timeline = 'latest'",
+    // The primary's timeline, not PostgreSQL's 'latest' (the highest one archived): a restored
+    // copy that archived here must not decide what a restore replays.
+    `recovery_target_timeline = ${postgresqlConfString(timeline === undefined ? 'latest' : String(timeline))}`,
   ];
+  const archive = options.archive ?? { mode: 'off' };
+  if (archive.mode === 'off') {
+    lines.push("archive_mode = 'off' # a restored copy does not archive: pgkeep restore --archive");
+  } else if (archive.mode === 'new-cluster') {
+    if (!options.archiveCommand)
+      throw new Error('archive mode new-cluster needs the archive_command to write');
+    lines.push("archive_mode = 'on'", `archive_command = ${postgresqlConfString(options.archiveCommand)}`);
+  }
   const target = options.target;
   if (target) {
     lines.push(`recovery_target_${target.kind} = ${postgresqlConfString(target.value)}`);
@@ -150,9 +178,14 @@ function recoverySettings(options: PhysicalRestoreOptions): string {
 /** Lays the backup down and configures recovery; start PostgreSQL on `pgData` afterwards. */
 export async function restorePhysical(options: PhysicalRestoreOptions): Promise<PhysicalRestoreResult> {
   const manifests = await listBaseBackups(options.storage, options.cluster);
+  const timeline = await repositoryPrimaryTimeline(options.storage, options.cluster);
   const manifest = options.backupId
     ? manifests.find((m) => m.backupId === options.backupId)
-    : chooseBaseBackup(manifests, options.target);
+    : chooseBaseBackup(
+        // A backup on a later timeline than the primary's cannot lead to it.
+        manifests.filter((m) => timeline === undefined || (m.timeline ?? 1) <= timeline),
+        options.target,
+      );
   if (!manifest) {
     const known = manifests.map((m) => m.backupId).join(', ') || 'none';
     throw new Error(
@@ -196,13 +229,19 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
     await extract(options.storage, object, options.identities, dir);
   }
 
-  await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options));
+  await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options, timeline));
+  await writeRestoredMarker(options.pgData, {
+    cluster: options.cluster,
+    backupId: manifest.backupId,
+    restoredAt: new Date().toISOString(),
+    archive: options.archive ?? { mode: 'off' },
+  });
   await writeFile(join(options.pgData, 'recovery.signal'), '');
   await rm(join(options.pgData, 'standby.signal'), { force: true });
   if (options.owner) {
     for (const dir of [options.pgData, ...Object.values(tablespaces)]) await chownTree(dir, options.owner);
   }
-  return { manifest, tablespaces };
+  return { manifest, tablespaces, timeline };
 }
 
 async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {

@@ -41,6 +41,8 @@ export class WalPushAhead {
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #backoff = new Map<string, { until: number; delayMs: number }>();
   #pending: string[] = [];
+  /** Names with a claim in the spool: queued or in flight (wal-push waits only for those). */
+  readonly #claimed = new Set<string>();
   #ready = new Set<string>();
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -154,7 +156,28 @@ export class WalPushAhead {
       .filter((name) => (this.#backoff.get(name)?.until ?? 0) <= now)
       // Timeline history first (recovery needs it to follow a timeline), then in WAL order.
       .sort((a, b) => Number(b.endsWith('.history')) - Number(a.endsWith('.history')) || a.localeCompare(b));
+    await this.#updateClaims();
     this.#dispatch();
+  }
+
+  /**
+   * Claims what is queued or in flight and drops the claims of anything else (pushed, failed and
+   * backing off, or gone): archive_command and wal-push wait for this process exactly for the
+   * files it is going to push.
+   */
+  async #updateClaims(): Promise<void> {
+    const { spool } = this.#options;
+    const wanted = new Set([...this.#pending, ...this.#inFlight.keys()]);
+    for (const name of wanted) {
+      if (this.#claimed.has(name)) continue;
+      this.#claimed.add(name);
+      await spool.claim(name).catch(() => undefined);
+    }
+    for (const name of this.#claimed) {
+      if (wanted.has(name)) continue;
+      this.#claimed.delete(name);
+      await spool.unclaim(name).catch(() => undefined);
+    }
   }
 
   #dispatch(): void {
@@ -172,6 +195,11 @@ export class WalPushAhead {
     const { metrics, spool } = this.#options;
     const path = join(this.#options.pgWalDir, name);
     const started = Date.now();
+    // Normally claimed while it was queued (#updateClaims).
+    if (!this.#claimed.has(name)) {
+      this.#claimed.add(name);
+      await spool.claim(name).catch(() => undefined);
+    }
     try {
       const result = await this.#options.push(path);
       await spool.markPushed(
@@ -217,6 +245,10 @@ export class WalPushAhead {
         error: error as Error,
         retryInMs: delayMs,
       });
+    } finally {
+      // After the marker: wal-push finds the marker when it sees the claim gone.
+      this.#claimed.delete(name);
+      await spool.unclaim(name).catch(() => undefined);
     }
   }
 

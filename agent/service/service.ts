@@ -10,7 +10,7 @@ import type { Server } from 'node:http';
 import type { Storage } from '../../storage/storage.ts';
 import type { AgentConfig } from '../config.ts';
 import type { WalPushResult } from '../wal/push.ts';
-import { WalSpool } from '../wal/spool.ts';
+import { clusterSpoolRoot, type WalSpool } from '../wal/spool.ts';
 import { Metrics, serveMetrics } from './metrics.ts';
 import { type PushAheadEvent, WalPushAhead } from './push-ahead.ts';
 import { BackupScheduler, type ScheduledJob, type SchedulerEvent } from './scheduler.ts';
@@ -26,6 +26,8 @@ export interface ServiceOptions {
   readonly storage: Storage;
   /** pg_wal of the cluster to push ahead for; undefined = no push-ahead (schedules only). */
   readonly pgWalDir: string | undefined;
+  /** The spool of the data directory of `pgWalDir` (or of the working directory without one). */
+  readonly spool: WalSpool;
   readonly push: (path: string) => Promise<WalPushResult>;
   readonly jobs: readonly ScheduledJob[];
   readonly onEvent?: (event: ServiceEvent) => void;
@@ -50,8 +52,9 @@ export function servicePidFile(spool: WalSpool): string {
 
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   const { config } = options;
-  const spool = new WalSpool(config.spoolDir, config.cluster);
+  const { spool } = options;
   await mkdir(spool.root, { recursive: true, mode: 0o700 });
+  await spool.clearClaims();
   const metrics = new Metrics();
   metrics.set('pgkeep_up', 'the agent service is running', 1);
   const pushAhead =
@@ -68,7 +71,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         });
   const scheduler = new BackupScheduler({
     jobs: options.jobs,
-    spoolRoot: spool.root,
+    spoolRoot: clusterSpoolRoot(config.spoolDir, config.cluster),
     metrics,
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   });

@@ -5,24 +5,25 @@
  * asked for, so the two overlap) that keeps the following segments downloaded in the spool;
  * restore_command's shell line finds each there and only renames it into place.
  *
- * Files in the prefetch directory, `spool/<cluster>/prefetch/<boot id>/` (WalSpool.prefetchBootDir):
+ * Files in the prefetch directory of the data directory's spool, `prefetch/<boot id>/`
+ * (WalSpool.prefetchBootDir):
  *
  *   <name>                      complete and verified (the checks and temp-file-and-rename of
  *                               wal-fetch), so taking one is as safe as fetching it
  *   <name>.pgkeep-<pid>.tmp     <name> is in the window of the prefetcher <pid>: queued (empty) or
  *                               being written; it becomes <name> in one rename or disappears
  *
- * `prefetch.lock` holds the live prefetcher's pid (one per cluster). restore_command's shell line
- * waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
+ * `prefetch.lock` holds the live prefetcher's pid (one per data directory). restore_command's
+ * shell line waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
  * asked for, instead of starting Node to download the same segment a second time. The prefetcher
  * stops at the first missing segment (the end of the archive), on an error it cannot retry, or
  * when recovery has taken nothing for a while; it removes its temp files when it stops.
  */
-import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { nextWalSegmentFileName, parseWalFileName } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { processAlive } from '../process-alive.ts';
+import { claimPidFile, livePidFileHolder, releasePidFile } from '../pid-lock.ts';
 import { fetchWalFile, fsyncDir, tempPathFor } from './fetch.ts';
 import type { RetryPolicy } from './retry.ts';
 import type { WalSpool } from './spool.ts';
@@ -74,46 +75,17 @@ export interface PrefetchOptions {
   readonly retry: RetryPolicy;
 }
 
-/** The pid in the prefetch lock, 0 when there is none. */
-async function lockHolder(spool: WalSpool): Promise<number> {
-  const pid = Number.parseInt(await readFile(spool.prefetchLockFile, 'utf8').catch(() => ''), 10);
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
-}
-
-/**
- * Makes `pid` the holder of the prefetch lock unless a live process holds it; true when it does.
- * The lock file appears with its content in one step (link of a written temp file), so a reader
- * never sees it empty; a holder that died is replaced.
- */
+/** Makes `pid` the holder of the prefetch lock unless a live process holds it; true when it does. */
 async function claimLock(spool: WalSpool, pid: number): Promise<boolean> {
   await mkdir(spool.root, { recursive: true, mode: 0o700 });
-  const path = spool.prefetchLockFile;
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, `${pid}\n`, { mode: 0o600 });
-  try {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await link(tmp, path);
-        return true;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-        const holder = await lockHolder(spool);
-        // wal-fetch claims the lock for the prefetcher it starts (see reservePrefetch).
-        if (holder === pid) return true;
-        if (holder > 0 && processAlive(holder)) return false;
-        await rm(path, { force: true });
-      }
-    }
-    return false;
-  } finally {
-    await rm(tmp, { force: true });
-  }
+  // wal-fetch claims the lock for the prefetcher it starts (see reservePrefetch): the prefetcher
+  // then finds its own pid there.
+  return claimPidFile(spool.prefetchLockFile, pid);
 }
 
-/** Whether a live prefetcher holds the lock for this cluster. */
+/** Whether a live prefetcher holds the lock for this data directory. */
 export async function prefetcherRunning(spool: WalSpool): Promise<boolean> {
-  const holder = await lockHolder(spool);
-  return holder > 0 && processAlive(holder);
+  return (await livePidFileHolder(spool.prefetchLockFile)) !== undefined;
 }
 
 /**
@@ -324,6 +296,6 @@ export async function prefetchAhead(
     wakeWorkers();
     await Promise.all(workers);
     await removeMine(() => false);
-    if ((await lockHolder(spool)) === process.pid) await rm(spool.prefetchLockFile, { force: true });
+    await releasePidFile(spool.prefetchLockFile, process.pid);
   }
 }

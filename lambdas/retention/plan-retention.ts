@@ -14,7 +14,6 @@ import { text } from 'node:stream/consumers';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import {
   backupIdOfManifestKey,
-  clusterPrefix,
   manifestsPrefix,
   parseWalKey,
   verifyReportPrefix,

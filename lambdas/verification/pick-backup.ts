@@ -6,7 +6,6 @@
 import { text } from 'node:stream/consumers';
 import {
   backupIdOfManifestKey,
-  clusterPrefix,
   manifestKey,
   manifestsPrefix,
   verifyReportKey,

@@ -1,7 +1,7 @@
 /** Runs the bundled agent (dist/pgkeep.mjs) as a user would: a separate process, Node 24. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
-import { livePidFileHolder } from '../../agent/wal/pid-file.ts';
+import { livePidFileHolder } from '../../agent/pid-lock.ts';
 import { WalSpool } from '../../agent/wal/spool.ts';
 
 export const PROJECT_ROOT = resolve(import.meta.dirname, '../..');
@@ -46,10 +46,10 @@ export async function runPgkeep(args: readonly string[], env: Record<string, str
 
 /**
  * Stops the transient WAL pusher that `wal-push` starts when no service runs (wal.asyncSeconds),
- * by the pid in the cluster's spool, and waits for it to go (it lets a push in flight finish).
+ * by the pid in the data directory's spool, and waits for it to go (it lets a push in flight finish).
  */
-export async function stopWalPusher(spoolDir: string, cluster: string): Promise<void> {
-  const pidFile = new WalSpool(spoolDir, cluster).agentPidFile;
+export async function stopWalPusher(spoolDir: string, cluster: string, dataDir: string): Promise<void> {
+  const pidFile = new WalSpool(spoolDir, cluster, dataDir).agentPidFile;
   const pid = await livePidFileHolder(pidFile);
   if (pid === undefined) return;
   process.kill(pid, 'SIGTERM');

@@ -117,10 +117,18 @@ describe('point-in-time recovery through pgkeep', () => {
     await restored.stop();
   });
 
-  it('restores to time T exactly, and a promoted restore writes a new timeline that a later restore follows', async () => {
+  it('restores to time T exactly, and a restore adopted as the new primary writes a new timeline that a later restore follows', async () => {
     const restored = await restoreAndStart(['--target-time', timeT], true);
     expect(await state(restored)).toBe(stateAtT);
     expect(await restored.sql('select timeline_id from pg_control_checkpoint()')).not.toBe('1');
+    // A real failover: the restored copy becomes the primary (without this its WAL is refused).
+    const adopted = await h.pgkeep([
+      'promote-archive',
+      '--pgdata',
+      restoreDirs[restoreDirs.length - 1] as string,
+    ]);
+    expect(adopted.stderr).toBe('');
+    expect(adopted.stdout).toContain('00000002.history stored');
 
     // Timeline 2: writes after the promotion, archived through pgkeep like any other WAL.
     await restored.sql('create table after_promotion as select g from generate_series(1, 1000) g');

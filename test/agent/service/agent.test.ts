@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WalSpool } from '../../../agent/wal/spool.ts';
 import { nextWalSegmentFileName } from '../../../core/wal-names.ts';
 import { finishSegments, freePort, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
@@ -89,7 +90,7 @@ describe('pgkeep agent', () => {
     agent = startAgent();
     await until('the agent to start', async () => agent?.output().includes('started'));
     const names = await finishSegments(cluster, 6);
-    const markers = join(h.spoolDir, h.cluster, 'pushed');
+    const markers = new WalSpool(h.spoolDir, h.cluster, cluster.dataDir).pushedDir;
     await until('the agent to push every ready segment', async () => {
       const pushed: string[] = await readdir(markers).catch(() => []);
       return names.every((n) => pushed.includes(n));
@@ -156,6 +157,8 @@ describe('pgkeep agent', () => {
     agent.child.kill('SIGTERM');
     expect(await agent.exited).toBe(0);
     expect(agent.output()).toContain('stopped');
-    await expect(readFile(join(h.spoolDir, h.cluster, 'agent.pid'))).rejects.toThrow();
+    await expect(
+      readFile(new WalSpool(h.spoolDir, h.cluster, cluster.dataDir).agentPidFile),
+    ).rejects.toThrow();
   });
 });

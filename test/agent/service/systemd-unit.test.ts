@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderAgentUnit } from '../../../agent/systemd/unit.ts';
-import { archiveCommandLine } from '../../../agent/wal/spool.ts';
+import { archiveCommandLine, WalSpool } from '../../../agent/wal/spool.ts';
 import { prerequisiteProblem } from '../../../scripts/prerequisites.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 
@@ -87,40 +87,62 @@ describe('systemd unit', () => {
       '--cluster',
       'main',
     ]);
-    expect(line.stdout).toMatch(/^archive_command = 'M=''\/var\/lib\/pgkeep\/spool\/main\/pushed''\/%f; /);
-    expect(line.stdout).toContain('wal-push %p');
+    // The spool of the data directory archive_command runs in (its working directory).
+    expect(line.stdout).toMatch(
+      /^archive_command = 'cd -P \.;S=\/var\/lib\/pgkeep\/spool;R="\$S"\/main\/pgdata"\$PWD";/,
+    );
+    expect(line.stdout).toContain('wal-push "$W"');
   });
 
   it('builds an archive_command whose fast paths need no Node', async () => {
-    const spool = join(dir, "sp'ool");
+    const spoolDir = join(dir, "sp'ool");
+    const dataDir = join(dir, 'pgdata');
+    await mkdir(dataDir, { recursive: true });
     const line = archiveCommandLine({
       nodePath: '/bin/echo',
       bundlePath: '/opt/pgkeep.mjs',
-      spoolDir: spool,
+      spoolDir,
       cluster: 'main',
     });
+    const spool = new WalSpool(spoolDir, 'main', dataDir);
     const run = async (command: string) =>
-      await execFileAsync('sh', ['-c', command.replaceAll('%p', join(dir, 'seg')).replaceAll('%f', 'seg')]);
-    await writeFile(join(dir, 'seg'), 'x');
+      await execFileAsync('sh', ['-c', command.replaceAll('%p', 'pg_wal/seg').replaceAll('%f', 'seg')], {
+        cwd: dataDir,
+      });
+    await mkdir(join(dataDir, 'pg_wal'));
+    await writeFile(join(dataDir, 'pg_wal', 'seg'), 'x');
     // No marker, no agent: falls through to Node (here /bin/echo prints the invocation).
-    expect((await run(line)).stdout).toBe(`/opt/pgkeep.mjs wal-push ${join(dir, 'seg')}\n`);
+    expect((await run(line)).stdout).toBe('/opt/pgkeep.mjs wal-push pg_wal/seg\n');
     // A marker newer than the segment: exits 0 without running anything.
-    await mkdir(join(spool, 'main', 'pushed'), { recursive: true });
-    await writeFile(join(spool, 'main', 'pushed', 'seg'), '{}');
+    await mkdir(spool.pushedDir, { recursive: true });
+    await writeFile(spool.markerPath('seg'), '{}');
     expect((await run(line)).stdout).toBe('');
     // The segment changed after the marker was written: not trusted.
     await new Promise((r) => setTimeout(r, 20));
-    await writeFile(join(dir, 'seg'), 'y');
+    await writeFile(join(dataDir, 'pg_wal', 'seg'), 'y');
     expect((await run(line)).stdout).toContain('wal-push');
-    // A live agent (this process's pid) that writes the marker while archive_command waits.
-    await rm(join(spool, 'main', 'pushed', 'seg'));
-    await writeFile(join(spool, 'main', 'agent.pid'), String(process.pid));
-    setTimeout(() => void writeFile(join(spool, 'main', 'pushed', 'seg'), '{}'), 300);
+    // A live agent (this process's pid) that claimed the segment and writes its marker while
+    // archive_command waits.
+    await rm(spool.markerPath('seg'));
+    await writeFile(spool.agentPidFile, String(process.pid));
+    await spool.claim('seg');
+    setTimeout(() => void writeFile(spool.markerPath('seg'), '{}'), 300);
     const started = Date.now();
     expect((await run(line)).stdout).toBe('');
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    // A live agent that does not claim the segment (it does not push it): no 10 s wait.
+    await rm(spool.markerPath('seg'));
+    await spool.unclaim('seg');
+    const unclaimed = Date.now();
+    expect((await run(line)).stdout).toContain('wal-push');
+    expect(Date.now() - unclaimed).toBeLessThan(1_500);
+    // Another data directory's agent and markers are not this one's.
+    const other = new WalSpool(spoolDir, 'main', join(dir, 'other'));
+    await mkdir(other.pushedDir, { recursive: true });
+    await writeFile(other.markerPath('seg'), '{}');
+    expect((await run(line)).stdout).toContain('wal-push');
     // A pid file naming a zombie (a holder killed and never reaped) is no agent: no 10 s wait.
-    await rm(join(spool, 'main', 'pushed', 'seg'));
+    await rm(spool.markerPath('seg'), { force: true });
     const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 5'], {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
@@ -128,7 +150,8 @@ describe('systemd unit', () => {
       const zombie = await new Promise<string>((r) =>
         parent.stdout?.once('data', (d: Buffer) => r(d.toString())),
       );
-      await writeFile(join(spool, 'main', 'agent.pid'), zombie.trim());
+      await writeFile(spool.agentPidFile, zombie.trim());
+      await spool.claim('seg');
       await new Promise((r) => setTimeout(r, 200)); // let the child exit
       const tried = Date.now();
       expect((await run(line)).stdout).toContain('wal-push');

@@ -45,7 +45,7 @@ async function pushSegments(timeline: number, first: number, last: number): Prom
 let spoolCount = 0;
 function newSpool(): WalSpool {
   spoolCount++;
-  return new WalSpool(join(work, `spool-${spoolCount}`), cluster);
+  return new WalSpool(join(work, `spool-${spoolCount}`), cluster, join(work, 'pgdata'));
 }
 
 async function spoolFiles(spool: WalSpool): Promise<string[]> {

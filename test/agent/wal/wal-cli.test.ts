@@ -3,9 +3,10 @@
  * server's user: exit codes, identical re-push, conflicts, missing files, an unreachable
  * repository (bounded, never "missing"), and an atomic %p.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempPathFor } from '../../../agent/wal/fetch.ts';
 import { restoreCommandLine, WalSpool } from '../../../agent/wal/spool.ts';
@@ -19,6 +20,8 @@ const SYSID = 7322222222222222222n;
 function segment(name: string): Buffer {
   return walSegment(name, SYSID, 256 * 1024);
 }
+
+const execFileAsync = promisify(execFile);
 
 let h: Harness;
 let dataDir: string;
@@ -200,15 +203,18 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
       restoreDir,
     );
     expect(missing.code).toBe(1);
-    await expect(stat(new WalSpool(missingSpool, h.cluster).prefetchLockFile)).rejects.toThrow(/ENOENT/);
+    await expect(stat(new WalSpool(missingSpool, h.cluster, restoreDir).prefetchLockFile)).rejects.toThrow(
+      /ENOENT/,
+    );
 
     const foundSpool = join(h.dir, 'spool-found');
     await mkdir(foundSpool);
     await own(foundSpool);
     expect((await h.pgkeep(['wal-fetch', name, 'RECOVERYXLOG'], env(foundSpool), restoreDir)).code).toBe(0);
-    const holder = await readFile(new WalSpool(foundSpool, h.cluster).prefetchLockFile, 'utf8').catch(
-      () => '',
-    );
+    const holder = await readFile(
+      new WalSpool(foundSpool, h.cluster, restoreDir).prefetchLockFile,
+      'utf8',
+    ).catch(() => '');
     // The lock names the prefetcher, or is gone already when it found the end of the archive.
     expect(holder).toMatch(/^(\d+\n)?$/);
   });
@@ -248,10 +254,9 @@ describe('pgkeep wal-push / wal-fetch as PostgreSQL runs them', () => {
       expect((await h.pgkeep(['wal-push', `pg_wal/${name}`], {}, dataDir)).code).toBe(0);
     }
     const { line, log, restoreDir } = await loggedRestoreLine('wait');
-    const spool = new WalSpool(h.spoolDir, h.cluster);
+    const spool = new WalSpool(h.spoolDir, h.cluster, restoreDir);
     await mkdir(spool.prefetchBootDir, { recursive: true });
-    await own(spool.prefetchDir);
-    await own(spool.prefetchBootDir);
+    if (h.user) await execFileAsync('chown', ['-R', `${h.user.uid}:${h.user.gid}`, h.spoolDir]);
     // A stand-in for the prefetcher: a live process of the server's user named in the lock.
     const prefetcher = spawn('sleep', ['30'], { ...(h.user ?? {}) });
     try {

@@ -8,7 +8,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readPidFile } from '../../../agent/wal/pid-file.ts';
+import { readPidFile } from '../../../agent/pid-lock.ts';
+import { WalSpool } from '../../../agent/wal/spool.ts';
 import { finishSegments, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 import { until } from '../../support/until.ts';
@@ -58,13 +59,14 @@ async function hasMarker(name: string): Promise<boolean> {
 
 beforeAll(async () => {
   h = await makeHarness('async', { wal: { asyncSeconds: 2, retrySeconds: 2 } });
-  pidFile = join(h.spoolDir, h.cluster, 'agent.pid');
-  markers = join(h.spoolDir, h.cluster, 'pushed');
   // archive_command's Node goes through a wrapper that logs every start: the proof that the fast
   // path did not start Node.
   ({ wrapper: loggingNode, log: nodeLog } = await loggedNode(h, 'node-starts'));
   // archive_command stays empty (WAL piles up as .ready) until a test sets it.
   cluster = await startCluster({ settings: { archive_mode: 'on', wal_level: 'replica' } });
+  const spool = new WalSpool(h.spoolDir, h.cluster, cluster.dataDir);
+  pidFile = spool.agentPidFile;
+  markers = spool.pushedDir;
   await cluster.sql('create table t (g int)');
 });
 
