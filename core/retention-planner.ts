@@ -64,14 +64,14 @@
  * last and means "the backup exists", so an interrupted apply never leaves a manifest naming
  * missing objects. WAL comes after all backups, oldest first.
  */
-import type { Manifest } from './manifest.ts';
+import type { ValidatedManifest } from './manifest.ts';
 import { parseWalFileName, type WalFileName } from './wal-names.ts';
 
 /** A backup as the planner sees it: what its manifest says, plus whether a restore of it was verified. */
 export interface RetentionBackup {
   readonly backupId: string;
   readonly kind: 'logical' | 'base';
-  /** When the backup became complete (the manifest's stopTime). */
+  /** When the backup became complete: the time the repository stored its manifest (a server time). */
   readonly stopTime: Date | string;
   /** Logical backups: the databases dumped; empty or absent for a globals-only backup. */
   readonly databases?: readonly string[];
@@ -231,11 +231,16 @@ export function assertRetentionPolicy(policy: RetentionPolicy): void {
   }
 }
 
-/** The planner's view of a manifest: pass the manifest's key and whether a restore of it was verified. */
+/**
+ * The planner's view of a validated manifest: pass its key, whether a restore of it was verified,
+ * and when the repository stored it. That server time, not the host-written `stopTime`, orders and
+ * ages the backup, so a host cannot push a kept backup out of its slot with forged times.
+ */
 export function retentionBackupFromManifest(
-  manifest: Manifest,
+  manifest: ValidatedManifest,
   manifestKey: string,
   verified: boolean,
+  storedAt: Date,
 ): RetentionBackup {
   const databases = [
     ...new Set(manifest.objects.flatMap((o) => (o.role === 'dump' && o.database ? [o.database] : []))),
@@ -243,7 +248,7 @@ export function retentionBackupFromManifest(
   return {
     backupId: manifest.backupId,
     kind: manifest.kind,
-    stopTime: manifest.stopTime,
+    stopTime: storedAt.toISOString(),
     databases,
     ...(manifest.timeline === undefined ? {} : { timeline: manifest.timeline }),
     ...(manifest.startWalFile === undefined ? {} : { startWalFile: manifest.startWalFile }),

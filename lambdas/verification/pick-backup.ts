@@ -3,16 +3,14 @@
  * input names one), its newest backup (unless named), and the run id and report key the restore
  * task writes to.
  */
-import { text } from 'node:stream/consumers';
 import {
   backupIdOfManifestKey,
-  clusterPrefix,
   manifestKey,
   manifestsPrefix,
   verifyReportKey,
   verifyReportPrefix,
 } from '../../core/keys.ts';
-import { parseManifest } from '../../core/manifest.ts';
+import { readManifest } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
@@ -70,7 +68,7 @@ export async function pickBackup(
       `no backup to verify: no manifest under ${clusters.map(manifestsPrefix).join(', ')} in ingest`,
     );
   const key = manifestKey(chosen.cluster, chosen.backupId);
-  const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+  const { manifest } = await readManifest(ingest.storage, key);
   const runId = `${now
     .toISOString()
     .replace(/[-:]/g, '')
