@@ -4,6 +4,7 @@
  * planner's order matters: a manifest goes before its objects).
  */
 import { clusterPrefix } from '../../core/keys.ts';
+import { assertObjectKey } from '../../storage/object-keys.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
@@ -33,11 +34,14 @@ export async function deleteBatch(
     );
   const prefix = clusterPrefix(cluster);
   // Every key is checked before the first delete, so a bad batch deletes nothing at all.
-  for (const key of input.batch.keys)
+  // A ".." segment would pass the prefix test and land elsewhere: the key rules come first.
+  for (const key of input.batch.keys) {
+    assertObjectKey(key);
     if (!key.startsWith(prefix))
       throw new Error(
         `refusing to delete ${key}: the batch was planned for cluster "${cluster}" and the key is not under ${prefix}; nothing was deleted`,
       );
+  }
   const target = await locations.target(findTarget(env, input.target));
   let deleted = 0;
   const locked: string[] = [];

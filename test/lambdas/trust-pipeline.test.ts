@@ -332,6 +332,13 @@ describe('a compromised host against the pipeline', () => {
         locations,
       ),
     ).rejects.toThrow(/refusing to delete v1\/bank\/.*planned for cluster "acme".*nothing was deleted/);
+    await expect(
+      deleteBatch(
+        { target: 'dr-aws', batch: { cluster: 'acme', keys: [walKeys[1]!, `v1/acme/../${bankKeys[0]}`] } },
+        env,
+        locations,
+      ),
+    ).rejects.toThrow(/invalid object key .*has a "\.\." segment/);
     expect(await keysAt(target, 'v1/')).toEqual(expect.arrayContaining([walKeys[1], bankKeys[0]]));
   });
 
