@@ -20,6 +20,7 @@ import {
 } from '../../core/keys.ts';
 import { type Manifest, serializeManifest } from '../../core/manifest.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import { trustViolationMetrics } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
@@ -402,6 +403,14 @@ describe('a compromised host against the pipeline', () => {
       expect(await keysAt(target, 'v1/conv/')).toEqual(kept());
       expect((await retain(env, policy)).deleted.count).toBe(0);
       expect(await keysAt(target, 'v1/conv/')).toEqual(kept());
+      // What retention deleted is not lag: freshness skips what the policy drops, as replication does.
+      const lag = (await measureFreshness(env, locations, new Date(), both(policy))).metrics.filter(
+        (m) => m.name === 'ReplicationLagSeconds',
+      );
+      expect(lag.map((m) => [m.dimensions.Target, m.value])).toEqual([
+        ['dr-aws', 0],
+        ['b2', 0],
+      ]);
       // A newer backup arrives: replication copies it, and the next retention drops the one it replaces.
       const newest = await logicalBackup('conv', newBackupId(at(0.5 - round * 0.1)), at(0.5 - round * 0.1));
       await replicatesOk(env, both(policy));
