@@ -845,7 +845,7 @@ export async function replicateObject(
   );
   if (after.status !== 'ok') {
     throw new CopyIntegrityError(
-      `copy of ${where(source)} at ${where(target)} failed its check after upload (${JSON.stringify(after)}); the next run copies it again`,
+      `copy of ${where(source)} at ${where(target)} failed its check after upload (${JSON.stringify(after)}); copies are never replaced, so later runs report it as a conflict: delete it at the target to have it copied again`,
     );
   }
   return { action: 'copied', before: before.status, copy, verification: after };

@@ -1,8 +1,8 @@
 /**
  * "List objects missing on target": compares ingest with one target, cluster by cluster, and
  * returns what to copy as key-range batches (manifests separately, to be copied last). With
- * `verify`, every object is planned, so the batches check each copy's sha256 and copy a corrupt
- * one again; otherwise only the objects the target lacks or holds with another size.
+ * `verify`, every object is planned, so the batches check each copy's sha256 and report a corrupt
+ * one (never replacing it); otherwise only the objects the target lacks or holds with another size.
  *
  * What the target's retention policy drops is never planned (lambdas/lib/backups.ts
  * `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.

@@ -128,7 +128,7 @@ export interface PlanCopiesInput {
   readonly target: string;
   /**
    * Plan every object, not only those missing (or of another size) at the target, so
-   * "Copy batch to target" checks each copy's sha256 and copies a corrupt one again.
+   * "Copy batch to target" checks each copy's sha256 and reports a corrupt one (never replaced).
    */
   readonly verify?: boolean;
   readonly execution?: { readonly verify?: boolean };
