@@ -1,19 +1,41 @@
-/** Reading what a repository holds: manifests, newest first or by id. */
+/**
+ * What the agent reads from a repository: manifests, oldest first or by id, through the one reader
+ * (storage/manifests.ts) that validates them. The agent refuses to go on past an untrustworthy
+ * manifest: a restore or a listing that skipped it silently would hide that the repository was
+ * tampered with.
+ */
 import { Readable } from 'node:stream';
-import { text } from 'node:stream/consumers';
-import { backupIdOfManifestKey, isBackupId, manifestKey, manifestsPrefix } from '../core/keys.ts';
-import { compareManifests, type Manifest, parseManifest, serializeManifest } from '../core/manifest.ts';
+import { isBackupId, manifestKey } from '../core/keys.ts';
+import {
+  compareManifests,
+  InvalidManifestError,
+  type Manifest,
+  serializeManifest,
+  type ValidatedManifest,
+} from '../core/manifest.ts';
+import {
+  listManifests as listStoredManifests,
+  readManifest as readStoredManifest,
+} from '../storage/manifests.ts';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.ts';
 
-export async function readManifest(storage: Storage, cluster: string, backupId: string): Promise<Manifest> {
+/** A backup id that names no backup of the cluster. */
+export class UnknownBackupError extends Error {
+  override name = 'UnknownBackupError';
+}
+
+export async function readManifest(
+  storage: Storage,
+  cluster: string,
+  backupId: string,
+): Promise<ValidatedManifest> {
   if (!isBackupId(backupId)) {
     throw new UnknownBackupError(
       `"${backupId}" is not a backup id (they look like 20261122T021500Z-1a2b): run pgkeep list for the ids`,
     );
   }
-  const key = manifestKey(cluster, backupId);
   try {
-    return parseManifest(await text(await storage.get(key)), key);
+    return (await readStoredManifest(storage, manifestKey(cluster, backupId))).manifest;
   } catch (error) {
     if (!(error instanceof ObjectNotFoundError)) throw error;
     throw new UnknownBackupError(
@@ -23,19 +45,15 @@ export async function readManifest(storage: Storage, cluster: string, backupId: 
   }
 }
 
-/** A backup id that names no backup of the cluster. */
-export class UnknownBackupError extends Error {
-  override name = 'UnknownBackupError';
-}
-
-/** Every backup of the cluster, oldest first. */
-export async function listManifests(storage: Storage, cluster: string): Promise<Manifest[]> {
-  const manifests: Manifest[] = [];
-  for await (const object of storage.list(manifestsPrefix(cluster))) {
-    const backupId = backupIdOfManifestKey(object.key);
-    if (backupId) manifests.push(await readManifest(storage, cluster, backupId));
-  }
-  return manifests.sort(compareManifests);
+/** Every backup of the cluster, oldest first; rejects with the first manifest that cannot be trusted. */
+export async function listManifests(storage: Storage, cluster: string): Promise<ValidatedManifest[]> {
+  const { manifests, rejected } = await listStoredManifests(storage, cluster);
+  const first = rejected[0];
+  if (first)
+    throw new InvalidManifestError(
+      `${first.reason}; remove or move the manifest (and find out who wrote it) before listing or restoring`,
+    );
+  return manifests.map((m) => m.manifest).sort(compareManifests);
 }
 
 /** Writes the manifest, create-only: this is the moment the backup comes to exist. */

@@ -3,7 +3,16 @@
  * means the backup exists. Replication and retention read it without any key.
  */
 import { z } from 'zod';
-import { isBackupId, isStreamName, STREAM_NAME_RULE } from './keys.ts';
+import {
+  baseBackupKey,
+  globalsKey,
+  isBackupId,
+  isStreamName,
+  logicalDumpKey,
+  manifestKey,
+  STREAM_NAME_RULE,
+  streamObjectKey,
+} from './keys.ts';
 
 export const MANIFEST_FORMAT = 'pgkeep.manifest.v1';
 
@@ -104,6 +113,78 @@ export function compareManifests(a: Manifest, b: Manifest): number {
   const byTime =
     Date.parse(a.startTime) - Date.parse(b.startTime) || Date.parse(a.stopTime) - Date.parse(b.stopTime);
   return byTime !== 0 ? byTime : a.backupId.localeCompare(b.backupId);
+}
+
+declare const validated: unique symbol;
+
+/**
+ * A manifest whose every key was checked against where it was read from ({@link validateManifest}).
+ * Only that function makes one: anything that acts on a manifest (retention deletes, replication
+ * copies, restores) takes this type, so data a host wrote cannot reach it unchecked.
+ */
+export type ValidatedManifest = Manifest & { readonly [validated]: true };
+
+/** The key each object of `role` must have in backup `backupId` of `cluster`, as core/keys.ts builds it. */
+function expectedObjectKey(manifest: Manifest, object: ManifestObject): string | string[] {
+  const { cluster, backupId, kind } = manifest;
+  switch (object.role) {
+    case 'dump':
+      if (kind !== 'logical') return 'a dump in a base backup';
+      if (object.database === undefined) return 'a dump without a database';
+      return [logicalDumpKey(cluster, object.database, backupId)];
+    case 'globals':
+      if (kind !== 'logical') return 'globals in a base backup';
+      return [globalsKey(cluster, backupId)];
+    case 'base':
+      if (kind !== 'base') return 'a base archive in a logical backup';
+      return [baseBackupKey(cluster, backupId, 'base')];
+    case 'tablespace':
+      if (kind !== 'base') return 'a tablespace archive in a logical backup';
+      if (object.tablespaceOid === undefined) return 'a tablespace archive without its OID';
+      return [baseBackupKey(cluster, backupId, object.tablespaceOid)];
+    case 'stream':
+      if (kind !== 'stream' || manifest.streamName === undefined) return `a stream in a ${kind} backup`;
+      return [streamObjectKey(cluster, manifest.streamName, backupId)];
+  }
+}
+
+/**
+ * Why `manifest`, read at `key`, cannot be trusted, or undefined when it can: the manifest's own
+ * cluster and backup id must be those of its key, and every object key must be exactly what
+ * core/keys.ts builds for its role in that backup (so no WAL, no other backup, no other cluster).
+ */
+export function manifestProblem(manifest: Manifest, key: string): string | undefined {
+  let ownKey: string;
+  try {
+    ownKey = manifestKey(manifest.cluster, manifest.backupId);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  if (ownKey !== key)
+    return `it names cluster "${manifest.cluster}" and backup ${manifest.backupId}, whose manifest key is ${ownKey}`;
+  const seen = new Set<string>();
+  let bases = 0;
+  for (const object of manifest.objects) {
+    const expected = expectedObjectKey(manifest, object);
+    if (typeof expected === 'string') return `object ${object.key} is ${expected}`;
+    if (!expected.includes(object.key))
+      return `object ${object.key} (role ${object.role}) is not the key of that role in backup ${manifest.backupId} of cluster "${manifest.cluster}": expected ${expected.join(' or ')}`;
+    if (seen.has(object.key)) return `object ${object.key} is listed twice`;
+    seen.add(object.key);
+    if (object.role === 'base') bases += 1;
+  }
+  if (manifest.kind === 'base' && bases !== 1)
+    return `a base backup lists ${bases} base archives, expected 1`;
+  if (manifest.kind === 'stream' && manifest.objects.length !== 1)
+    return `a stream backup lists ${manifest.objects.length} objects, expected 1`;
+  return undefined;
+}
+
+/** Checks a parsed manifest against the key it was read from; throws {@link InvalidManifestError} naming the problem. */
+export function validateManifest(manifest: Manifest, key: string): ValidatedManifest {
+  const problem = manifestProblem(manifest, key);
+  if (problem) throw new InvalidManifestError(`manifest ${key} is rejected: ${problem}`);
+  return manifest as ValidatedManifest;
 }
 
 export function serializeManifest(manifest: Manifest): string {

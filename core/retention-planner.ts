@@ -65,7 +65,7 @@
  * last and means "the backup exists", so an interrupted apply never leaves a manifest naming
  * missing objects. WAL comes after all backups, oldest first.
  */
-import type { Manifest } from './manifest.ts';
+import type { ValidatedManifest } from './manifest.ts';
 import { parseWalFileName, type WalFileName } from './wal-names.ts';
 
 /** A backup as the planner sees it: what its manifest says, plus whether a restore of it was verified. */
@@ -74,7 +74,7 @@ export interface RetentionBackup {
   readonly kind: 'logical' | 'base' | 'stream';
   /** Stream backups: the name they were taken under; each name is its own group. */
   readonly streamName?: string;
-  /** When the backup became complete (the manifest's stopTime). */
+  /** When the backup became complete: the time the repository stored its manifest (a server time). */
   readonly stopTime: Date | string;
   /** Logical backups: the databases dumped; empty or absent for a globals-only backup. */
   readonly databases?: readonly string[];
@@ -234,11 +234,16 @@ export function assertRetentionPolicy(policy: RetentionPolicy): void {
   }
 }
 
-/** The planner's view of a manifest: pass the manifest's key and whether a restore of it was verified. */
+/**
+ * The planner's view of a validated manifest: pass its key, whether a restore of it was verified,
+ * and when the repository stored it. That server time, not the host-written `stopTime`, orders and
+ * ages the backup, so a host cannot push a kept backup out of its slot with forged times.
+ */
 export function retentionBackupFromManifest(
-  manifest: Manifest,
+  manifest: ValidatedManifest,
   manifestKey: string,
   verified: boolean,
+  storedAt: Date,
 ): RetentionBackup {
   const databases = [
     ...new Set(manifest.objects.flatMap((o) => (o.role === 'dump' && o.database ? [o.database] : []))),
@@ -247,7 +252,7 @@ export function retentionBackupFromManifest(
     backupId: manifest.backupId,
     kind: manifest.kind,
     ...(manifest.streamName === undefined ? {} : { streamName: manifest.streamName }),
-    stopTime: manifest.stopTime,
+    stopTime: storedAt.toISOString(),
     databases,
     ...(manifest.timeline === undefined ? {} : { timeline: manifest.timeline }),
     ...(manifest.startWalFile === undefined ? {} : { startWalFile: manifest.startWalFile }),

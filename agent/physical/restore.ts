@@ -11,12 +11,13 @@ import { appendFile, chmod, mkdir, readdir, readFile, rm, stat, writeFile } from
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { backupIdOfManifestKey, manifestsPrefix, walPrefix } from '../../core/keys.ts';
-import { compareManifests, type Manifest, type ManifestObject, parseManifest } from '../../core/manifest.ts';
+import { walPrefix } from '../../core/keys.ts';
+import type { Manifest, ManifestObject } from '../../core/manifest.ts';
 import { primaryTimeline } from '../../core/primary-timeline.ts';
 import { parseLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { readStages } from '../object-store.ts';
+import { listManifests } from '../repository.ts';
 import { postgresqlConfString } from '../wal/spool.ts';
 import { type ArchiveChoice, writeRestoredMarker } from './restored-marker.ts';
 
@@ -70,15 +71,7 @@ export async function repositoryPrimaryTimeline(
 
 /** Every base-backup manifest of the cluster, oldest first. */
 export async function listBaseBackups(storage: Storage, cluster: string): Promise<Manifest[]> {
-  const manifests: Manifest[] = [];
-  for await (const info of storage.list(manifestsPrefix(cluster))) {
-    if (!backupIdOfManifestKey(info.key)) continue;
-    const chunks: Buffer[] = [];
-    for await (const c of await storage.get(info.key)) chunks.push(c as Buffer);
-    const manifest = parseManifest(Buffer.concat(chunks).toString('utf8'), info.key);
-    if (manifest.kind === 'base') manifests.push(manifest);
-  }
-  return manifests.sort(compareManifests);
+  return (await listManifests(storage, cluster)).filter((m) => m.kind === 'base');
 }
 
 /** The newest backup that ended before the target (any for xid and name targets, which have no order). */

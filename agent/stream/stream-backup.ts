@@ -114,7 +114,7 @@ export async function findStreamBackup(
     return newest;
   }
   const manifest = await readManifest(storage, cluster, backup).catch((error: unknown) => {
-    if ((error as Error).name === 'ObjectNotFoundError')
+    if ((error as Error).name === 'UnknownBackupError')
       throw new StreamNotFoundError(
         `no backup ${backup} in cluster "${cluster}": run pgkeep stream snapshots --name ${name} to see the ids`,
       );

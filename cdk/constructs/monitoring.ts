@@ -140,6 +140,18 @@ export class Monitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
+    // A manifest rejected as untrustworthy, or a target copy whose source changed: what only a
+    // compromised (or broken) host produces. The run's output names the keys.
+    for (const step of ['replication', 'retention'] as const)
+      alarm(`TrustViolation-${step}`, {
+        alarmDescription: `pgkeep: ${step} found a manifest it rejected or a source object that changed after it was copied; the ${step} run's output names the keys`,
+        metric: metric(METRICS.trustViolations, { Step: step }, 'Sum'),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
       dashboardName: `${config.name}-backups`,
       defaultInterval: Duration.days(7),

@@ -64,6 +64,11 @@ export function pipelineEnvironment(props: PipelineTargetsProps): Record<string,
       runtimeTargets(props.config.targets, props.targetSecrets, props.targetDeleteSecrets),
     ),
     [ENV.metricNamespace]: METRIC_NAMESPACE,
+    // Retention applies them; replication and freshness need them too, so that what retention
+    // deleted is never copied back nor counted as lag.
+    PGKEEP_RETENTION_POLICIES: JSON.stringify(
+      Object.fromEntries(props.config.targets.map((t) => [t.name, t.retention])),
+    ),
   };
 }
 
@@ -77,7 +82,12 @@ export function grantTargets(
   role.addToPrincipalPolicy(
     new iam.PolicyStatement({
       actions: [...INGEST_READ_ACTIONS],
-      resources: [props.bucket.bucketArn, props.bucket.arnForObjects('v1/*')],
+      // verify/*: the restore-verification reports, which retention's "newest verified" rule reads.
+      resources: [
+        props.bucket.bucketArn,
+        props.bucket.arnForObjects('v1/*'),
+        props.bucket.arnForObjects('verify/*'),
+      ],
     }),
   );
   const awsTargets = props.config.targets.filter((t) => t.type === 'aws-s3');
@@ -99,8 +109,9 @@ export function grantTargets(
     );
   acknowledgeWildcardResources(
     scopeForNag,
-    'replication, retention and freshness work on every key under the versioned layout (v1/*) of ingest and of each target; the key names are not known in advance',
+    'replication, retention and freshness work on every key under the versioned layout (v1/*) of ingest and of each target, and read the verification reports (verify/*) in ingest; the key names are not known in advance',
     props.bucket.arnForObjects('v1/*'),
+    props.bucket.arnForObjects('verify/*'),
     ...targetObjects,
   );
 }
@@ -304,6 +315,7 @@ export class Replication extends Construct {
         'lagSeconds.$': '$.manifests.summary.lagSeconds',
         'manifestsCopied.$': '$.manifests.summary.manifestsCopied',
         'manifestsWaiting.$': '$.manifests.summary.manifestsWaiting',
+        'trustViolations.$': '$.manifests.summary.trustViolations',
       },
     });
     // A copy that failed its check is not a silent success: the target fails and alerts.
@@ -311,7 +323,7 @@ export class Replication extends Construct {
       parameters: {
         Error: 'CopyIntegrityError',
         'Cause.$':
-          "States.Format('{} objects failed their size or sha256 check and will be copied again by the next run; first: {}', $.manifests.summary.objectsFailed, States.JsonToString($.manifests.summary.failedKeys))",
+          "States.Format('{} objects failed their size or sha256 check and will be copied again by the next run; of them {} are trust violations (a target copy with other bytes than ingest, kept and never replaced, or a manifest rejected as untrustworthy); first: {}', $.manifests.summary.objectsFailed, $.manifests.summary.trustViolations, States.JsonToString($.manifests.summary.failedKeys))",
       },
       resultPath: '$.error',
     });

@@ -24,12 +24,7 @@ export class Retention extends Construct {
 
   constructor(scope: Construct, id: string, props: RetentionProps) {
     super(scope, id);
-    const environment = {
-      ...pipelineEnvironment(props),
-      PGKEEP_RETENTION_POLICIES: JSON.stringify(
-        Object.fromEntries(props.config.targets.map((t) => [t.name, t.retention])),
-      ),
-    };
+    const environment = pipelineEnvironment(props);
     const plan = new PipelineFunction(this, 'PlanRetention', {
       handler: 'retention/plan-retention',
       description: 'pgkeep retention: plan what a target keeps from its manifests and policy',
@@ -114,6 +109,7 @@ export class Retention extends Construct {
         'deleted.$': '$.plan.deletions',
         'locked.$': '$.plan.locked',
         'more.$': '$.plan.more',
+        'rejected.$': '$.plan.rejected',
       },
     });
     anyDeletes

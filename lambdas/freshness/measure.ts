@@ -8,11 +8,11 @@
  * Cost: the lag is a full merge of two listings per cluster and target, like the replication plan;
  * fine for tens of thousands of objects, to be narrowed (listing from a watermark) for more.
  */
-
-import { text } from 'node:stream/consumers';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
-import { parseManifest } from '../../core/manifest.ts';
+import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
+import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
@@ -31,8 +31,9 @@ async function newestDumpStop(ingest: Location, cluster: string): Promise<Date |
     if (backupIdOfManifestKey(object.key) !== undefined) keys.push(object.key);
   keys.sort().reverse();
   for (const key of keys.slice(0, MAX_MANIFESTS_READ)) {
-    const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
-    if (manifest.kind === 'logical') return new Date(manifest.stopTime);
+    // A manifest that fails validation proves no dump (retention and replication report it).
+    const read = await readManifestOrReject(ingest.storage, key);
+    if (isStoredManifest(read) && read.manifest.kind === 'logical') return new Date(read.manifest.stopTime);
   }
   return undefined;
 }
@@ -64,11 +65,15 @@ async function replicationLagSeconds(
   target: Location,
   cluster: string,
   now: Date,
+  policy: RetentionPolicy | undefined,
 ): Promise<number> {
   const prefix = clusterPrefix(cluster);
+  // What the target's policy drops is never copied (replication/plan-copies.ts): not a lag.
+  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   let oldestMissing: Date | undefined;
   for await (const object of missingAt(listFrom(ingest, prefix), listFrom(target, prefix)))
-    if (!oldestMissing || object.lastModified < oldestMissing) oldestMissing = object.lastModified;
+    if (!dropped.has(object.key) && (!oldestMissing || object.lastModified < oldestMissing))
+      oldestMissing = object.lastModified;
   return oldestMissing ? Math.max(0, (now.getTime() - oldestMissing.getTime()) / 1000) : 0;
 }
 
@@ -76,6 +81,7 @@ export async function measureFreshness(
   env: PipelineEnv,
   locations: LocationFactory,
   now: Date = new Date(),
+  policies: Readonly<Record<string, RetentionPolicy>> = {},
 ): Promise<FreshnessOutput> {
   const ingest = await locations.ingest();
   const metrics: MetricValue[] = [];
@@ -101,7 +107,7 @@ export async function measureFreshness(
       const target = await locations.target(runtimeTarget);
       metrics.push({
         name: METRICS.replicationLagSeconds,
-        value: await replicationLagSeconds(ingest, target, cluster, now),
+        value: await replicationLagSeconds(ingest, target, cluster, now, policies[runtimeTarget.name]),
         unit: 'Seconds',
         dimensions: { Cluster: cluster, Target: runtimeTarget.name },
       });
@@ -112,7 +118,7 @@ export async function measureFreshness(
 
 export async function handler(): Promise<FreshnessOutput> {
   const { env, locations } = lambdaDefaults();
-  const result = await mapTransient(() => measureFreshness(env, locations));
+  const result = await mapTransient(() => measureFreshness(env, locations, new Date(), readPolicies()));
   publishMetrics(env.metricNamespace, result.metrics);
   return result;
 }

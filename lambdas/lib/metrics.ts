@@ -13,6 +13,8 @@ export const METRICS = {
   replicationLagSeconds: 'ReplicationLagSeconds',
   verificationSucceeded: 'VerificationSucceeded',
   verificationFailed: 'VerificationFailed',
+  /** Manifests rejected as untrustworthy and target copies that differ from their source (dimension Step). */
+  trustViolations: 'TrustViolations',
 } as const;
 
 export interface MetricValue {
@@ -21,6 +23,16 @@ export interface MetricValue {
   readonly unit: 'Seconds' | 'Count' | 'None';
   /** Dimension name -> value; one metric per dimension set. */
   readonly dimensions: Readonly<Record<string, string>>;
+}
+
+/**
+ * What a run found that a host should not have been able to do (see docs/architecture.md, "Trust
+ * model"), as the metric the monitoring construct alarms on: none when there was nothing.
+ */
+export function trustViolationMetrics(step: 'replication' | 'retention', count: number): MetricValue[] {
+  return count > 0
+    ? [{ name: METRICS.trustViolations, value: count, unit: 'Count', dimensions: { Step: step } }]
+    : [];
 }
 
 /** One EMF JSON line per metric (each has its own dimensions). */

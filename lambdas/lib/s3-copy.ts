@@ -148,6 +148,32 @@ export class SourceChangedError extends Error {
   override name = 'SourceChangedError';
 }
 
+/**
+ * The target already holds other bytes at the key: the source changed after it was copied (a host
+ * overwrote what it had pushed) or the copy was damaged. The copy is never replaced, so the first
+ * version stays where the host cannot reach it; the run reports the key as a trust violation.
+ */
+export class TargetConflictError extends Error {
+  override name = 'TargetConflictError';
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(message);
+    this.key = key;
+  }
+}
+
+/** Throws {@link TargetConflictError} unless `before` (the target's copy checked against `expected`) is ok or missing. */
+export function refuseReplacing(
+  target: S3ObjectRef,
+  before: VerifyCopyResult,
+): asserts before is Extract<VerifyCopyResult, { status: 'ok' | 'missing' }> {
+  if (before.status === 'ok' || before.status === 'missing') return;
+  throw new TargetConflictError(
+    target.key,
+    `target ${where(target)} already holds other bytes than the source (${JSON.stringify(before)}); it is kept and not replaced: find out why ingest's object changed (restore its previous version there if the host overwrote it)`,
+  );
+}
+
 function assertPositiveInteger(value: number, what: string, fix: string): void {
   if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`invalid ${what} ${value}: ${fix}`);
 }
@@ -780,8 +806,8 @@ export type ReplicateResult =
     }
   | {
       readonly action: 'copied';
-      /** Why it was copied: what the target had before. */
-      readonly before: 'missing' | 'size-mismatch' | 'hash-mismatch';
+      /** Why it was copied: the target had nothing at the key (other bytes are never replaced). */
+      readonly before: 'missing';
       readonly copy: CopyResult;
       /** The check of the new copy at the target, when `readBack` was on. */
       readonly verification?: VerifyCopyResult & { readonly status: 'ok' };
@@ -789,8 +815,9 @@ export type ReplicateResult =
 
 /**
  * Makes sure `target` holds a verified copy of `source`: skips when {@link verifyCopy} says the
- * copy is there and right, else copies (a missing, short or corrupt copy alike) with
- * {@link copyObject}, checking the bytes against `expected` on the way. With `readBack`
+ * copy is there and right, copies with {@link copyObject} when there is none (checking the bytes
+ * against `expected` on the way), and throws {@link TargetConflictError} when the target holds
+ * other bytes: an existing copy is never replaced. With `readBack`
  * (default), the new copy is then read at the target and checked again; a failed check throws
  * {@link CopyIntegrityError} so the run fails and the next one copies again. Never deletes anything.
  */
@@ -804,6 +831,7 @@ export async function replicateObject(
     ...(options.signal ? { signal: options.signal } : {}),
   });
   if (before.status === 'ok') return { action: 'skipped', verification: before };
+  refuseReplacing(target, before);
   const copy = await copyObject(source, target, {
     ...options,
     sizeBytes: expected.sizeBytes,
@@ -817,7 +845,7 @@ export async function replicateObject(
   );
   if (after.status !== 'ok') {
     throw new CopyIntegrityError(
-      `copy of ${where(source)} at ${where(target)} failed its check after upload (${JSON.stringify(after)}); the next run copies it again`,
+      `copy of ${where(source)} at ${where(target)} failed its check after upload (${JSON.stringify(after)}); copies are never replaced, so later runs report it as a conflict: delete it at the target to have it copied again`,
     );
   }
   return { action: 'copied', before: before.status, copy, verification: after };

@@ -2,7 +2,7 @@
  * Verifies one copy at a target against what the manifest says about it: size first (a HEAD),
  * then the sha256 of the stored bytes, read as a stream so memory does not grow with the object.
  * Replication runs it before copying (a verified copy is skipped) and after (a bad copy is
- * reported and copied again on the next run).
+ * reported; it is never replaced, see {@link replicateObject}).
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';

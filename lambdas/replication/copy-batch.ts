@@ -19,16 +19,18 @@
  * one Lambda needs more than its 15 minutes.
  *
  * A copy that fails its check (or whose source changed under it) is counted in `failed` and the
- * batch goes on; the next run copies it again. A storage error stops the batch (the state machine
+ * batch goes on; the next run copies it again. A copy already at the target with other bytes is
+ * never replaced (the source changed after it was copied: a host overwrote its object, or the copy
+ * was damaged): it is kept, counted in `failed` and `tampered`, and the run alerts. A storage error stops the batch (the state machine
  * retries it, then fails the target's branch with an alert).
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { text } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
-import { type Manifest, parseManifest } from '../../core/manifest.ts';
+import type { ValidatedManifest } from '../../core/manifest.ts';
+import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
@@ -37,9 +39,11 @@ import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts
 import {
   CopyIntegrityError,
   objectIn,
+  refuseReplacing,
   replicateObject,
   type S3ObjectRef,
   SourceChangedError,
+  TargetConflictError,
 } from '../lib/s3-copy.ts';
 import { type ExpectedObject, verifyCopy } from '../lib/verify-copy.ts';
 import {
@@ -79,14 +83,17 @@ async function providerSha256(object: S3ObjectRef): Promise<string | undefined> 
 
 /** Finds what each object must match: the manifest's entry for backup objects (manifests read once each). */
 export function expectations(ingest: Location, cluster: string) {
-  const manifests = new Map<string, Promise<Manifest | undefined>>();
+  const manifests = new Map<string, Promise<ValidatedManifest | undefined>>();
   const manifestOf = (backupId: string) => {
     let manifest = manifests.get(backupId);
     if (!manifest) {
       const key = manifestKey(cluster, backupId);
+      // A manifest not written yet, or rejected as untrustworthy, vouches for nothing: the object
+      // is then checked like WAL (and the rejection is reported by "Copy and verify manifests").
       manifest = (async () => {
         if (!(await ingest.storage.head(key))) return undefined;
-        return parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+        const read = await readManifestOrReject(ingest.storage, key);
+        return isStoredManifest(read) ? read.manifest : undefined;
       })();
       manifests.set(backupId, manifest);
     }
@@ -148,6 +155,7 @@ export async function copyBatch(
     failed: 0,
     bytes: 0,
     failedKeys: [] as string[],
+    tampered: 0,
     oldestFailed: undefined as string | undefined,
     large: [] as LargeObject[],
   };
@@ -158,7 +166,9 @@ export async function copyBatch(
     try {
       const expected = await expectedOf(object, verify);
       if (object.sizeBytes > tuning.largeObjectBytes) {
-        if ((await verifyCopy(copy, expected)).status === 'ok') out.skipped += 1;
+        const before = await verifyCopy(copy, expected);
+        refuseReplacing(copy, before);
+        if (before.status === 'ok') out.skipped += 1;
         else
           out.large.push({
             key: object.key,
@@ -175,7 +185,10 @@ export async function copyBatch(
         out.bytes += result.copy.sizeBytes;
       }
     } catch (error) {
-      if (!(error instanceof CopyIntegrityError || error instanceof SourceChangedError)) throw error;
+      const conflict = error instanceof TargetConflictError;
+      if (!(conflict || error instanceof CopyIntegrityError || error instanceof SourceChangedError))
+        throw error;
+      if (conflict) out.tampered += 1;
       out.failed += 1;
       if (out.failedKeys.length < MAX_FAILED_KEYS) out.failedKeys.push(object.key);
       const time = object.lastModified.toISOString();

@@ -7,7 +7,8 @@
  * - `parts` ("Copy part range"): streams one batch of part ranges (ranged GETs into UploadPart);
  * - `complete` ("Complete large copy"): completes the upload, then verifies the copy at the target
  *   against the manifest's size and sha256 (the provider's checksum when it has one, else one
- *   streamed read); a mismatch fails the copy and the next run copies it again;
+ *   streamed read); a mismatch fails the copy (and, copies never being replaced, later runs
+ *   report the bad copy until someone deletes it at the target);
  * - `abort` ("Abort large copy"): aborts the upload after a failure so no parts are left behind.
  *
  * Every input and output is small JSON: the copy state, part numbers, part ETags.
@@ -75,7 +76,7 @@ export async function copyLarge(
       });
       if (check.status !== 'ok')
         throw new CopyIntegrityError(
-          `large copy of ${input.object.key} at ${target.name} failed its check (${JSON.stringify(check)}); the next run copies it again`,
+          `large copy of ${input.object.key} at ${target.name} failed its check (${JSON.stringify(check)}); copies are never replaced, so later runs report it as a conflict: delete it at ${target.name} to have it copied again`,
         );
       return { copied: 1, bytes: input.object.sizeBytes, verifiedBy: check.method };
     }

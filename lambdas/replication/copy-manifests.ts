@@ -3,16 +3,16 @@
  * copied only after every object it lists is at the target with the size the manifest records
  * (each object's sha256 was checked when "Copy batch to target" copied or skipped it). A manifest
  * whose objects are not all there yet waits for a later run. The manifest itself is checked against
- * the sha256 of its bytes in ingest.
+ * the sha256 of its bytes in ingest. A manifest that fails validation (storage/manifests.ts) is
+ * never copied: it is counted as failed and as a trust violation, so the run alerts.
  *
  * It also adds up what the round's batches did into the target's summary (the execution output).
  */
-import { createHash } from 'node:crypto';
-import { buffer } from 'node:stream/consumers';
-import { parseManifest } from '../../core/manifest.ts';
+import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
 import {
@@ -31,17 +31,24 @@ const MAX_FAILED_KEYS = 5;
  */
 export function addUpTarget(
   input: Pick<CopyManifestsInput, 'batches' | 'plan' | 'summary'>,
-  manifests: { readonly copied: number; readonly skipped: number; readonly waiting: number },
+  manifests: {
+    readonly copied: number;
+    readonly skipped: number;
+    readonly waiting: number;
+    /** Keys of manifests rejected as untrustworthy. */
+    readonly rejected: readonly string[];
+  },
   now: Date,
 ): TargetSummary {
   const before = input.summary ?? EMPTY_SUMMARY;
   const batches = input.batches ?? [];
   const sum = (f: (b: (typeof batches)[number]) => number) => batches.reduce((n, b) => n + f(b), 0);
-  const failed = before.objectsFailed + sum((b) => b.batch.failed);
-  const failedKeys = [...before.failedKeys, ...batches.flatMap((b) => b.batch.failedKeys)].slice(
-    0,
-    MAX_FAILED_KEYS,
-  );
+  const failed = before.objectsFailed + sum((b) => b.batch.failed) + manifests.rejected.length;
+  const failedKeys = [
+    ...before.failedKeys,
+    ...batches.flatMap((b) => b.batch.failedKeys),
+    ...manifests.rejected,
+  ].slice(0, MAX_FAILED_KEYS);
   // Lag: zero when the target caught up; else the age of the oldest object still not there.
   const behind = [
     ...batches.map((b) => b.batch.oldestFailed),
@@ -65,6 +72,7 @@ export function addUpTarget(
     // A failure of an earlier round is still behind.
     lagSeconds: Math.max(before.objectsFailed > 0 ? before.lagSeconds : 0, lagSeconds),
     failedKeys,
+    trustViolations: before.trustViolations + sum((b) => b.batch.tampered) + manifests.rejected.length,
   };
   return summary;
 }
@@ -80,9 +88,14 @@ export async function copyManifests(
   let copied = 0;
   let skipped = 0;
   const waiting: CopyManifestsOutput['waiting'] = [];
+  const rejected: CopyManifestsOutput['rejected'] = [];
   for (const key of input.manifestKeys) {
-    const bytes = await buffer(await ingest.storage.get(key));
-    const manifest = parseManifest(bytes.toString('utf8'), `ingest:${key}`);
+    const read = await readManifestOrReject(ingest.storage, key);
+    if (!isStoredManifest(read)) {
+      rejected.push(read);
+      continue;
+    }
+    const { manifest, bytes, sha256 } = read;
     let missingObjects = 0;
     for (const object of manifest.objects) {
       const copy = await target.storage.head(object.key);
@@ -92,7 +105,6 @@ export async function copyManifests(
       waiting.push({ key, missingObjects });
       continue;
     }
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
     const result = await replicateObject(objectIn(ingest.storage, key), objectIn(target.storage, key), {
       sizeBytes: bytes.length,
       sha256,
@@ -101,13 +113,26 @@ export async function copyManifests(
     else skipped += 1;
   }
 
-  const summary = addUpTarget(input, { copied, skipped, waiting: waiting.length }, now);
-  return { copied, waiting: waiting.slice(0, MAX_FAILED_KEYS), summary };
+  const summary = addUpTarget(
+    input,
+    { copied, skipped, waiting: waiting.length, rejected: rejected.map((r) => r.key) },
+    now,
+  );
+  return {
+    copied,
+    waiting: waiting.slice(0, MAX_FAILED_KEYS),
+    rejected: rejected.slice(0, MAX_FAILED_KEYS),
+    summary,
+  };
 }
 
 export async function handler(input: CopyManifestsInput): Promise<CopyManifestsOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
+  const output = await mapTransient(() =>
     copyManifests(parseInput(CopyManifestsInputSchema, input, 'replication/copy-manifests'), env, locations),
   );
+  // The summary is a running total over the execution's rounds: a later round publishes it again,
+  // which the alarm (any violation at all) does not mind.
+  publishMetrics(env.metricNamespace, trustViolationMetrics('replication', output.summary.trustViolations));
+  return output;
 }

@@ -1,12 +1,17 @@
 /**
  * "List objects missing on target": compares ingest with one target, cluster by cluster, and
  * returns what to copy as key-range batches (manifests separately, to be copied last). With
- * `verify`, every object is planned, so the batches check each copy's sha256 and copy a corrupt
- * one again; otherwise only the objects the target lacks or holds with another size.
+ * `verify`, every object is planned, so the batches check each copy's sha256 and report a corrupt
+ * one (never replacing it); otherwise only the objects the target lacks or holds with another size.
+ *
+ * What the target's retention policy drops is never planned (lambdas/lib/backups.ts
+ * `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.
  */
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
+import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
+import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom, mapTransient } from '../lib/locations.ts';
@@ -91,6 +96,7 @@ export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
   locations: LocationFactory,
+  policies: Readonly<Record<string, RetentionPolicy>> = {},
   now: Date = new Date(),
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
@@ -102,6 +108,7 @@ export async function planCopies(
   let alreadyPresent = 0;
   let oldestMissing: Date | undefined;
   let more = false;
+  let expired = 0;
   const staleUploads = { aborted: 0, errors: [] as string[] };
   clusters: for (const cluster of env.clusters) {
     const prefix = clusterPrefix(cluster);
@@ -109,8 +116,13 @@ export async function planCopies(
     staleUploads.aborted += cleanup.aborted;
     if (cleanup.error && !staleUploads.errors.includes(cleanup.error))
       staleUploads.errors.push(cleanup.error);
+    const { dropped } = await keysPolicyDrops(ingest, cluster, policies[input.target], now);
     let current: { firstKey: string; lastKey: string; count: number } | undefined;
     for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
+      if (dropped.has(object.key)) {
+        expired += 1;
+        continue;
+      }
       if (present && !verify) {
         alreadyPresent += 1;
         continue;
@@ -149,6 +161,7 @@ export async function planCopies(
     more: more && !verify,
     truncated: more,
     alreadyPresent,
+    expired,
     ...(oldestMissing ? { oldestMissing: oldestMissing.toISOString() } : {}),
     verify,
     staleUploads,
@@ -158,6 +171,11 @@ export async function planCopies(
 export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
   const { env, locations } = lambdaDefaults();
   return mapTransient(() =>
-    planCopies(parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'), env, locations),
+    planCopies(
+      parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'),
+      env,
+      locations,
+      readPolicies(),
+    ),
   );
 }

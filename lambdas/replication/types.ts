@@ -72,6 +72,8 @@ const SummarySchema = z.object({
   manifestsWaiting: z.number(),
   lagSeconds: z.number(),
   failedKeys: z.array(z.string()),
+  /** Objects whose target copy differs from the source (kept, not replaced) plus rejected manifests. */
+  trustViolations: z.number(),
 });
 const BatchResultSchema = z.object({
   copied: z.number(),
@@ -79,6 +81,8 @@ const BatchResultSchema = z.object({
   failed: z.number(),
   bytes: z.number(),
   failedKeys: z.array(z.string()),
+  /** Of `failed`: objects the target holds with other bytes, kept and not replaced. */
+  tampered: z.number(),
   oldestFailed: z.string().optional(),
   large: z.array(LargeObjectSchema),
 });
@@ -124,7 +128,7 @@ export interface PlanCopiesInput {
   readonly target: string;
   /**
    * Plan every object, not only those missing (or of another size) at the target, so
-   * "Copy batch to target" checks each copy's sha256 and copies a corrupt one again.
+   * "Copy batch to target" checks each copy's sha256 and reports a corrupt one (never replaced).
    */
   readonly verify?: boolean;
   readonly execution?: { readonly verify?: boolean };
@@ -141,6 +145,8 @@ export interface PlanCopiesOutput {
   readonly more: boolean;
   /** Objects (manifests included) at the target already with the size ingest has: not planned (without `verify`). */
   readonly alreadyPresent: number;
+  /** Objects in ingest the target's retention policy drops: never copied, so retention stays done. */
+  readonly expired: number;
   /** Orphaned multipart uploads aborted at the target, and why listing them failed (e.g. `NotImplemented`). */
   readonly staleUploads: { readonly aborted: number; readonly errors: string[] };
   /** The plan was cut at the per-run limit (in a verify run, `more` stays false). */
@@ -169,6 +175,8 @@ export interface CopyManifestsOutput {
   readonly copied: number;
   /** Manifests not copied yet because an object they list is not at the target (yet). */
   readonly waiting: { readonly key: string; readonly missingObjects: number }[];
+  /** Manifests rejected as untrustworthy (first few; the count is in the summary's trustViolations). */
+  readonly rejected: { readonly key: string; readonly reason: string }[];
   readonly summary: TargetSummary;
 }
 
@@ -182,4 +190,5 @@ export const EMPTY_SUMMARY: TargetSummary = {
   manifestsWaiting: 0,
   lagSeconds: 0,
   failedKeys: [],
+  trustViolations: 0,
 };

@@ -3,6 +3,8 @@
  * refuses because of Object Lock is reported and left; any other failure stops the batch (the
  * planner's order matters: a manifest goes before its objects).
  */
+import { clusterPrefix } from '../../core/keys.ts';
+import { assertObjectKey } from '../../storage/object-keys.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type LocationFactory, mapTransient } from '../lib/locations.ts';
@@ -25,12 +27,25 @@ export async function deleteBatch(
   env: PipelineEnv,
   locations: LocationFactory,
 ): Promise<DeleteBatchOutput> {
+  const { cluster } = input.batch;
+  if (!env.clusters.includes(cluster))
+    throw new Error(
+      `refusing to delete: unknown cluster "${cluster}" in the batch; known clusters: ${env.clusters.join(', ')}`,
+    );
+  const prefix = clusterPrefix(cluster);
+  // Every key is checked before the first delete, so a bad batch deletes nothing at all.
+  // A ".." segment would pass the prefix test and land elsewhere: the key rules come first.
+  for (const key of input.batch.keys) {
+    assertObjectKey(key);
+    if (!key.startsWith(prefix))
+      throw new Error(
+        `refusing to delete ${key}: the batch was planned for cluster "${cluster}" and the key is not under ${prefix}; nothing was deleted`,
+      );
+  }
   const target = await locations.target(findTarget(env, input.target), 'delete');
   let deleted = 0;
   const locked: string[] = [];
   for (const key of input.batch.keys) {
-    if (!env.clusters.some((cluster) => key.startsWith(`v1/${cluster}/`)))
-      throw new Error(`refusing to delete ${key}: not under a configured cluster's prefix`);
     try {
       await target.storage.delete(key);
       deleted += 1;

@@ -9,28 +9,18 @@
  * Only the planned deletions are asked, not every object of the target.
  *
  * Dry run (`{"dryRun": true}` as the execution input): plans and reports, deletes nothing.
+ *
+ * Trust: only validated manifests are planned (lambdas/lib/backups.ts); a rejected one is listed
+ * in `rejected` and raises the TrustViolations metric, and nothing it names is deleted. Backups are
+ * aged by when ingest stored their manifest, and "verified" is read from ingest's `verify/` only.
  */
-import { text } from 'node:stream/consumers';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import {
-  backupIdOfManifestKey,
-  manifestsPrefix,
-  parseWalKey,
-  verifyReportPrefix,
-  walPrefix,
-} from '../../core/keys.ts';
-import { parseManifest } from '../../core/manifest.ts';
-import {
-  planRetention,
-  type RetentionBackup,
-  type RetentionPolicy,
-  type RetentionWalFile,
-  retentionBackupFromManifest,
-} from '../../core/retention-planner.ts';
-import { parseVerifyReport } from '../../core/verify-report.ts';
+import { planRetention, type RetentionPolicy } from '../../core/retention-planner.ts';
+import { clusterBackups, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
 import {
@@ -77,42 +67,6 @@ export const headObjectLock: LockReader = async (location, key, now) => {
   }
 };
 
-/** PGKEEP_RETENTION_POLICIES: target name -> policy, as the CDK app wrote it from the deploy config. */
-export function readPolicies(env: NodeJS.ProcessEnv = process.env): Record<string, RetentionPolicy> {
-  const raw = env.PGKEEP_RETENTION_POLICIES;
-  if (!raw) throw new PipelineConfigError('environment variable PGKEEP_RETENTION_POLICIES is not set');
-  return JSON.parse(raw) as Record<string, RetentionPolicy>;
-}
-
-async function clusterInput(location: Location, cluster: string) {
-  const verified = new Set<string>();
-  for await (const object of location.storage.list(verifyReportPrefix(cluster))) {
-    const report = parseVerifyReport(await text(await location.storage.get(object.key)));
-    if (report?.passed) verified.add(report.backupId);
-  }
-  const backups: RetentionBackup[] = [];
-  for await (const object of location.storage.list(manifestsPrefix(cluster))) {
-    if (backupIdOfManifestKey(object.key) === undefined) continue;
-    const manifest = parseManifest(
-      await text(await location.storage.get(object.key)),
-      `${location.name}:${object.key}`,
-    );
-    backups.push(retentionBackupFromManifest(manifest, object.key, verified.has(manifest.backupId)));
-  }
-  const walFiles: RetentionWalFile[] = [];
-  for await (const object of location.storage.list(walPrefix(cluster))) {
-    const wal = parseWalKey(object.key);
-    if (wal)
-      walFiles.push({
-        key: object.key,
-        walFileName: wal.walFileName,
-        time: object.lastModified,
-        sizeBytes: object.sizeBytes,
-      });
-  }
-  return { backups, walFiles };
-}
-
 export async function planTargetRetention(
   input: PlanRetentionInput,
   env: PipelineEnv,
@@ -125,20 +79,24 @@ export async function planTargetRetention(
   const policy = policies[input.target];
   if (!policy) throw new PipelineConfigError(`no retention policy for target "${input.target}"`);
   const target = await locations.target(findTarget(env, input.target));
-  const deletions: { key: string; reason: string }[] = [];
+  const ingest = await locations.ingest();
+  const deletions: { cluster: string; key: string; reason: string }[] = [];
+  const rejected: { key: string; reason: string }[] = [];
   const locked: { key: string; reason: string }[] = [];
   const warnings: string[] = [];
   let keptBackups = 0;
   let expiredBackups = 0;
   for (const cluster of env.clusters) {
-    const { backups, walFiles } = await clusterInput(target, cluster);
+    const view = await clusterBackups(target, ingest, cluster);
+    rejected.push(...view.rejected);
+    const { backups, walFiles } = view;
     if (backups.length === 0) continue;
     const first = planRetention({ backups, walFiles, policy, now });
     const lockedKeys: string[] = [];
     for (const d of first.deletions) if (await lockOf(target, d.key, now)) lockedKeys.push(d.key);
     const plan =
       lockedKeys.length === 0 ? first : planRetention({ backups, walFiles, policy, now, lockedKeys });
-    deletions.push(...plan.deletions.map((d) => ({ key: d.key, reason: d.reason })));
+    deletions.push(...plan.deletions.map((d) => ({ cluster, key: d.key, reason: d.reason })));
     locked.push(...plan.locked.map((l) => ({ key: l.key, reason: l.reason })));
     warnings.push(...plan.warnings.map((w) => `${cluster}: ${w}`));
     keptBackups += plan.summary.backupsKept;
@@ -146,25 +104,32 @@ export async function planTargetRetention(
   }
   const thisRun = deletions.slice(0, MAX_DELETIONS_PER_RUN);
   const deleteBatches: DeleteBatch[] = [];
+  // Each batch names the one cluster it was planned for; "Delete expired batch" checks every key against it.
   if (!dryRun)
-    for (let i = 0; i < thisRun.length; i += DELETE_BATCH_SIZE)
-      deleteBatches.push({ keys: thisRun.slice(i, i + DELETE_BATCH_SIZE).map((d) => d.key) });
+    for (const cluster of env.clusters) {
+      const ofCluster = thisRun.filter((d) => d.cluster === cluster).map((d) => d.key);
+      for (let i = 0; i < ofCluster.length; i += DELETE_BATCH_SIZE)
+        deleteBatches.push({ cluster, keys: ofCluster.slice(i, i + DELETE_BATCH_SIZE) });
+    }
+  const listed = (list: typeof thisRun) =>
+    list.slice(0, MAX_LISTED).map(({ key, reason }) => ({ key, reason }));
   return {
     target: input.target,
     dryRun,
     deleteBatches,
-    deletions: { count: thisRun.length, first: thisRun.slice(0, MAX_LISTED) },
+    deletions: { count: thisRun.length, first: listed(thisRun) },
     locked: { count: locked.length, first: locked.slice(0, MAX_LISTED) },
     keptBackups,
     expiredBackups,
     more: deletions.length > thisRun.length,
     warnings: warnings.slice(0, 10),
+    rejected: { count: rejected.length, first: rejected.slice(0, MAX_LISTED) },
   };
 }
 
 export async function handler(input: PlanRetentionInput): Promise<PlanRetentionOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
+  const output = await mapTransient(() =>
     planTargetRetention(
       parseInput(PlanRetentionInputSchema, input, 'retention/plan-retention'),
       env,
@@ -172,4 +137,6 @@ export async function handler(input: PlanRetentionInput): Promise<PlanRetentionO
       readPolicies(),
     ),
   );
+  publishMetrics(env.metricNamespace, trustViolationMetrics('retention', output.rejected.count));
+  return output;
 }

@@ -9,7 +9,7 @@ export const PlanRetentionInputSchema = z.object({
 });
 export const DeleteBatchInputSchema = z.object({
   target: z.string().min(1),
-  batch: z.object({ keys: z.array(z.string().min(1)) }),
+  batch: z.object({ cluster: z.string().min(1), keys: z.array(z.string().min(1)) }),
 });
 
 export interface PlanRetentionInput {
@@ -24,8 +24,10 @@ export interface ListedKeys {
   readonly first: { readonly key: string; readonly reason: string }[];
 }
 
-/** Keys to delete, in the planner's order (a manifest before its objects). */
+/** Keys to delete, in the planner's order (a manifest before its objects), all of one cluster. */
 export interface DeleteBatch {
+  /** The cluster the batch was planned for: a key outside `v1/<cluster>/` is refused. */
+  readonly cluster: string;
   readonly keys: string[];
 }
 
@@ -45,6 +47,8 @@ export interface PlanRetentionOutput {
   readonly more: boolean;
   /** The planner's warnings (first few), for the execution history. */
   readonly warnings: string[];
+  /** Manifests that failed validation: never acted on, and alarmed (TrustViolations). */
+  readonly rejected: ListedKeys;
 }
 
 export interface DeleteBatchInput {

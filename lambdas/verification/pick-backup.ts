@@ -3,7 +3,6 @@
  * input names one), its newest backup (unless named), and the run id and report key the restore
  * task writes to.
  */
-import { text } from 'node:stream/consumers';
 import {
   backupIdOfManifestKey,
   manifestKey,
@@ -11,7 +10,7 @@ import {
   verifyReportKey,
   verifyReportPrefix,
 } from '../../core/keys.ts';
-import { parseManifest } from '../../core/manifest.ts';
+import { readManifest } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
@@ -81,7 +80,7 @@ export async function pickBackup(
       `no backup to verify: no manifest under ${clusters.map(manifestsPrefix).join(', ')} in ingest`,
     );
   const key = manifestKey(chosen.cluster, chosen.backupId);
-  const manifest = parseManifest(await text(await ingest.storage.get(key)), `ingest:${key}`);
+  const { manifest } = await readManifest(ingest.storage, key);
   const runId = `${now
     .toISOString()
     .replace(/[-:]/g, '')

@@ -366,7 +366,8 @@ describe('schedules, alarms, outputs', () => {
     const [[topic]] = resources(pipeline, 'AWS::SNS::Topic') as [[string, Resource]];
     const alarms = resources(pipeline, 'AWS::CloudWatch::Alarm');
     const perCluster = 2 + config.targets.length;
-    expect(alarms).toHaveLength(3 + config.clusters.length * perCluster + 1);
+    // 3 failed-run alarms, per-cluster freshness, verification, and one trust alarm per step.
+    expect(alarms).toHaveLength(3 + config.clusters.length * perCluster + 1 + 2);
     for (const [id, alarm] of alarms) {
       expect(alarm.Properties.AlarmActions, id).toEqual([{ Ref: topic }]);
       expect(alarm.Properties.OKActions, id).toEqual([{ Ref: topic }]);
@@ -379,8 +380,18 @@ describe('schedules, alarms, outputs', () => {
         'ReplicationLagSeconds',
         'ReplicationLagSeconds',
         'VerificationFailed',
+        'TrustViolations',
+        'TrustViolations',
       ].sort(),
     );
+    for (const step of ['replication', 'retention'])
+      pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        MetricName: 'TrustViolations',
+        Dimensions: [{ Name: 'Step', Value: step }],
+        Statistic: 'Sum',
+        Threshold: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      });
     pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'NewestDumpAgeSeconds',
       Threshold: config.freshness.maxDumpAgeHours * 3600,

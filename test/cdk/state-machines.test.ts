@@ -81,6 +81,7 @@ describe('replication', () => {
     failed: 0,
     bytes: copied * 10,
     failedKeys: [],
+    tampered: 0,
     large,
   });
   /** "Copy and verify manifests" as a stub: the real totals arithmetic, no storage. */
@@ -89,7 +90,12 @@ describe('replication', () => {
     return {
       copied: i.manifestKeys.length,
       waiting: [],
-      summary: addUpTarget(i, { copied: i.manifestKeys.length, skipped: 0, waiting: 0 }, new Date()),
+      rejected: [],
+      summary: addUpTarget(
+        i,
+        { copied: i.manifestKeys.length, skipped: 0, waiting: 0, rejected: [] },
+        new Date(),
+      ),
     };
   };
 
@@ -145,6 +151,7 @@ describe('replication', () => {
       lagSeconds: 0,
       manifestsCopied: 1,
       manifestsWaiting: 0,
+      trustViolations: 0,
     };
     expect(run.output).toEqual({
       anyFailed: false,
@@ -398,7 +405,7 @@ describe('replication', () => {
     ).catch((error: unknown) => error);
     expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
     expect(alerts.map((a) => a.Message)).toEqual([
-      'Replication to target b2 failed: 1 objects failed their size or sha256 check and will be copied again by the next run; first: ["v1/main/wal/x"]',
+      'Replication to target b2 failed: 1 objects failed their size or sha256 check and will be copied again by the next run; of them 0 are trust violations (a target copy with other bytes than ingest, kept and never replaced, or a manifest rejected as untrustworthy); first: ["v1/main/wal/x"]',
     ]);
   });
 });
@@ -417,8 +424,11 @@ describe('retention', () => {
               target,
               deleteBatches: expired
                 ? [
-                    { keys: ['v1/main/manifests/a.json', 'v1/main/base/a/base.tar.zst.age'] },
-                    { keys: ['v1/main/wal/00000001/x'] },
+                    {
+                      cluster: 'main',
+                      keys: ['v1/main/manifests/a.json', 'v1/main/base/a/base.tar.zst.age'],
+                    },
+                    { cluster: 'main', keys: ['v1/main/wal/00000001/x'] },
                   ]
                 : [],
               keptBackups: 3,
@@ -428,6 +438,7 @@ describe('retention', () => {
               locked: { count: 0, first: [] },
               more: false,
               warnings: [],
+              rejected: { count: 0, first: [] },
             };
           },
           'retention/delete-batch': (input) => {
@@ -461,6 +472,7 @@ describe('retention', () => {
           deleted: { count: 0, first: [] },
           locked: { count: 0, first: [] },
           more: false,
+          rejected: { count: 0, first: [] },
         },
         {
           target: 'b2',
@@ -471,6 +483,7 @@ describe('retention', () => {
           deleted: { count: 0, first: [] },
           locked: { count: 0, first: [] },
           more: false,
+          rejected: { count: 0, first: [] },
         },
       ],
     });
@@ -496,6 +509,7 @@ describe('retention', () => {
               locked: { count: 0, first: [] },
               more: false,
               warnings: [],
+              rejected: { count: 0, first: [] },
             };
           },
           'retention/delete-batch': () => ({ deleted: 0, locked: [] }),

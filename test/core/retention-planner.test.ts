@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { baseBackupKey, logicalDumpKey, manifestKey, walKey } from '../../core/keys.ts';
-import type { Manifest } from '../../core/manifest.ts';
+import { type Manifest, validateManifest } from '../../core/manifest.ts';
 import {
   planRetention,
   type RetentionBackup,
@@ -336,10 +336,13 @@ describe('retentionBackupFromManifest', () => {
       recipientFingerprints: ['x'],
       agentVersion: '0.1.0',
     };
-    expect(retentionBackupFromManifest(manifest, manifestKey(CLUSTER, backupId), true)).toEqual({
+    // Aged by when the repository stored the manifest, not by the stopTime the host wrote.
+    const storedAt = new Date('2026-11-21T01:00:07.000Z');
+    const key = manifestKey(CLUSTER, backupId);
+    expect(retentionBackupFromManifest(validateManifest(manifest, key), key, true, storedAt)).toEqual({
       backupId,
       kind: 'logical',
-      stopTime: '2026-11-21T01:00:00.000Z',
+      stopTime: '2026-11-21T01:00:07.000Z',
       databases: ['a', 'b'],
       manifestKey: manifestKey(CLUSTER, backupId),
       objectKeys: manifest.objects.map((o) => o.key),

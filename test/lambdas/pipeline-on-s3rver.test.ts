@@ -7,7 +7,7 @@
 // verification read what is really in the buckets.
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { text } from 'node:stream/consumers';
+import { buffer, text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logicalDumpKey, manifestKey, verifyReportKey, walKey } from '../../core/keys.ts';
 import { type Manifest, serializeManifest } from '../../core/manifest.ts';
@@ -230,6 +230,7 @@ describe('replication state machine with the real handlers', () => {
       lagSeconds: 0,
       manifestsCopied: 3,
       manifestsWaiting: 0,
+      trustViolations: 0,
     };
     expect(run.output).toEqual({
       anyFailed: false,
@@ -292,7 +293,7 @@ describe('replication state machine with the real handlers', () => {
     ]);
   });
 
-  it('an object corrupted at a target (same size, other bytes) is found by a verify run and copied again', async () => {
+  it('a copy at a target with other bytes (same size) is found by a verify run, kept, reported and alerted; copied again once removed', async () => {
     const b2 = await locations.target(env.targets[1]!);
     const dumpKey = logicalDumpKey(CLUSTER, 'shop', LARGE);
     const walObject = (await keysOf(b2)).find((k) => k.includes('/wal/'))!;
@@ -300,24 +301,33 @@ describe('replication state machine with the real handlers', () => {
     corrupt[7 * MIB] = (corrupt[7 * MIB] ?? 0) ^ 0xff;
     await put(b2, dumpKey, corrupt);
     const wal = Buffer.from(await text(await b2.storage.get(walObject)));
-    await put(b2, walObject, Buffer.from(wal.toString().toUpperCase()));
+    const corruptWal = Buffer.from(wal.toString().toUpperCase());
+    await put(b2, walObject, corruptWal);
 
     // A normal run goes by the listing: same sizes, nothing to do.
     expect(await replicate()).toMatchObject([
       { target: 'dr-aws', objectsCopied: 0 },
       { target: 'b2', objectsCopied: 0 },
     ]);
-    const targets = await replicate({ verify: true });
-    expect(targets).toMatchObject([
-      { target: 'dr-aws', status: 'ok', objectsCopied: 0, objectsSkipped: 11 },
-      // The dump against its manifest's sha256 (through the fan-out), the WAL segment against ingest's bytes.
-      {
-        target: 'b2',
-        status: 'ok',
-        objectsCopied: 2,
-        objectsSkipped: 9,
-        bytesCopied: largeDump.length + wal.length,
-      },
+    // A verify run finds both (the dump against its manifest's sha256, the WAL segment against
+    // ingest's bytes) but never replaces a copy: which side changed is not for it to decide.
+    const alerts: { Message?: string }[] = [];
+    const failed = await runStateMachine(synth.stateMachine('replication'), replicationBindings(alerts), {
+      verify: true,
+    }).catch((error: unknown) => error);
+    expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
+    expect(alerts.map((a) => a.Message)).toEqual([
+      expect.stringMatching(/^Replication to target b2 failed: 2 objects .* 2 are trust violations/),
+    ]);
+    expect((await buffer(await b2.storage.get(dumpKey))).equals(corrupt)).toBe(true);
+    expect((await buffer(await b2.storage.get(walObject))).equals(corruptWal)).toBe(true);
+
+    // Once someone removed the bad copies, the next run copies them again.
+    await b2.storage.delete(dumpKey);
+    await b2.storage.delete(walObject);
+    expect(await replicate()).toMatchObject([
+      { target: 'dr-aws', status: 'ok', objectsCopied: 0 },
+      { target: 'b2', status: 'ok', objectsCopied: 2, bytesCopied: largeDump.length + wal.length },
     ]);
     await expectIdenticalCopies();
   });

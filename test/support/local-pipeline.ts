@@ -15,15 +15,19 @@ import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
 import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
 import type { TaskBindings } from './state-machines.ts';
 
-/** The replication machine's tasks; SNS alerts are collected in `alerts`. */
+/**
+ * The replication machine's tasks; SNS alerts are collected in `alerts`. `policies` are the
+ * targets' retention policies (what they drop is never copied); none by default.
+ */
 export function replicationBindings(
   env: PipelineEnv,
   locations: LocationFactory,
   alerts: unknown[],
+  policies: Record<string, RetentionPolicy> = {},
 ): TaskBindings {
   return {
     lambdas: {
-      'replication/plan-copies': (input) => planCopies(input as never, env, locations),
+      'replication/plan-copies': (input) => planCopies(input as never, env, locations, policies),
       'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
       'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
       'replication/copy-large': (input) => copyLarge(input as never, env, locations),

@@ -19,6 +19,7 @@ import {
   type S3ObjectRef,
   SourceChangedError,
   startCopy,
+  TargetConflictError,
 } from '../../../lambdas/lib/s3-copy.ts';
 import { verifyCopy } from '../../../lambdas/lib/verify-copy.ts';
 import { createS3Client } from '../../../storage/s3-storage.ts';
@@ -332,7 +333,7 @@ describe('verifyCopy', () => {
 });
 
 describe('replicateObject', () => {
-  it('copies what is missing, skips a verified copy on the next run, and replaces a corrupted one', async () => {
+  it('copies what is missing, skips a verified copy on the next run, and never replaces a copy with other bytes', async () => {
     const bytes = randomBytes(6 * MIB);
     const expected = { sizeBytes: bytes.length, sha256: sha256(bytes) };
     const storage = { client: targetClient, bucket: 'target', prefix: 'replica/' };
@@ -358,8 +359,15 @@ describe('replicateObject', () => {
     const corrupted = Buffer.from(bytes);
     corrupted[0] = (corrupted[0]! + 1) % 256;
     await put(to, corrupted);
-    const repaired = await replicateObject(from, to, expected, { partSizeBytes: PART });
-    expect(repaired).toMatchObject({ action: 'copied', before: 'hash-mismatch' });
-    expect((await read(to)).equals(bytes)).toBe(true);
+    // Other bytes at the target: the source may be what changed (a host overwrote it), so the
+    // existing copy is kept and the conflict is reported, never settled by overwriting.
+    const refused = await replicateObject(from, to, expected, { partSizeBytes: PART }).catch(
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(TargetConflictError);
+    expect((refused as TargetConflictError).message).toMatch(
+      /already holds other bytes .*hash-mismatch.*kept and not replaced/,
+    );
+    expect((await read(to)).equals(corrupted)).toBe(true);
   });
 });
