@@ -2,6 +2,7 @@
  * S3 SDK errors → the typed storage errors of storage.ts, with messages that name the bucket or
  * object and say how to fix it. Apart from the driver so the mapping can be read (and grown) alone.
  */
+import { isTransientFailure } from './failure.ts';
 import {
   AccessDeniedError,
   ObjectExistsError,
@@ -10,20 +11,6 @@ import {
   StorageError,
   StorageUnavailableError,
 } from './storage.ts';
-
-/** Node errno codes of a network that did not carry the request. */
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPROTO',
-]);
 
 export interface SdkError {
   name?: string;
@@ -130,14 +117,7 @@ export function mapS3Error(
       options,
     );
   }
-  if (
-    (status !== undefined && (status >= 500 || status === 429)) ||
-    (code !== undefined && NETWORK_CODES.has(code)) ||
-    name === 'TimeoutError' ||
-    name === 'RequestTimeout' ||
-    name === 'SlowDown' ||
-    name === 'AbortError'
-  ) {
+  if (isTransientFailure(error)) {
     const detail = code ?? (status !== undefined ? `HTTP ${status} ${name}` : name);
     return new StorageUnavailableError(
       `${where.endpoint} is unreachable or failing (${detail}) for ${action} of ${object}: check the endpoint URL and network, or retry later`,

@@ -33,10 +33,11 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
-  S3Client,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { assertByteRange, assertListPrefix, assertObjectKey } from './object-keys.ts';
+import { createS3Client } from './s3-client.ts';
 import { mapS3Error, type SdkError } from './s3-errors.ts';
 import {
   DEFAULT_PART_SIZE_MIB,
@@ -45,7 +46,6 @@ import {
   MAX_PARTS,
   MAX_QUEUE_SIZE,
   MIN_PART_SIZE_MIB,
-  type S3ClientOptions,
   type S3StorageOptions,
   s3DisplayUrl,
 } from './s3-options.ts';
@@ -60,32 +60,10 @@ import {
   StorageUnavailableError,
 } from './storage.ts';
 
+export { createS3Client } from './s3-client.ts';
 export * from './s3-options.ts';
 
 const MIB = 1024 * 1024;
-
-/** Builds an S3 client with pgkeep's defaults: bounded retries and timeouts, checksums only when required. */
-export function createS3Client(options: S3ClientOptions = {}): S3Client {
-  const checksum = options.checksum === 'when-supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
-  const region =
-    options.region ??
-    process.env.AWS_REGION ??
-    process.env.AWS_DEFAULT_REGION ??
-    (options.endpoint ? 'us-east-1' : undefined);
-  return new S3Client({
-    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-    ...(region ? { region } : {}),
-    forcePathStyle: options.forcePathStyle ?? false,
-    maxAttempts: options.maxAttempts ?? 3,
-    requestChecksumCalculation: checksum,
-    responseChecksumValidation: checksum,
-    requestHandler: {
-      connectionTimeout: options.connectionTimeoutMs ?? 3_000,
-      // socketTimeout is an inactivity timeout: a large part on a slow link never trips it while bytes flow.
-      socketTimeout: options.idleTimeoutMs ?? 60_000,
-    },
-  });
-}
 
 export class S3Storage implements Storage {
   readonly displayUrl: string;

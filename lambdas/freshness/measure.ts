@@ -13,8 +13,9 @@ import { text } from 'node:stream/consumers';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
-import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
+import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 

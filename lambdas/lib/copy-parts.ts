@@ -9,6 +9,7 @@ import {
   CreateMultipartUploadCommand,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { withRetry } from '../../storage/failure.ts';
 import {
   assertPositiveInteger,
   type CompletedPart,
@@ -16,6 +17,7 @@ import {
   type CopyState,
   DEFAULT_COPY_CONCURRENCY,
   DEFAULT_PART_ATTEMPTS,
+  partRetryPolicy,
   planCopy,
 } from './copy-plan.ts';
 import { headSource, meter, openRange, pipeInto } from './ranged-get.ts';
@@ -118,17 +120,14 @@ export async function copyParts(
     options.concurrency ?? DEFAULT_COPY_CONCURRENCY,
     undefined,
     async (part, signal) => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const done = await copyOnePart(source, target, state, part, signal);
-          results.push(done);
-          options.onPart?.(done);
-          return;
-        } catch (error) {
-          if (attempt >= attempts || error instanceof SourceChangedError || signal.aborted) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-        }
-      }
+      const done = await withRetry(
+        `copy of part ${part.partNumber} of ${where(source)}`,
+        partRetryPolicy(attempts),
+        () => copyOnePart(source, target, state, part, signal),
+        { signal, retryable: (error) => !(error instanceof SourceChangedError) },
+      );
+      results.push(done);
+      options.onPart?.(done);
     },
     options.signal,
   );

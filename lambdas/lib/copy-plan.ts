@@ -2,20 +2,31 @@
  * How an object is cut into parts for a copy: S3's limits and a deterministic plan that every step
  * of a spread-out copy can recompute from the plain-JSON {@link CopyState}.
  */
+import type { RetryPolicy } from '../../storage/failure.ts';
+import { MAX_PART_SIZE_BYTES, MAX_PARTS, MIN_PART_SIZE_BYTES } from '../../storage/s3-options.ts';
+
+export { MAX_PART_SIZE_BYTES, MIN_PART_SIZE_BYTES } from '../../storage/s3-options.ts';
 
 const MIB = 1024 * 1024;
-/** S3's smallest part (every part but the last). */
-export const MIN_PART_SIZE_BYTES = 5 * MIB;
-/** S3's largest part. */
-export const MAX_PART_SIZE_BYTES = 5 * 1024 * MIB;
-/** S3's limit on parts per multipart upload. */
-export const MAX_PART_COUNT = 10_000;
 export const DEFAULT_COPY_PART_SIZE_BYTES = 16 * MIB;
 export const DEFAULT_COPY_CONCURRENCY = 4;
 /** What copyObject may hold of parts that arrive ahead of the one being hashed. */
 export const DEFAULT_HASH_BUFFER_BYTES = 32 * MIB;
 /** Attempts per part (a fresh ranged GET each time) in copyParts. */
 export const DEFAULT_PART_ATTEMPTS = 3;
+
+/**
+ * How a failed part (or a whole small object) is tried again: with a fresh ranged GET, since the
+ * SDK cannot retry a request whose body is a stream it has consumed.
+ */
+export function partRetryPolicy(attempts: number = DEFAULT_PART_ATTEMPTS): RetryPolicy {
+  return {
+    maxAttempts: attempts,
+    initialDelayMs: 400,
+    maxDelayMs: 10_000,
+    deadlineMs: Number.POSITIVE_INFINITY,
+  };
+}
 
 export interface CopyPart {
   /** 1-based, as in UploadPart. */
@@ -57,7 +68,7 @@ export function assertPositiveInteger(value: number, what: string, fix: string):
 
 /**
  * Splits an object of `sizeBytes` into parts of `partSizeBytes` (the last one shorter). The part
- * size is raised to whole MiB when the object would need more than {@link MAX_PART_COUNT} parts.
+ * size is raised to whole MiB when the object would need more than {@link MAX_PARTS} parts.
  * Deterministic: every step of a spread-out copy can recompute it from the {@link CopyState}.
  */
 export function planCopy(sizeBytes: number, partSizeBytes: number = DEFAULT_COPY_PART_SIZE_BYTES): CopyPlan {
@@ -74,10 +85,10 @@ export function planCopy(sizeBytes: number, partSizeBytes: number = DEFAULT_COPY
     );
   }
   let size = partSizeBytes;
-  if (Math.ceil(sizeBytes / size) > MAX_PART_COUNT) size = Math.ceil(sizeBytes / MAX_PART_COUNT / MIB) * MIB;
+  if (Math.ceil(sizeBytes / size) > MAX_PARTS) size = Math.ceil(sizeBytes / MAX_PARTS / MIB) * MIB;
   if (size > MAX_PART_SIZE_BYTES) {
     throw new RangeError(
-      `object of ${sizeBytes} bytes is larger than S3 can store (${MAX_PART_COUNT} parts of at most 5 GiB)`,
+      `object of ${sizeBytes} bytes is larger than S3 can store (${MAX_PARTS} parts of at most 5 GiB)`,
     );
   }
   const parts: CopyPart[] = [];

@@ -24,6 +24,7 @@
  * its last bytes until the hash matched, so the request fails incomplete.
  */
 import { CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { withRetry } from '../../storage/failure.ts';
 import { InOrderHash, verifyBeforeLastByte } from './copy-hash.ts';
 import { abortCopy, completeCopy, copyOnePart } from './copy-parts.ts';
 import {
@@ -31,7 +32,7 @@ import {
   type CopyState,
   DEFAULT_COPY_CONCURRENCY,
   DEFAULT_HASH_BUFFER_BYTES,
-  DEFAULT_PART_ATTEMPTS,
+  partRetryPolicy,
   planCopy,
 } from './copy-plan.ts';
 import { headSource, meter, openRange, pipeInto } from './ranged-get.ts';
@@ -136,19 +137,15 @@ export async function copyObject(
   if (!plan.multipart) {
     // The SDK cannot retry a request whose body is a stream it has consumed, so a failed attempt
     // starts again from a fresh GET.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await putWhole(source, target, plan.sizeBytes, etag, options);
-      } catch (error) {
-        const final =
-          attempt >= DEFAULT_PART_ATTEMPTS ||
-          error instanceof CopyIntegrityError ||
-          error instanceof SourceChangedError ||
-          options.signal?.aborted;
-        if (final) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-      }
-    }
+    return withRetry(
+      `copy of ${where(source)}`,
+      partRetryPolicy(),
+      () => putWhole(source, target, plan.sizeBytes, etag, options),
+      {
+        ...(options.signal ? { signal: options.signal } : {}),
+        retryable: (error) => !(error instanceof CopyIntegrityError || error instanceof SourceChangedError),
+      },
+    );
   }
 
   const created = await target.client.send(
@@ -175,23 +172,20 @@ export async function copyObject(
       concurrency,
       concurrency,
       async (part, signal) => {
-        for (let attempt = 1; ; attempt++) {
-          try {
-            const done = await copyOnePart(source, target, state, part, signal, (chunk) =>
-              hash.write(part.partNumber, chunk),
-            );
-            hash.finish(part.partNumber);
-            completed.push(done);
-            options.onPart?.(done);
-            return;
-          } catch (error) {
-            const retry =
-              attempt < DEFAULT_PART_ATTEMPTS && !(error instanceof SourceChangedError) && !signal.aborted;
-            if (!retry) throw error;
-            hash.reset(part.partNumber);
-            await new Promise((resolve) => setTimeout(resolve, 200 * 2 ** attempt));
-          }
-        }
+        const done = await withRetry(
+          `copy of part ${part.partNumber} of ${where(source)}`,
+          partRetryPolicy(),
+          () =>
+            copyOnePart(source, target, state, part, signal, (chunk) => hash.write(part.partNumber, chunk)),
+          {
+            signal,
+            retryable: (error) => !(error instanceof SourceChangedError),
+            onRetry: () => hash.reset(part.partNumber),
+          },
+        );
+        hash.finish(part.partNumber);
+        completed.push(done);
+        options.onPart?.(done);
       },
       options.signal,
     );

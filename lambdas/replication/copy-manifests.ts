@@ -10,9 +10,10 @@
 import { createHash } from 'node:crypto';
 import { buffer } from 'node:stream/consumers';
 import { parseManifest } from '../../core/manifest.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
 import {

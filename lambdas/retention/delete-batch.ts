@@ -3,9 +3,11 @@
  * refuses because of Object Lock is reported and left; any other failure stops the batch (the
  * planner's order matters: a manifest goes before its objects).
  */
+
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { type DeleteBatchInput, DeleteBatchInputSchema, type DeleteBatchOutput } from './types.ts';
 

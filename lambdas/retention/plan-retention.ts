@@ -29,9 +29,10 @@ import {
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
 import { parseVerifyReport } from '../../core/verify-report.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { Location, LocationFactory } from '../lib/locations.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
 import {

@@ -13,9 +13,10 @@ import {
   verifyReportPrefix,
 } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { Location, LocationFactory } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { type PickBackupInput, PickBackupInputSchema, type PickedBackup } from './types.ts';
 
