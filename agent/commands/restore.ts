@@ -1,3 +1,4 @@
+import { ExitCode } from '../exit-codes.ts';
 import { runLogicalRestore } from '../logical/restore.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { parseCommandArgs } from './args.ts';
@@ -42,6 +43,6 @@ Physical restore with point-in-time recovery: pgkeep restore --pgdata DIR [--tar
       backupId: values.backup,
     });
     context.stdout.write(`restored "${values.db}" from backup ${result.backupId} into "${values.into}"\n`);
-    return 0;
+    return ExitCode.ok;
   },
 };

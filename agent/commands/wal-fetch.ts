@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { parseWalFileName } from '../../core/wal-names.ts';
-import { ExitCode } from '../exit-codes.ts';
+import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { fetchWalFile } from '../wal/fetch.ts';
 import {
@@ -22,7 +22,7 @@ import { walRetryPolicy } from './wal-options.ts';
  * file", which in archive recovery ends recovery and promotes. A repository that stays unreachable,
  * or an object that fails verification, must not end recovery early and lose the WAL after it.
  */
-export const EXIT_ABORT_RECOVERY = 255;
+export const EXIT_ABORT_RECOVERY = ExitCode.abortRecovery;
 
 export const walFetch: Command = {
   summary: "restore one WAL file (PostgreSQL's restore_command)",
@@ -43,18 +43,20 @@ prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
     try {
       return await fetchOne(context, name, path);
     } catch (error) {
-      // restore_command runs in the data directory; a standby has standby.signal there.
+      // restore_command runs in the data directory; a standby has standby.signal there. A standby
+      // retries on any failure, so its code is the entry's usual mapping.
       const standby = await access('standby.signal').then(
         () => true,
         () => false,
       );
+      if (standby) throw error;
       context.stderr.write(`pgkeep wal-fetch: ${(error as Error).message}\n`);
-      return standby ? ExitCode.unavailable : EXIT_ABORT_RECOVERY;
+      return EXIT_ABORT_RECOVERY;
     }
   },
 };
 
-async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
+async function fetchOne(context: CommandContext, name: string, path: string): Promise<ExitCodeValue> {
   const { config, storage } = await setUp(context);
   const spool = new WalSpool(config.spoolDir, config.cluster);
   const prefetch = parseWalFileName(name)?.kind === 'segment' && config.wal.fetchPrefetch > 0;
