@@ -6,13 +6,7 @@ import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { processAlive } from '../process-alive.ts';
 import { claimPidFile, livePidFileHolder } from '../wal/pid-file.ts';
-import {
-  ForeignWalError,
-  pushWalFile,
-  sha256OfFile,
-  WalConflictError,
-  type WalPushResult,
-} from '../wal/push.ts';
+import { pushWalFile, sha256OfFile } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';
@@ -82,16 +76,8 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
-    let pushed: WalPushResult;
-    try {
-      pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
-    } catch (error) {
-      if (error instanceof WalConflictError || error instanceof ForeignWalError) {
-        context.stderr.write(`pgkeep wal-push: ${error.message}\n`);
-        return ExitCode.conflict;
-      }
-      throw error;
-    }
+    // A conflict (WalConflictError, ForeignWalError) exits 6 through the entry's table.
+    const pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
     // Only an optimisation for the segments after this one, which is stored: never a failure.
     if (config.wal.asyncSeconds > 0) {
       await startPusher(context, spool, path, {
