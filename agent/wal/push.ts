@@ -1,6 +1,6 @@
 /**
  * Pushing one WAL file (segment, `.partial`, `.history` or backup history file) into the
- * repository under PostgreSQL's archive_command contract (DESIGN.md, "WAL contract"):
+ * repository under PostgreSQL's archive_command contract (docs/physical.md tables its exit codes):
  *
  * - resolves only once the object is durably stored and read back with its hash checked;
  * - the same name with the same content already stored resolves ("already-stored"): PostgreSQL
