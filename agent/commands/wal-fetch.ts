@@ -33,8 +33,8 @@ exits 1 at once when the repository holds no such file (.history files included)
 PostgreSQL it reached the end of the archive. An unreachable repository is retried for
 wal.retrySeconds; if it stays unreachable, or the object fails verification, the command exits
 ${EXIT_ABORT_RECOVERY} during archive recovery (PostgreSQL stops instead of ending recovery early and losing
-the WAL it could not read) and 4 on a standby (PostgreSQL retries). For a segment, a background
-prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
+the WAL it could not read); on a standby (PostgreSQL retries) it exits with pgkeep's usual code,
+4 or 5. For a segment, a background prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
   async run(context) {
     const { positionals } = parseCommandArgs(context.args, {}, 2);
     const [name, path] = positionals;
