@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
 import { assertClusterName } from '../core/keys.ts';
-import { ConfigError, DEFAULT_SPOOL_DIR, ENV_BINDINGS } from './config.ts';
+import { ConfigError, DEFAULT_SPOOL_DIR, ENV_BINDINGS } from './config-env.ts';
 
 const cron = z.string().refine(
   (expr) => {

@@ -6,7 +6,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { type CommandContext, UsageError } from './commands/command.ts';
 import { COMMANDS } from './commands/index.ts';
-import { ExitCode } from './exit-codes.ts';
+import { describeExitCodes, ExitCode, type ExitCodeValue, exitCodeFor } from './exit-codes.ts';
 import { AGENT_VERSION } from './version.ts';
 
 async function usage(): Promise<string> {
@@ -23,37 +23,16 @@ ${names.map((n, i) => `  ${n.padEnd(width)}  ${summaries[i]}`).join('\n')}
 pgkeep COMMAND --help shows a command's options. Configuration: --config FILE, PGKEEP_CONFIG, or
 /etc/pgkeep/pgkeep.yaml, with every option also settable by a PGKEEP_* variable.
 
-exit codes: 0 ok, 1 failed, 2 usage, 3 configuration, 4 repository unreachable,
-            5 object failed verification, 6 WAL conflict
+exit codes: ${describeExitCodes()}
 `;
 }
 
-/**
- * Exit code by error class name. Matching names rather than classes keeps this entry from importing
- * (and so evaluating at every start) the modules that define them.
- */
-const EXIT_CODE_BY_ERROR: Readonly<Record<string, number>> = {
-  UsageError: ExitCode.usage,
-  ConfigError: ExitCode.config,
-  InvalidStorageUrlError: ExitCode.config,
-  StorageUnavailableError: ExitCode.unavailable,
-  ObjectIntegrityError: ExitCode.integrity,
-  AgeDecryptError: ExitCode.integrity,
-  InvalidManifestError: ExitCode.integrity,
-  SpoolError: ExitCode.config,
-  ArchiveMismatchError: ExitCode.config,
-  RestoredDataDirError: ExitCode.conflict,
-};
-
-export function exitCodeFor(error: unknown): number {
-  const name = error instanceof Error ? error.name : '';
-  return EXIT_CODE_BY_ERROR[name] ?? ExitCode.failed;
-}
+export { exitCodeFor } from './exit-codes.ts';
 
 export async function main(
   argv: string[],
   io: Pick<CommandContext, 'env' | 'stdout' | 'stderr' | 'interactive'>,
-) {
+): Promise<ExitCodeValue> {
   let args = argv;
   let configPath: string | undefined;
   while (args[0]?.startsWith('--config')) {

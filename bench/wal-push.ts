@@ -29,33 +29,13 @@ import * as age from 'age-encryption';
 import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
+import { log, mean, median, q, timedShell, writePgbackrestConfig } from './wal-bench-helpers.ts';
 
 const execFileAsync = promisify(execFile);
 const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
 const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
 /** BENCH_PARTS=compare,load (default both): the side-by-side comparison, the sustained load. */
 const parts = new Set((process.env.BENCH_PARTS ?? 'compare,load').split(','));
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const log = (text: string) => process.stderr.write(`${text}\n`);
-
-async function timedShell(command: string, cwd: string, env: NodeJS.ProcessEnv): Promise<number> {
-  const started = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('sh', ['-c', command], { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('close', (code) =>
-      code === 0 ? resolve() : reject(new Error(`${command} exited ${code}: ${stderr}`)),
-    );
-  });
-  return performance.now() - started;
-}
-
-const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 const work = await makeServerDir('pgkeep-bench-wal-');
 const socketDir = join(work, 'sock');
@@ -132,34 +112,8 @@ try {
     return { repo, spool, config, env: { PATH: process.env.PATH, PGKEEP_CONFIG: config } };
   };
 
-  // pgBackRest, configured like the reference: posix repo, zst level 3, aes-256-cbc.
   const br = join(work, 'pgbackrest');
-  await mkdir(join(br, 'repo'), { recursive: true });
-  await mkdir(join(br, 'lock'));
-  await mkdir(join(br, 'spool'));
-  await mkdir(join(br, 'log'));
-  const brConfig = join(br, 'pgbackrest.conf');
-  await writeFile(
-    brConfig,
-    `[global]
-repo1-path=${br}/repo
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=bench-cipher-pass-0123456789abcdef
-compress-type=zst
-compress-level=3
-lock-path=${br}/lock
-spool-path=${br}/spool
-log-path=${br}/log
-log-level-console=warn
-log-level-file=off
-
-[bench]
-pg1-path=${pg.dataDir}
-pg1-port=${pg.port}
-pg1-socket-path=${socketDir}
-pg1-user=postgres
-`,
-  );
+  const brConfig = await writePgbackrestConfig(br, pg, socketDir);
   const brEnv = { PATH: process.env.PATH };
   await execFileAsync('pgbackrest', [`--config=${brConfig}`, '--stanza=bench', 'stanza-create'], {
     env: brEnv,

@@ -3,11 +3,16 @@
  * never loads the AWS SDK (see open-storage.ts).
  */
 
+const MIB = 1024 * 1024;
+
 /** S3's limit on parts per multipart upload. */
 export const MAX_PARTS = 10_000;
 /** S3's bounds on a part's size (except the last part, which may be smaller). */
 export const MIN_PART_SIZE_MIB = 5;
 export const MAX_PART_SIZE_MIB = 5 * 1024;
+/** The same bounds in bytes, for code that plans parts of a known size (replication). */
+export const MIN_PART_SIZE_BYTES = MIN_PART_SIZE_MIB * MIB;
+export const MAX_PART_SIZE_BYTES = MAX_PART_SIZE_MIB * MIB;
 export const DEFAULT_PART_SIZE_MIB = 16;
 export const DEFAULT_QUEUE_SIZE = 1;
 export const MAX_QUEUE_SIZE = 16;
@@ -31,6 +36,13 @@ export interface S3ClientOptions {
   readonly maxAttempts?: number;
   /** Time to establish a TCP/TLS connection. @default 3000 */
   readonly connectionTimeoutMs?: number;
+  /**
+   * A request fails when it has not been answered this long after it started, its body sent
+   * included (a get() body then streams under {@link idleTimeoutMs} alone). Bounds a part upload
+   * on a link too slow for its part size.
+   * @default 900000 (15 minutes, a Lambda's longest run)
+   */
+  readonly requestTimeoutMs?: number;
   /**
    * A request fails after this long without a byte moving in either direction (not a cap on total
    * time). It also applies while a get() body is being read: a consumer that stops reading for

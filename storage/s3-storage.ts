@@ -33,10 +33,12 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
-  S3Client,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { assertByteRange, assertListPrefix, assertObjectKey } from './object-keys.ts';
+import { createS3Client } from './s3-client.ts';
+import { mapS3Error, type SdkError } from './s3-errors.ts';
 import {
   DEFAULT_PART_SIZE_MIB,
   DEFAULT_QUEUE_SIZE,
@@ -44,71 +46,24 @@ import {
   MAX_PARTS,
   MAX_QUEUE_SIZE,
   MIN_PART_SIZE_MIB,
-  type S3ClientOptions,
   type S3StorageOptions,
   s3DisplayUrl,
 } from './s3-options.ts';
 import {
-  AccessDeniedError,
   type ByteRange,
   ObjectExistsError,
   type ObjectInfo,
   ObjectNotFoundError,
   type PutOptions,
-  RepositoryNotFoundError,
   type Storage,
   StorageError,
   StorageUnavailableError,
 } from './storage.ts';
 
+export { createS3Client } from './s3-client.ts';
 export * from './s3-options.ts';
 
 const MIB = 1024 * 1024;
-
-/** Builds an S3 client with pgkeep's defaults: bounded retries and timeouts, checksums only when required. */
-export function createS3Client(options: S3ClientOptions = {}): S3Client {
-  const checksum = options.checksum === 'when-supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
-  const region =
-    options.region ??
-    process.env.AWS_REGION ??
-    process.env.AWS_DEFAULT_REGION ??
-    (options.endpoint ? 'us-east-1' : undefined);
-  return new S3Client({
-    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-    ...(region ? { region } : {}),
-    forcePathStyle: options.forcePathStyle ?? false,
-    maxAttempts: options.maxAttempts ?? 3,
-    requestChecksumCalculation: checksum,
-    responseChecksumValidation: checksum,
-    requestHandler: {
-      connectionTimeout: options.connectionTimeoutMs ?? 3_000,
-      // socketTimeout is an inactivity timeout: a large part on a slow link never trips it while bytes flow.
-      socketTimeout: options.idleTimeoutMs ?? 60_000,
-    },
-  });
-}
-
-/** Node errno codes of a network that did not carry the request. */
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPROTO',
-]);
-
-interface SdkError {
-  name?: string;
-  message?: string;
-  code?: string;
-  $metadata?: { httpStatusCode?: number };
-  $retryable?: unknown;
-}
 
 export class S3Storage implements Storage {
   readonly displayUrl: string;
@@ -121,7 +76,8 @@ export class S3Storage implements Storage {
   readonly maxObjectBytes: number;
   private readonly queueSize: number;
   private readonly conditionalWrites: boolean;
-  private readonly where: string;
+  /** The endpoint, or "AWS S3", for messages. */
+  readonly endpoint: string;
 
   /**
    * @param options where the bucket is and how to write to it
@@ -154,7 +110,7 @@ export class S3Storage implements Storage {
     this.conditionalWrites = options.conditionalWrites ?? true;
     this.client = client ?? createS3Client(options);
     this.displayUrl = s3DisplayUrl(options);
-    this.where = options.endpoint ?? 'AWS S3';
+    this.endpoint = options.endpoint ?? 'AWS S3';
   }
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<void> {
@@ -175,7 +131,7 @@ export class S3Storage implements Storage {
       body.destroy();
       if (bodyError !== undefined) throw bodyError;
       if (error instanceof StorageError || error instanceof TypeError) throw error;
-      throw this.mapError(error, 'write', key, options.ifAbsent === true);
+      throw mapS3Error(this, error, 'write', key, options.ifAbsent === true);
     }
   }
 
@@ -198,7 +154,7 @@ export class S3Storage implements Storage {
           { cause: error },
         );
       }
-      throw this.mapError(error, 'read', key);
+      throw mapS3Error(this, error, 'read', key);
     }
   }
 
@@ -213,7 +169,7 @@ export class S3Storage implements Storage {
       );
       (response.Body as Readable | undefined)?.destroy();
     } catch (error) {
-      const mapped = this.mapError(error, 'read', key);
+      const mapped = mapS3Error(this, error, 'read', key);
       if (mapped instanceof ObjectNotFoundError) return undefined;
       if ((error as SdkError).name !== 'InvalidRange') throw mapped;
     }
@@ -235,7 +191,7 @@ export class S3Storage implements Storage {
           }),
         );
       } catch (error) {
-        throw this.mapError(error, 'list', prefix);
+        throw mapS3Error(this, error, 'list', prefix);
       }
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined || !object.Key.startsWith(this.prefix)) continue;
@@ -254,7 +210,7 @@ export class S3Storage implements Storage {
     try {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
     } catch (error) {
-      const mapped = this.mapError(error, 'delete', key);
+      const mapped = mapS3Error(this, error, 'delete', key);
       if (!(mapped instanceof ObjectNotFoundError)) throw mapped;
     }
   }
@@ -273,7 +229,7 @@ export class S3Storage implements Storage {
     } catch (error) {
       const { name, $metadata } = error as SdkError;
       if (name === 'NotFound' || name === 'NoSuchKey' || $metadata?.httpStatusCode === 404) return undefined;
-      throw this.mapError(error, 'read', key);
+      throw mapS3Error(this, error, 'read', key);
     }
   }
 
@@ -336,111 +292,10 @@ export class S3Storage implements Storage {
   /** Passes the body through, turning a connection lost mid-body into {@link StorageUnavailableError}. */
   private mapStreamErrors(source: Readable, key: string): Readable {
     const out = new PassThrough();
-    source.once('error', (error) => out.destroy(this.mapError(error, 'read', key)));
+    source.once('error', (error) => out.destroy(mapS3Error(this, error, 'read', key)));
     out.once('close', () => source.destroy());
     source.pipe(out);
     return out;
-  }
-
-  private mapError(
-    error: unknown,
-    action: 'read' | 'write' | 'list' | 'delete',
-    key: string,
-    ifAbsent = false,
-  ): Error {
-    if (error instanceof StorageError) return error;
-    const { name = 'Error', message = String(error), code, $metadata } = (error ?? {}) as SdkError;
-    const status = $metadata?.httpStatusCode;
-    const object = `s3://${this.bucket}/${this.prefix}${key}`;
-    const options = { cause: error };
-    if (name === 'NoSuchKey') return new ObjectNotFoundError(key, options);
-    if (name === 'NoSuchBucket') {
-      return new RepositoryNotFoundError(
-        `bucket "${this.bucket}" does not exist at ${this.where}: create it, or fix the bucket name in the repository URL`,
-        options,
-      );
-    }
-    if (status === 404) {
-      // S3 always names what is missing; a bare 404 comes from something else (a website, a proxy).
-      return new StorageError(
-        `${this.where} answered HTTP 404 without an S3 error code for ${action} of ${object}: check that endpoint= is the provider's S3 API endpoint and whether it needs path-style=true`,
-        options,
-      );
-    }
-    if (ifAbsent && (name === 'PreconditionFailed' || status === 412)) {
-      return new ObjectExistsError(key, options);
-    }
-    if (ifAbsent && (name === 'NotImplemented' || status === 501)) {
-      return new StorageError(
-        `${this.where} rejected a create-only write (If-None-Match: *) to ${object}: add conditional-writes=false to the repository URL`,
-        options,
-      );
-    }
-    if (name === 'ConditionalRequestConflict' || status === 409) {
-      return new StorageUnavailableError(
-        `a concurrent write to ${object} conflicted with this one: retry`,
-        options,
-      );
-    }
-    if (name === 'CredentialsProviderError' || /could not load credentials/i.test(message)) {
-      return new AccessDeniedError(
-        `no S3 credentials found for ${this.displayUrl}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in pgkeep's environment; credentials never go in the repository URL`,
-        options,
-      );
-    }
-    if (name === 'InvalidAccessKeyId') {
-      return new AccessDeniedError(
-        `${this.where} does not know the access key in use: check AWS_ACCESS_KEY_ID (or the profile in AWS_PROFILE)`,
-        options,
-      );
-    }
-    if (name === 'SignatureDoesNotMatch') {
-      return new AccessDeniedError(
-        `${this.where} rejected the request signature: check AWS_SECRET_ACCESS_KEY (or the profile) and the region`,
-        options,
-      );
-    }
-    if (name === 'ExpiredToken' || name === 'InvalidToken' || name === 'TokenRefreshRequired') {
-      return new AccessDeniedError(
-        `the session credentials for ${this.displayUrl} expired or are invalid: refresh them`,
-        options,
-      );
-    }
-    if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403) {
-      return new AccessDeniedError(
-        `access denied to ${action} ${object}: grant these credentials s3:${
-          { read: 'GetObject', write: 'PutObject', list: 'ListBucket', delete: 'DeleteObject' }[action]
-        } on the bucket (a missing key also reads as 403 without s3:ListBucket)`,
-        options,
-      );
-    }
-    if (name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed' || status === 301) {
-      return new StorageError(
-        `bucket "${this.bucket}" is in another region than the one in use: set region=<the bucket's region> in the repository URL`,
-        options,
-      );
-    }
-    if (/region is missing/i.test(message)) {
-      return new StorageError(
-        `no region for ${this.displayUrl}: add region=<region> to the repository URL or set AWS_REGION`,
-        options,
-      );
-    }
-    if (
-      (status !== undefined && (status >= 500 || status === 429)) ||
-      (code !== undefined && NETWORK_CODES.has(code)) ||
-      name === 'TimeoutError' ||
-      name === 'RequestTimeout' ||
-      name === 'SlowDown' ||
-      name === 'AbortError'
-    ) {
-      const detail = code ?? (status !== undefined ? `HTTP ${status} ${name}` : name);
-      return new StorageUnavailableError(
-        `${this.where} is unreachable or failing (${detail}) for ${action} of ${object}: check the endpoint URL and network, or retry later`,
-        options,
-      );
-    }
-    return new StorageError(`${action} of ${object} failed at ${this.where}: ${name}: ${message}`, options);
   }
 }
 

@@ -1,4 +1,5 @@
 import { requireRecipients } from '../config.ts';
+import { ExitCode } from '../exit-codes.ts';
 import { runLogicalBackup } from '../logical/backup.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
@@ -46,6 +47,6 @@ into the repository, then writes the manifest. The backup exists only once the m
         `backup ${manifest.backupId}: ${manifest.objects.length} objects, ${formatBytes(plain)} dumped, ${formatBytes(total)} stored\n`,
       );
     }
-    return 0;
+    return ExitCode.ok;
   },
 };

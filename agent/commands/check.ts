@@ -2,6 +2,7 @@ import { access, constants } from 'node:fs/promises';
 import { assertRecipients } from '../../core/age-stream.ts';
 import { clusterPrefix } from '../../core/keys.ts';
 import { probeStorage } from '../../storage/open-storage.ts';
+import { ExitCode } from '../exit-codes.ts';
 import { pgProgram, serverFacts } from '../postgres.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { parseCommandArgs } from './args.ts';
@@ -95,6 +96,6 @@ Writes nothing, except with --archive.
     } else {
       for (const c of checks) context.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.detail}\n`);
     }
-    return checks.every((c) => c.ok) ? 0 : 1;
+    return checks.every((c) => c.ok) ? ExitCode.ok : ExitCode.failed;
   },
 };

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import type { ExitCodeValue } from '../exit-codes.ts';
 
 /** What a command gets from the CLI entry. Commands never exit the process themselves. */
 export interface CommandContext {
@@ -19,7 +20,7 @@ export interface Command {
   /** The usage for these arguments, when one command name has several forms (restore). */
   usageFor?(args: readonly string[]): string;
   /** Resolves to the exit code; throws for failures the entry maps to exit codes. */
-  run(context: CommandContext): Promise<number>;
+  run(context: CommandContext): Promise<ExitCodeValue>;
 }
 
 /** Wrong arguments; the entry prints the message and the command's usage. */

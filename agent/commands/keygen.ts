@@ -1,5 +1,6 @@
 import { open } from 'node:fs/promises';
 import { generateHybridIdentity, generateX25519Identity, identityToRecipient } from 'age-encryption';
+import { ExitCode } from '../exit-codes.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
 
@@ -41,6 +42,6 @@ away from the database host — only hosts that restore need it.
     }
     context.stdout.write(`${recipient}\n`);
     context.stderr.write(`pgkeep: wrote the identity to ${values.output}; its recipient is printed above\n`);
-    return 0;
+    return ExitCode.ok;
   },
 };

@@ -1,3 +1,4 @@
+import { ExitCode } from '../exit-codes.ts';
 import { listManifests } from '../repository.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
@@ -25,11 +26,11 @@ Lists the cluster's backups, oldest first. Reads only manifests: no identity nee
     }));
     if (values.json) {
       context.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-      return 0;
+      return ExitCode.ok;
     }
     if (rows.length === 0) {
       context.stdout.write(`no backups of cluster "${config.cluster}" in ${storage.displayUrl}\n`);
-      return 0;
+      return ExitCode.ok;
     }
     const table = [
       ['BACKUP', 'KIND', 'FINISHED', 'SIZE', 'DATABASES'],
@@ -50,6 +51,6 @@ Lists the cluster's backups, oldest first. Reads only manifests: no identity nee
           .trimEnd()}\n`,
       );
     }
-    return 0;
+    return ExitCode.ok;
   },
 };

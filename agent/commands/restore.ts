@@ -1,3 +1,4 @@
+import { ExitCode } from '../exit-codes.ts';
 import { runLogicalRestore } from '../logical/restore.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { parseCommandArgs } from './args.ts';
@@ -43,7 +44,7 @@ pgkeep restore --pgdata DIR --help lists its options.`,
       backupId: values.backup,
     });
     context.stdout.write(`restored "${values.db}" from backup ${result.backupId} into "${values.into}"\n`);
-    return 0;
+    return ExitCode.ok;
   },
 };
 

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { isStreamName, STREAM_NAME_RULE } from '../../core/keys.ts';
 import type { Manifest } from '../../core/manifest.ts';
 import { requireRecipients } from '../config.ts';
+import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { shellQuote } from '../shell.ts';
 import {
@@ -58,7 +59,7 @@ function snapshotRows(manifests: readonly Manifest[]) {
   }));
 }
 
-async function backup(context: CommandContext, args: string[]): Promise<number> {
+async function backup(context: CommandContext, args: string[]): Promise<ExitCodeValue> {
   const { options, command } = splitCommand(args, true);
   const { values } = parseCommandArgs(options, {
     name: { type: 'string' },
@@ -84,10 +85,10 @@ async function backup(context: CommandContext, args: string[]): Promise<number> 
     context.stdout.write(
       `stream backup ${manifest.backupId} of "${name}": ${formatBytes(row?.plaintextSizeBytes ?? 0)} read, ${formatBytes(row?.sizeBytes ?? 0)} stored\n`,
     );
-  return 0;
+  return ExitCode.ok;
 }
 
-async function restore(context: CommandContext, args: string[]): Promise<number> {
+async function restore(context: CommandContext, args: string[]): Promise<ExitCodeValue> {
   const { options, command } = splitCommand(args, true);
   const { values } = parseCommandArgs(options, {
     name: { type: 'string' },
@@ -105,10 +106,10 @@ async function restore(context: CommandContext, args: string[]): Promise<number>
     command: { ...(command as StreamCommand), env: context.env },
   });
   context.stderr.write(`restored stream backup ${manifest.backupId} of "${name}"\n`);
-  return 0;
+  return ExitCode.ok;
 }
 
-async function snapshots(context: CommandContext, args: string[]): Promise<number> {
+async function snapshots(context: CommandContext, args: string[]): Promise<ExitCodeValue> {
   const { values } = parseCommandArgs(args, {
     name: { type: 'string' },
     json: { type: 'boolean', default: false },
@@ -121,10 +122,10 @@ async function snapshots(context: CommandContext, args: string[]): Promise<numbe
   else
     for (const row of rows)
       context.stdout.write(`${row.backupId}  ${row.stopTime}  ${formatBytes(row.plaintextSizeBytes)}\n`);
-  return 0;
+  return ExitCode.ok;
 }
 
-async function restoreScript(context: CommandContext, args: string[]): Promise<number> {
+async function restoreScript(context: CommandContext, args: string[]): Promise<ExitCodeValue> {
   const { options, command } = splitCommand(args, true);
   const { values } = parseCommandArgs(options, { name: { type: 'string' }, pgkeep: { type: 'string' } });
   const name = streamName(values.name);
@@ -148,10 +149,10 @@ case "\${1:-}" in
   *) echo "usage: $0 snapshots | restore latest|ID" >&2; exit 2 ;;
 esac
 `);
-  return 0;
+  return ExitCode.ok;
 }
 
-const SUBCOMMANDS: Record<string, (context: CommandContext, args: string[]) => Promise<number>> = {
+const SUBCOMMANDS: Record<string, (context: CommandContext, args: string[]) => Promise<ExitCodeValue>> = {
   backup,
   restore,
   snapshots,

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { parseWalFileName } from '../../core/wal-names.ts';
-import { ExitCode } from '../exit-codes.ts';
+import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { fetchWalFile } from '../wal/fetch.ts';
 import {
@@ -22,7 +22,7 @@ import { walDataDir, walRetryPolicy } from './wal-options.ts';
  * file", which in archive recovery ends recovery and promotes. A repository that stays unreachable,
  * or an object that fails verification, must not end recovery early and lose the WAL after it.
  */
-export const EXIT_ABORT_RECOVERY = 255;
+export const EXIT_ABORT_RECOVERY = ExitCode.abortRecovery;
 
 export const walFetch: Command = {
   summary: "restore one WAL file (PostgreSQL's restore_command)",
@@ -33,8 +33,8 @@ exits 1 at once when the repository holds no such file (.history files included)
 PostgreSQL it reached the end of the archive. An unreachable repository is retried for
 wal.retrySeconds; if it stays unreachable, or the object fails verification, the command exits
 ${EXIT_ABORT_RECOVERY} during archive recovery (PostgreSQL stops instead of ending recovery early and losing
-the WAL it could not read) and 4 on a standby (PostgreSQL retries). For a segment, a background
-prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
+the WAL it could not read); on a standby (PostgreSQL retries) it exits with pgkeep's usual code,
+4 or 5. For a segment, a background prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
   async run(context) {
     const { positionals } = parseCommandArgs(context.args, {}, 2);
     const [name, path] = positionals;
@@ -43,18 +43,20 @@ prefetcher keeps the following wal.fetchPrefetch segments downloaded ahead.`,
     try {
       return await fetchOne(context, name, path);
     } catch (error) {
-      // restore_command runs in the data directory; a standby has standby.signal there.
+      // restore_command runs in the data directory; a standby has standby.signal there. A standby
+      // retries on any failure, so its code is the entry's usual mapping.
       const standby = await access('standby.signal').then(
         () => true,
         () => false,
       );
+      if (standby) throw error;
       context.stderr.write(`pgkeep wal-fetch: ${(error as Error).message}\n`);
-      return standby ? ExitCode.unavailable : EXIT_ABORT_RECOVERY;
+      return EXIT_ABORT_RECOVERY;
     }
   },
 };
 
-async function fetchOne(context: CommandContext, name: string, path: string): Promise<number> {
+async function fetchOne(context: CommandContext, name: string, path: string): Promise<ExitCodeValue> {
   const { config, storage } = await setUp(context);
   const dataDir = walDataDir(config, context.env, path);
   const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);

@@ -88,16 +88,8 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
-    let pushed: WalPushResult;
-    try {
-      pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
-    } catch (error) {
-      if (error instanceof WalConflictError || error instanceof ForeignWalError) {
-        context.stderr.write(`pgkeep wal-push: ${error.message}\n`);
-        return ExitCode.conflict;
-      }
-      throw error;
-    }
+    // A conflict (WalConflictError, ForeignWalError) exits 6 through the entry's table.
+    const pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
     // Only an optimisation for the segments after this one, which is stored: never a failure.
     if (config.wal.asyncSeconds > 0) {
       await startPusher(context, spool, dataDir, path, {

@@ -1,5 +1,5 @@
 /**
- * Fetching one WAL file for PostgreSQL's restore_command (docs/physical.md, "The WAL contract"):
+ * Fetching one WAL file for PostgreSQL's restore_command (its exit codes are tabled in docs/physical.md):
  *
  * - "missing" only when the repository answered and holds no version of the name; PostgreSQL then
  *   ends recovery (or, in standby, tries streaming), so a transient failure must never look like

@@ -1,18 +1,13 @@
 /**
- * Bounded retries for transient storage failures. PostgreSQL retries archive_command itself, and a
+ * Bounded retries for WAL commands. PostgreSQL retries archive_command itself, and a
  * restore_command failure can end recovery, so both commands retry a flaky repository for a while
- * but never forever: the deadline is what makes "storage down" an error within bounded time.
+ * but never forever: the deadline is what makes "storage down" an error within bounded time. The
+ * rule and the loop are storage's (storage/failure.ts); what the agent adds is waiting for a
+ * missing repository too, since an unmounted NAS comes back.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { RepositoryNotFoundError, StorageUnavailableError } from '../../storage/storage.ts';
+import { isTransient, type RetryPolicy, withRetry as retryStorage } from '../../storage/failure.ts';
 
-export interface RetryPolicy {
-  /** Give up after this long since the first attempt. */
-  readonly deadlineMs: number;
-  /** First pause between attempts; doubled each time up to {@link maxDelayMs}. */
-  readonly initialDelayMs: number;
-  readonly maxDelayMs: number;
-}
+export type { RetryPolicy };
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = {
   deadlineMs: 30_000,
@@ -21,46 +16,17 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
 };
 
 /**
- * True for errors a later attempt may not see: the repository was unreachable or failed on its
- * side, or its bucket/directory is missing (an unmounted NAS comes back).
+ * Runs `attempt` until it succeeds, fails with a non-transient error, or the deadline passes; a
+ * transient error that outlasts it becomes a StorageUnavailableError. `what` names the operation.
  */
-export function isTransient(error: unknown): boolean {
-  if (error instanceof StorageUnavailableError || error instanceof RepositoryNotFoundError) return true;
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return (
-    typeof code === 'string' &&
-    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN'].includes(code)
-  );
-}
-
-/**
- * Runs `attempt` until it succeeds, fails with a non-transient error, or the deadline passes; then
- * rethrows the last error. `what` names the operation in the error.
- */
-export async function withRetry<T>(
+export function withRetry<T>(
   what: string,
   policy: RetryPolicy,
   attempt: () => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const started = Date.now();
-  let delay = policy.initialDelayMs;
-  for (let tries = 1; ; tries++) {
-    try {
-      return await attempt();
-    } catch (error) {
-      const elapsed = Date.now() - started;
-      if (!isTransient(error) || signal?.aborted || elapsed + delay > policy.deadlineMs) {
-        if (isTransient(error)) {
-          throw new StorageUnavailableError(
-            `${what} failed ${tries} time(s) over ${Math.round(elapsed / 1000)} s, the repository is unavailable: ${(error as Error).message}`,
-            { cause: error },
-          );
-        }
-        throw error;
-      }
-      await sleep(delay, undefined, signal ? { signal } : undefined);
-      delay = Math.min(delay * 2, policy.maxDelayMs);
-    }
-  }
+  return retryStorage(what, policy, attempt, {
+    ...(signal ? { signal } : {}),
+    retryable: (error) => isTransient(error, { missingRepository: true }),
+  });
 }

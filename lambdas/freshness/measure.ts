@@ -11,10 +11,11 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
-import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
+import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 

@@ -4,7 +4,7 @@
  * thing the Storage interface does not offer: listing from a given key on (S3's StartAfter), which
  * lets a batch be described by a key range instead of a key list.
  */
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import type { PipelineEnv, RuntimeTarget } from './pipeline-env.ts';
@@ -84,15 +84,7 @@ export function awsLocations(
           endpoint: target.endpoint,
           forcePathStyle: target.forcePathStyle,
         };
-        const client = new S3Client({
-          endpoint: target.endpoint,
-          region: target.region,
-          forcePathStyle: target.forcePathStyle,
-          credentials,
-          maxAttempts: 3,
-          requestChecksumCalculation: 'WHEN_REQUIRED',
-          responseChecksumValidation: 'WHEN_REQUIRED',
-        });
+        const client = createS3Client(options, credentials);
         return { name: target.name, storage: new S3Storage(options, client) };
       }),
   };
@@ -100,7 +92,7 @@ export function awsLocations(
 
 /**
  * Objects under `prefix` (repository-relative) with keys after `startAfter`, ascending, stopping
- * after `lastKey` when given. Errors come from the SDK; callers map them with {@link isTransient}.
+ * after `lastKey` when given. Errors come from the SDK; callers map them with mapTransient (storage/failure.ts).
  */
 export async function* listFrom(
   location: Location,
@@ -142,36 +134,5 @@ export async function* missingAt(
   for await (const object of source) {
     while (!next.done && next.value.key < object.key) next = await dest.next();
     if (next.done || next.value.key !== object.key || next.value.sizeBytes !== object.sizeBytes) yield object;
-  }
-}
-
-/** An SDK or network error that a retry may fix: surfaced to Step Functions as StorageUnavailableError. */
-export function isTransient(error: unknown): boolean {
-  const e = error as {
-    name?: string;
-    code?: string;
-    $metadata?: { httpStatusCode?: number };
-    $retryable?: unknown;
-  };
-  if (e?.name === 'StorageUnavailableError') return true;
-  if (e?.$retryable) return true;
-  const status = e?.$metadata?.httpStatusCode;
-  if (status !== undefined && (status >= 500 || status === 429)) return true;
-  return ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(
-    e?.code ?? '',
-  );
-}
-
-/** Renames transient errors so the state machine's Retry on StorageUnavailableError catches them. */
-export async function mapTransient<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    if (isTransient(error) && (error as Error).name !== 'StorageUnavailableError') {
-      const wrapped = new Error(`storage unavailable: ${(error as Error).message}`, { cause: error });
-      wrapped.name = 'StorageUnavailableError';
-      throw wrapped;
-    }
-    throw error;
   }
 }

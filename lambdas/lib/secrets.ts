@@ -5,6 +5,8 @@
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
+import { type ErrorFacts, isTransient } from '../../storage/failure.ts';
+import { StorageUnavailableError } from '../../storage/storage.ts';
 
 /** The JSON an operator puts into a target's secret (cdk/constructs/target-credentials.ts creates it empty). */
 export const ProviderCredentialsSchema = z.object({
@@ -34,12 +36,6 @@ export interface SecretsManagerReaderOptions {
   readonly credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
 
-interface SdkError {
-  name?: string;
-  $fault?: string;
-  $metadata?: { httpStatusCode?: number };
-}
-
 /** A reader calling Secrets Manager's GetSecretValue for the secret's own region. */
 export function secretsManagerReader(options: SecretsManagerReaderOptions = {}): CredentialsReader {
   const clients = new Map<string, SecretsManagerClient>();
@@ -65,16 +61,13 @@ export function secretsManagerReader(options: SecretsManagerReaderOptions = {}):
       });
       secretString = out.SecretString;
     } catch (cause) {
-      const e = cause as SdkError;
-      const status = e?.$metadata?.httpStatusCode;
+      const { name = 'error', $metadata } = (cause ?? {}) as ErrorFacts;
+      const status = $metadata?.httpStatusCode;
       // The SDK's error names the error type; its message never contains the secret value.
-      const transient = e?.$fault === 'server' || status === undefined || status >= 500 || status === 429;
-      const error = new TargetCredentialsError(
-        `cannot read secret ${secretArn}: ${e?.name ?? 'error'}${status ? ` (HTTP ${status})` : ''}`,
-        { cause },
-      );
-      if (transient || e?.name === 'ThrottlingException') error.name = 'StorageUnavailableError';
-      throw error;
+      const message = `cannot read secret ${secretArn}: ${name}${status ? ` (HTTP ${status})` : ''}`;
+      throw isTransient(cause)
+        ? new StorageUnavailableError(message, { cause })
+        : new TargetCredentialsError(message, { cause });
     }
     if (secretString === undefined)
       throw new TargetCredentialsError(

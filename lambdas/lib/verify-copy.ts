@@ -8,7 +8,9 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import type { S3ObjectRef } from './s3-copy.ts';
+import { isNotFound, type S3ObjectRef } from './s3-object.ts';
+
+export { isNotFound, type SdkError } from './s3-object.ts';
 
 export interface ExpectedObject {
   readonly sizeBytes: number;
@@ -32,18 +34,6 @@ export type VerifyCopyResult =
   | { readonly status: 'missing' }
   | { readonly status: 'size-mismatch'; readonly expectedSizeBytes: number; readonly actualSizeBytes: number }
   | { readonly status: 'hash-mismatch'; readonly expectedSha256: string; readonly actualSha256: string };
-
-/** The fields of an AWS SDK error that classify it. */
-export interface SdkError {
-  name?: string;
-  $metadata?: { httpStatusCode?: number };
-}
-
-/** An S3 error that means the object (not the bucket or the endpoint) is absent. */
-export function isNotFound(error: unknown): boolean {
-  const e = error as SdkError;
-  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
-}
 
 /**
  * Checks the object at `object` against `expected`. Resolves `missing` only for a 404 (on AWS a

@@ -30,11 +30,12 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, listFrom, mapTransient, missingAt } from '../lib/locations.ts';
+import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   CopyIntegrityError,

@@ -13,9 +13,11 @@
  *
  * Every input and output is small JSON: the copy state, part numbers, part ETags.
  */
+
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   abortCopy,

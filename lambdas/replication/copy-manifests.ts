@@ -8,10 +8,12 @@
  *
  * It also adds up what the round's batches did into the target's summary (the execution output).
  */
+
+import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';

@@ -10,11 +10,12 @@
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, listFrom, mapTransient } from '../lib/locations.ts';
+import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   type CopyBatch,

@@ -4,10 +4,11 @@
  * planner's order matters: a manifest goes before its objects).
  */
 import { clusterPrefix } from '../../core/keys.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { assertObjectKey } from '../../storage/object-keys.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { type DeleteBatchInput, DeleteBatchInputSchema, type DeleteBatchOutput } from './types.ts';
 

@@ -16,10 +16,11 @@
  */
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { planRetention, type RetentionPolicy } from '../../core/retention-planner.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { clusterBackups, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { Location, LocationFactory } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';

@@ -10,10 +10,11 @@ import {
   verifyReportKey,
   verifyReportPrefix,
 } from '../../core/keys.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { readManifest } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type Location, type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { Location, LocationFactory } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { type PickBackupInput, PickBackupInputSchema, type PickedBackup } from './types.ts';
 

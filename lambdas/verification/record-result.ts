@@ -5,9 +5,10 @@
  */
 import { text } from 'node:stream/consumers';
 import { parseVerifyReport } from '../../core/verify-report.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
-import { type LocationFactory, mapTransient } from '../lib/locations.ts';
+import type { LocationFactory } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { type RecordResultInput, RecordResultInputSchema, type RecordResultOutput } from './types.ts';

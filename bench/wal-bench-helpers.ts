@@ -1,0 +1,63 @@
+/** Helpers of the WAL benchmark (wal-push.ts): timing a shell line, figures, pgBackRest's setup. */
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+export const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+export const log = (text: string) => process.stderr.write(`${text}\n`);
+
+export async function timedShell(command: string, cwd: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('sh', ['-c', command], { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} exited ${code}: ${stderr}`)),
+    );
+  });
+  return performance.now() - started;
+}
+
+export const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * pgBackRest configured like the reference (posix repo, zst level 3, aes-256-cbc) under `br`, for
+ * the cluster at `pg`; returns the config file's path.
+ */
+export async function writePgbackrestConfig(
+  br: string,
+  pg: { readonly dataDir: string; readonly port: number },
+  socketDir: string,
+): Promise<string> {
+  await mkdir(join(br, 'repo'), { recursive: true });
+  await mkdir(join(br, 'lock'));
+  await mkdir(join(br, 'spool'));
+  await mkdir(join(br, 'log'));
+  const brConfig = join(br, 'pgbackrest.conf');
+  await writeFile(
+    brConfig,
+    `[global]
+repo1-path=${br}/repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-cipher-pass-0123456789abcdef
+compress-type=zst
+compress-level=3
+lock-path=${br}/lock
+spool-path=${br}/spool
+log-path=${br}/log
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=${pg.dataDir}
+pg1-port=${pg.port}
+pg1-socket-path=${socketDir}
+pg1-user=postgres
+`,
+  );
+  return brConfig;
+}

@@ -1,0 +1,47 @@
+/**
+ * One object at one S3 endpoint, as the replication steps pass it around, and the errors and
+ * checks every step shares (ranged reads, copies, verification).
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
+
+/** One object at one endpoint. `key` is the full key in the bucket (any storage prefix included). */
+export interface S3ObjectRef {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly key: string;
+}
+
+/** The object `key` of a repository driver (storage/s3-storage.ts `S3Storage`), which maps keys under its prefix. */
+export function objectIn(
+  storage: { readonly client: S3Client; readonly bucket: string; readonly prefix: string },
+  key: string,
+): S3ObjectRef {
+  return { client: storage.client, bucket: storage.bucket, key: `${storage.prefix}${key}` };
+}
+
+/** A copy did not match what it was expected to be; nothing was left at the target. */
+export class CopyIntegrityError extends Error {
+  override name = 'CopyIntegrityError';
+}
+
+/** The source object changed or disappeared while it was being copied. */
+export class SourceChangedError extends Error {
+  override name = 'SourceChangedError';
+}
+
+/** The fields of an AWS SDK error that classify it. */
+export interface SdkError {
+  name?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+/** An S3 error that means the object (not the bucket or the endpoint) is absent. */
+export function isNotFound(error: unknown): boolean {
+  const e = error as SdkError;
+  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
+}
+
+/** The object as a URL, for messages. */
+export function where(object: S3ObjectRef): string {
+  return `s3://${object.bucket}/${object.key}`;
+}
