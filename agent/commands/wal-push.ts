@@ -6,13 +6,7 @@ import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
 import { claimPidFile, livePidFileHolder, processAlive } from '../pid-lock.ts';
-import {
-  ForeignWalError,
-  pushWalFile,
-  sha256OfFile,
-  WalConflictError,
-  type WalPushResult,
-} from '../wal/push.ts';
+import { pushWalFile, sha256OfFile } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, type CommandContext, UsageError } from './command.ts';

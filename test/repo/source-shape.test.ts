@@ -38,7 +38,7 @@ function importGraph(files: readonly string[]): Map<string, string[]> {
 }
 
 /** Every cycle, each once, as a list of files relative to the project root. */
-export function findCycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
+function findCycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
   const cycles: string[][] = [];
   const state = new Map<string, 'open' | 'done'>();
   const stack: string[] = [];
