@@ -187,6 +187,16 @@ export const DeployConfigSchema = z
       cpu: z.union([z.literal(1024), z.literal(2048), z.literal(4096), z.literal(8192)]).default(2048),
       memoryMiB: z.number().int().min(2048).max(61440).default(8192),
       ephemeralStorageGiB: z.number().int().min(21).max(200).default(100),
+      /**
+       * The automation identity sealed by the backup key: what `pgkeep keygen --kms-key ARN --output
+       * FILE` wrote to FILE (base64, not secret: only the verification task roles may unseal it).
+       * @default - none: the task cannot decrypt backups and every run fails, saying so
+       */
+      sealedIdentity: z
+        .string()
+        .trim()
+        .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'not base64: paste the file pgkeep keygen --kms-key wrote')
+        .optional(),
     }),
     alerts: z.strictObject({
       emails: z.array(z.email()).min(1, 'at least one alert email is required'),

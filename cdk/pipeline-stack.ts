@@ -39,7 +39,13 @@ export class PipelineStack extends Stack {
     const alertTopic = this.alerts.topic;
     this.replication = new Replication(this, 'Replication', { config, bucket, targetSecrets, alertTopic });
     this.retention = new Retention(this, 'Retention', { config, bucket, targetSecrets, alertTopic });
-    this.verification = new Verification(this, 'Verification', { config, bucket, key, alertTopic });
+    this.verification = new Verification(this, 'Verification', {
+      config,
+      bucket,
+      key,
+      alertTopic,
+      targetSecrets,
+    });
     this.freshness = new Freshness(this, 'Freshness', { config, bucket, targetSecrets });
     this.schedules = new PipelineSchedules(this, 'Schedules', {
       config,

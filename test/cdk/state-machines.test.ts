@@ -522,7 +522,10 @@ describe('verification', () => {
     kind: 'base',
     pgMajor,
     runId: '20261122T050000Z-20261122T021500Z-1a2b',
-    reportKey: 'v1/main/verify/20261122T050000Z-20261122T021500Z-1a2b.json',
+    reportKey: 'verify/main/20261122T050000Z-20261122T021500Z-1a2b.json',
+    source: 'ingest',
+    repository: 's3://pgkeep-ingest/?region=us-east-1',
+    sourceSecretArn: '',
   });
 
   it('restores on the Fargate task of the backup major version and succeeds when the report passes', async () => {
@@ -538,10 +541,10 @@ describe('verification', () => {
           },
         },
         states: {
-          'Restore on PostgreSQL 16': () => {
+          'Restore main on PostgreSQL 16': () => {
             throw new Error('wrong major version');
           },
-          'Restore on PostgreSQL 17': (input) => {
+          'Restore main on PostgreSQL 17': (input) => {
             tasks.push(input);
             return { StopCode: 'EssentialContainerExited' };
           },
@@ -556,7 +559,7 @@ describe('verification', () => {
     expect(run.statesEntered).toEqual([
       'Pick backup to verify',
       'Which PostgreSQL major version?',
-      'Restore on PostgreSQL 17',
+      'Restore main on PostgreSQL 17',
       'Record verification result',
       'Backup verified?',
       'Backup verified',
@@ -581,10 +584,10 @@ describe('verification', () => {
           },
         },
         states: {
-          'Restore on PostgreSQL 16': () => {
+          'Restore main on PostgreSQL 16': () => {
             throw failure('States.TaskFailed', 'pg_amcheck found corruption');
           },
-          'Restore on PostgreSQL 17': () => {
+          'Restore main on PostgreSQL 17': () => {
             throw new Error('wrong major version');
           },
           'Alert verification failure': (input) => alerts.push(input),
@@ -620,8 +623,8 @@ describe('verification', () => {
           },
         },
         states: {
-          'Restore on PostgreSQL 16': () => ({}),
-          'Restore on PostgreSQL 17': () => ({}),
+          'Restore main on PostgreSQL 16': () => ({}),
+          'Restore main on PostgreSQL 17': () => ({}),
           'Alert verification failure': () => ({}),
         },
       },
@@ -652,8 +655,8 @@ describe('verification', () => {
           }),
         },
         states: {
-          'Restore on PostgreSQL 16': () => ({}),
-          'Restore on PostgreSQL 17': () => ({}),
+          'Restore main on PostgreSQL 16': () => ({}),
+          'Restore main on PostgreSQL 17': () => ({}),
           'Alert verification failure': (input) => alerts.push(input),
         },
       },
