@@ -146,7 +146,7 @@ describe('verification task', () => {
     const [[, key]] = resources(synth.stateful, 'AWS::KMS::Key') as [[string, Resource]];
     const statements = (key.Properties.KeyPolicy as { Statement: Statement[] }).Statement;
     const allow = statements.find((s) => s.Effect === 'Allow' && actions(s).includes('kms:Decrypt'))!;
-    const allowed = (allow.Condition?.ArnEquals?.['aws:PrincipalArn'] as unknown[]).map(render);
+    const allowed = ((allow.Condition?.ArnEquals?.['aws:PrincipalArn'] ?? []) as unknown[]).map(render);
     expect(allowed).toEqual([
       'arn:<ref>:iam::<ref>:role/pgkeep/<ref>/pgkeep-verify-alpha',
       'arn:<ref>:iam::<ref>:role/pgkeep/<ref>/pgkeep-verify-beta',
