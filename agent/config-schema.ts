@@ -67,6 +67,23 @@ export const ConfigSchema = z.strictObject({
       base: cron.optional(),
     })
     .prefault({}),
+  /** Other repositories holding copies (replication targets), by name: `pgkeep verify --from NAME`. */
+  targets: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), z.string().min(1)).default({}),
+  verify: z
+    .strictObject({
+      /** SQL checks `pgkeep verify` runs on the restored data; each query's first value must equal `expected`. */
+      assertions: z
+        .array(
+          z.strictObject({
+            name: z.string().min(1),
+            database: z.string().min(1),
+            query: z.string().min(1),
+            expected: z.union([z.string(), z.number(), z.boolean()]).transform(String),
+          }),
+        )
+        .default([]),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       /** host:port of the Prometheus endpoint; loopback only unless you mean otherwise. */

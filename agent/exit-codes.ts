@@ -17,6 +17,12 @@ export const ExitCode = {
   integrity: 5,
   /** A WAL file of the same name but different content is already stored. */
   conflict: 6,
+  /**
+   * `pgkeep verify`: a backup restored but a check failed (PITR did not reach its target because a
+   * WAL segment is missing, pg_amcheck found corruption, an SQL assertion failed, the restore did
+   * not finish). Distinct from 5, where a stored object's bytes are damaged.
+   */
+  check: 7,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];

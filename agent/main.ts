@@ -24,7 +24,7 @@ pgkeep COMMAND --help shows a command's options. Configuration: --config FILE, P
 /etc/pgkeep/pgkeep.yaml, with every option also settable by a PGKEEP_* variable.
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 configuration, 4 repository unreachable,
-            5 object failed verification, 6 WAL conflict
+            5 object failed verification, 6 WAL conflict, 7 a verification check failed
 `;
 }
 

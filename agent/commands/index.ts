@@ -11,6 +11,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   list: async () => (await import('./list.ts')).list,
   restore: async () => (await import('./restore.ts')).restore,
   check: async () => (await import('./check.ts')).check,
+  verify: async () => (await import('./verify.ts')).verify,
   basebackup: async () => (await import('./basebackup.ts')).basebackup,
   'wal-push': async () => (await import('./wal-push.ts')).walPush,
   'wal-pusher': async () => (await import('./wal-pusher.ts')).walPusher,

@@ -39,7 +39,7 @@ promotes (default), pauses or shuts down. Needs the identity file (identityFile,
     if (!values.pgdata) throw new UsageError('--pgdata DIR is required');
     const targets = (['time', 'lsn', 'xid', 'name'] as const).flatMap((kind) => {
       const value = values[`target-${kind}`];
-      return value === undefined ? [] : [{ kind, value } as RecoveryTarget];
+      return value === undefined ? [] : [{ kind, value } as Exclude<RecoveryTarget, { kind: 'immediate' }>];
     });
     if (targets.length > 1)
       throw new UsageError('give at most one of --target-time, --target-lsn, --target-xid, --target-name');

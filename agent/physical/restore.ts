@@ -15,14 +15,16 @@ import { backupIdOfManifestKey, manifestsPrefix } from '../../core/keys.ts';
 import { type Manifest, type ManifestObject, parseManifest } from '../../core/manifest.ts';
 import { parseLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { readStages } from '../object-store.ts';
+import { asIntegrityError, ObjectIntegrityError, readStages } from '../object-store.ts';
 import { postgresqlConfString } from '../wal/spool.ts';
 
 export type RecoveryTarget =
   | { readonly kind: 'time'; readonly value: string }
   | { readonly kind: 'lsn'; readonly value: string }
   | { readonly kind: 'xid'; readonly value: string }
-  | { readonly kind: 'name'; readonly value: string };
+  | { readonly kind: 'name'; readonly value: string }
+  /** The end of the base backup: the earliest consistent state (no WAL beyond what it needs). */
+  | { readonly kind: 'immediate' };
 
 export interface PhysicalRestoreOptions {
   readonly storage: Storage;
@@ -42,6 +44,15 @@ export interface PhysicalRestoreOptions {
   readonly tablespaceMap?: Readonly<Record<number, string>>;
   /** Owner of every file laid down (the server's user when restoring as root). */
   readonly owner?: { readonly uid: number; readonly gid: number };
+  /**
+   * Replace the backup's own configuration instead of appending to it: postgresql.conf becomes
+   * `postgresqlConf`, pg_hba.conf `hbaConf`, and postgresql.auto.conf holds only the recovery
+   * settings. A verifier uses this so that settings a host wrote (shared_preload_libraries,
+   * archive_command, listen addresses) never take effect where the backup is checked.
+   */
+  readonly replaceConfiguration?: { readonly postgresqlConf: string; readonly hbaConf: string };
+  /** recovery_target_timeline. @default 'latest' */
+  readonly targetTimeline?: string;
 }
 
 export interface PhysicalRestoreResult {
@@ -113,7 +124,7 @@ async function extract(storage: Storage, object: ManifestObject, identities: rea
       code === 0 ? resolve() : reject(new Error(`tar failed extracting ${object.key}: ${stderr.trim()}`)),
     );
   });
-  await Promise.all([
+  const [stream, untar] = await Promise.allSettled([
     pipeline([
       source,
       ...readStages({
@@ -127,9 +138,16 @@ async function extract(storage: Storage, object: ManifestObject, identities: rea
         },
       }),
       tar.stdin,
-    ]),
+    ]).catch((error: unknown) => {
+      tar.kill('SIGKILL');
+      throw asIntegrityError(object.key, error);
+    }),
     exited,
   ]);
+  // A damaged archive is the story even when tar, cut off, failed first.
+  if (stream.status === 'rejected' && stream.reason instanceof ObjectIntegrityError) throw stream.reason;
+  if (untar.status === 'rejected') throw untar.reason;
+  if (stream.status === 'rejected') throw stream.reason;
 }
 
 function recoverySettings(options: PhysicalRestoreOptions): string {
@@ -137,11 +155,15 @@ function recoverySettings(options: PhysicalRestoreOptions): string {
     '',
     `# Added by pgkeep restore at ${new Date().toISOString()}`,
     `restore_command = ${postgresqlConfString(options.restoreCommand)}`,
-    "recovery_target_timeline = 'latest'",
+    `recovery_target_timeline = ${postgresqlConfString(options.targetTimeline ?? 'latest')}`,
   ];
   const target = options.target;
   if (target) {
-    lines.push(`recovery_target_${target.kind} = ${postgresqlConfString(target.value)}`);
+    lines.push(
+      target.kind === 'immediate'
+        ? "recovery_target = 'immediate'"
+        : `recovery_target_${target.kind} = ${postgresqlConfString(target.value)}`,
+    );
     lines.push(`recovery_target_action = ${postgresqlConfString(options.targetAction ?? 'promote')}`);
   }
   return `${lines.join('\n')}\n`;
@@ -196,7 +218,14 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
     await extract(options.storage, object, options.identities, dir);
   }
 
-  await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options));
+  const replace = options.replaceConfiguration;
+  if (replace) {
+    await writeFile(join(options.pgData, 'postgresql.conf'), replace.postgresqlConf);
+    await writeFile(join(options.pgData, 'pg_hba.conf'), replace.hbaConf);
+    await writeFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options));
+  } else {
+    await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options));
+  }
   await writeFile(join(options.pgData, 'recovery.signal'), '');
   await rm(join(options.pgData, 'standby.signal'), { force: true });
   if (options.owner) {
@@ -205,7 +234,8 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
   return { manifest, tablespaces };
 }
 
-async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
+/** Gives `dir` and everything under it to `owner`. */
+export async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
   const { chown } = await import('node:fs/promises');
   await chown(dir, owner.uid, owner.gid);
   for (const entry of await readdir(dir, { recursive: true })) {
