@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
 import { assertClusterName } from '../core/keys.ts';
+import { VerifyAssertionSchema } from '../core/verify-task.ts';
 import { ConfigError, ENV_BINDINGS } from './config.ts';
 
 const cron = z.string().refine(
@@ -72,16 +73,7 @@ export const ConfigSchema = z.strictObject({
   verify: z
     .strictObject({
       /** SQL checks `pgkeep verify` runs on the restored data; each query's first value must equal `expected`. */
-      assertions: z
-        .array(
-          z.strictObject({
-            name: z.string().min(1),
-            database: z.string().min(1),
-            query: z.string().min(1),
-            expected: z.union([z.string(), z.number(), z.boolean()]).transform(String),
-          }),
-        )
-        .default([]),
+      assertions: z.array(VerifyAssertionSchema).default([]),
     })
     .prefault({}),
   metrics: z

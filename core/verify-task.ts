@@ -4,6 +4,18 @@
  * overrides, and the KMS encryption context the automation identity is sealed under. One
  * declaration that the CDK app, the agent and the tests import.
  */
+import { z } from 'zod';
+
+/**
+ * One SQL check on restored data, the same in the agent's config (verify.assertions) and the deploy
+ * config (verification.assertions): the query's first value, as text, must equal `expected`.
+ */
+export const VerifyAssertionSchema = z.strictObject({
+  name: z.string().min(1),
+  database: z.string().min(1),
+  query: z.string().min(1),
+  expected: z.union([z.string(), z.number(), z.boolean()]).transform(String),
+});
 
 /** Environment variables of the verification container, set per run as RunTask overrides. */
 export const VERIFY_TASK_ENV = {
@@ -22,7 +34,7 @@ export const VERIFY_TASK_ENV = {
   kmsKeyArn: 'PGKEEP_KMS_KEY_ARN',
   /** The automation identity, sealed by the KMS key (base64 of KMS Encrypt's CiphertextBlob). */
   sealedIdentity: 'PGKEEP_SEALED_IDENTITY',
-  /** JSON array of `{name, database, sql, expect?}` (the deploy config's verification.assertions). */
+  /** JSON array of {@link VerifyAssertionSchema} (the deploy config's verification.assertions). */
   assertions: 'PGKEEP_VERIFY_ASSERTIONS',
 } as const;
 

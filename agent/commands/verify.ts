@@ -50,6 +50,7 @@ export const verify: Command = {
   usage: `pgkeep verify (--db NAME | --backup ID | --pitr [--target-time T | --target-lsn L]) [--from REPO]
               [--report-to REPO] [--json] [--run-id ID] [--work-dir DIR]
 pgkeep verify --history [--from REPO] [--json]
+pgkeep verify --from-env   (the cloud verification task: everything from PGKEEP_* variables)
 
 Restores into a private scratch cluster (initdb in a 0700 temp dir, unix socket only, a
 configuration pgkeep writes) that is always removed, then checks: the objects against the
@@ -65,7 +66,9 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
   --json             print the report as JSON
   --history          each backup's last verification: when, from where, result, RTO, RPO
   --run-id ID        name of the report (default: a new time-sortable id)
-  --work-dir DIR     where the scratch directory is made (default: the system temp directory)`,
+  --work-dir DIR     where the scratch directory is made (default: the system temp directory)
+  --from-env         run as the verification task: source, backup, run id, report key, sealed
+                     identity and assertions from the state machine's overrides (docs/verification.md)`,
   async run(context) {
     const { values } = parseCommandArgs(context.args, {
       db: { type: 'string' },
@@ -79,7 +82,13 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
       history: { type: 'boolean', default: false },
       'run-id': { type: 'string' },
       'work-dir': { type: 'string' },
+      'from-env': { type: 'boolean', default: false },
     });
+    if (values['from-env']) {
+      if (context.args.length !== 1)
+        throw new UsageError('--from-env takes every setting from the environment; give no other option');
+      return (await import('./verify-from-env.ts')).verifyFromEnv(context);
+    }
     const targetTime = values['target-time'];
     const targetLsn = values['target-lsn'];
     if ((targetTime || targetLsn) && !values.pitr)

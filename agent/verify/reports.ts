@@ -15,13 +15,17 @@ export async function writeVerifyReport(storage: Storage, report: VerifyReport):
   return key;
 }
 
-/** Every readable report of `cluster` in `storage`, oldest first. */
+/**
+ * Every readable report of `cluster` in `storage`, oldest first. Only reports about `cluster` stored
+ * under their own key count: a report copied to another cluster's or run's key proves nothing.
+ */
 export async function readVerifyReports(storage: Storage, cluster: string): Promise<VerifyReport[]> {
   const reports: VerifyReport[] = [];
   for await (const info of storage.list(verifyReportPrefix(cluster))) {
     if (!info.key.endsWith('.json')) continue;
     const report = parseVerifyReport(await text(await storage.get(info.key)));
-    if (report && report.cluster === cluster) reports.push(report);
+    if (report && report.cluster === cluster && info.key === verifyReportKey(cluster, report.runId))
+      reports.push(report);
   }
   return reports.sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
 }

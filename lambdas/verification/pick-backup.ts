@@ -3,9 +3,10 @@
  * input names one), the source to restore from (ingest or a target: the one whose copy was verified
  * longest ago, so every provider's copy is restored in turn), the backup (the newest at that source,
  * unless named), and the run id and report key the restore task writes to. What was verified when
- * comes from the verifier's own reports under `verify/<cluster>/` only (sources.ts).
+ * comes from the verifier's own reports under `verify/<cluster>/` in ingest only.
  */
 import { text } from 'node:stream/consumers';
+import { readVerifyReports } from '../../agent/verify/reports.ts';
 import { backupIdOfManifestKey, manifestKey, manifestsPrefix, verifyReportKey } from '../../core/keys.ts';
 import { parseManifest } from '../../core/manifest.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
@@ -16,7 +17,6 @@ import {
   INGEST_SOURCE,
   lastRunBySource,
   sourcesByStaleness,
-  trustedReports,
   type VerificationSource,
   verificationSources,
 } from './sources.ts';
@@ -65,7 +65,8 @@ export async function pickBackup(
   const candidates: { cluster: string; lastRun: string; lastBySource: Map<string, string> }[] = [];
   for (const cluster of clusters) {
     if (input.backupId === undefined && (await newestBackupId(ingest, cluster)) === undefined) continue;
-    const reports = await trustedReports(ingest, cluster);
+    // The verifier's own reports only: under verify/<cluster>/ in ingest, where no host may write.
+    const reports = await readVerifyReports(ingest.storage, cluster);
     candidates.push({
       cluster,
       lastRun: reports.at(-1)?.finishedAt ?? '',

@@ -4,10 +4,7 @@
  * secret the task reads its key from. Credentials themselves never pass through the state machine:
  * its execution history is readable by anyone who may read the console.
  */
-import { text } from 'node:stream/consumers';
-import { verifyReportKey, verifyReportPrefix } from '../../core/keys.ts';
-import { parseVerifyReport, type VerifyReport } from '../../core/verify-report.ts';
-import type { Location } from '../lib/locations.ts';
+import type { VerifyReport } from '../../core/verify-report.ts';
 import type { PipelineEnv, RuntimeTarget } from '../lib/pipeline-env.ts';
 
 /** The name reports and metrics give the ingest bucket as a source. */
@@ -53,22 +50,6 @@ export function verificationSources(env: PipelineEnv): VerificationSource[] {
       credentialsSecretArn: target.type === 's3-compatible' ? target.credentialsSecretArn : '',
     })),
   ];
-}
-
-/**
- * The reports of `cluster` that the verifier wrote: read from `verify/<cluster>/` in ingest only
- * (no host can write there), and only those whose content names the key they are stored under, so
- * a report copied to another cluster's or run's key proves nothing. Oldest run first.
- */
-export async function trustedReports(ingest: Location, cluster: string): Promise<VerifyReport[]> {
-  const reports: VerifyReport[] = [];
-  for await (const object of ingest.storage.list(verifyReportPrefix(cluster))) {
-    const report = parseVerifyReport(await text(await ingest.storage.get(object.key)));
-    if (!report || report.cluster !== cluster) continue;
-    if (verifyReportKey(cluster, report.runId) !== object.key) continue;
-    reports.push(report);
-  }
-  return reports.sort((a, b) => (a.finishedAt < b.finishedAt ? -1 : a.finishedAt > b.finishedAt ? 1 : 0));
 }
 
 /** Each source's last run in `reports` (passed or not); sources never verified are absent. */

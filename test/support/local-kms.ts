@@ -7,16 +7,8 @@
  * @aws-sdk/client-kms in a spawned agent talks to it through AWS_ENDPOINT_URL_KMS.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { KmsSealer } from '../../agent/kms/automation-identity.ts';
-
-class KmsFault extends Error {
-  constructor(name: string, message: string) {
-    super(message);
-    this.name = name;
-  }
-}
+import { AwsFault, type AwsJsonServer, startAwsJsonServer } from './aws-json-server.ts';
 
 function associatedData(keyArn: string, context: Readonly<Record<string, string>>): Buffer {
   const sorted = Object.keys(context)
@@ -30,7 +22,7 @@ export interface LocalKms {
   /** Decrypt calls made, by key ARN (one per verification run is the contract). */
   readonly decryptCalls: string[];
   /** Starts the HTTP face; `decryptors` are the access key ids allowed to Decrypt (all when omitted). */
-  serve(options?: { decryptors?: string[] }): Promise<{ endpoint: string; stop(): Promise<void> }>;
+  serve(options?: { decryptors?: string[] }): Promise<AwsJsonServer>;
 }
 
 /** A KMS with one key per ARN in `keyArns`. */
@@ -39,7 +31,7 @@ export function localKms(keyArns: readonly string[]): LocalKms {
   const decryptCalls: string[] = [];
   const keyOf = (arn: string) => {
     const key = keys.get(arn);
-    if (!key) throw new KmsFault('NotFoundException', `Key '${arn}' does not exist`);
+    if (!key) throw new AwsFault('NotFoundException', `Key '${arn}' does not exist`);
     return key;
   };
   const sealer: KmsSealer = {
@@ -59,8 +51,8 @@ export function localKms(keyArns: readonly string[]): LocalKms {
         decipher.setAuthTag(blob.subarray(12, 28));
         return Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]);
       } catch (error) {
-        if (error instanceof KmsFault) throw error;
-        throw new KmsFault(
+        if (error instanceof AwsFault) throw error;
+        throw new AwsFault(
           'InvalidCiphertextException',
           'ciphertext, key or encryption context do not match',
         );
@@ -86,7 +78,7 @@ export function localKms(keyArns: readonly string[]): LocalKms {
     }
     if (target === 'TrentService.Decrypt') {
       if (decryptors && !decryptors.includes(accessKeyId))
-        throw new KmsFault(
+        throw new AwsFault(
           'AccessDeniedException',
           `${accessKeyId} is not authorized to perform kms:Decrypt`,
         );
@@ -97,42 +89,15 @@ export function localKms(keyArns: readonly string[]): LocalKms {
         EncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
       };
     }
-    throw new KmsFault('UnsupportedOperationException', `${target} is not implemented by the local KMS`);
+    throw new AwsFault('UnsupportedOperationException', `${target} is not implemented by the local KMS`);
   }
 
   return {
     sealer,
     decryptCalls,
-    async serve(options = {}) {
-      const server: Server = createServer((req, res) => {
-        const chunks: Buffer[] = [];
-        req.on('data', (c: Buffer) => chunks.push(c));
-        req.on('end', () => {
-          const target = String(req.headers['x-amz-target'] ?? '');
-          const accessKeyId = /Credential=([^/]+)\//.exec(String(req.headers.authorization ?? ''))?.[1] ?? '';
-          const reply = (status: number, payload: unknown) => {
-            res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1' });
-            res.end(JSON.stringify(payload));
-          };
-          let body: Record<string, unknown>;
-          try {
-            body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
-          } catch {
-            reply(400, { __type: 'SerializationException', message: 'body is not JSON' });
-            return;
-          }
-          handle(target, body, accessKeyId, options.decryptors).then(
-            (out) => reply(200, out),
-            (error: Error) => reply(400, { __type: error.name, message: error.message }),
-          );
-        });
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      const { port } = server.address() as AddressInfo;
-      return {
-        endpoint: `http://127.0.0.1:${port}`,
-        stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
-      };
-    },
+    serve: (options = {}) =>
+      startAwsJsonServer(({ target, body, accessKeyId }) =>
+        handle(target, body, accessKeyId, options.decryptors),
+      ),
   };
 }
