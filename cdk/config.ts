@@ -170,6 +170,8 @@ export const DeployConfigSchema = z
         maxDumpAgeHours: z.number().positive().default(26),
         maxWalAgeMinutes: z.number().positive().default(30),
         maxReplicationLagMinutes: z.number().positive().default(60),
+        /** Per cluster and source: the last passed restore verification may be this old. @default 8 (a weekly schedule and a day) */
+        maxVerificationAgeDays: z.number().positive().default(8),
       })
       .prefault({}),
     verification: z.strictObject({

@@ -13,6 +13,8 @@ export const METRICS = {
   replicationLagSeconds: 'ReplicationLagSeconds',
   verificationSucceeded: 'VerificationSucceeded',
   verificationFailed: 'VerificationFailed',
+  /** Per cluster and source (ingest or a target): time since its last passed verification. */
+  verificationAgeSeconds: 'LastPassedVerificationAgeSeconds',
 } as const;
 
 export interface MetricValue {

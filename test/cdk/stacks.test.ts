@@ -369,7 +369,8 @@ describe('schedules, alarms, outputs', () => {
   it('every alarm notifies the alert topic, and each kind of staleness has one', () => {
     const [[topic]] = resources(pipeline, 'AWS::SNS::Topic') as [[string, Resource]];
     const alarms = resources(pipeline, 'AWS::CloudWatch::Alarm');
-    const perCluster = 2 + config.targets.length;
+    // Per cluster: dump age, WAL age, one lag per target, one verification age per source (ingest and each target).
+    const perCluster = 2 + config.targets.length + (1 + config.targets.length);
     expect(alarms).toHaveLength(3 + config.clusters.length * perCluster + 1);
     for (const [id, alarm] of alarms) {
       expect(alarm.Properties.AlarmActions, id).toEqual([{ Ref: topic }]);
@@ -383,8 +384,20 @@ describe('schedules, alarms, outputs', () => {
         'ReplicationLagSeconds',
         'ReplicationLagSeconds',
         'VerificationFailed',
+        'LastPassedVerificationAgeSeconds',
+        'LastPassedVerificationAgeSeconds',
+        'LastPassedVerificationAgeSeconds',
       ].sort(),
     );
+    pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'LastPassedVerificationAgeSeconds',
+      Dimensions: [
+        { Name: 'Cluster', Value: 'main' },
+        { Name: 'Source', Value: 'b2' },
+      ],
+      Threshold: config.freshness.maxVerificationAgeDays * 86_400,
+      TreatMissingData: 'breaching',
+    });
     pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'NewestDumpAgeSeconds',
       Threshold: config.freshness.maxDumpAgeHours * 3600,
