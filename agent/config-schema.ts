@@ -23,6 +23,13 @@ const cron = z.string().refine(
   { message: 'not a valid cron expression (five fields, e.g. "15 * * * *")' },
 );
 
+const stateMachineArn = z
+  .string()
+  .regex(
+    /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:.+$/,
+    'not a Step Functions state machine ARN',
+  );
+
 export const ConfigSchema = z.strictObject({
   /** Name of this cluster in the repository (`v1/<cluster>/…`). */
   cluster: z.string().superRefine((name, ctx) => {
@@ -74,6 +81,14 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** SQL checks `pgkeep verify` runs on the restored data; each query's first value must equal `expected`. */
       assertions: z.array(VerifyAssertionSchema).default([]),
+    })
+    .prefault({}),
+  /** The cloud pipeline's state machines (stack outputs *StateMachineArn), for `pgkeep pipeline`. */
+  pipeline: z
+    .strictObject({
+      replication: stateMachineArn.optional(),
+      retention: stateMachineArn.optional(),
+      verification: stateMachineArn.optional(),
     })
     .prefault({}),
   metrics: z

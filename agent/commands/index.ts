@@ -19,4 +19,5 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'wal-prefetch': async () => (await import('./wal-fetch.ts')).walPrefetch,
   agent: async () => (await import('./agent.ts')).agent,
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
+  pipeline: async () => (await import('./pipeline.ts')).pipeline,
 };

@@ -11,7 +11,9 @@ import { buffer, text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logicalDumpKey } from '../../core/keys.ts';
 import { parseVerifyReport } from '../../core/verify-report.ts';
+import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
+import { METRICS } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
 import { recordResult } from '../../lambdas/verification/record-result.ts';
@@ -20,6 +22,7 @@ import { copyRepository, flipByte, leftovers } from '../agent/verify/verify-supp
 import { referenceKeyPairs } from '../support/age-keys.ts';
 import { type AwsJsonServer, startLocalSecretsManager } from '../support/aws-json-server.ts';
 import { type LocalKms, localKms } from '../support/local-kms.ts';
+import { startLocalStepFunctions } from '../support/local-step-functions.ts';
 import { PG_BIN, type PgCluster, startCluster } from '../support/pg-cluster.ts';
 import { runPgkeep } from '../support/pgkeep-cli.ts';
 import {
@@ -265,6 +268,82 @@ describe('the verification state machine with a real pgkeep verify --from-env ta
     const output = run.output as { backup: { reportKey: string }; result: { summary: string } };
     expect(await reportOf(output.backup.reportKey)).toMatchObject({ source: 'b2', passed: true, backupId });
     expect(output.result.summary).toContain(`from b2: restore verified`);
+  });
+
+  it('freshness publishes the time since the last passed verification per source, from the trusted reports only', async () => {
+    const ingest = (await locations.ingest()).storage;
+    // A host could write this (its own prefix): it must not count as b2 verified "now".
+    const forged = {
+      ...(await reportOf(tasks.at(-1)!.env.PGKEEP_VERIFY_REPORT_KEY!)),
+      finishedAt: '2030-01-01T00:00:00.000Z',
+    };
+    await ingest.put(`v1/${CLUSTER}/verify/forged.json`, Readable.from([JSON.stringify(forged)]));
+    const now = new Date(Date.now() + 3_600_000);
+    const { metrics } = await measureFreshness(env, locations, now);
+    const ages = metrics.filter((m) => m.name === METRICS.verificationAgeSeconds);
+    expect(ages.map((m) => m.dimensions)).toEqual([
+      { Cluster: CLUSTER, Source: 'ingest' },
+      { Cluster: CLUSTER, Source: 'b2' },
+    ]);
+    for (const age of ages) {
+      expect(age.value).toBeGreaterThan(3_500);
+      expect(age.value).toBeLessThan(3_600 + 600);
+    }
+  });
+
+  it('pgkeep pipeline run verification --wait starts a run through the Step Functions API and follows it; status lists it', async () => {
+    const machine = 'arn:aws:states:us-east-1:123456789012:stateMachine:pgkeep-verification';
+    const replication = 'arn:aws:states:us-east-1:123456789012:stateMachine:pgkeep-replication';
+    const sfn = await startLocalStepFunctions(
+      new Map([
+        [machine, { machine: synth.stateMachine('verification'), bindings: bindings([]) }],
+        [replication, undefined],
+      ]),
+    );
+    try {
+      const cliEnv = {
+        ...S3RVER_CREDENTIALS_ENV,
+        HOME: work,
+        PGKEEP_CONFIG: join(work, 'pgkeep.yaml'),
+        PGKEEP_PIPELINE_VERIFICATION: machine,
+        PGKEEP_PIPELINE_REPLICATION: replication,
+        PGKEEP_PIPELINE_POLL_MS: '200',
+        AWS_ENDPOINT_URL_SFN: sfn.endpoint,
+      };
+      const run = await runPgkeep(
+        ['pipeline', 'run', 'verification', '--cluster', CLUSTER, '--source', 'b2', '--wait'],
+        cliEnv,
+      );
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(
+        /^started arn:aws:states:us-east-1:123456789012:execution:pgkeep-verification:cli-/,
+      );
+      expect(run.stdout).toContain('SUCCEEDED');
+      expect(run.stdout).toContain(`from b2: restore verified`);
+      expect(run.stdout).toContain(
+        'https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/',
+      );
+      expect(tasks.at(-1)?.env.PGKEEP_VERIFY_SOURCE).toBe('b2');
+
+      const status = await runPgkeep(['pipeline', 'status'], cliEnv);
+      expect(status.code, status.stderr).toBe(0);
+      const lines = status.stdout.split('\n').filter((l) => l.startsWith('verification'));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(
+        /^verification +cli-\S+ +\d{4}-\d\d-\d\dT\S+Z +SUCCEEDED +backup \S+ of cluster main from b2: restore verified/,
+      );
+      expect(status.stdout).not.toMatch(/^replication/m);
+
+      const unknown = await runPgkeep(
+        ['pipeline', 'run', 'verification', '--cluster', 'nope', '--wait'],
+        cliEnv,
+      );
+      expect(unknown.code).toBe(7);
+      expect(unknown.stdout).toContain('FAILED');
+    } finally {
+      await sfn.settled();
+      await sfn.stop();
+    }
   });
 
   it('a corrupted backup fails the run with an alert that names the object', async () => {
