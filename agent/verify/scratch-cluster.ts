@@ -198,7 +198,8 @@ export class ScratchServer {
     ] as const) {
       if (!this.running) return;
       this.#child.kill(sig);
-      await Promise.race([this.exited, sleep(waitMs)]);
+      // Unreferenced: a pending timer must not keep the process alive once the server is gone.
+      await Promise.race([this.exited, sleep(waitMs, undefined, { ref: false })]);
     }
   }
 }
