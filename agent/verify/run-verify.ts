@@ -66,6 +66,9 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
   const started = (s: ScratchServer) => {
     server = s;
   };
+  // Interrupted: stop the server at once, so whatever runs against it fails and cleanup follows.
+  const onAbort = () => void server?.stop();
+  deps.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     let databases: string[] | undefined;
     try {
@@ -114,10 +117,13 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
       }
     }
   } finally {
+    deps.signal?.removeEventListener('abort', onAbort);
     deps.onEvent?.({ phase: 'cleanup', detail: `removing ${dirs.root}` });
     await server?.stop();
     await removeScratch(dirs);
   }
+  // What an interrupted run found is not a verdict on the backup.
+  deps.signal?.throwIfAborted();
   return buildReport(options, deps, progress, startedAt, now());
 }
 
