@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERIFY_REPORT_FORMAT, type VerifyReport } from '../../core/verify-report.ts';
 import { ExitCode } from '../exit-codes.ts';
+import { listBaseBackups } from '../physical/restore.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { countRows, restoredDatabases, runAmcheck, runAssertion } from './checks.ts';
 import { isObjectFailure, readBackupManifest, selectDumps, verifyLogical } from './logical.ts';
@@ -58,8 +59,10 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
     if (manifest.kind === 'logical') logical = await selectDumps(options, selection);
     pgVersionNum = manifest.pgVersionNum;
   }
+  if ('pitr' in selection)
+    pgVersionNum = (await listBaseBackups(options.storage, options.cluster)).at(-1)?.pgVersionNum;
   pgVersionNum = logical?.manifest.pgVersionNum ?? pgVersionNum;
-  const pgBin = pgBinFor(deps.pgBin, pgVersionNum ?? 150_000);
+  const pgBin = pgBinFor(deps.pgBin, pgVersionNum);
 
   const dirs = await makeScratchDirs(options.workDir, await serverUserFor());
   let server: ScratchServer | undefined;
