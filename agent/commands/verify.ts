@@ -158,7 +158,11 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
           pgBin: config.pgBin,
           signal: abort.signal,
           agentVersion: AGENT_VERSION,
-          onEvent: (event) => progress.update(`verify: ${event.detail}`),
+          onEvent: (event) => {
+            progress.update(`verify: ${event.detail}`);
+            if (context.env.PGKEEP_DEBUG === '1')
+              context.stderr.write(`${new Date().toISOString()} verify: ${event.detail}\n`);
+          },
         },
       );
     } finally {

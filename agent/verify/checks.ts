@@ -95,7 +95,7 @@ export async function newestCommit(
   const iso = (value: string | undefined) => (value ? new Date(value).toISOString() : undefined);
   const committed = await queryRows(
     pg,
-    'select pg_catalog.to_char(timestamp at time zone \'UTC\', \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') from pg_catalog.pg_last_committed_xact()',
+    `select pg_catalog.to_char(c."timestamp" at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') from pg_catalog.pg_last_committed_xact() c`,
   ).catch(() => []);
   const fromCommitTs = iso(committed[0]?.[0]);
   if (fromCommitTs) return { time: fromCommitTs, source: 'commit-timestamp' };

@@ -103,11 +103,14 @@ export async function verifyPhysical(
   const first = segmentNumberOf(manifest.startWalFile as string);
   const stopSegment = segmentOfLsn(timeline, manifest.stopLsn as string);
   const newest = newestSegment(archived) ?? stopSegment;
+  // Recovery stops at the first record that starts at or after an LSN target, which may be in the
+  // next segment (the rest of the target's segment can be the padding after a WAL switch).
+  const targetSegment = target.kind === 'lsn' ? segmentOfLsn(timeline, target.value) : undefined;
   const lastNeeded =
     target.kind === 'immediate'
       ? stopSegment
-      : target.kind === 'lsn'
-        ? segmentOfLsn(timeline, target.value)
+      : targetSegment !== undefined
+        ? Math.max(targetSegment, Math.min(targetSegment + 1, newest))
         : newest;
   // For PITR the whole window the archive claims to cover must be there, not only up to this run's target.
   const run = segmentRun(

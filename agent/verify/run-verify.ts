@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERIFY_REPORT_FORMAT, type VerifyReport } from '../../core/verify-report.ts';
 import { ExitCode } from '../exit-codes.ts';
+import { listBaseBackups } from '../physical/restore.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { countRows, restoredDatabases, runAmcheck, runAssertion } from './checks.ts';
 import { isObjectFailure, readBackupManifest, selectDumps, verifyLogical } from './logical.ts';
@@ -58,14 +59,19 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
     if (manifest.kind === 'logical') logical = await selectDumps(options, selection);
     pgVersionNum = manifest.pgVersionNum;
   }
+  if ('pitr' in selection)
+    pgVersionNum = (await listBaseBackups(options.storage, options.cluster)).at(-1)?.pgVersionNum;
   pgVersionNum = logical?.manifest.pgVersionNum ?? pgVersionNum;
-  const pgBin = pgBinFor(deps.pgBin, pgVersionNum ?? 150_000);
+  const pgBin = pgBinFor(deps.pgBin, pgVersionNum);
 
   const dirs = await makeScratchDirs(options.workDir, await serverUserFor());
   let server: ScratchServer | undefined;
   const started = (s: ScratchServer) => {
     server = s;
   };
+  // Interrupted: stop the server at once, so whatever runs against it fails and cleanup follows.
+  const onAbort = () => void server?.stop();
+  deps.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     let databases: string[] | undefined;
     try {
@@ -114,10 +120,13 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
       }
     }
   } finally {
+    deps.signal?.removeEventListener('abort', onAbort);
     deps.onEvent?.({ phase: 'cleanup', detail: `removing ${dirs.root}` });
     await server?.stop();
     await removeScratch(dirs);
   }
+  // What an interrupted run found is not a verdict on the backup.
+  deps.signal?.throwIfAborted();
   return buildReport(options, deps, progress, startedAt, now());
 }
 

@@ -103,6 +103,18 @@ export async function makeScratchDirs(workRoot: string, user: ServerUser): Promi
     await chmod(dir, 0o700);
     if (user) await chown(dir, user.uid, user.gid);
   }
+  if (user) {
+    // Every directory above the work dir must let the server's user through; say so plainly
+    // rather than let initdb fail with "permission denied".
+    try {
+      await execFileAsync('test', ['-w', root], { ...user, cwd: '/' });
+    } catch {
+      await rm(root, { recursive: true, force: true });
+      throw new Error(
+        `the postgres user cannot reach the scratch directory ${root}: give a --work-dir whose parent directories postgres may traverse (for example /tmp or /var/tmp)`,
+      );
+    }
+  }
   return { ...dirs, port: await freePort(), user };
 }
 
@@ -198,7 +210,8 @@ export class ScratchServer {
     ] as const) {
       if (!this.running) return;
       this.#child.kill(sig);
-      await Promise.race([this.exited, sleep(waitMs)]);
+      // Unreferenced: a pending timer must not keep the process alive once the server is gone.
+      await Promise.race([this.exited, sleep(waitMs, undefined, { ref: false })]);
     }
   }
 }

@@ -11,13 +11,14 @@ import { parseVerifyReport } from '../../../core/verify-report.ts';
 import { openStorage } from '../../../storage/open-storage.ts';
 import { type AgeKeyPair, referenceKeyPairs } from '../../support/age-keys.ts';
 import { PG_BIN, type PgCluster, startCluster } from '../../support/pg-cluster.ts';
-import { runPgkeep } from '../../support/pgkeep-cli.ts';
+import { runPgkeep, startPgkeep } from '../../support/pgkeep-cli.ts';
 import {
   S3RVER_CREDENTIALS,
   type S3Server,
   startS3Server,
   useS3rverCredentials,
 } from '../../support/s3-server.ts';
+import { until } from '../../support/until.ts';
 import { copyRepository, flipByte, leftovers } from './verify-support.ts';
 
 let pg: PgCluster;
@@ -158,5 +159,20 @@ it('fails with exit 7 naming a false assertion, and writes the report where told
   const stored = parseVerifyReport(await text(await openStorage(s3.url('offsite')).get(key as string)));
   expect(stored?.passed).toBe(false);
   expect(stored?.exitCode).toBe(7);
+  expect(await leftovers(scratchRoot)).toEqual([]);
+}, 120_000);
+
+it('removes the scratch cluster when interrupted with SIGINT', async () => {
+  const { child, result } = startPgkeep(['verify', '--db', 'shop', '--work-dir', scratchRoot], env);
+  // Wait until the scratch cluster runs, then interrupt.
+  await until(
+    'the scratch cluster to run',
+    async () => (await leftovers(scratchRoot)).some((l) => l.startsWith('process')),
+    { timeoutMs: 60_000, pollMs: 100 },
+  );
+  child.kill('SIGINT');
+  const run = await result;
+  expect(run.code, run.stderr + run.stdout).toBe(1);
+  expect(run.stderr).toMatch(/pgkeep verify: interrupted/);
   expect(await leftovers(scratchRoot)).toEqual([]);
 }, 120_000);

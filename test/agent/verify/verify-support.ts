@@ -33,6 +33,8 @@ export function flipByte(body: Buffer): Buffer {
 export async function leftovers(workDir: string): Promise<string[]> {
   const entries = await readdir(workDir).catch(() => [] as string[]);
   const { stdout } = await execFileAsync('ps', ['-eo', 'pid,args']);
-  const processes = stdout.split('\n').filter((line) => line.includes(workDir) && !line.includes('ps -eo'));
+  // Anything running on a path inside the work dir (a server's -D); the verify command itself
+  // names only the work dir.
+  const processes = stdout.split('\n').filter((line) => line.includes(`${workDir}/`));
   return [...entries.map((e) => `file ${e}`), ...processes.map((p) => `process ${p.trim()}`)];
 }
