@@ -46,7 +46,7 @@ export const HOST_DENIED_S3_ACTIONS = [
   's3:PutBucketNotification',
 ] as const;
 
-/** Reading anything encrypted to the KMS recipient. Only the verification task (and an operator role) may. */
+/** Unsealing with the backup key (the automation identity). Only the verification task roles (and an operator role) may. */
 export const KMS_DECRYPT_ACTIONS = ['kms:Decrypt', 'kms:ReEncrypt*'] as const;
 
 /** What the verification task is granted on the key: unsealing the automation identity, nothing else. */
