@@ -39,4 +39,7 @@ export const ENV_BINDINGS: Readonly<Record<string, EnvBinding>> = {
   PGKEEP_SCHEDULE_LOGICAL: { path: ['schedules', 'logical'], parse: text },
   PGKEEP_SCHEDULE_BASE: { path: ['schedules', 'base'], parse: text },
   PGKEEP_METRICS_LISTEN: { path: ['metrics', 'listen'], parse: text },
+  PGKEEP_PIPELINE_REPLICATION: { path: ['pipeline', 'replication'], parse: text },
+  PGKEEP_PIPELINE_RETENTION: { path: ['pipeline', 'retention'], parse: text },
+  PGKEEP_PIPELINE_VERIFICATION: { path: ['pipeline', 'verification'], parse: text },
 };

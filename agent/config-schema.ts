@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
 import { assertClusterName } from '../core/keys.ts';
+import { VerifyAssertionSchema } from '../core/verify-task.ts';
 import { ConfigError, DEFAULT_SPOOL_DIR, ENV_BINDINGS } from './config-env.ts';
 
 const cron = z.string().refine(
@@ -21,6 +22,13 @@ const cron = z.string().refine(
   },
   { message: 'not a valid cron expression (five fields, e.g. "15 * * * *")' },
 );
+
+const stateMachineArn = z
+  .string()
+  .regex(
+    /^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:.+$/,
+    'not a Step Functions state machine ARN',
+  );
 
 export const ConfigSchema = z.strictObject({
   /** Name of this cluster in the repository (`v1/<cluster>/…`). */
@@ -65,6 +73,22 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       logical: cron.optional(),
       base: cron.optional(),
+    })
+    .prefault({}),
+  /** Other repositories holding copies (replication targets), by name: `pgkeep verify --from NAME`. */
+  targets: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), z.string().min(1)).default({}),
+  verify: z
+    .strictObject({
+      /** SQL checks `pgkeep verify` runs on the restored data; each query's first value must equal `expected`. */
+      assertions: z.array(VerifyAssertionSchema).default([]),
+    })
+    .prefault({}),
+  /** The cloud pipeline's state machines (stack outputs *StateMachineArn), for `pgkeep pipeline`. */
+  pipeline: z
+    .strictObject({
+      replication: stateMachineArn.optional(),
+      retention: stateMachineArn.optional(),
+      verification: stateMachineArn.optional(),
     })
     .prefault({}),
   metrics: z

@@ -23,6 +23,12 @@ export const ExitCode = {
   /** A WAL file of the same name but different content is already stored, or WAL of another cluster. */
   conflict: 6,
   /**
+   * `pgkeep verify`: a backup restored but a check failed (PITR did not reach its target because a
+   * WAL segment is missing, pg_amcheck found corruption, an SQL assertion failed, the restore did
+   * not finish). Distinct from 5, where a stored object's bytes are damaged.
+   */
+  check: 7,
+  /**
    * wal-fetch during archive recovery only, for any failure but "no such file": PostgreSQL takes
    * every code up to 125 from restore_command for "no such file" and would end recovery early,
    * losing the rest of the archive; above 125 it stops instead.
@@ -41,6 +47,7 @@ export const EXIT_CODE_MEANINGS: Readonly<Record<keyof typeof ExitCode, string>>
   unavailable: 'repository unreachable',
   integrity: 'object failed verification',
   conflict: 'WAL conflict',
+  check: 'a verification check failed',
   abortRecovery: 'wal-fetch could not restore during archive recovery',
 };
 
@@ -65,6 +72,11 @@ export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCodeValue>> = {
   SpoolError: ExitCode.config,
   ArchiveMismatchError: ExitCode.config,
 };
+
+/** `code` (read back from a report, say) as one of the table's codes; anything else is `failed`. */
+export function asExitCode(code: number): ExitCodeValue {
+  return (Object.values(ExitCode) as number[]).includes(code) ? (code as ExitCodeValue) : ExitCode.failed;
+}
 
 /** The exit code for a failure: by its class (see {@link EXIT_CODE_BY_ERROR}), else `failed`. */
 export function exitCodeFor(error: unknown): ExitCodeValue {

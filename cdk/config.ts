@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { assertClusterName } from '../core/keys.ts';
+import { VerifyAssertionSchema } from '../core/verify-task.ts';
 
 /** Where `npm run synth` reads the config when neither the context value nor the env var names one. */
 export const DEFAULT_DEPLOY_CONFIG_PATH = 'deploy/pgkeep.deploy.example.yaml';
@@ -130,13 +131,6 @@ export const TargetSchema = z.discriminatedUnion('type', [AwsS3TargetSchema, S3C
   error: 'target type must be "aws-s3" or "s3-compatible"',
 });
 
-const AssertionSchema = z.strictObject({
-  name: z.string().min(1),
-  database: z.string().min(1),
-  /** A query returning one row whose first column is true when the restored data is as expected. */
-  sql: z.string().min(1),
-});
-
 export const DeployConfigSchema = z
   .strictObject({
     /** Prefix of the stack names, so two pipelines can live in one account. */
@@ -185,6 +179,8 @@ export const DeployConfigSchema = z
         maxDumpAgeHours: z.number().positive().default(26),
         maxWalAgeMinutes: z.number().positive().default(30),
         maxReplicationLagMinutes: z.number().positive().default(60),
+        /** Per cluster and source: the last passed restore verification may be this old. @default 8 (a weekly schedule and a day) */
+        maxVerificationAgeDays: z.number().positive().default(8),
       })
       .prefault({}),
     verification: z.strictObject({
@@ -192,10 +188,20 @@ export const DeployConfigSchema = z
       postgresMajorVersions: z
         .array(z.number().int().min(13).max(18))
         .min(1, 'at least one PostgreSQL major version is required'),
-      assertions: z.array(AssertionSchema).default([]),
+      assertions: z.array(VerifyAssertionSchema).default([]),
       cpu: z.union([z.literal(1024), z.literal(2048), z.literal(4096), z.literal(8192)]).default(2048),
       memoryMiB: z.number().int().min(2048).max(61440).default(8192),
       ephemeralStorageGiB: z.number().int().min(21).max(200).default(100),
+      /**
+       * The automation identity sealed by the backup key: what `pgkeep keygen --kms-key ARN --output
+       * FILE` wrote to FILE (base64, not secret: only the verification task roles may unseal it).
+       * @default - none: the task cannot decrypt backups and every run fails, saying so
+       */
+      sealedIdentity: z
+        .string()
+        .trim()
+        .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'not base64: paste the file pgkeep keygen --kms-key wrote')
+        .optional(),
     }),
     alerts: z.strictObject({
       emails: z.array(z.email()).min(1, 'at least one alert email is required'),

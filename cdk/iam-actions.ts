@@ -17,9 +17,6 @@ export const HOST_OBJECT_ACTIONS = [
 /** Listing, allowed only with an `s3:prefix` condition on the host's own prefix. */
 export const HOST_LIST_ACTIONS = ['s3:ListBucket'] as const;
 
-/** Wrapping age file keys for the KMS recipient. Encrypt only: the host can write backups, never read them. */
-export const HOST_KMS_ACTIONS = ['kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'] as const;
-
 /**
  * Denied to the host explicitly, so no later Allow (a broad managed policy attached by someone else)
  * can give them back: anything that deletes, makes an overwrite or deletion possible, or changes
@@ -49,11 +46,11 @@ export const HOST_DENIED_S3_ACTIONS = [
   's3:PutBucketNotification',
 ] as const;
 
-/** Reading anything encrypted to the KMS recipient. Only the verification task (and an operator role) may. */
+/** Unsealing with the backup key (the automation identity). Only the verification task roles (and an operator role) may. */
 export const KMS_DECRYPT_ACTIONS = ['kms:Decrypt', 'kms:ReEncrypt*'] as const;
 
-/** What the verification task is granted on the key (a subset of KMS_DECRYPT_ACTIONS plus describe). */
-export const VERIFY_KMS_ACTIONS = ['kms:Decrypt', 'kms:DescribeKey'] as const;
+/** What the verification task is granted on the key: unsealing the automation identity, nothing else. */
+export const VERIFY_KMS_ACTIONS = ['kms:Decrypt'] as const;
 
 /** Key administration for the account, deliberately without Decrypt (see KMS_DECRYPT_ACTIONS). */
 export const KMS_ADMIN_ACTIONS = [
@@ -73,8 +70,11 @@ export const KMS_ADMIN_ACTIONS = [
   'kms:CancelKeyDeletion',
 ] as const;
 
-/** Lets IAM policies in the account grant the wrapping side of the key (hosts). */
-export const KMS_ACCOUNT_ENCRYPT_ACTIONS = ['kms:Encrypt', 'kms:GenerateDataKey', 'kms:DescribeKey'] as const;
+/**
+ * Lets IAM policies in the account grant sealing with the key: the operator who runs
+ * `pgkeep keygen --kms-key` once. No host needs it: a host holds only the public recipient.
+ */
+export const KMS_ACCOUNT_ENCRYPT_ACTIONS = ['kms:Encrypt', 'kms:DescribeKey'] as const;
 
 /** Replication, freshness and retention read ingest (list + get + head). */
 export const INGEST_READ_ACTIONS = ['s3:GetObject', 's3:ListBucket'] as const;
@@ -132,7 +132,13 @@ export const SECRET_READ_ACTIONS = [
 ] as const;
 
 /** The verification task writes its report under verify/<cluster>/, outside every host's prefix. */
-export const VERIFY_REPORT_WRITE_ACTIONS = ['s3:PutObject'] as const;
+export const VERIFY_REPORT_WRITE_ACTIONS = ['s3:PutObject', 's3:GetObject'] as const;
+
+/** The verification task reads one cluster's objects (and the pipeline's Lambdas read reports). */
+export const OBJECT_READ_ACTIONS = ['s3:GetObject'] as const;
+
+/** Listing a bucket; for the verification task only with an `s3:prefix` condition on one cluster. */
+export const BUCKET_LIST_ACTIONS = ['s3:ListBucket'] as const;
 
 /** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */
 export const LOG_WRITE_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

@@ -47,7 +47,13 @@ export class PipelineStack extends Stack {
       targetDeleteSecrets: props.targetDeleteSecrets ?? new Map(),
       alertTopic,
     });
-    this.verification = new Verification(this, 'Verification', { config, bucket, key, alertTopic });
+    this.verification = new Verification(this, 'Verification', {
+      config,
+      bucket,
+      key,
+      alertTopic,
+      targetSecrets,
+    });
     this.freshness = new Freshness(this, 'Freshness', { config, bucket, targetSecrets });
     this.schedules = new PipelineSchedules(this, 'Schedules', {
       config,

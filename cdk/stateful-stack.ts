@@ -36,7 +36,7 @@ export class StatefulStack extends Stack {
       objectLockDefaultRetentionDays: config.ingest.objectLock.defaultRetentionDays,
     });
     this.bucket = ingest.bucket;
-    const decryptors = [verificationTaskRoleArn(config.name)];
+    const decryptors = config.clusters.map((cluster) => verificationTaskRoleArn(config.name, cluster.name));
     if (config.operatorRoleArn) decryptors.push(config.operatorRoleArn);
     this.key = new BackupKey(this, 'BackupKey', { decryptorRoleArns: decryptors }).key;
     const credentials = new TargetCredentials(this, 'TargetCredentials', { targets: config.targets });
@@ -48,7 +48,6 @@ export class StatefulStack extends Stack {
       const host = new HostPrincipal(this, `Host-${cluster.name}`, {
         cluster: cluster.name,
         bucket: this.bucket,
-        key: this.key,
         assumedBy: cluster.hostAssumedBy,
       });
       hosts.set(cluster.name, host);
@@ -68,11 +67,13 @@ export class StatefulStack extends Stack {
     }
     this.hosts = hosts;
     ingest.denyHostOverwrites([...hosts.values()].map((host) => host.role));
+    ingest.denyReportWrites([...hosts.values()].map((host) => host.role));
 
     new CfnOutput(this, 'IngestBucketName', { value: this.bucket.bucketName });
     new CfnOutput(this, 'IngestRegion', { value: this.region });
     new CfnOutput(this, 'BackupKeyArn', {
-      description: 'the agent KMS recipient (encrypt only on the host)',
+      description:
+        'seals the automation identity (pgkeep keygen --kms-key); only the verification task roles unseal it',
       value: this.key.keyArn,
     });
     for (const [target, secret] of this.targetSecrets)

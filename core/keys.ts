@@ -136,10 +136,13 @@ export function parseWalKey(key: string): { walFileName: string; hashPrefix: str
   return m?.[1] && m[2] ? { walFileName: m[1], hashPrefix: m[2] } : undefined;
 }
 
+/** The top-level prefix of every verification report, beside (never under) `v1/`. */
+export const VERIFY_REPORT_ROOT = 'verify';
+
 /** Where the verifier writes reports of `cluster`: not under `v1/`, so no host principal may write there. */
 export function verifyReportPrefix(cluster: string): string {
   assertClusterName(cluster);
-  return `verify/${cluster}/`;
+  return `${VERIFY_REPORT_ROOT}/${cluster}/`;
 }
 
 export function verifyReportKey(cluster: string, runId: string): string {

@@ -51,6 +51,10 @@ export const VerifyReportSchema = z.looseObject({
     })
     .optional(),
   agentVersion: z.string().optional(),
+  /** Rows in every ordinary table of the restored databases (optional: older reports lack it). */
+  tables: z
+    .array(z.looseObject({ database: z.string(), table: z.string(), rows: z.number().int().nonnegative() }))
+    .optional(),
 });
 
 export type VerifyReport = z.infer<typeof VerifyReportSchema>;

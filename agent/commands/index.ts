@@ -12,6 +12,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   info: async () => (await import('./info.ts')).info,
   restore: async () => (await import('./restore.ts')).restore,
   check: async () => (await import('./check.ts')).check,
+  verify: async () => (await import('./verify.ts')).verify,
   basebackup: async () => (await import('./basebackup.ts')).basebackup,
   'wal-push': async () => (await import('./wal-push.ts')).walPush,
   'wal-pusher': async () => (await import('./wal-pusher.ts')).walPusher,
@@ -22,4 +23,5 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'systemd-unit': async () => (await import('./systemd-unit.ts')).systemdUnit,
   decrypt: async () => (await import('./decrypt.ts')).decrypt,
   'promote-archive': async () => (await import('./promote-archive.ts')).promoteArchive,
+  pipeline: async () => (await import('./pipeline.ts')).pipeline,
 };

@@ -93,7 +93,7 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
     const archive = archiveChoice(values.archive, positionals[0]);
     const targets = (['time', 'lsn', 'xid', 'name'] as const).flatMap((kind) => {
       const value = kind === 'time' ? targetTime?.value : values[`target-${kind}`];
-      return value === undefined ? [] : [{ kind, value } as RecoveryTarget];
+      return value === undefined ? [] : [{ kind, value } as Exclude<RecoveryTarget, { kind: 'immediate' }>];
     });
     if (targets.length > 1)
       throw new UsageError('give at most one of --target-time, --target-lsn, --target-xid, --target-name');

@@ -22,6 +22,12 @@ export interface LogicalRestoreOptions {
   readonly into: string;
   /** Default: the newest backup holding `database`. */
   readonly backupId?: string | undefined;
+  /**
+   * Restore objects without their owners, privileges and tablespaces (`pg_restore --no-owner
+   * --no-privileges --no-tablespaces`): for a scratch cluster that has none of the source's roles
+   * or tablespaces, restoring as a role that owns the new database.
+   */
+  readonly portable?: boolean;
 }
 
 export interface LogicalRestoreResult {
@@ -72,6 +78,7 @@ export async function runLogicalRestore(options: LogicalRestoreOptions): Promise
       '--single-transaction',
       '--exit-on-error',
       '--no-password',
+      ...(options.portable ? ['--no-owner', '--no-privileges', '--no-tablespaces'] : []),
       `--dbname=dbname=${libpqQuote(options.into)}`,
     ]);
     const stdin = restore.child.stdin;

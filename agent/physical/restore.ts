@@ -16,7 +16,7 @@ import type { Manifest, ManifestObject } from '../../core/manifest.ts';
 import { primaryTimeline } from '../../core/primary-timeline.ts';
 import { parseLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { readStages } from '../object-store.ts';
+import { asIntegrityError, ObjectIntegrityError, readStages } from '../object-store.ts';
 import { listManifests } from '../repository.ts';
 import { postgresqlConfString } from '../wal/spool.ts';
 import { type ArchiveChoice, writeRestoredMarker } from './restored-marker.ts';
@@ -25,7 +25,9 @@ export type RecoveryTarget =
   | { readonly kind: 'time'; readonly value: string }
   | { readonly kind: 'lsn'; readonly value: string }
   | { readonly kind: 'xid'; readonly value: string }
-  | { readonly kind: 'name'; readonly value: string };
+  | { readonly kind: 'name'; readonly value: string }
+  /** The end of the base backup: the earliest consistent state (no WAL beyond what it needs). */
+  | { readonly kind: 'immediate' };
 
 export interface PhysicalRestoreOptions {
   readonly storage: Storage;
@@ -49,6 +51,15 @@ export interface PhysicalRestoreOptions {
   readonly archive?: ArchiveChoice;
   /** The archive_command for `archive.mode: 'new-cluster'` (wal/spool.ts archiveCommandLine). */
   readonly archiveCommand?: string;
+  /**
+   * Replace the backup's own configuration instead of appending to it: postgresql.conf becomes
+   * `postgresqlConf`, pg_hba.conf `hbaConf`, and postgresql.auto.conf holds only the recovery
+   * settings. A verifier uses this so that settings a host wrote (shared_preload_libraries,
+   * archive_command, listen addresses) never take effect where the backup is checked.
+   */
+  readonly replaceConfiguration?: { readonly postgresqlConf: string; readonly hbaConf: string };
+  /** recovery_target_timeline. @default 'latest' */
+  readonly targetTimeline?: string;
 }
 
 export interface PhysicalRestoreResult {
@@ -124,7 +135,7 @@ async function extract(storage: Storage, object: ManifestObject, identities: rea
       code === 0 ? resolve() : reject(new Error(`tar failed extracting ${object.key}: ${stderr.trim()}`)),
     );
   });
-  await Promise.all([
+  const [stream, untar] = await Promise.allSettled([
     pipeline([
       source,
       ...readStages({
@@ -138,9 +149,16 @@ async function extract(storage: Storage, object: ManifestObject, identities: rea
         },
       }),
       tar.stdin,
-    ]),
+    ]).catch((error: unknown) => {
+      tar.kill('SIGKILL');
+      throw asIntegrityError(object.key, error);
+    }),
     exited,
   ]);
+  // A damaged archive is the story even when tar, cut off, failed first.
+  if (stream.status === 'rejected' && stream.reason instanceof ObjectIntegrityError) throw stream.reason;
+  if (untar.status === 'rejected') throw untar.reason;
+  if (stream.status === 'rejected') throw stream.reason;
 }
 
 function recoverySettings(options: PhysicalRestoreOptions, timeline: number | undefined): string {
@@ -150,7 +168,7 @@ function recoverySettings(options: PhysicalRestoreOptions, timeline: number | un
     `restore_command = ${postgresqlConfString(options.restoreCommand)}`,
     // The primary's timeline, not PostgreSQL's 'latest' (the highest one archived): a restored
     // copy that archived here must not decide what a restore replays.
-    `recovery_target_timeline = ${postgresqlConfString(timeline === undefined ? 'latest' : String(timeline))}`,
+    `recovery_target_timeline = ${postgresqlConfString(options.targetTimeline ?? (timeline === undefined ? 'latest' : String(timeline)))}`,
   ];
   const archive = options.archive ?? { mode: 'off' };
   if (archive.mode === 'off') {
@@ -162,7 +180,11 @@ function recoverySettings(options: PhysicalRestoreOptions, timeline: number | un
   }
   const target = options.target;
   if (target) {
-    lines.push(`recovery_target_${target.kind} = ${postgresqlConfString(target.value)}`);
+    lines.push(
+      target.kind === 'immediate'
+        ? "recovery_target = 'immediate'"
+        : `recovery_target_${target.kind} = ${postgresqlConfString(target.value)}`,
+    );
     lines.push(`recovery_target_action = ${postgresqlConfString(options.targetAction ?? 'promote')}`);
   }
   return `${lines.join('\n')}\n`;
@@ -222,7 +244,14 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
     await extract(options.storage, object, options.identities, dir);
   }
 
-  await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options, timeline));
+  const replace = options.replaceConfiguration;
+  if (replace) {
+    await writeFile(join(options.pgData, 'postgresql.conf'), replace.postgresqlConf);
+    await writeFile(join(options.pgData, 'pg_hba.conf'), replace.hbaConf);
+    await writeFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options, timeline));
+  } else {
+    await appendFile(join(options.pgData, 'postgresql.auto.conf'), recoverySettings(options, timeline));
+  }
   await writeRestoredMarker(options.pgData, {
     cluster: options.cluster,
     backupId: manifest.backupId,
@@ -237,7 +266,8 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
   return { manifest, tablespaces, timeline };
 }
 
-async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
+/** Gives `dir` and everything under it to `owner`. */
+export async function chownTree(dir: string, owner: { uid: number; gid: number }): Promise<void> {
   const { chown } = await import('node:fs/promises');
   await chown(dir, owner.uid, owner.gid);
   for (const entry of await readdir(dir, { recursive: true })) {

@@ -15,8 +15,9 @@ export interface BackupKeyProps {
 }
 
 /**
- * The KMS key behind age's KMS recipient: hosts wrap file keys with it, only the verification task
- * (and an operator role) unwrap. The key policy says so itself, with an explicit deny for every other
+ * The KMS key that seals the automation identity (`pgkeep keygen --kms-key`): an operator seals it
+ * once, only the verification task roles (and an operator role) unseal it. Hosts never use the key:
+ * they encrypt to the identity's public recipient. The key policy says so itself, with an explicit deny for every other
  * principal, so a broad IAM policy elsewhere in the account cannot read backups.
  */
 export class BackupKey extends Construct {
@@ -37,7 +38,7 @@ export class BackupKey extends Construct {
           resources: ['*'],
         }),
         new iam.PolicyStatement({
-          sid: 'AccountPrincipalsMayWrapKeys',
+          sid: 'AccountPrincipalsMaySeal',
           principals: [account],
           actions: [...KMS_ACCOUNT_ENCRYPT_ACTIONS],
           resources: ['*'],
@@ -60,7 +61,7 @@ export class BackupKey extends Construct {
       ],
     });
     this.key = new kms.Key(this, 'Key', {
-      description: 'pgkeep backup key: age KMS recipient; only restore verification may decrypt',
+      description: 'pgkeep backup key: seals the automation identity; only restore verification may unseal',
       enableKeyRotation: true,
       rotationPeriod: Duration.days(365),
       policy,

@@ -1,6 +1,9 @@
 import { Duration } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
-import { TARGET_READ_ACTIONS } from '../iam-actions.ts';
+import { VERIFY_REPORT_ROOT } from '../../core/keys.ts';
+import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
+import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
 
@@ -16,11 +19,25 @@ export class Freshness extends Construct {
     super(scope, id);
     this.function = new PipelineFunction(this, 'Measure', {
       handler: 'freshness/measure',
-      description: 'pgkeep freshness: newest dump, newest WAL and replication lag, from the buckets',
+      description:
+        'pgkeep freshness: newest dump, newest WAL, replication lag and last passed verification, from the buckets',
       timeout: Duration.minutes(5),
       memorySizeMiB: 512,
       environment: pipelineEnvironment(props),
     });
     grantTargets(this.function.role, props, TARGET_READ_ACTIONS, this.function);
+    // The time since the last passed verification comes from the verifier's reports.
+    const reports = props.bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`);
+    this.function.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [...OBJECT_READ_ACTIONS, ...BUCKET_LIST_ACTIONS],
+        resources: [props.bucket.bucketArn, reports],
+      }),
+    );
+    acknowledgeWildcardResources(
+      this.function,
+      "freshness reads every cluster's verification reports (verify/*) to measure the time since the last passed verification",
+      reports,
+    );
   }
 }

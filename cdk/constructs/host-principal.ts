@@ -1,11 +1,9 @@
 import * as iam from 'aws-cdk-lib/aws-iam';
-import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { clusterPrefix } from '../../core/keys.ts';
 import {
   HOST_DENIED_S3_ACTIONS,
-  HOST_KMS_ACTIONS,
   HOST_LIST_ACTIONS,
   HOST_OBJECT_ACTIONS,
   HOST_OVERWRITE_CONDITIONS,
@@ -18,16 +16,15 @@ import { acknowledgeWildcardResources } from '../nag.ts';
 export interface HostPrincipalProps {
   readonly cluster: string;
   readonly bucket: s3.IBucket;
-  readonly key: kms.IKey;
   /** `ec2`: an instance profile; `account`: principals of this account allowed by their own policies. */
   readonly assumedBy: 'ec2' | 'account';
 }
 
 /**
  * The identity of one database host: it may put objects and read and list its own prefix
- * (`v1/<cluster>/*`), wrap keys with the backup key, and nothing else. Deletes, any PutObject
- * without `If-None-Match` (an overwrite), SSE-C uploads, anything that would make an overwrite or
- * deletion possible, governance bypass and kms:Decrypt are denied explicitly,
+ * (`v1/<cluster>/*`), and nothing else: it encrypts to public age recipients, so it needs no KMS
+ * action at all. Deletes, any PutObject without `If-None-Match` (an overwrite), SSE-C uploads,
+ * anything that would make an overwrite or deletion possible, governance bypass and kms:Decrypt are denied explicitly,
  * so they stay denied whatever else gets attached to the role later.
  */
 export class HostPrincipal extends Construct {
@@ -50,11 +47,6 @@ export class HostPrincipal extends Construct {
           actions: [...HOST_LIST_ACTIONS],
           resources: [props.bucket.bucketArn],
           conditions: { StringLike: { 's3:prefix': [`${prefix}*`] } },
-        }),
-        new iam.PolicyStatement({
-          sid: 'WrapFileKeys',
-          actions: [...HOST_KMS_ACTIONS],
-          resources: [props.key.keyArn],
         }),
         new iam.PolicyStatement({
           sid: 'DenyDeleteOverwriteAndProtectionChanges',

@@ -5,6 +5,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { INGEST_SOURCE } from '../../lambdas/verification/sources.ts';
 import type { DeployConfig } from '../config.ts';
 import { METRIC_NAMESPACE, METRICS } from '../names.ts';
 
@@ -106,6 +107,16 @@ export class Monitoring extends Construct {
           metric: lag,
           threshold: config.freshness.maxReplicationLagMinutes * 60,
           evaluationPeriods: 2,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        });
+      }
+      for (const source of [INGEST_SOURCE, ...config.targets.map((t) => t.name)]) {
+        alarm(`VerificationAge-${cluster.name}-${source}`, {
+          alarmDescription: `pgkeep: no restore of cluster ${cluster.name} from ${source} has passed verification for ${config.freshness.maxVerificationAgeDays} days`,
+          metric: metric(METRICS.verificationAgeSeconds, { Cluster: cluster.name, Source: source }),
+          threshold: config.freshness.maxVerificationAgeDays * 86_400,
+          evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
           treatMissingData: cloudwatch.TreatMissingData.BREACHING,
         });

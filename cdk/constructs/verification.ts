@@ -1,21 +1,32 @@
 import { fileURLToPath } from 'node:url';
-import { ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Aws, Duration, IgnoreMode, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import { clusterPrefix, VERIFY_REPORT_ROOT, verifyReportPrefix } from '../../core/keys.ts';
+import { AUTOMATION_IDENTITY_CONTEXT, VERIFY_TASK_ENV } from '../../core/verify-task.ts';
 import type { DeployConfig } from '../config.ts';
-import { INGEST_READ_ACTIONS, VERIFY_KMS_ACTIONS, VERIFY_REPORT_WRITE_ACTIONS } from '../iam-actions.ts';
+import {
+  BUCKET_LIST_ACTIONS,
+  OBJECT_READ_ACTIONS,
+  SECRET_READ_ACTIONS,
+  TARGET_READ_ACTIONS,
+  VERIFY_KMS_ACTIONS,
+  VERIFY_REPORT_WRITE_ACTIONS,
+} from '../iam-actions.ts';
 import { acknowledge, acknowledgeWildcardResources } from '../nag.ts';
-import { verificationTaskRoleName } from '../names.ts';
+import { verificationTaskRoleName, verificationTaskRolePath } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
-import { pipelineEnvironment } from './replication.ts';
+import { grantTargets, pipelineEnvironment } from './replication.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -23,19 +34,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The container every verification task definition runs; the state machine overrides its environment. */
 export const VERIFY_CONTAINER_NAME = 'verify';
 
-/**
- * The environment contract of the verification container (verify/Dockerfile runs `pgkeep verify-restore`,
- * which reads these). Passed as RunTask overrides, never baked into the task definition.
- */
-export const VERIFY_TASK_ENV = {
-  repository: 'PGKEEP_REPOSITORY',
-  cluster: 'PGKEEP_CLUSTER',
-  backupId: 'PGKEEP_BACKUP_ID',
-  runId: 'PGKEEP_VERIFY_RUN_ID',
-  reportKey: 'PGKEEP_VERIFY_REPORT_KEY',
-  kmsKeyArn: 'PGKEEP_KMS_KEY_ARN',
-  assertions: 'PGKEEP_VERIFY_ASSERTIONS',
-} as const;
+/** The environment contract of the verification container (`pgkeep verify --from-env` reads it). */
+export { VERIFY_TASK_ENV };
 
 /** The ARN without revision, built exactly as EcsRunTask builds it for its grant. */
 function taskDefinitionFamilyArn(taskDefinition: ecs.TaskDefinition): string {
@@ -57,20 +57,27 @@ export interface VerificationProps {
   readonly bucket: s3.IBucket;
   readonly key: kms.IKey;
   readonly alertTopic: sns.ITopic;
+  /** The S3-compatible targets' credentials: a run may restore from any target's copy. */
+  readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
 }
 
 /**
- * Restore verification: pick a backup, restore it on Fargate with the PostgreSQL of its major
- * version (one image and task definition per configured version, built from verify/Dockerfile),
- * then record the report the task wrote as a metric; a failure alerts. The task role is the only
- * principal in the app that may kms:Decrypt (the backup key's policy names it).
+ * Restore verification: pick a backup and a source (ingest or a target, in turn), restore it on
+ * Fargate with the PostgreSQL of its major version (one image per configured version, built from
+ * verify/Dockerfile; one task definition per cluster and version), then record the report the task
+ * wrote as a metric; a failure alerts. Each cluster's task role reads only that cluster's objects
+ * and writes only its reports; the task roles are the only principals in the app that may unseal
+ * the automation identity (the backup key's policy names them).
  */
 export class Verification extends Construct {
   readonly stateMachine: sfn.StateMachine;
   readonly functions: PipelineFunction[];
-  readonly taskRole: iam.Role;
+  /** Cluster name -> its task role. */
+  readonly taskRoles: ReadonlyMap<string, iam.Role>;
   readonly cluster: ecs.Cluster;
-  readonly taskDefinitions: ReadonlyMap<number, ecs.FargateTaskDefinition>;
+  /** `<cluster>/<major>` -> task definition. */
+  readonly taskDefinitions: ReadonlyMap<string, ecs.FargateTaskDefinition>;
+  readonly securityGroup: ec2.SecurityGroup;
 
   constructor(scope: Construct, id: string, props: VerificationProps) {
     super(scope, id);
@@ -81,7 +88,8 @@ export class Verification extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     // Public subnets and no NAT gateway: the task only talks out (S3 through the gateway endpoint,
-    // ECR, KMS, logs), nothing can reach it (no inbound rule), and an idle VPC costs nothing.
+    // ECR, KMS, Secrets Manager, the providers, logs), nothing can reach it (no inbound rule), and an
+    // idle VPC costs nothing.
     const vpc = new ec2.Vpc(this, 'Vpc', {
       maxAzs: 2,
       natGateways: 0,
@@ -94,89 +102,149 @@ export class Verification extends Construct {
         },
       },
     });
-    const securityGroup = new ec2.SecurityGroup(this, 'TaskSecurityGroup', {
+    // Everything the task talks to is an HTTPS API; a restored backup has nothing else to reach.
+    this.securityGroup = new ec2.SecurityGroup(this, 'TaskSecurityGroup', {
       vpc,
-      description: 'pgkeep restore verification: outbound only',
-      allowAllOutbound: true,
+      description: 'pgkeep restore verification: outbound HTTPS only',
+      allowAllOutbound: false,
     });
+    this.securityGroup.addEgressRule(
+      ec2.Peer.anyIpv4(),
+      ec2.Port.tcp(443),
+      'HTTPS to AWS APIs and providers',
+    );
     this.cluster = new ecs.Cluster(this, 'Cluster', {
       vpc,
       containerInsightsV2: ecs.ContainerInsights.ENABLED,
     });
 
-    this.taskRole = new iam.Role(this, 'TaskRole', {
-      roleName: verificationTaskRoleName(config.name),
-      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-      description: 'pgkeep restore verification task: the only role that may decrypt backups',
-    });
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: [...INGEST_READ_ACTIONS],
-        resources: [bucket.bucketArn, bucket.arnForObjects('v1/*')],
-      }),
-    );
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: [...VERIFY_REPORT_WRITE_ACTIONS],
-        resources: [bucket.arnForObjects('verify/*')],
-      }),
-    );
-    this.taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: [...VERIFY_KMS_ACTIONS], resources: [props.key.keyArn] }),
-    );
-    acknowledgeWildcardResources(
-      this.taskRole,
-      'the task restores any backup of any cluster (v1/*) and writes its report under verify/<cluster>/, where <cluster> is chosen per run',
-      bucket.arnForObjects('v1/*'),
-      bucket.arnForObjects('verify/*'),
-    );
+    const awsTargets = config.targets.filter((t) => t.type === 'aws-s3');
+    const secrets = [...props.targetSecrets.values()];
+    const taskRoles = new Map<string, iam.Role>();
+    for (const { name: clusterName } of config.clusters) {
+      const own = clusterPrefix(clusterName);
+      const reports = verifyReportPrefix(clusterName);
+      const role = new iam.Role(this, `TaskRole-${clusterName}`, {
+        roleName: verificationTaskRoleName(config.name, clusterName),
+        path: verificationTaskRolePath(),
+        assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+        description: `pgkeep restore verification of cluster ${clusterName}: reads only its objects, may unseal the automation identity`,
+      });
+      const objectArns = [
+        bucket.arnForObjects(`${own}*`),
+        ...awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}/${t.prefix}${own}*`),
+      ];
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadOwnCluster',
+          actions: [...OBJECT_READ_ACTIONS],
+          resources: objectArns,
+        }),
+      );
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ListIngestOwnCluster',
+          actions: [...BUCKET_LIST_ACTIONS],
+          resources: [bucket.bucketArn],
+          conditions: { StringLike: { 's3:prefix': [`${own}*`] } },
+        }),
+      );
+      for (const target of awsTargets)
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            actions: [...BUCKET_LIST_ACTIONS],
+            resources: [`arn:${Aws.PARTITION}:s3:::${target.bucket}`],
+            conditions: { StringLike: { 's3:prefix': [`${target.prefix}${own}*`] } },
+          }),
+        );
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'WriteOwnReports',
+          actions: [...VERIFY_REPORT_WRITE_ACTIONS],
+          resources: [bucket.arnForObjects(`${reports}*`)],
+        }),
+      );
+      if (secrets.length > 0)
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            sid: 'ReadProviderCredentials',
+            actions: [...SECRET_READ_ACTIONS],
+            resources: secrets.map((secret) => secret.secretArn),
+          }),
+        );
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'UnsealAutomationIdentity',
+          actions: [...VERIFY_KMS_ACTIONS],
+          resources: [props.key.keyArn],
+          conditions: {
+            StringEquals: Object.fromEntries(
+              Object.entries(AUTOMATION_IDENTITY_CONTEXT).map(([k, v]) => [`kms:EncryptionContext:${k}`, v]),
+            ),
+          },
+        }),
+      );
+      acknowledgeWildcardResources(
+        role,
+        `the task restores any backup of cluster ${clusterName} (its prefix ${own} in ingest and in each target) and writes its report under ${reports}; the key names are not known in advance, and the cluster's prefix is the boundary`,
+        ...objectArns,
+        bucket.arnForObjects(`${reports}*`),
+      );
+      taskRoles.set(clusterName, role);
+    }
+    this.taskRoles = taskRoles;
 
     const containerLogs = new logs.LogGroup(this, 'TaskLogs', {
       retention: logs.RetentionDays.THREE_MONTHS,
       removalPolicy: RemovalPolicy.DESTROY,
     });
-    const taskDefinitions = new Map<number, ecs.FargateTaskDefinition>();
+    const taskDefinitions = new Map<string, ecs.FargateTaskDefinition>();
     for (const major of config.verification.postgresMajorVersions) {
-      const taskDefinition = new ecs.FargateTaskDefinition(this, `TaskPg${major}`, {
-        family: `${config.name}-verify-pg${major}`,
-        cpu: config.verification.cpu,
-        memoryLimitMiB: config.verification.memoryMiB,
-        ephemeralStorageGiB: config.verification.ephemeralStorageGiB,
-        taskRole: this.taskRole,
-        runtimePlatform: {
-          cpuArchitecture: ecs.CpuArchitecture.X86_64,
-          operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
-        },
+      const image = new ecrAssets.DockerImageAsset(this, `ImagePg${major}`, {
+        directory: REPO_ROOT,
+        file: 'verify/Dockerfile',
+        buildArgs: { PG_MAJOR: String(major) },
+        platform: ecrAssets.Platform.LINUX_AMD64,
+        // The image needs the Dockerfile and the bundled agent only; never the repo's node_modules.
+        ignoreMode: IgnoreMode.DOCKER,
+        exclude: ['*', '!verify', '!dist'],
       });
-      taskDefinition.addContainer(VERIFY_CONTAINER_NAME, {
-        image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
-          file: 'verify/Dockerfile',
-          buildArgs: { PG_MAJOR: String(major) },
-          // The image needs the Dockerfile and the bundled agent only; never the repo's node_modules.
-          ignoreMode: IgnoreMode.DOCKER,
-          exclude: ['*', '!verify', '!dist'],
-        }),
-        essential: true,
-        logging: ecs.LogDrivers.awsLogs({ logGroup: containerLogs, streamPrefix: `pg${major}` }),
-      });
-      acknowledge(
-        taskDefinition,
-        'the execution role CDK generates needs ecr:GetAuthorizationToken to pull the image, and that action accepts no resource other than "*"',
-        'AwsSolutions-IAM5[Resource::*]',
-      );
-      taskDefinitions.set(major, taskDefinition);
+      for (const [clusterName, taskRole] of taskRoles) {
+        const taskDefinition = new ecs.FargateTaskDefinition(this, `Task-${clusterName}-Pg${major}`, {
+          family: `${config.name}-verify-${clusterName}-pg${major}`,
+          cpu: config.verification.cpu,
+          memoryLimitMiB: config.verification.memoryMiB,
+          ephemeralStorageGiB: config.verification.ephemeralStorageGiB,
+          taskRole,
+          runtimePlatform: {
+            cpuArchitecture: ecs.CpuArchitecture.X86_64,
+            operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+          },
+        });
+        taskDefinition.addContainer(VERIFY_CONTAINER_NAME, {
+          image: ecs.ContainerImage.fromDockerImageAsset(image),
+          essential: true,
+          logging: ecs.LogDrivers.awsLogs({
+            logGroup: containerLogs,
+            streamPrefix: `${clusterName}-pg${major}`,
+          }),
+        });
+        acknowledge(
+          taskDefinition,
+          'the execution role CDK generates needs ecr:GetAuthorizationToken to pull the image, and that action accepts no resource other than "*"',
+          'AwsSolutions-IAM5[Resource::*]',
+        );
+        taskDefinitions.set(`${clusterName}/${major}`, taskDefinition);
+      }
     }
     this.taskDefinitions = taskDefinitions;
 
-    // Verification reads ingest only; the targets and their secrets stay out of its environment.
-    const environment = pipelineEnvironment({
-      config: { ...config, targets: [] },
-      bucket,
-      targetSecrets: new Map(),
-    });
+    // Picking a source reads each target's manifests; recording reads the report in ingest.
+    const targetsProps = { config, bucket, targetSecrets: props.targetSecrets };
+    const environment = pipelineEnvironment(targetsProps);
     const pick = new PipelineFunction(this, 'PickBackup', {
       handler: 'verification/pick-backup',
-      description: 'pgkeep verification: choose the backup to restore and where its report goes',
+      description: 'pgkeep verification: choose the backup and source to restore and where its report goes',
       timeout: Duration.minutes(2),
       memorySizeMiB: 512,
       environment: {
@@ -192,17 +260,23 @@ export class Verification extends Construct {
       environment,
     });
     this.functions = [pick, record];
+    grantTargets(pick.role, targetsProps, TARGET_READ_ACTIONS, pick);
     for (const fn of this.functions) {
       fn.role.addToPrincipalPolicy(
         new iam.PolicyStatement({
-          actions: [...INGEST_READ_ACTIONS],
-          resources: [bucket.bucketArn, bucket.arnForObjects('v1/*')],
+          actions: [...OBJECT_READ_ACTIONS, ...BUCKET_LIST_ACTIONS],
+          resources: [
+            bucket.bucketArn,
+            bucket.arnForObjects('v1/*'),
+            bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`),
+          ],
         }),
       );
       acknowledgeWildcardResources(
         fn,
-        'choosing a backup and reading its report list manifests and reports of every cluster (v1/*)',
+        'choosing a backup and reading its report list manifests (v1/*) and reports (verify/*) of every cluster',
         bucket.arnForObjects('v1/*'),
+        bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`),
       );
     }
 
@@ -246,8 +320,10 @@ export class Verification extends Construct {
     }).addCatch(recordStep, CATCH_ALL);
 
     const whichMajor = new sfn.Choice(this, 'Which PostgreSQL major version?');
-    for (const [major, taskDefinition] of taskDefinitions) {
-      const restore = new tasks.EcsRunTask(this, `Restore on PostgreSQL ${major}`, {
+    const ingestUrl = `s3://${bucket.bucketName}/?region=${Aws.REGION}`;
+    for (const [which, taskDefinition] of taskDefinitions) {
+      const [clusterName, major] = which.split('/') as [string, string];
+      const restore = new tasks.EcsRunTask(this, `Restore ${clusterName} on PostgreSQL ${major}`, {
         integrationPattern: sfn.IntegrationPattern.RUN_JOB,
         cluster: this.cluster,
         taskDefinition,
@@ -256,17 +332,24 @@ export class Verification extends Construct {
         }),
         assignPublicIp: true,
         subnets: { subnetType: ec2.SubnetType.PUBLIC },
-        securityGroups: [securityGroup],
+        securityGroups: [this.securityGroup],
         containerOverrides: [
           {
             containerDefinition: taskDefinition.defaultContainer!,
             environment: [
-              { name: VERIFY_TASK_ENV.repository, value: `s3://${bucket.bucketName}` },
+              { name: VERIFY_TASK_ENV.repository, value: sfn.JsonPath.stringAt('$.backup.repository') },
+              { name: VERIFY_TASK_ENV.source, value: sfn.JsonPath.stringAt('$.backup.source') },
+              {
+                name: VERIFY_TASK_ENV.sourceSecretArn,
+                value: sfn.JsonPath.stringAt('$.backup.sourceSecretArn'),
+              },
+              { name: VERIFY_TASK_ENV.reportRepository, value: ingestUrl },
               { name: VERIFY_TASK_ENV.cluster, value: sfn.JsonPath.stringAt('$.backup.cluster') },
               { name: VERIFY_TASK_ENV.backupId, value: sfn.JsonPath.stringAt('$.backup.backupId') },
               { name: VERIFY_TASK_ENV.runId, value: sfn.JsonPath.stringAt('$.backup.runId') },
               { name: VERIFY_TASK_ENV.reportKey, value: sfn.JsonPath.stringAt('$.backup.reportKey') },
               { name: VERIFY_TASK_ENV.kmsKeyArn, value: props.key.keyArn },
+              { name: VERIFY_TASK_ENV.sealedIdentity, value: config.verification.sealedIdentity ?? '' },
               { name: VERIFY_TASK_ENV.assertions, value: JSON.stringify(config.verification.assertions) },
             ],
           },
@@ -283,7 +366,13 @@ export class Verification extends Construct {
       });
       restore.addCatch(recordStep, CATCH_ALL);
       restore.next(recordStep);
-      whichMajor.when(sfn.Condition.numberEquals('$.backup.pgMajor', major), restore);
+      whichMajor.when(
+        sfn.Condition.and(
+          sfn.Condition.stringEquals('$.backup.cluster', clusterName),
+          sfn.Condition.numberEquals('$.backup.pgMajor', Number(major)),
+        ),
+        restore,
+      );
     }
     whichMajor.otherwise(
       new sfn.Pass(this, 'No image for this major version', {

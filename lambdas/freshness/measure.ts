@@ -2,13 +2,15 @@
  * Freshness, measured from the buckets rather than from what the agent claims: per cluster, the
  * age of the newest logical dump (its manifest's stop time) and of the newest WAL object in ingest,
  * and per target the replication lag (age of the oldest ingest object the target still lacks; 0
- * when it lacks nothing). Published as metrics; a cluster with no dump or no WAL publishes no
+ * when it lacks nothing), and per source the time since its last passed restore verification.
+ * Published as metrics; a cluster with no dump or no WAL publishes no
  * value, and the alarms treat missing data as breaching.
  *
  * Cost: the lag is a full merge of two listings per cluster and target, like the replication plan;
  * fine for tens of thousands of objects, to be narrowed (listing from a watermark) for more.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { readVerifyReports } from '../../agent/verify/reports.ts';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { mapTransient } from '../../storage/failure.ts';
@@ -18,6 +20,7 @@ import { lambdaDefaults } from '../lib/defaults.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import { verificationSources } from '../verification/sources.ts';
 
 export interface FreshnessOutput {
   readonly metrics: MetricValue[];
@@ -104,6 +107,19 @@ export async function measureFreshness(
         unit: 'Seconds',
         dimensions: { Cluster: cluster },
       });
+    // From the verifier's own reports only (verify/<cluster>/ in ingest, which no host may write);
+    // a source never verified publishes nothing, which the alarm treats as stale.
+    const reports = await readVerifyReports(ingest.storage, cluster);
+    for (const source of verificationSources(env)) {
+      const last = reports.filter((r) => r.passed && r.source === source.name).at(-1);
+      if (last)
+        metrics.push({
+          name: METRICS.verificationAgeSeconds,
+          value: age(new Date(last.finishedAt)),
+          unit: 'Seconds',
+          dimensions: { Cluster: cluster, Source: source.name },
+        });
+    }
     for (const runtimeTarget of env.targets) {
       const target = await locations.target(runtimeTarget);
       metrics.push({

@@ -15,6 +15,8 @@ export const METRICS = {
   verificationFailed: 'VerificationFailed',
   /** Manifests rejected as untrustworthy and target copies that differ from their source (dimension Step). */
   trustViolations: 'TrustViolations',
+  /** Per cluster and source (ingest or a target): time since its last passed verification. */
+  verificationAgeSeconds: 'LastPassedVerificationAgeSeconds',
 } as const;
 
 export interface MetricValue {

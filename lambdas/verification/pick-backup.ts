@@ -1,32 +1,30 @@
 /**
  * "Pick backup to verify": chooses the cluster (the one verified longest ago, unless the execution
- * input names one), its newest backup (unless named), and the run id and report key the restore
- * task writes to.
+ * input names one), the source to restore from (ingest or a target: the one whose copy was verified
+ * longest ago, so every provider's copy is restored in turn), the backup (the newest at that source,
+ * unless named), and the run id and report key the restore task writes to. What was verified when
+ * comes from the verifier's own reports under `verify/<cluster>/` in ingest only.
  */
-import {
-  backupIdOfManifestKey,
-  manifestKey,
-  manifestsPrefix,
-  verifyReportKey,
-  verifyReportPrefix,
-} from '../../core/keys.ts';
+import { readVerifyReports } from '../../agent/verify/reports.ts';
+import { backupIdOfManifestKey, manifestKey, manifestsPrefix, verifyReportKey } from '../../core/keys.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import { readManifest } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import {
+  INGEST_SOURCE,
+  lastRunBySource,
+  sourcesByStaleness,
+  type VerificationSource,
+  verificationSources,
+} from './sources.ts';
 import { type PickBackupInput, PickBackupInputSchema, type PickedBackup } from './types.ts';
 
 /** Nothing to verify: no manifest in ingest for the cluster(s). */
 export class NoBackupToVerifyError extends Error {
   override name = 'NoBackupToVerifyError';
-}
-
-async function lastKey(location: Location, prefix: string): Promise<string | undefined> {
-  let last: string | undefined;
-  for await (const object of location.storage.list(prefix)) last = object.key;
-  return last;
 }
 
 async function newestBackupId(location: Location, cluster: string): Promise<string | undefined> {
@@ -50,6 +48,13 @@ function newestImageMajor(env: NodeJS.ProcessEnv = process.env): number {
   return newest;
 }
 
+function locationOf(source: VerificationSource, env: PipelineEnv, locations: LocationFactory) {
+  if (source.name === INGEST_SOURCE) return locations.ingest();
+  const target = env.targets.find((t) => t.name === source.name);
+  if (!target) throw new Error(`unknown source "${source.name}"`);
+  return locations.target(target);
+}
+
 export async function pickBackup(
   input: PickBackupInput,
   env: PipelineEnv,
@@ -63,15 +68,21 @@ export async function pickBackup(
       throw new Error(`unknown cluster "${input.cluster}"; known clusters: ${env.clusters.join(', ')}`);
     clusters = [input.cluster];
   }
-  // Report keys start with the run id, which starts with a UTC timestamp: the last key is the newest run.
-  const candidates: { cluster: string; backupId: string; lastRun: string }[] = [];
+  const sources = verificationSources(env);
+  if (input.source !== undefined && !sources.some((s) => s.name === input.source))
+    throw new Error(
+      `unknown source "${input.source}"; known sources: ${sources.map((s) => s.name).join(', ')}`,
+    );
+
+  const candidates: { cluster: string; lastRun: string; lastBySource: Map<string, string> }[] = [];
   for (const cluster of clusters) {
-    const backupId = input.backupId ?? (await newestBackupId(ingest, cluster));
-    if (backupId === undefined) continue;
+    if (input.backupId === undefined && (await newestBackupId(ingest, cluster)) === undefined) continue;
+    // The verifier's own reports only: under verify/<cluster>/ in ingest, where no host may write.
+    const reports = await readVerifyReports(ingest.storage, cluster);
     candidates.push({
       cluster,
-      backupId,
-      lastRun: (await lastKey(ingest, verifyReportPrefix(cluster))) ?? '',
+      lastRun: reports.at(-1)?.finishedAt ?? '',
+      lastBySource: lastRunBySource(reports),
     });
   }
   candidates.sort((a, b) => (a.lastRun < b.lastRun ? -1 : a.lastRun > b.lastRun ? 1 : 0));
@@ -80,26 +91,48 @@ export async function pickBackup(
     throw new NoBackupToVerifyError(
       `no backup to verify: no manifest under ${clusters.map(manifestsPrefix).join(', ')} in ingest`,
     );
-  const key = manifestKey(chosen.cluster, chosen.backupId);
-  const { manifest } = await readManifest(ingest.storage, key);
-  const runId = `${now
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d{3}Z$/, 'Z')}-${chosen.backupId}`;
-  return {
-    cluster: chosen.cluster,
-    backupId: chosen.backupId,
-    manifestKey: key,
-    kind: manifest.kind,
-    pgMajor:
-      manifest.pgVersionNum === undefined ? newestImageMajor() : Math.floor(manifest.pgVersionNum / 10_000),
-    runId,
-    reportKey: verifyReportKey(chosen.cluster, runId),
-  };
+
+  // The stalest source that holds a backup of the cluster (a target may not have the newest one yet).
+  const order =
+    input.source !== undefined
+      ? sources.filter((s) => s.name === input.source)
+      : sourcesByStaleness(sources, chosen.lastBySource);
+  for (const source of order) {
+    const location = await locationOf(source, env, locations);
+    const backupId = input.backupId ?? (await newestBackupId(location, chosen.cluster));
+    if (backupId === undefined) continue;
+    const key = manifestKey(chosen.cluster, backupId);
+    if ((await location.storage.head(key)) === undefined) continue;
+    const { manifest } = await readManifest(location.storage, key);
+    const runId = `${now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d{3}Z$/, 'Z')}-${backupId}`;
+    return {
+      cluster: chosen.cluster,
+      backupId,
+      manifestKey: key,
+      kind: manifest.kind,
+      pgMajor:
+        manifest.pgVersionNum === undefined ? newestImageMajor() : Math.floor(manifest.pgVersionNum / 10_000),
+      runId,
+      reportKey: verifyReportKey(chosen.cluster, runId),
+      source: source.name,
+      repository: source.repository,
+      sourceSecretArn: source.credentialsSecretArn,
+    };
+  }
+  throw new NoBackupToVerifyError(
+    `no backup to verify: ${input.backupId ? `backup ${input.backupId}` : 'no backup'} of cluster ${chosen.cluster} at ${order.map((s) => s.name).join(', ')}`,
+  );
 }
 
 export async function handler(input: PickBackupInput): Promise<PickedBackup> {
   const { env, locations } = lambdaDefaults();
-  const { cluster, backupId } = parseInput(PickBackupInputSchema, input ?? {}, 'verification/pick-backup');
-  return mapTransient(() => pickBackup({ cluster, backupId }, env, locations));
+  const { cluster, backupId, source } = parseInput(
+    PickBackupInputSchema,
+    input ?? {},
+    'verification/pick-backup',
+  );
+  return mapTransient(() => pickBackup({ cluster, backupId, source }, env, locations));
 }

@@ -45,16 +45,26 @@ export async function recordResult(
   const report = parseVerifyReport(await text(await ingest.storage.get(reportKey)));
   if (!report)
     return { passed: false, summary: `${where}: report ${reportKey} is not a valid report`, reportKey };
-  if (report.backupId !== input.backup.backupId)
-    return {
-      passed: false,
-      summary: `${where}: report ${reportKey} is about backup ${report.backupId}`,
-      reportKey,
-    };
+  // The report must be about what was picked: a report of another run, cluster, backup or source
+  // at this key proves nothing about this one.
+  const picked = input.backup;
+  for (const [field, expected] of [
+    ['cluster', picked.cluster],
+    ['backupId', picked.backupId],
+    ['runId', picked.runId],
+    ['source', picked.source],
+  ] as const) {
+    if (report[field] !== expected)
+      return {
+        passed: false,
+        summary: `${where}: report ${reportKey} has ${field} "${report[field]}", expected "${expected}"`,
+        reportKey,
+      };
+  }
   return {
     passed: report.passed,
     summary: shorten(
-      `${where}: ${report.passed ? 'restore verified' : 'restore failed'}${report.summary ? `: ${report.summary}` : ''}`,
+      `${where} from ${picked.source}: ${report.passed ? 'restore verified' : 'restore failed'}${report.summary ? `: ${report.summary}` : ''}`,
     ),
     reportKey,
   };

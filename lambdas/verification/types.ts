@@ -5,6 +5,7 @@ import { z } from 'zod';
 export const PickBackupInputSchema = z.looseObject({
   cluster: z.string().optional(),
   backupId: z.string().optional(),
+  source: z.string().optional(),
 });
 export const PickedBackupSchema = z.object({
   cluster: z.string(),
@@ -14,6 +15,9 @@ export const PickedBackupSchema = z.object({
   pgMajor: z.number().int(),
   runId: z.string(),
   reportKey: z.string(),
+  source: z.string(),
+  repository: z.string(),
+  sourceSecretArn: z.string(),
 });
 export const RecordResultInputSchema = z.looseObject({
   backup: PickedBackupSchema.optional(),
@@ -25,6 +29,8 @@ export interface PickBackupInput {
   readonly cluster?: string;
   /** Verify this backup. @default the cluster's newest backup */
   readonly backupId?: string;
+  /** Restore from this source (`ingest` or a target's name). @default the one verified longest ago */
+  readonly source?: string;
 }
 
 /** `$.backup`: what the Fargate task restores and where it writes its report. */
@@ -37,6 +43,12 @@ export interface PickedBackup {
   readonly pgMajor: number;
   readonly runId: string;
   readonly reportKey: string;
+  /** `ingest` or the target whose copy is restored. */
+  readonly source: string;
+  /** The agent's repository URL of the source. */
+  readonly repository: string;
+  /** The source's credentials secret; '' when the task role reads it (ingest, AWS targets). */
+  readonly sourceSecretArn: string;
 }
 
 export interface RecordResultInput {

@@ -185,9 +185,9 @@ describe('each class of bad config has its own error naming the field', () => {
       />=13|too small/i,
     ],
     [
-      'an assertion without SQL',
-      (c) => delete c.verification.assertions[0].sql,
-      'verification.assertions.0.sql',
+      'an assertion without a query',
+      (c) => delete c.verification.assertions[0].query,
+      'verification.assertions.0.query',
       /./,
     ],
     ['no alert email', (c) => (c.alerts.emails = []), 'alerts.emails', /at least one alert email/],

@@ -149,18 +149,10 @@ describe('host principal', () => {
       .filter(({ role }) => role.startsWith('Hostmain'))
       .map(({ statement }) => statement);
 
-  it('may put objects and read and list its own prefix, and wrap keys, nothing else', () => {
+  it('may put objects and read and list its own prefix, nothing else (no KMS action: it holds public recipients only)', () => {
     const allows = hostStatements().filter((s) => s.Effect === 'Allow');
     const allowed = allows.flatMap(actions).sort();
-    expect(allowed).toEqual(
-      [
-        ...HOST_OBJECT_ACTIONS,
-        's3:ListBucket',
-        'kms:Encrypt',
-        'kms:GenerateDataKey',
-        'kms:DescribeKey',
-      ].sort(),
-    );
+    expect(allowed).toEqual([...HOST_OBJECT_ACTIONS, 's3:ListBucket'].sort());
     const objects = allows.find((s) => actions(s).includes('s3:PutObject'));
     expect(JSON.stringify(objects?.Resource)).toMatch(/"\/v1\/main\/\*"/);
     const list = allows.find((s) => actions(s).includes('s3:ListBucket'));
@@ -257,9 +249,21 @@ describe('kms:Decrypt', () => {
           statement.Effect === 'Allow' && actions(statement).some((a) => covers(a, 'kms:Decrypt')),
       )
       .map(({ role }) => role);
-    expect([...new Set(decryptors)]).toEqual([expect.stringMatching(/^VerificationTaskRole/)]);
+    expect([...new Set(decryptors)]).toEqual([expect.stringMatching(/^VerificationTaskRolemain/)]);
     pipeline.hasResourceProperties('AWS::IAM::Role', {
-      RoleName: { 'Fn::Join': ['', ['pgkeep-verify-task-', { Ref: 'AWS::Region' }]] },
+      RoleName: 'pgkeep-verify-main',
+      Path: { 'Fn::Join': ['', ['/pgkeep/', { Ref: 'AWS::Region' }, '/']] },
+    });
+    // ... and only to unseal the automation identity: the grant requires its encryption context.
+    const grant = identityStatements(pipeline).find(
+      ({ statement }) => statement.Effect === 'Allow' && actions(statement).includes('kms:Decrypt'),
+    )?.statement;
+    expect(actions(grant!)).toEqual(['kms:Decrypt']);
+    expect(grant?.Condition).toEqual({
+      StringEquals: {
+        'kms:EncryptionContext:application': 'pgkeep',
+        'kms:EncryptionContext:purpose': 'restore-verification-identity',
+      },
     });
   });
 
@@ -279,7 +283,7 @@ describe('kms:Decrypt', () => {
         const deny = decrypting.find((s) => s.Effect === 'Deny')!;
         const allowed = allow.Condition?.ArnEquals?.['aws:PrincipalArn'] as unknown[];
         expect(allowed).toHaveLength(expected);
-        expect(JSON.stringify(allowed[0])).toContain(':role/pgkeep-verify-task-');
+        expect(JSON.stringify(allowed[0])).toContain('/pgkeep-verify-main');
         if (expected === 2) expect(allowed[1]).toBe(operator);
         expect(deny.Principal).toEqual({ AWS: '*' });
         expect(deny.Condition?.ArnNotEquals?.['aws:PrincipalArn']).toEqual(allowed);
@@ -365,7 +369,8 @@ describe('schedules, alarms, outputs', () => {
   it('every alarm notifies the alert topic, and each kind of staleness has one', () => {
     const [[topic]] = resources(pipeline, 'AWS::SNS::Topic') as [[string, Resource]];
     const alarms = resources(pipeline, 'AWS::CloudWatch::Alarm');
-    const perCluster = 2 + config.targets.length;
+    // Per cluster: dump age, WAL age, one lag per target, one verification age per source (ingest and each target).
+    const perCluster = 2 + config.targets.length + (1 + config.targets.length);
     // 3 failed-run alarms, per-cluster freshness, verification, and one trust alarm per step.
     expect(alarms).toHaveLength(3 + config.clusters.length * perCluster + 1 + 2);
     for (const [id, alarm] of alarms) {
@@ -382,6 +387,9 @@ describe('schedules, alarms, outputs', () => {
         'VerificationFailed',
         'TrustViolations',
         'TrustViolations',
+        'LastPassedVerificationAgeSeconds',
+        'LastPassedVerificationAgeSeconds',
+        'LastPassedVerificationAgeSeconds',
       ].sort(),
     );
     for (const step of ['replication', 'retention'])
@@ -392,6 +400,15 @@ describe('schedules, alarms, outputs', () => {
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
       });
+    pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'LastPassedVerificationAgeSeconds',
+      Dimensions: [
+        { Name: 'Cluster', Value: 'main' },
+        { Name: 'Source', Value: 'b2' },
+      ],
+      Threshold: config.freshness.maxVerificationAgeDays * 86_400,
+      TreatMissingData: 'breaching',
+    });
     pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'NewestDumpAgeSeconds',
       Threshold: config.freshness.maxDumpAgeHours * 3600,
@@ -418,14 +435,14 @@ describe('schedules, alarms, outputs', () => {
     });
   });
 
-  it('runs verification on Fargate with one task definition per PostgreSQL major, built from verify/Dockerfile', () => {
+  it('runs verification on Fargate with one task definition per cluster and PostgreSQL major, built from verify/Dockerfile', () => {
     const tasks = resources(pipeline, 'AWS::ECS::TaskDefinition');
     expect(tasks.map(([, t]) => t.Properties.Family).sort()).toEqual(
-      config.verification.postgresMajorVersions.map((v) => `pgkeep-verify-pg${v}`).sort(),
+      config.verification.postgresMajorVersions.map((v) => `pgkeep-verify-main-pg${v}`).sort(),
     );
     for (const [, t] of tasks) {
       expect(t.Properties.RequiresCompatibilities).toEqual(['FARGATE']);
-      expect(JSON.stringify(t.Properties.TaskRoleArn)).toContain('VerificationTaskRole');
+      expect(JSON.stringify(t.Properties.TaskRoleArn)).toContain('VerificationTaskRolemain');
       // The restore parameters are RunTask overrides, never baked into the task definition.
       expect(
         (t.Properties.ContainerDefinitions as { Environment?: unknown }[])[0]?.Environment,

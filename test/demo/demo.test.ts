@@ -1,7 +1,7 @@
 /**
  * `npm run demo` is what a newcomer runs first; this keeps it working. It runs the demo as a user
  * would and checks it reached its end: backups stored, replicated to both providers, retention
- * applied, and the restore from a provider's copy equal to the source.
+ * applied, and pgkeep verify (logical and PITR) passing on a provider's copy.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -25,6 +25,8 @@ it('runs the whole pipeline end to end', async () => {
   expect(output).toMatch(/"anyFailed": false/);
   expect(output).toMatch(/"objectsSkipped": \d+/);
   expect(output).toMatch(/"expired": 1/);
-  expect(output).toMatch(/restored "shop" from backup .* into "shop_verified"/);
+  expect(output).toMatch(/verify backup \S+ \(logical\) from b2: PASSED/);
+  expect(output).toMatch(/ok\s+assertion:every-customer/);
+  expect(output).toMatch(/"mode": "pitr",\s+"source": "b2",[\s\S]*?"passed": true,\s+"exitCode": 0/);
   expect(output).toMatch(/== Done:/);
 }, 300_000);

@@ -505,6 +505,9 @@ describe('verification handlers', () => {
       pgMajor: 17,
       runId: `20261122T050000Z-${NEWEST}`,
       reportKey: verifyReportKey(CLUSTER, `20261122T050000Z-${NEWEST}`),
+      source: 'ingest',
+      repository: 's3://ingest/?region=us-east-1',
+      sourceSecretArn: '',
     });
 
     // No report: the task's exit status proves nothing.
@@ -532,8 +535,94 @@ describe('verification handlers', () => {
     );
     expect(await recordResult({ backup: picked as never }, locations)).toEqual({
       passed: true,
-      summary: `backup ${NEWEST} of cluster ${CLUSTER}: restore verified: pg_restore ok, 1 assertion passed`,
+      summary: `backup ${NEWEST} of cluster ${CLUSTER} from ingest: restore verified: pg_restore ok, 1 assertion passed`,
       reportKey: picked.reportKey,
+    });
+  });
+
+  it("rotates the source over ingest and every target by the verifier's reports, ignoring any report a host could write", async () => {
+    const ingest = await locations.ingest();
+    const report = (runId: string, source: string, finishedAt: string) =>
+      JSON.stringify({
+        format: 'pgkeep.verify-report.v1',
+        runId,
+        cluster: CLUSTER,
+        backupId: NEWEST,
+        mode: 'logical',
+        source,
+        startedAt: finishedAt,
+        finishedAt,
+        passed: true,
+        exitCode: 0,
+        summary: 'ok',
+        checks: [],
+      });
+    // The previous test left a report from ingest: the never-verified targets come next, in config order.
+    const second = await pickBackup({}, env, locations, new Date('2026-11-23T05:00:00Z'));
+    expect(second).toMatchObject({
+      source: 'dr-aws',
+      repository: 's3://dr/copies/?region=us-east-1',
+      sourceSecretArn: '',
+    });
+    await put(ingest, second.reportKey, report(second.runId, 'dr-aws', '2026-11-23T05:01:00Z'));
+
+    // A host can write only under v1/main/: a "passed" report there, claiming b2 was verified just
+    // now, must not make b2 look fresh; nor may a report whose content names another key.
+    await put(
+      ingest,
+      `v1/${CLUSTER}/verify/20261124T000000Z-${NEWEST}.json`,
+      report(`20261124T000000Z-${NEWEST}`, 'b2', '2026-11-24T00:01:00Z'),
+    );
+    await put(
+      ingest,
+      verifyReportKey(CLUSTER, `20261124T000001Z-${NEWEST}`),
+      report('elsewhere', 'b2', '2026-11-24T00:01:00Z'),
+    );
+    const third = await pickBackup({}, env, locations, new Date('2026-11-24T05:00:00Z'));
+    expect(third).toMatchObject({
+      source: 'b2',
+      backupId: NEWEST,
+      sourceSecretArn:
+        env.targets[1]?.type === 's3-compatible' ? env.targets[1].credentialsSecretArn : 'missing',
+    });
+    expect(third.repository).toBe(
+      `s3://offsite/?region=us-east-1&endpoint=${encodeURIComponent(provider.endpoint)}&path-style=true`,
+    );
+    await put(ingest, third.reportKey, report(third.runId, 'b2', '2026-11-24T05:01:00Z'));
+    // Every source verified once: ingest is the stalest again.
+    expect(await pickBackup({}, env, locations, new Date('2026-11-25T05:00:00Z'))).toMatchObject({
+      source: 'ingest',
+    });
+    // A named source wins over the rotation, and an unknown one is refused naming the known ones.
+    expect(await pickBackup({ source: 'b2' }, env, locations)).toMatchObject({ source: 'b2' });
+    await expect(pickBackup({ source: 'wasabi' }, env, locations)).rejects.toThrow(
+      'unknown source "wasabi"; known sources: ingest, dr-aws, b2',
+    );
+  });
+
+  it('records a report about another run, backup or source as a failure', async () => {
+    const picked = await pickBackup({ source: 'dr-aws' }, env, locations, new Date('2026-11-26T05:00:00Z'));
+    await put(
+      await locations.ingest(),
+      picked.reportKey,
+      JSON.stringify({
+        format: 'pgkeep.verify-report.v1',
+        runId: picked.runId,
+        cluster: CLUSTER,
+        backupId: NEWEST,
+        mode: 'logical',
+        source: 'ingest',
+        startedAt: '2026-11-26T05:00:00Z',
+        finishedAt: '2026-11-26T05:01:00Z',
+        passed: true,
+        exitCode: 0,
+        summary: 'ok',
+        checks: [],
+      }),
+    );
+    expect(await recordResult({ backup: picked }, locations)).toMatchObject({
+      passed: false,
+      summary: expect.stringContaining('has source "ingest", expected "dr-aws"'),
     });
   });
 
