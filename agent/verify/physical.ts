@@ -137,7 +137,7 @@ export async function verifyPhysical(
   const reachable = run.names.slice(0, segmentIndexOf(run.names, run.firstMissing, lastNeeded - first));
   deps.onEvent?.({ phase: 'fetch-wal', detail: `fetching ${reachable.length} WAL segments` });
   const restoreStart = performance.now();
-  await fetchSegments({
+  const fetched = await fetchSegments({
     storage: options.storage,
     cluster: options.cluster,
     identities: options.identities,
@@ -171,6 +171,13 @@ export async function verifyPhysical(
     },
     tablespaceMap,
     ...(dirs.user ? { owner: dirs.user } : {}),
+  });
+
+  const archives = manifest.objects.length;
+  progress.checks.push({
+    name: 'objects',
+    passed: true,
+    detail: `${archives} archive${archives === 1 ? '' : 's'} and ${fetched} WAL files: stored and plaintext size and sha256 match the manifest and keys`,
   });
 
   deps.onEvent?.({ phase: 'recover', detail: `recovering to ${describeTarget(target, manifest)}` });

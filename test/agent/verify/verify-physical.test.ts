@@ -84,6 +84,7 @@ it('recovers to a random point of the archived window, with pgkeep configuration
   expect(report?.backupId).toBe(backupId);
   expect(report?.checks.map((c) => [c.name, c.passed])).toEqual([
     ['wal-continuity', true],
+    ['objects', true],
     ['restore', true],
     ['recovery-target', true],
     ['amcheck', true],
