@@ -48,7 +48,9 @@ async function plan(
     manifest = bases.find((m) => m.backupId === selection.backupId);
     target = { kind: 'immediate' };
   } else if (selection.targetTime) {
-    target = { kind: 'time', value: selection.targetTime };
+    // PostgreSQL's recovery_target_time refuses ISO 8601's "T…Z" form; UTC in its own form.
+    const iso = new Date(selection.targetTime).toISOString();
+    target = { kind: 'time', value: iso.replace('T', ' ').replace('Z', '+00') };
     manifest = chooseBaseBackup(bases, target);
   } else if (selection.targetLsn) {
     target = { kind: 'lsn', value: selection.targetLsn };
@@ -97,7 +99,8 @@ export async function verifyPhysical(
   const timeline = manifest.timeline as number;
   progress.backupId = manifest.backupId;
   progress.mode = target.kind === 'immediate' ? 'base' : 'pitr';
-  if (target.kind === 'time') progress.measures.targetTime = new Date(target.value).toISOString();
+  if (target.kind === 'time')
+    progress.measures.targetTime = new Date(target.value.replace(' ', 'T').replace('+00', 'Z')).toISOString();
   if (target.kind === 'lsn') progress.measures.targetLsn = target.value;
 
   const first = segmentNumberOf(manifest.startWalFile as string);
@@ -189,7 +192,7 @@ export async function verifyPhysical(
     const log = server.log;
     const fatal = log
       .split('\n')
-      .filter((l) => /FATAL|PANIC/.test(l))
+      .filter((l) => /FATAL|PANIC|ERROR|invalid value|parameter "/.test(l))
       .slice(-3)
       .join(' | ');
     if (/recovery ended before configured recovery target was reached/.test(log)) {
