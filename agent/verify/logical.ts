@@ -68,7 +68,10 @@ export async function verifyLogical(
   progress.backupId = manifest.backupId;
   progress.mode = 'logical';
   await initScratchCluster(dirs, pgBin);
-  await writeFile(join(dirs.dataDir, 'postgresql.conf'), scratchPostgresqlConf(dirs.port, dirs.socketDir));
+  await writeFile(
+    join(dirs.dataDir, 'postgresql.conf'),
+    scratchPostgresqlConf(dirs.port, dirs.socketDir, { logical: true }),
+  );
   await writeFile(join(dirs.dataDir, 'pg_hba.conf'), SCRATCH_HBA_CONF);
   const pg = scratchPgEnv(dirs, pgBin);
   const server = new ScratchServer(dirs, pgBin);

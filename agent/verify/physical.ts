@@ -48,7 +48,9 @@ async function plan(
     manifest = bases.find((m) => m.backupId === selection.backupId);
     target = { kind: 'immediate' };
   } else if (selection.targetTime) {
-    target = { kind: 'time', value: selection.targetTime };
+    // PostgreSQL's recovery_target_time refuses ISO 8601's "T…Z" form; UTC in its own form.
+    const iso = new Date(selection.targetTime).toISOString();
+    target = { kind: 'time', value: iso.replace('T', ' ').replace('Z', '+00') };
     manifest = chooseBaseBackup(bases, target);
   } else if (selection.targetLsn) {
     target = { kind: 'lsn', value: selection.targetLsn };
@@ -97,7 +99,8 @@ export async function verifyPhysical(
   const timeline = manifest.timeline as number;
   progress.backupId = manifest.backupId;
   progress.mode = target.kind === 'immediate' ? 'base' : 'pitr';
-  if (target.kind === 'time') progress.measures.targetTime = new Date(target.value).toISOString();
+  if (target.kind === 'time')
+    progress.measures.targetTime = new Date(target.value.replace(' ', 'T').replace('+00', 'Z')).toISOString();
   if (target.kind === 'lsn') progress.measures.targetLsn = target.value;
 
   const first = segmentNumberOf(manifest.startWalFile as string);
@@ -137,7 +140,7 @@ export async function verifyPhysical(
   const reachable = run.names.slice(0, segmentIndexOf(run.names, run.firstMissing, lastNeeded - first));
   deps.onEvent?.({ phase: 'fetch-wal', detail: `fetching ${reachable.length} WAL segments` });
   const restoreStart = performance.now();
-  await fetchSegments({
+  const fetched = await fetchSegments({
     storage: options.storage,
     cluster: options.cluster,
     identities: options.identities,
@@ -173,6 +176,13 @@ export async function verifyPhysical(
     ...(dirs.user ? { owner: dirs.user } : {}),
   });
 
+  const archives = manifest.objects.length;
+  progress.checks.push({
+    name: 'objects',
+    passed: true,
+    detail: `${archives} archive${archives === 1 ? '' : 's'} and ${fetched} WAL files: stored and plaintext size and sha256 match the manifest and keys`,
+  });
+
   deps.onEvent?.({ phase: 'recover', detail: `recovering to ${describeTarget(target, manifest)}` });
   const pg = scratchPgEnv(dirs, pgBin);
   const server = new ScratchServer(dirs, pgBin);
@@ -182,7 +192,7 @@ export async function verifyPhysical(
     const log = server.log;
     const fatal = log
       .split('\n')
-      .filter((l) => /FATAL|PANIC/.test(l))
+      .filter((l) => /FATAL|PANIC|ERROR|invalid value|parameter "/.test(l))
       .slice(-3)
       .join(' | ');
     if (/recovery ended before configured recovery target was reached/.test(log)) {

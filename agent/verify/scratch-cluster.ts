@@ -45,7 +45,11 @@ async function freePort(): Promise<number> {
 }
 
 /** The whole postgresql.conf of a scratch cluster. */
-export function scratchPostgresqlConf(port: number, socketDir: string): string {
+export function scratchPostgresqlConf(
+  port: number,
+  socketDir: string,
+  options: { logical?: boolean } = {},
+): string {
   return `${[
     "# Written by pgkeep verify. A backup's own postgresql.conf and postgresql.auto.conf are never used:",
     '# no preloaded libraries, no archiving, no TCP listener.',
@@ -67,6 +71,14 @@ export function scratchPostgresqlConf(port: number, socketDir: string): string {
     'autovacuum = off',
     'jit = off',
     'track_commit_timestamp = on',
+    // Tuned for one big restore: index builds (and pg_amcheck's heapallindexed) use
+    // maintenance_work_mem; few checkpoints while loading.
+    "maintenance_work_mem = '256MB'",
+    "max_wal_size = '4GB'",
+    "checkpoint_timeout = '30min'",
+    // A dump is restored in one transaction that creates its tables: with minimal WAL their data
+    // is not written twice. Recovery of a base backup needs the WAL level it was taken with.
+    ...(options.logical ? ["wal_level = 'minimal'", 'max_wal_senders = 0'] : []),
     "log_destination = 'stderr'",
     'logging_collector = off',
     "timezone = 'UTC'",

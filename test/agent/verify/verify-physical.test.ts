@@ -23,6 +23,7 @@ let h: Harness;
 let primary: PgCluster;
 let backupId: string;
 let targetLsn: string;
+let targetTime: string;
 let middleSegment: string;
 let marker: string;
 let scratchRoot: string;
@@ -55,6 +56,11 @@ beforeAll(async () => {
   backupId = JSON.parse(backup.stdout).backupId;
   const segments = await finishSegments(primary, 3);
   middleSegment = segments[1] as string;
+  await new Promise((r) => setTimeout(r, 50));
+  targetTime = await primary.sql(
+    `select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
+  );
+  await new Promise((r) => setTimeout(r, 50));
   await primary.sql('insert into t select generate_series(1, 1000)');
   targetLsn = await primary.sql('select pg_current_wal_lsn()');
   await switchAndWaitArchived(primary);
@@ -84,6 +90,7 @@ it('recovers to a random point of the archived window, with pgkeep configuration
   expect(report?.backupId).toBe(backupId);
   expect(report?.checks.map((c) => [c.name, c.passed])).toEqual([
     ['wal-continuity', true],
+    ['objects', true],
     ['restore', true],
     ['recovery-target', true],
     ['amcheck', true],
@@ -109,7 +116,7 @@ it('recovers to a random point of the archived window, with pgkeep configuration
   expect(again?.report?.measures?.targetLsn ?? m.targetLsn).toBe(m.targetLsn);
 }, 240_000);
 
-it('recovers a base backup to its end point and reaches an explicit LSN', async () => {
+it('recovers a base backup to its end point, and reaches an explicit LSN and time', async () => {
   const base = await verify(['--backup', backupId]);
   expect(base.code, base.stderr + base.stdout).toBe(0);
   expect(base.stdout).toMatch(/recovery-target\s+reached the end of base backup/);
@@ -118,6 +125,14 @@ it('recovers a base backup to its end point and reaches an explicit LSN', async 
   expect(parseLsn(lsn.report?.measures?.reachedLsn as string)).toBeGreaterThanOrEqual(parseLsn(targetLsn));
   // The rows inserted right before the target are there.
   expect(lsn.report?.tables).toContainEqual({ database: 'postgres', table: 'public.t', rows: 4000 });
+  // A time target stops before the first commit after it: the last insert is not there.
+  const time = await verify(['--pitr', '--target-time', targetTime, '--json']);
+  expect(time.code, time.stderr + time.stdout).toBe(0);
+  expect(time.report?.measures?.targetTime).toBe(new Date(targetTime).toISOString());
+  expect(time.report?.checks.find((c) => c.name === 'recovery-target')?.detail).toMatch(
+    /recovery stopping before commit/,
+  );
+  expect(time.report?.tables).toContainEqual({ database: 'postgres', table: 'public.t', rows: 3000 });
   expect(await markerWritten()).toBe(false);
   expect(await leftovers(scratchRoot)).toEqual([]);
 }, 240_000);
