@@ -9,10 +9,12 @@
  * the name) holds this server's system identifier. A brand-new setup has none yet; then one WAL
  * switch is requested and the identity is awaited briefly.
  */
+
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Storage } from '../../storage/storage.ts';
 import { type PgEnv, queryRows } from '../postgres.ts';
 import { readClusterIdentity } from '../wal/push.ts';
+import { archiveLineCluster } from '../wal/spool.ts';
 
 /** This server does not archive here; the message names what differs and the fix. */
 export class ArchiveMismatchError extends Error {
@@ -100,9 +102,7 @@ export async function assertArchivesHere(options: PreflightOptions): Promise<voi
 }
 
 /**
- * The cluster name in an archive_command line pgkeep printed (its marker path, `<spool>/<cluster>/pushed`),
- * or undefined. The line itself is never echoed: an operator's own command may hold a secret.
+ * The cluster name in an archive_command line pgkeep printed, or undefined. The line itself is
+ * never echoed: an operator's own command may hold a secret.
  */
-export function archivingCluster(archiveCommand: string): string | undefined {
-  return /\/([a-z0-9][a-z0-9-]{0,62})\/pushed'?\/%f/.exec(archiveCommand)?.[1];
-}
+export const archivingCluster = archiveLineCluster;

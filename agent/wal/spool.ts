@@ -41,7 +41,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { shellLiveHolder } from '../pid-lock.ts';
 import { fsyncDir } from './fetch.ts';
 
@@ -104,7 +104,11 @@ export class WalSpool {
   readonly claimedDir: string;
   readonly prefetchDir: string;
 
+  /** The configured spool directory, above every cluster's and data directory's part. */
+  readonly spoolDir: string;
+
   constructor(spoolDir: string, cluster: string, dataDir: string) {
+    this.spoolDir = spoolDir;
     this.root = join(dataDirsRoot(spoolDir, cluster), physicalPath(dataDir));
     this.pushedDir = join(this.root, 'pushed');
     this.claimedDir = join(this.root, 'claimed');
@@ -133,7 +137,7 @@ export class WalSpool {
       const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
       throw new SpoolError(
         `spool directory ${this.root} cannot be created or written by user ${username} (uid ${uid}): ${code}. ` +
-          `Create it for that user, as root: install -d -o ${username} -g ${username} -m 0700 ${dirname(this.root)} ` +
+          `Create it for that user, as root: install -d -o ${username} -g ${username} -m 0700 ${this.spoolDir} ` +
           '(or set spoolDir / PGKEEP_SPOOL_DIR to a directory this user owns)',
         { cause: error },
       );
@@ -307,6 +311,18 @@ export const CLAIM_GRACE_SECONDS = 0.2;
  * Shell that sets R to this data directory's spool ({@link WalSpool.root}): the working directory
  * is the data directory, and `cd -P .` makes `$PWD` its physical path.
  */
+/**
+ * The cluster an archive_command line pgkeep printed archives under, or undefined: read back from
+ * the part {@link shellSpoolRoot} writes (`R="$S"/<cluster>/pgdata"$PWD"`), or from the marker
+ * path of lines printed before the spool was keyed by data directory (`<spool>/<cluster>/pushed/%f`).
+ */
+export function archiveLineCluster(line: string): string | undefined {
+  return (
+    /R="\$S"'?\/([a-z0-9][a-z0-9-]{0,62})\/pgdata/.exec(line)?.[1] ??
+    /\/([a-z0-9][a-z0-9-]{0,62})\/pushed'?\/%f/.exec(line)?.[1]
+  );
+}
+
 function shellSpoolRoot(options: CommandLineOptions): string {
   const perDataDir = dataDirsRoot(options.spoolDir, options.cluster).slice(options.spoolDir.length);
   return `cd -P .;S=${shellWord(options.spoolDir)};R="$S"${shellWord(perDataDir)}"$PWD"`;

@@ -4,8 +4,8 @@
  * cluster name, restore as root), strict recovery targets, `pgkeep info`, `pgkeep check`, and the
  * smaller restore and configuration errors.
  */
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { generateX25519Identity } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manifestKey } from '../../core/keys.ts';
@@ -33,8 +33,8 @@ describe('set-up fails at once, naming the fix', () => {
   it('systemd-unit takes cluster and spool from the config and needs a data directory', async () => {
     const line = await h.pgkeep(['systemd-unit', '--archive-command']);
     expect(line.stderr).toBe('');
-    expect(line.stdout).toContain(`${h.spoolDir}/opmain/pushed`);
-    expect(line.stdout).toContain(`PGKEEP_SPOOL_DIR=''${h.spoolDir}''`);
+    expect(line.stdout).toContain(`S=${h.spoolDir};R="$S"/opmain/pgdata"$PWD"`);
+    expect(line.stdout).toContain('PGKEEP_SPOOL_DIR="$S"');
     expect(line.stdout).not.toContain('/var/lib/pgkeep');
 
     const noPgdata = await h.pgkeep(['systemd-unit']);
@@ -58,7 +58,9 @@ describe('set-up fails at once, naming the fix', () => {
     const segment = join(primary.dataDir, 'pg_wal', '000000010000000000000001');
     const result = await h.pgkeep(['wal-push', segment], { PGKEEP_SPOOL_DIR: '/root/pgkeep-no/spool' });
     expect(result.code).toBe(3);
-    expect(result.stderr).toMatch(/spool directory \/root\/pgkeep-no\/spool\/opmain cannot be created/);
+    expect(result.stderr).toMatch(
+      /spool directory \/root\/pgkeep-no\/spool\/opmain\/pgdata\/\S+ cannot be created/,
+    );
     expect(result.stderr).toContain('install -d -o postgres -g postgres -m 0700 /root/pgkeep-no/spool');
   });
 
@@ -109,12 +111,20 @@ describe('backups, restores and targets', () => {
     // Re-file both under ids of one second whose random suffixes sort the other way round.
     const second = '20261129T000001Z';
     const renamed = { [older]: `${second}-ffff`, [newer]: `${second}-0000` };
+    // The objects move with their manifest: a manifest naming keys outside its own backup is rejected.
     for (const [id, newId] of Object.entries(renamed)) {
       const path = join(h.repoDir, manifestKey('opmain', id));
-      const manifest = JSON.parse(await readFile(path, 'utf8'));
+      const manifest = JSON.parse(await readFile(path, 'utf8')) as { objects: { key: string }[] };
+      const objects = [];
+      for (const object of manifest.objects) {
+        const key = object.key.replace(`/${id}/`, `/${newId}/`);
+        await mkdir(dirname(join(h.repoDir, key)), { recursive: true });
+        await rename(join(h.repoDir, object.key), join(h.repoDir, key));
+        objects.push({ ...object, key });
+      }
       await writeFile(
         join(h.repoDir, manifestKey('opmain', newId)),
-        JSON.stringify({ ...manifest, backupId: newId }),
+        JSON.stringify({ ...manifest, backupId: newId, objects }),
       );
       await rm(path);
     }

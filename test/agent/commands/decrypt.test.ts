@@ -1,10 +1,11 @@
 /**
  * `pgkeep decrypt` on objects the agent really stored: a pg_dump from `pgkeep backup` and a WAL
- * segment archived by PostgreSQL through archive_command, with a post-quantum hybrid and an X25519
- * identity; a wrong identity, a flipped byte and a truncation each exit 5.
+ * segment archived by PostgreSQL through archive_command, with a post-quantum hybrid identity, and a
+ * dump stored for a classic X25519 recipient (a backup's recipients are all of one kind); a wrong
+ * identity, a flipped byte and a truncation each exit 5.
  */
 import { execFile } from 'node:child_process';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { generateHybridIdentity, generateX25519Identity, identityToRecipient } from 'age-encryption';
@@ -19,6 +20,7 @@ let h: Harness;
 let pg: PgCluster;
 let keys: Record<'hybrid' | 'x25519' | 'stranger', string>;
 let dumpObject: string;
+let classicDumpObject: string;
 let walObject: string;
 let walSegment: Buffer;
 
@@ -36,9 +38,7 @@ function decrypt(args: readonly string[]) {
 beforeAll(async () => {
   const hybrid = await generateHybridIdentity();
   const x25519 = await generateX25519Identity();
-  h = await makeHarness('decrypt', {
-    recipients: [await identityToRecipient(hybrid), await identityToRecipient(x25519)],
-  });
+  h = await makeHarness('decrypt', { recipients: [await identityToRecipient(hybrid)] });
   keys = {
     hybrid: join(h.dir, 'hybrid.key'),
     x25519: join(h.dir, 'x25519.key'),
@@ -62,6 +62,16 @@ beforeAll(async () => {
   dumpObject = stored.find((f) => f.endsWith('/dump.zst.age')) as string;
   walObject = stored.find((f) => f.includes(`/wal/`) && f.includes(`/${name}-`)) as string;
   expect(dumpObject && walObject, stored.join('\n')).toBeTruthy();
+  const classicRepo = join(h.dir, 'classic-repo');
+  await mkdir(classicRepo);
+  if (h.user) await chown(classicRepo, h.user.uid, h.user.gid);
+  const classic = await h.pgkeep(['backup', '--db', 'shop'], {
+    ...pg.env,
+    PGKEEP_REPOSITORY: `file://${classicRepo}`,
+    PGKEEP_RECIPIENTS: await identityToRecipient(x25519),
+  });
+  expect(classic.code, classic.stderr).toBe(0);
+  classicDumpObject = (await filesUnder(classicRepo)).find((f) => f.endsWith('/dump.zst.age')) as string;
 }, 120_000);
 
 afterAll(async () => {
@@ -70,15 +80,18 @@ afterAll(async () => {
 });
 
 describe('pgkeep decrypt', () => {
-  it.each(['hybrid', 'x25519'] as const)(
-    'gives back the archived WAL segment byte for byte (%s identity)',
-    async (kind) => {
-      const result = await decrypt(['-i', keys[kind], walObject]);
-      expect(result.stderr).toBe('');
-      expect(result.code).toBe(0);
-      expect(result.stdout.equals(walSegment)).toBe(true);
-    },
-  );
+  it('gives back the archived WAL segment byte for byte (hybrid identity)', async () => {
+    const result = await decrypt(['-i', keys.hybrid, walObject]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.equals(walSegment)).toBe(true);
+  });
+
+  it('opens a dump stored for a classic X25519 recipient with its identity', async () => {
+    const result = await decrypt(['-i', keys.x25519, classicDumpObject]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.subarray(0, 5).toString()).toBe('PGDMP');
+  });
 
   it('turns a stored dump into what pg_restore reads, with no config or repository', async () => {
     const dump = await decrypt(['-i', keys.hybrid, dumpObject]);
@@ -93,7 +106,7 @@ describe('pgkeep decrypt', () => {
   });
 
   it('--raw stops at the age layer: the zstd stream as stored', async () => {
-    const raw = await decrypt(['--raw', '-i', keys.x25519, walObject]);
+    const raw = await decrypt(['--raw', '-i', keys.hybrid, walObject]);
     expect(raw.code, raw.stderr).toBe(0);
     expect(raw.stdout.readUInt32LE(0)).toBe(0xfd2fb528); // the zstd frame magic
   });
