@@ -12,22 +12,15 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { clusterPrefix, VERIFY_REPORT_ROOT, verifyReportPrefix } from '../../core/keys.ts';
-import { AUTOMATION_IDENTITY_CONTEXT, VERIFY_TASK_ENV } from '../../core/verify-task.ts';
+import { VERIFY_REPORT_ROOT } from '../../core/keys.ts';
+import { VERIFY_TASK_ENV } from '../../core/verify-task.ts';
 import type { DeployConfig } from '../config.ts';
-import {
-  BUCKET_LIST_ACTIONS,
-  OBJECT_READ_ACTIONS,
-  SECRET_READ_ACTIONS,
-  TARGET_READ_ACTIONS,
-  VERIFY_KMS_ACTIONS,
-  VERIFY_REPORT_WRITE_ACTIONS,
-} from '../iam-actions.ts';
+import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledge, acknowledgeWildcardResources } from '../nag.ts';
-import { verificationTaskRoleName, verificationTaskRolePath } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, pipelineEnvironment } from './replication.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
+import { verificationTaskRole } from './verification-task-role.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -118,80 +111,9 @@ export class Verification extends Construct {
       containerInsightsV2: ecs.ContainerInsights.ENABLED,
     });
 
-    const awsTargets = config.targets.filter((t) => t.type === 'aws-s3');
-    const secrets = [...props.targetSecrets.values()];
     const taskRoles = new Map<string, iam.Role>();
-    for (const { name: clusterName } of config.clusters) {
-      const own = clusterPrefix(clusterName);
-      const reports = verifyReportPrefix(clusterName);
-      const role = new iam.Role(this, `TaskRole-${clusterName}`, {
-        roleName: verificationTaskRoleName(config.name, clusterName),
-        path: verificationTaskRolePath(),
-        assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-        description: `pgkeep restore verification of cluster ${clusterName}: reads only its objects, may unseal the automation identity`,
-      });
-      const objectArns = [
-        bucket.arnForObjects(`${own}*`),
-        ...awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}/${t.prefix}${own}*`),
-      ];
-      role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'ReadOwnCluster',
-          actions: [...OBJECT_READ_ACTIONS],
-          resources: objectArns,
-        }),
-      );
-      role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'ListIngestOwnCluster',
-          actions: [...BUCKET_LIST_ACTIONS],
-          resources: [bucket.bucketArn],
-          conditions: { StringLike: { 's3:prefix': [`${own}*`] } },
-        }),
-      );
-      for (const target of awsTargets)
-        role.addToPrincipalPolicy(
-          new iam.PolicyStatement({
-            actions: [...BUCKET_LIST_ACTIONS],
-            resources: [`arn:${Aws.PARTITION}:s3:::${target.bucket}`],
-            conditions: { StringLike: { 's3:prefix': [`${target.prefix}${own}*`] } },
-          }),
-        );
-      role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'WriteOwnReports',
-          actions: [...VERIFY_REPORT_WRITE_ACTIONS],
-          resources: [bucket.arnForObjects(`${reports}*`)],
-        }),
-      );
-      if (secrets.length > 0)
-        role.addToPrincipalPolicy(
-          new iam.PolicyStatement({
-            sid: 'ReadProviderCredentials',
-            actions: [...SECRET_READ_ACTIONS],
-            resources: secrets.map((secret) => secret.secretArn),
-          }),
-        );
-      role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'UnsealAutomationIdentity',
-          actions: [...VERIFY_KMS_ACTIONS],
-          resources: [props.key.keyArn],
-          conditions: {
-            StringEquals: Object.fromEntries(
-              Object.entries(AUTOMATION_IDENTITY_CONTEXT).map(([k, v]) => [`kms:EncryptionContext:${k}`, v]),
-            ),
-          },
-        }),
-      );
-      acknowledgeWildcardResources(
-        role,
-        `the task restores any backup of cluster ${clusterName} (its prefix ${own} in ingest and in each target) and writes its report under ${reports}; the key names are not known in advance, and the cluster's prefix is the boundary`,
-        ...objectArns,
-        bucket.arnForObjects(`${reports}*`),
-      );
-      taskRoles.set(clusterName, role);
-    }
+    for (const { name: clusterName } of config.clusters)
+      taskRoles.set(clusterName, verificationTaskRole(this, props, clusterName));
     this.taskRoles = taskRoles;
 
     const containerLogs = new logs.LogGroup(this, 'TaskLogs', {
