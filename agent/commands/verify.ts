@@ -2,12 +2,17 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newBackupId } from '../../core/keys.ts';
-import { parseVerifyReport, serializeVerifyReport, type VerifyReport } from '../../core/verify-report.ts';
+import {
+  lastVerificationByBackup,
+  parseVerifyReport,
+  serializeVerifyReport,
+  type VerifyReport,
+} from '../../core/verify-report.ts';
 import { openStorage } from '../../storage/open-storage.ts';
+import { readVerifyReports, writeVerifyReport } from '../../storage/verify-reports.ts';
 import { type AgentConfig, ConfigError } from '../config.ts';
 import { asExitCode, ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
-import { lastVerificationByBackup, readVerifyReports, writeVerifyReport } from '../verify/reports.ts';
 import { runVerify, type VerifySelection } from '../verify/run-verify.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { parseCommandArgs } from './args.ts';
