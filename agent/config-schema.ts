@@ -7,7 +7,7 @@ import { Cron } from 'croner';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../core/codec.ts';
-import { assertClusterName } from '../core/keys.ts';
+import { assertClusterName, isStreamName, STREAM_NAME_RULE } from '../core/keys.ts';
 import { VerifyAssertionSchema } from '../core/verify-task.ts';
 import { ConfigError, DEFAULT_SPOOL_DIR, ENV_BINDINGS } from './config-env.ts';
 
@@ -81,6 +81,13 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** SQL checks `pgkeep verify` runs on the restored data; each query's first value must equal `expected`. */
       assertions: z.array(VerifyAssertionSchema).default([]),
+      /** Stream backups whose plaintext `pgkeep verify` also restores into a command, by name. */
+      streams: z
+        .record(
+          z.string().refine(isStreamName, STREAM_NAME_RULE),
+          z.strictObject({ restoreCommand: z.string().min(1) }),
+        )
+        .default({}),
     })
     .prefault({}),
   /** The cloud pipeline's state machines (stack outputs *StateMachineArn), for `pgkeep pipeline`. */

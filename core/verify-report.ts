@@ -73,3 +73,13 @@ export function parseVerifyReport(json: string): VerifyReport | undefined {
 export function serializeVerifyReport(report: VerifyReport): string {
   return `${JSON.stringify(VerifyReportSchema.parse(report), null, 2)}\n`;
 }
+
+/** The newest report of each backup, newest backup first. */
+export function lastVerificationByBackup(reports: readonly VerifyReport[]): VerifyReport[] {
+  const latest = new Map<string, VerifyReport>();
+  for (const r of reports) {
+    const seen = latest.get(r.backupId);
+    if (!seen || seen.finishedAt <= r.finishedAt) latest.set(r.backupId, r);
+  }
+  return [...latest.values()].sort((a, b) => b.backupId.localeCompare(a.backupId));
+}

@@ -1,7 +1,7 @@
-import { text } from 'node:stream/consumers';
 import { verifyReportPrefix } from '../../core/keys.ts';
-import { parseVerifyReport, type VerifyReport } from '../../core/verify-report.ts';
+import type { VerifyReport } from '../../core/verify-report.ts';
 import type { Storage } from '../../storage/storage.ts';
+import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { scanWalArchive, type TimelineArchive } from '../physical/wal-archive.ts';
 import { listManifests } from '../repository.ts';
 import { parseCommandArgs } from './args.ts';
@@ -124,14 +124,7 @@ async function lastVerification(
   cluster: string,
 ): Promise<Verification | { error: string } | null> {
   try {
-    let newest: VerifyReport | undefined;
-    for await (const object of storage.list(verifyReportPrefix(cluster))) {
-      if (!object.key.endsWith('.json')) continue;
-      const report = parseVerifyReport(await text(await storage.get(object.key)));
-      if (report && report.cluster === cluster && (!newest || report.finishedAt > newest.finishedAt)) {
-        newest = report;
-      }
-    }
+    const newest = (await readVerifyReports(storage, cluster)).at(-1);
     if (!newest) return null;
     const { runId, backupId, mode, source, finishedAt, passed, summary } = newest;
     return { runId, backupId, mode, source, finishedAt, passed, summary };

@@ -2,12 +2,17 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newBackupId } from '../../core/keys.ts';
-import { parseVerifyReport, serializeVerifyReport, type VerifyReport } from '../../core/verify-report.ts';
+import {
+  lastVerificationByBackup,
+  parseVerifyReport,
+  serializeVerifyReport,
+  type VerifyReport,
+} from '../../core/verify-report.ts';
 import { openStorage } from '../../storage/open-storage.ts';
+import { readVerifyReports, writeVerifyReport } from '../../storage/verify-reports.ts';
 import { type AgentConfig, ConfigError } from '../config.ts';
 import { asExitCode, ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
-import { lastVerificationByBackup, readVerifyReports, writeVerifyReport } from '../verify/reports.ts';
 import { runVerify, type VerifySelection } from '../verify/run-verify.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { parseCommandArgs } from './args.ts';
@@ -48,7 +53,7 @@ async function localReports(spoolDir: string, cluster: string): Promise<VerifyRe
 
 export const verify: Command = {
   summary: 'restore a backup into a scratch cluster and check it (restore verification)',
-  usage: `pgkeep verify (--db NAME | --backup ID | --pitr [--target-time T | --target-lsn L]) [--from REPO]
+  usage: `pgkeep verify (--db NAME | --backup ID | --stream NAME | --pitr [--target-time T | --target-lsn L]) [--from REPO]
               [--report-to REPO] [--json] [--run-id ID] [--work-dir DIR]
 pgkeep verify --history [--from REPO] [--json]
 pgkeep verify --from-env   (the cloud verification task: everything from PGKEEP_* variables)
@@ -56,10 +61,13 @@ pgkeep verify --from-env   (the cloud verification task: everything from PGKEEP_
 Restores into a private scratch cluster (initdb in a 0700 temp dir, unix socket only, a
 configuration pgkeep writes) that is always removed, then checks: the objects against the
 manifest, the restore, the PITR target reached, pg_amcheck --heapallindexed, row counts, and the
-SQL assertions under verify.assertions. Prints a summary and keeps the report under the spool.
+SQL assertions under verify.assertions. A stream backup (pgkeep stream) is checked and decrypted,
+and restored into verify.streams.NAME.restoreCommand when the config names one. Prints a summary
+and keeps the report under the spool.
 Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the identity file.
   --db NAME          the newest dump of NAME (with --backup: its dump in that backup)
   --backup ID        one backup: every dump of a logical one, a base one recovered to its end
+  --stream NAME      the newest stream backup taken under NAME (with --backup: that one)
   --pitr             a base backup plus WAL to --target-time/--target-lsn, by default to a random
                      point of the window the archive covers (reproducible from the run id)
   --from REPO        read from a target named in the config, or a repository URL (default: repository)
@@ -75,6 +83,7 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
       db: { type: 'string' },
       backup: { type: 'string' },
       pitr: { type: 'boolean', default: false },
+      stream: { type: 'string' },
       'target-time': { type: 'string' },
       'target-lsn': { type: 'string' },
       from: { type: 'string' },
@@ -103,12 +112,15 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
     if (targetLsn && !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(targetLsn)) {
       throw new UsageError(`--target-lsn "${targetLsn}" is not an LSN: use the form 0/3000028`);
     }
+    if (values.stream !== undefined && values.db !== undefined)
+      throw new UsageError('--stream and --db name different kinds of backup: give one');
     const modes = [
-      values.db !== undefined || values.backup !== undefined,
+      values.db !== undefined || values.backup !== undefined || values.stream !== undefined,
       values.pitr,
       values.history,
     ].filter(Boolean);
-    if (modes.length !== 1) throw new UsageError('give one of --db NAME, --backup ID, --pitr or --history');
+    if (modes.length !== 1)
+      throw new UsageError('give one of --db NAME, --backup ID, --stream NAME, --pitr or --history');
     if (values.pitr && values.backup)
       throw new UsageError('--pitr picks its base backup; leave out --backup');
 
@@ -132,9 +144,11 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
 
     const selection: VerifySelection = values.pitr
       ? { pitr: true, targetTime, targetLsn }
-      : values.db !== undefined
-        ? { db: values.db, backupId: values.backup }
-        : { backupId: values.backup as string };
+      : values.stream !== undefined
+        ? { stream: values.stream, backupId: values.backup }
+        : values.db !== undefined
+          ? { db: values.db, backupId: values.backup }
+          : { backupId: values.backup as string };
     const identities = await readIdentityFile(config.identityFile);
     const runId = values['run-id'] ?? newBackupId(new Date());
     const abort = new AbortController();
@@ -152,6 +166,9 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
           identities,
           selection,
           assertions: config.verify.assertions,
+          streamRestoreCommands: Object.fromEntries(
+            Object.entries(config.verify.streams).map(([name, stream]) => [name, stream.restoreCommand]),
+          ),
           runId,
           workDir: values['work-dir'] ?? tmpdir(),
         },

@@ -43,16 +43,8 @@ export async function selectDumps(
 
 /** The manifest of `backupId`; a missing one is a wrong id, not a damaged backup. */
 export async function readBackupManifest(options: VerifyOptions, backupId: string): Promise<Manifest> {
-  try {
-    return await readManifest(options.storage, options.cluster, backupId);
-  } catch (error) {
-    if (error instanceof Error && error.name === 'ObjectNotFoundError') {
-      throw new Error(
-        `no backup ${backupId} in cluster "${options.cluster}" (${options.storage.displayUrl}): run pgkeep list to see the backups`,
-      );
-    }
-    throw error;
-  }
+  // An unknown id is an UnknownBackupError that names the cluster, the repository and the fix.
+  return await readManifest(options.storage, options.cluster, backupId);
 }
 
 export async function verifyLogical(

@@ -21,6 +21,7 @@ import {
   scratchPgEnv,
   serverUserFor,
 } from './scratch-cluster.ts';
+import { verifyStream } from './stream.ts';
 import type { VerifyDeps, VerifyOptions, VerifyProgress } from './types.ts';
 
 export type { VerifyDeps, VerifyEvent, VerifyOptions, VerifySelection } from './types.ts';
@@ -36,6 +37,19 @@ export function pgBinFor(
   return existsSync(join(debian, 'postgres')) ? debian : undefined;
 }
 
+/** The stream backup `selection` names, if it names one (`--stream`, or `--backup` of a stream backup). */
+async function streamSelection(
+  options: VerifyOptions,
+  selection: VerifyOptions['selection'],
+): Promise<{ stream: string; backupId?: string | undefined } | undefined> {
+  if ('stream' in selection) return selection;
+  if (!('backupId' in selection) || 'db' in selection || selection.backupId === undefined) return undefined;
+  const manifest = await readBackupManifest(options, selection.backupId);
+  return manifest.kind === 'stream' && manifest.streamName !== undefined
+    ? { stream: manifest.streamName, backupId: manifest.backupId }
+    : undefined;
+}
+
 export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): Promise<VerifyReport> {
   const now = deps.now ?? (() => new Date());
   const startedAt = now();
@@ -49,12 +63,18 @@ export async function runVerify(options: VerifyOptions, deps: VerifyDeps = {}): 
   const selection = options.selection;
   deps.onEvent?.({ phase: 'select', detail: `reading manifests in ${options.storage.displayUrl}` });
 
-  // Which kind of backup decides the path: a logical one restores dumps, a base one recovers.
+  // Which kind of backup decides the path: a logical one restores dumps, a base one recovers, a
+  // stream is checked and decrypted (and restored into its command when one is configured).
+  const stream = await streamSelection(options, selection);
+  if (stream) {
+    await verifyStream(options, stream, progress);
+    return buildReport(options, deps, progress, startedAt, now());
+  }
   let logical: Awaited<ReturnType<typeof selectDumps>> | undefined;
   let pgVersionNum: number | undefined;
   if ('db' in selection) {
     logical = await selectDumps(options, selection);
-  } else if ('backupId' in selection) {
+  } else if ('backupId' in selection && !('stream' in selection)) {
     const manifest = await readBackupManifest(options, selection.backupId);
     if (manifest.kind === 'logical') logical = await selectDumps(options, selection);
     pgVersionNum = manifest.pgVersionNum;

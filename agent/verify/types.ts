@@ -11,6 +11,8 @@ export type VerifySelection =
   | { readonly db: string; readonly backupId?: string | undefined }
   /** One backup: every dump of a logical backup, or a base backup recovered to its end point. */
   | { readonly backupId: string }
+  /** The newest stream backup taken under a name (`pgkeep stream backup --name`), or `backupId`. */
+  | { readonly stream: string; readonly backupId?: string | undefined }
   /**
    * A base backup plus archived WAL to a target: the time or LSN given, or by default a random
    * point inside the window the archive covers, chosen from the run id so a run can be reproduced.
@@ -35,6 +37,8 @@ export interface VerifyOptions {
   readonly runId: string;
   /** Where the private scratch directory is made (removed again at the end). */
   readonly workDir: string;
+  /** Stream backups: the shell command each name's plaintext is restored into, when one is configured. */
+  readonly streamRestoreCommands?: Readonly<Record<string, string>>;
 }
 
 /** A step of a run, for progress display. */

@@ -10,11 +10,11 @@
  * fine for tens of thousands of objects, to be narrowed (listing from a watermark) for more.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { readVerifyReports } from '../../agent/verify/reports.ts';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
+import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';

@@ -1,19 +1,4 @@
-/**
- * What the pipeline knows of one cluster's backups at a location, for retention (at a target) and
- * replication (at ingest) alike, so both run the planner on the same kind of input:
- *
- * - backups from validated manifests only (storage/manifests.ts); the rejected ones are returned
- *   so the run reports and alarms on them, and nothing they name is ever deleted or kept for them;
- * - each backup's time is when ingest stored its manifest (LastModified there, a server time the
- *   host cannot choose), falling back to the location's own LastModified when ingest no longer
- *   has the manifest: a target's copy is younger than the backup, never older;
- * - "verified" comes only from reports under `verify/<cluster>/` in ingest, which no host may
- *   write, and only from a report naming this cluster.
- *
- * docs/architecture.md, "Trust model", says why.
- */
-import { text } from 'node:stream/consumers';
-import { manifestsPrefix, parseWalKey, verifyReportPrefix, walPrefix } from '../../core/keys.ts';
+import { manifestsPrefix, parseWalKey, walPrefix } from '../../core/keys.ts';
 import {
   planRetention,
   type RetentionBackup,
@@ -21,19 +6,15 @@ import {
   type RetentionWalFile,
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
-import { parseVerifyReport } from '../../core/verify-report.ts';
 import { listManifests, type RejectedManifest } from '../../storage/manifests.ts';
+import { readVerifyReports } from '../../storage/verify-reports.ts';
 import type { Location } from './locations.ts';
 import { PipelineConfigError } from './pipeline-env.ts';
 
 /** Backup ids of `cluster` that a passed restore verification vouches for: reports in ingest only. */
 export async function verifiedBackupIds(ingest: Location, cluster: string): Promise<Set<string>> {
-  const verified = new Set<string>();
-  for await (const object of ingest.storage.list(verifyReportPrefix(cluster))) {
-    const report = parseVerifyReport(await text(await ingest.storage.get(object.key)));
-    if (report?.passed && report.cluster === cluster) verified.add(report.backupId);
-  }
-  return verified;
+  const reports = await readVerifyReports(ingest.storage, cluster);
+  return new Set(reports.filter((r) => r.passed).map((r) => r.backupId));
 }
 
 export interface ClusterBackups {

@@ -5,10 +5,11 @@
  * unless named), and the run id and report key the restore task writes to. What was verified when
  * comes from the verifier's own reports under `verify/<cluster>/` in ingest only.
  */
-import { readVerifyReports } from '../../agent/verify/reports.ts';
+
 import { backupIdOfManifestKey, manifestKey, manifestsPrefix, verifyReportKey } from '../../core/keys.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import { readManifest } from '../../storage/manifests.ts';
+import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';

@@ -1,12 +1,14 @@
 /**
- * Verification reports in a repository: written create-only under `verify/<cluster>/`, read back
- * for `pgkeep verify --history`. A report that does not parse proves nothing and is skipped.
+ * Verification reports in a repository: written create-only under `verify/<cluster>/` and read
+ * back, in one place, by `pgkeep verify --history` and `pgkeep info`, and by the pipeline's
+ * pick-backup, freshness and retention. A report that does not parse, is about another cluster,
+ * or is not stored under its own key proves nothing and is skipped.
  */
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { verifyReportKey, verifyReportPrefix } from '../../core/keys.ts';
-import { parseVerifyReport, serializeVerifyReport, type VerifyReport } from '../../core/verify-report.ts';
-import type { Storage } from '../../storage/storage.ts';
+import { verifyReportKey, verifyReportPrefix } from '../core/keys.ts';
+import { parseVerifyReport, serializeVerifyReport, type VerifyReport } from '../core/verify-report.ts';
+import type { Storage } from './storage.ts';
 
 /** Writes `report` to `verify/<cluster>/<runId>.json` (create-only); resolves to the key. */
 export async function writeVerifyReport(storage: Storage, report: VerifyReport): Promise<string> {
@@ -28,14 +30,4 @@ export async function readVerifyReports(storage: Storage, cluster: string): Prom
       reports.push(report);
   }
   return reports.sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
-}
-
-/** The newest report of each backup, newest backup first. */
-export function lastVerificationByBackup(reports: readonly VerifyReport[]): VerifyReport[] {
-  const latest = new Map<string, VerifyReport>();
-  for (const r of reports) {
-    const seen = latest.get(r.backupId);
-    if (!seen || seen.finishedAt <= r.finishedAt) latest.set(r.backupId, r);
-  }
-  return [...latest.values()].sort((a, b) => b.backupId.localeCompare(a.backupId));
 }
