@@ -1,9 +1,11 @@
 /**
- * A logical backup run: `pg_dump -Fc` of each database and one `pg_dumpall --globals-only`, each
- * streamed through the data path into the repository, then the manifest, written last.
+ * A logical backup run: `pg_dump -Fc` of each database (several at once, bounded) and one
+ * `pg_dumpall --globals-only`, each streamed through the data path into the repository, then the
+ * manifest, written last.
  */
 import { globalsKey, logicalDumpKey, newBackupId } from '../../core/keys.ts';
 import { MANIFEST_FORMAT, type Manifest, type ManifestObject } from '../../core/manifest.ts';
+import { runPool } from '../../core/run-pool.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { type StoredObject, storeObject } from '../object-store.ts';
 import { listDatabases, type PgEnv, serverFacts, spawnProducer } from '../postgres.ts';
@@ -24,6 +26,8 @@ export interface LogicalBackupOptions {
   /** Database names, or `all` for every database that allows connections. */
   readonly databases: readonly string[] | 'all';
   readonly zstdLevel?: number;
+  /** Databases dumped at once. @default 1 */
+  readonly parallelism?: number;
   readonly now?: () => Date;
   readonly onEvent?: (event: BackupEvent) => void;
 }
@@ -43,33 +47,53 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
     program: string,
     args: string[],
     env: Record<string, string>,
+    signal?: AbortSignal,
   ) => {
+    signal?.throwIfAborted();
     options.onEvent?.({ type: 'object-started', what });
     const { output } = spawnProducer(options.pg, program, args, env);
-    const stored = await storeObject({
-      storage: options.storage,
-      key,
-      source: output,
-      recipients: options.recipients,
-      zstdLevel: options.zstdLevel,
-      onProgress: (plaintextBytes) => options.onEvent?.({ type: 'progress', what, plaintextBytes }),
-    });
-    options.onEvent?.({ type: 'object-stored', what, object: stored });
-    return stored;
+    // Another dump failed: stop this one too (destroying the output stops pg_dump, and the
+    // storage driver removes what it had begun), so the run fails fast and leaves nothing.
+    const stop = () => output.destroy(signal?.reason as Error);
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      const stored = await storeObject({
+        storage: options.storage,
+        key,
+        source: output,
+        recipients: options.recipients,
+        zstdLevel: options.zstdLevel,
+        onProgress: (plaintextBytes) => options.onEvent?.({ type: 'progress', what, plaintextBytes }),
+      });
+      options.onEvent?.({ type: 'object-stored', what, object: stored });
+      return stored;
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
   };
 
-  for (const database of databases) {
-    // The database name travels in PGDATABASE: in argv, a name containing "=" would be read as a
-    // connection string. -Z0: zstd after pg_dump compresses better and faster than pg_dump's gzip.
-    const stored = await store(
-      database,
-      logicalDumpKey(options.cluster, database, backupId),
-      'pg_dump',
-      ['--format=custom', '--compress=0', '--no-password'],
-      { PGDATABASE: database },
-    );
-    objects.push({ ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' });
-  }
+  // Filled by position, so the manifest lists the dumps in the order the databases were named,
+  // whichever finishes first.
+  const dumps: ManifestObject[] = new Array(databases.length);
+  await runPool(
+    databases.map((database, index) => ({ database, index })),
+    options.parallelism ?? 1,
+    undefined,
+    async ({ database, index }, signal) => {
+      // The database name travels in PGDATABASE: in argv, a name containing "=" would be read as a
+      // connection string. -Z0: zstd after pg_dump compresses better and faster than pg_dump's gzip.
+      const stored = await store(
+        database,
+        logicalDumpKey(options.cluster, database, backupId),
+        'pg_dump',
+        ['--format=custom', '--compress=0', '--no-password'],
+        { PGDATABASE: database },
+        signal,
+      );
+      dumps[index] = { ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' };
+    },
+  );
+  objects.push(...dumps);
   const globals = await store(
     'globals',
     globalsKey(options.cluster, backupId),
