@@ -35,7 +35,8 @@ into the repository, then writes the manifest. The backup exists only once the m
       zstdLevel: config.zstdLevel,
       parallelism: config.backup.parallelism,
       onEvent: (event) => {
-        if (event.type === 'progress') progress.update(`${event.what}: ${formatBytes(event.plaintextBytes)}`);
+        if (event.type === 'progress')
+          progress.update(`${event.what}: ${formatBytes(event.storedBytes)} stored`);
       },
     });
     progress.done();

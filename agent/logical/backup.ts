@@ -7,15 +7,15 @@ import { globalsKey, logicalDumpKey, newBackupId } from '../../core/keys.ts';
 import { MANIFEST_FORMAT, type Manifest, type ManifestObject } from '../../core/manifest.ts';
 import { runPool } from '../../core/run-pool.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { type StoredObject, storeObject } from '../object-store.ts';
-import { listDatabases, type PgEnv, serverFacts, spawnProducer } from '../postgres.ts';
+import { type StoredObject, storeProduced } from '../object-store.ts';
+import { listDatabases, type PgEnv, serverFacts, spawnProducer, spawnProducerInto } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
 import { writeManifest } from '../repository.ts';
 import { AGENT_VERSION } from '../version.ts';
 
 export type BackupEvent =
   | { readonly type: 'object-started'; readonly what: string }
-  | { readonly type: 'progress'; readonly what: string; readonly plaintextBytes: number }
+  | { readonly type: 'progress'; readonly what: string; readonly storedBytes: number }
   | { readonly type: 'object-stored'; readonly what: string; readonly object: StoredObject };
 
 export interface LogicalBackupOptions {
@@ -51,25 +51,28 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
   ) => {
     signal?.throwIfAborted();
     options.onEvent?.({ type: 'object-started', what });
-    const { output } = spawnProducer(options.pg, program, args, env);
-    // Another dump failed: stop this one too (destroying the output stops pg_dump, and the
-    // storage driver removes what it had begun), so the run fails fast and leaves nothing.
-    const stop = () => output.destroy(signal?.reason as Error);
-    signal?.addEventListener('abort', stop, { once: true });
-    try {
-      const stored = await storeObject({
-        storage: options.storage,
-        key,
-        source: output,
-        recipients: options.recipients,
-        zstdLevel: options.zstdLevel,
-        onProgress: (plaintextBytes) => options.onEvent?.({ type: 'progress', what, plaintextBytes }),
-      });
-      options.onEvent?.({ type: 'object-stored', what, object: stored });
-      return stored;
-    } finally {
-      signal?.removeEventListener('abort', stop);
-    }
+    // On `signal` (another dump failed) this one stops too: pg_dump is killed and the storage
+    // driver removes what it had begun, so the run fails fast and leaves nothing.
+    const stored = await storeProduced({
+      storage: options.storage,
+      key,
+      produce: {
+        into: (stdout) => {
+          const { child, done } = spawnProducerInto(options.pg, program, args, env, stdout);
+          const stop = () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+          };
+          return { done, stop };
+        },
+        pipe: () => spawnProducer(options.pg, program, args, env).output,
+      },
+      recipients: options.recipients,
+      zstdLevel: options.zstdLevel,
+      onStoredBytes: (storedBytes) => options.onEvent?.({ type: 'progress', what, storedBytes }),
+      ...(signal ? { signal } : {}),
+    });
+    options.onEvent?.({ type: 'object-stored', what, object: stored });
+    return stored;
   };
 
   // Filled by position, so the manifest lists the dumps in the order the databases were named,
