@@ -31,6 +31,7 @@ export const ENV_BINDINGS: Readonly<Record<string, EnvBinding>> = {
   PGKEEP_PG_BIN: { path: ['pgBin'], parse: text },
   PGKEEP_DATABASES: { path: ['databases'], parse: (raw) => (raw.trim() === 'all' ? 'all' : list(raw)) },
   PGKEEP_SPOOL_DIR: { path: ['spoolDir'], parse: text },
+  PGKEEP_BACKUP_PARALLELISM: { path: ['backup', 'parallelism'], parse: integer },
   PGKEEP_WAL_PUSH_PARALLELISM: { path: ['wal', 'pushParallelism'], parse: integer },
   PGKEEP_WAL_FETCH_PREFETCH: { path: ['wal', 'fetchPrefetch'], parse: integer },
   PGKEEP_WAL_DIR: { path: ['wal', 'pgWalDir'], parse: text },

@@ -52,6 +52,16 @@ export const ConfigSchema = z.strictObject({
   databases: z.union([z.literal('all'), z.array(z.string().min(1))]).default('all'),
   /** State the agent keeps on the host: which WAL segments are already stored, prefetched WAL. */
   spoolDir: z.string().default(DEFAULT_SPOOL_DIR),
+  backup: z
+    .strictObject({
+      /**
+       * Databases a logical backup dumps at once. Each dump is a pg_dump, a zstd and the agent's
+       * encryption: about two busy cores. 2 hides one dump's waits behind the other's and gains
+       * most on many small databases, without taking every core of a small primary.
+       */
+      parallelism: z.number().int().min(1).max(32).default(2),
+    })
+    .prefault({}),
   wal: z
     .strictObject({
       /** Segments the service pushes at once. */

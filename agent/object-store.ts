@@ -3,7 +3,7 @@
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
 import { createHash } from 'node:crypto';
-import { Readable, type Transform } from 'node:stream';
+import { Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptBuffer, encryptStream } from '../core/age-stream.ts';
@@ -86,6 +86,88 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
     sizeBytes: ciphertext.sizeBytes,
     sha256: ciphertext.sha256,
     plaintextSizeBytes: plaintext.sizeBytes,
+  };
+}
+
+export interface StoreProducedOptions
+  extends Omit<StoreObjectOptions, 'source' | 'zstdProgram' | 'onProgress'> {
+  /** Starts the program that writes the plaintext: into `stdout` (zstd's stdin), or into a pipe. */
+  readonly produce: {
+    /** `done` resolves when the producer exited 0 and rejects with why otherwise. */
+    into(stdout: Writable): { readonly done: Promise<void>; stop(): void };
+    /** Without a zstd program: the producer's checked output, which fails if the producer fails. */
+    pipe(): Readable;
+  };
+  /** Sees every stored (compressed, encrypted) byte, e.g. to report progress. */
+  readonly onStoredBytes?: (storedBytes: number) => void;
+  /** Stops the producer and fails the store (nothing left at `key`). */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * {@link storeObject} for the output of a program (pg_dump): where the host has `zstd`, the
+ * program writes straight into zstd's stdin, so the plaintext never passes through this process;
+ * zstd reports how much it read. Same format, same guarantees: the object is complete only if the
+ * producer and zstd both exited 0.
+ */
+export async function storeProduced(options: StoreProducedOptions): Promise<StoredObject> {
+  const { zstdChild, zstdProgram } = await import('./zstd-compress.ts');
+  const program = zstdProgram();
+  if (program === null) {
+    const source = options.produce.pipe();
+    const stop = () => source.destroy(options.signal?.reason as Error);
+    options.signal?.addEventListener('abort', stop, { once: true });
+    try {
+      return await storeObject({ ...options, source });
+    } finally {
+      options.signal?.removeEventListener('abort', stop);
+    }
+  }
+  options.signal?.throwIfAborted();
+  const scavenge = youngGcEvery();
+  let reported = 0;
+  const ciphertext = new HashingStream({
+    onProgress: (bytes) => {
+      scavenge(bytes - reported);
+      reported = bytes;
+      options.onStoredBytes?.(bytes);
+    },
+  });
+  const encrypt = await encryptStream(options.recipients);
+  const zstd = zstdChild(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, program);
+  const producer = options.produce.into(zstd.stdin);
+  zstd.release();
+  producer.done.catch(() => {});
+  // zstd ends when the producer closes its stdout, crashed or not: the object is complete only
+  // once the producer is known to have exited 0.
+  const producerSucceeded = new Transform({
+    transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
+    flush: (callback) => {
+      producer.done.then(() => callback(), callback);
+    },
+  });
+  const stop = () => producer.stop();
+  options.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await pipeline(
+      zstd.output,
+      producerSucceeded,
+      encrypt,
+      ciphertext,
+      async (body: AsyncIterable<Buffer>) => {
+        await options.storage.put(options.key, Readable.from(body, { objectMode: false }), CREATE_ONLY);
+      },
+      ...(options.signal ? [{ signal: options.signal }] : []),
+    );
+  } finally {
+    options.signal?.removeEventListener('abort', stop);
+    producer.stop();
+  }
+  return {
+    key: options.key,
+    sizeBytes: ciphertext.sizeBytes,
+    sha256: ciphertext.sha256,
+    plaintextSizeBytes: zstd.plaintextSizeBytes(),
   };
 }
 

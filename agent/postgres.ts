@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { Transform } from 'node:stream';
+import type { Transform, Writable } from 'node:stream';
 import { checkedOutput, collectTail, describeExit, exitOf } from './child-process.ts';
 
 /** A PostgreSQL program failed; the message carries the tail of its stderr. */
@@ -108,6 +108,29 @@ export function spawnProducer(
   });
   const output = checkedOutput(child, (detail) => new PostgresCommandError(`${program} ${detail}`));
   return { child, output };
+}
+
+/**
+ * Spawns a program whose stdout is `stdout` (another process's stdin: the data never passes
+ * through this process); `done` resolves when it exits 0 and rejects with its stderr otherwise.
+ */
+export function spawnProducerInto(
+  pg: PgEnv,
+  program: string,
+  args: readonly string[],
+  extraEnv: Record<string, string>,
+  stdout: Writable,
+): { child: ChildProcess; done: Promise<void> } {
+  const child = spawn(pgProgram(pg, program), args, {
+    env: { ...pg.env, ...extraEnv },
+    stdio: ['ignore', stdout, 'pipe'],
+  });
+  const stderr = collectTail(child);
+  const done = exitOf(child).then(({ code, signal }) => {
+    if (code !== 0)
+      throw new PostgresCommandError(`${program} ${describeExit(code, signal)}: ${stderr().trim()}`);
+  });
+  return { child, done };
 }
 
 /**

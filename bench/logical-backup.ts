@@ -1,105 +1,145 @@
 /**
- * Logical backup throughput and memory, side by side with pg_dump alone.
+ * Logical backup throughput and memory, side by side with pg_dump alone, on two database shapes:
+ * `orders` (the one the data path was tuned on) and `wide` (wide jsonb documents, incompressible
+ * bytea, 200 small tables; see logical-shapes-helpers.ts).
  *
- *   pg_dump -Fc -Z0 > /dev/null      the floor: PostgreSQL producing the dump
- *   pgkeep backup --db bench          the same dump, compressed, encrypted, hashed, stored to file://
- *   pg_dump -Fc | gzip > file         what a hand-rolled script would do (compression only)
+ *   pg_dump -Fc -Z0 > /dev/null           the floor: PostgreSQL producing the dump
+ *   pg_dump -Fc -Z0 | zstd -1 > file      what a hand-rolled script would do (compression only)
+ *   pgkeep backup --db NAME               the same dump, compressed, encrypted, stored to file://
  *
- * Target (issue 2): pgkeep <= 1.3x pg_dump -Z0, and the agent's peak RSS < 150 MB at any size.
- * BENCH_DB_MB sets the database size (default 1024); BENCH_RUNS the runs per tool (default 3).
+ * Then the share sha256 would take of the backup's CPU if streams were hashed in plaintext, and
+ * `pgkeep backup` of 8 databases with backup.parallelism 1, 2 and 4.
+ *
+ * Targets (issue 11): pgkeep <= 1.2x pg_dump -Z0 on both shapes, agent peak RSS < 150 MB.
+ * BENCH_DB_MB sets each shape's size (default 1024; the 8 databases are an eighth of it each);
+ * BENCH_RUNS the runs per tool (default 3).
  */
-import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import * as age from 'age-encryption';
 import { PG_BIN, startCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE } from '../test/support/pgkeep-cli.ts';
+import { makeOrders, makeWide, median, type Timing, timed } from './logical-shapes-helpers.ts';
 
-const execFileAsync = promisify(execFile);
 const sizeMb = Number(process.env.BENCH_DB_MB ?? 1024);
 const runs = Number(process.env.BENCH_RUNS ?? 3);
+const log = (text: string) => process.stderr.write(`${text}\n`);
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-};
-
-async function timed(
-  command: string,
-  env: NodeJS.ProcessEnv,
-): Promise<{ seconds: number; maxRssMb: number }> {
-  // GNU time reports the peak RSS of the whole command; %e is wall-clock seconds.
-  const { stderr } = await execFileAsync('/usr/bin/time', ['-f', 'TIME %e %M', 'sh', '-c', command], {
-    env,
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  const m = /TIME ([\d.]+) (\d+)/.exec(stderr);
-  if (!m) throw new Error(`no timing in: ${stderr}`);
-  return { seconds: Number(m[1]), maxRssMb: Number(m[2]) / 1024 };
+/** Node's sha256 rate on this machine, bytes a second (best of a few passes over 64 MiB). */
+function sha256Rate(): number {
+  const buffer = Buffer.alloc(64 * 1024 * 1024, 7);
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 4; i++) {
+    const started = performance.now();
+    createHash('sha256').update(buffer).digest();
+    best = Math.min(best, (performance.now() - started) / 1000);
+  }
+  return buffer.length / best;
 }
 
 const work = await mkdtemp(join(tmpdir(), 'pgkeep-bench-'));
 const pg = await startCluster({ settings: { shared_buffers: '256MB', max_wal_size: '4GB' } });
 try {
-  await pg.sql('create database bench');
-  const rows = Math.round((sizeMb * 1024 * 1024) / 165);
-  process.stderr.write(`generating ~${sizeMb} MB (${rows} rows) of varied rows...\n`);
-  await pg.sql(
-    `create table orders as
-       select g as id,
-              timestamptz '2026-01-01' - random() * interval '365 days' as placed_at,
-              (random() * 100000)::int as customer_id,
-              md5(random()::text) as reference,
-              left(repeat(md5(g::text), 3), (random() * 80)::int) || ' ' || chr(65 + (g % 26)) as note,
-              jsonb_build_object('sku', (random() * 1e6)::int, 'qty', 1 + (random() * 9)::int, 'gift', g % 7 = 0) as attrs,
-              round((random() * 1000)::numeric, 2) as amount
-       from generate_series(1, ${rows}) g`,
-    'bench',
-  );
-  const dbSize = await pg.sql("select pg_size_pretty(pg_database_size('bench'))");
   const identity = await age.generateHybridIdentity();
   const recipient = await age.identityToRecipient(identity);
-  const env = { ...process.env, ...pg.env, PGDATABASE: 'bench' };
-  const pgkeepEnv = {
-    ...env,
+  await writeFile(join(work, 'note'), '# settings come from PGKEEP_* variables\n');
+  const pgkeepEnv = (database: string, repo: string, parallelism = 1): NodeJS.ProcessEnv => ({
+    ...process.env,
+    ...pg.env,
+    PGDATABASE: database,
     PGKEEP_CONFIG: join(work, 'note'),
     PGKEEP_CLUSTER: 'bench',
     PGKEEP_RECIPIENTS: recipient,
     PGKEEP_PG_BIN: PG_BIN,
-  };
-  await writeFile(join(work, 'note'), '# settings come from PGKEEP_* variables\n');
-
-  const results: Record<string, { seconds: number[]; rss: number[] }> = {
-    'pg_dump -Fc -Z0 > /dev/null': { seconds: [], rss: [] },
-    'pgkeep backup (file://)': { seconds: [], rss: [] },
-    'pg_dump -Fc | gzip > file': { seconds: [], rss: [] },
-  };
-  for (let i = 0; i < runs; i++) {
-    const a = await timed(`"${PG_BIN}/pg_dump" -Fc -Z0 > /dev/null`, env);
-    results['pg_dump -Fc -Z0 > /dev/null']?.seconds.push(a.seconds);
-    const repo = join(work, `repo-${i}`);
+    PGKEEP_REPOSITORY: `file://${repo}`,
+    PGKEEP_BACKUP_PARALLELISM: String(parallelism),
+  });
+  const pgkeepBackup = async (databases: string[], parallelism = 1): Promise<Timing> => {
+    const repo = join(work, 'repo');
     await mkdir(repo);
-    const b = await timed(`"${NODE}" "${PGKEEP_BUNDLE}" backup --db bench`, {
-      ...pgkeepEnv,
-      PGKEEP_REPOSITORY: `file://${repo}`,
-    });
-    results['pgkeep backup (file://)']?.seconds.push(b.seconds);
-    results['pgkeep backup (file://)']?.rss.push(b.maxRssMb);
-    await rm(repo, { recursive: true, force: true });
-    const c = await timed(`"${PG_BIN}/pg_dump" -Fc | gzip > "${join(work, 'dump.gz')}"`, env);
-    results['pg_dump -Fc | gzip > file']?.seconds.push(c.seconds);
-    await rm(join(work, 'dump.gz'), { force: true });
-  }
-  const floor = median(results['pg_dump -Fc -Z0 > /dev/null']?.seconds ?? []);
-  console.log(`\nlogical backup, database ${dbSize}, median of ${runs} runs`);
-  console.log('tool                              seconds  x pg_dump -Z0  agent peak RSS');
-  for (const [name, r] of Object.entries(results)) {
-    const s = median(r.seconds);
-    const rss = r.rss.length ? `${median(r.rss).toFixed(0)} MB` : '';
+    try {
+      const args = databases.map((d) => `--db ${d}`).join(' ');
+      return await timed(
+        `"${NODE}" "${PGKEEP_BUNDLE}" backup ${args}`,
+        pgkeepEnv(databases[0] as string, repo, parallelism),
+      );
+    } finally {
+      await rm(repo, { recursive: true, force: true });
+    }
+  };
+
+  const shapes = [
+    ['orders', makeOrders],
+    ['wide', makeWide],
+  ] as const;
+  const hashRate = sha256Rate();
+  for (const [shape, make] of shapes) {
+    await pg.sql(`create database ${shape}`);
+    log(`generating the ${shape} database, ~${sizeMb} MB...`);
+    await make(pg, shape, sizeMb);
+    await pg.sql('vacuum analyze', shape);
+    const dbSize = await pg.sql(`select pg_size_pretty(pg_database_size('${shape}'))`);
+    const env = { ...process.env, ...pg.env, PGDATABASE: shape };
+    await timed(`"${PG_BIN}/pg_dump" -Fc -Z0 | wc -c > "${join(work, 'size')}"`, env);
+    const dumpBytes = Number(await readFile(join(work, 'size'), 'utf8'));
+    const rows: Record<string, Timing[]> = {
+      'pg_dump -Fc -Z0 > /dev/null': [],
+      'pg_dump -Fc -Z0 | zstd -1 > file': [],
+      'pgkeep backup (file://)': [],
+    };
+    for (let i = 0; i < runs; i++) {
+      log(`${shape}: run ${i + 1} of ${runs}`);
+      rows['pg_dump -Fc -Z0 > /dev/null']?.push(await timed(`"${PG_BIN}/pg_dump" -Fc -Z0 > /dev/null`, env));
+      const file = join(work, 'dump.zst');
+      rows['pg_dump -Fc -Z0 | zstd -1 > file']?.push(
+        await timed(`"${PG_BIN}/pg_dump" -Fc -Z0 | zstd -q -1 > "${file}"`, env),
+      );
+      await rm(file, { force: true });
+      rows['pgkeep backup (file://)']?.push(await pgkeepBackup([shape]));
+    }
+    const floor = median(rows['pg_dump -Fc -Z0 > /dev/null']?.map((t) => t.seconds) ?? []);
     console.log(
-      `${name.padEnd(34)}${s.toFixed(2).padStart(7)}  ${(s / floor).toFixed(2).padStart(13)}  ${rss.padStart(14)}`,
+      `\nlogical backup, shape ${shape}, database ${dbSize}, plain dump ${(dumpBytes / 2 ** 20).toFixed(0)} MiB, median of ${runs} runs`,
+    );
+    console.log('tool                                seconds  x pg_dump -Z0  CPU s  peak RSS');
+    for (const [name, timings] of Object.entries(rows)) {
+      const s = median(timings.map((t) => t.seconds));
+      const cpu = median(timings.map((t) => t.cpuSeconds));
+      const rss = name.startsWith('pgkeep') ? `${median(timings.map((t) => t.maxRssMb)).toFixed(0)} MB` : '';
+      console.log(
+        `${name.padEnd(36)}${s.toFixed(2).padStart(7)}  ${(s / floor).toFixed(2).padStart(13)}  ${cpu.toFixed(2).padStart(5)}  ${rss.padStart(8)}`,
+      );
+    }
+    // Why streams are not hashed in plaintext: what one more sha256 over every byte would cost.
+    const pgkeepCpu = median(rows['pgkeep backup (file://)']?.map((t) => t.cpuSeconds) ?? []);
+    const hashSeconds = dumpBytes / hashRate;
+    console.log(
+      `a plaintext sha256 over the dump: ${hashSeconds.toFixed(2)} s of CPU at ${(hashRate / 2 ** 20).toFixed(0)} MiB/s, ` +
+        `${((100 * hashSeconds) / (pgkeepCpu + hashSeconds)).toFixed(0)}% of the backup's CPU with it`,
+    );
+    await pg.sql(`drop database ${shape}`);
+  }
+
+  // Eight databases, dumped one at a time and several at once.
+  const eachMb = Math.max(1, Math.round(sizeMb / 8));
+  log(`generating 8 databases of ~${eachMb} MB...`);
+  await pg.sql('create database template_orders');
+  await makeOrders(pg, 'template_orders', eachMb);
+  const eight = Array.from({ length: 8 }, (_, i) => `db${i + 1}`);
+  for (const name of eight) await pg.sql(`create database ${name} template template_orders`);
+  const byParallelism: Record<number, Timing[]> = { 1: [], 2: [], 4: [] };
+  for (let i = 0; i < runs; i++) {
+    for (const p of [1, 2, 4]) byParallelism[p]?.push(await pgkeepBackup(eight, p));
+  }
+  const serial = median(byParallelism[1]?.map((t) => t.seconds) ?? []);
+  console.log(`\npgkeep backup of 8 databases of ~${eachMb} MB (orders shape), median of ${runs} runs`);
+  console.log('backup.parallelism  seconds  x parallelism 1  peak RSS');
+  for (const [p, timings] of Object.entries(byParallelism)) {
+    const s = median(timings.map((t) => t.seconds));
+    console.log(
+      `${p.padEnd(18)}${s.toFixed(2).padStart(9)}  ${(s / serial).toFixed(2).padStart(15)}  ${`${median(timings.map((t) => t.maxRssMb)).toFixed(0)} MB`.padStart(8)}`,
     );
   }
 } finally {

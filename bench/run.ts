@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 const dir = import.meta.dirname;
 const all = readdirSync(dir)
-  .filter((f) => f.endsWith('.ts') && f !== 'run.ts')
+  .filter((f) => f.endsWith('.ts') && f !== 'run.ts' && !f.endsWith('-helpers.ts'))
   .map((f) => f.replace(/\.ts$/, ''))
   .sort();
 const chosen = process.argv.slice(2);

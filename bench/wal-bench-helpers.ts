@@ -4,6 +4,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+export const p90 = (xs: number[]) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))] as number;
 export const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 export const log = (text: string) => process.stderr.write(`${text}\n`);
 
@@ -26,12 +28,15 @@ export const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 /**
  * pgBackRest configured like the reference (posix repo, zst level 3, aes-256-cbc) under `br`, for
- * the cluster at `pg`; returns the config file's path.
+ * the cluster at `pg`; returns the config file's path. `async`: archive-push and archive-get
+ * asynchronous (archive-async=y, process-max=2, and archive-get's prefetch queue), as a pgBackRest
+ * user who cares about speed runs it.
  */
 export async function writePgbackrestConfig(
   br: string,
   pg: { readonly dataDir: string; readonly port: number },
   socketDir: string,
+  async = false,
 ): Promise<string> {
   await mkdir(join(br, 'repo'), { recursive: true });
   await mkdir(join(br, 'lock'));
@@ -51,7 +56,7 @@ spool-path=${br}/spool
 log-path=${br}/log
 log-level-console=warn
 log-level-file=off
-
+${async ? 'archive-async=y\nprocess-max=2\narchive-get-queue-max=256MiB\n' : ''}
 [bench]
 pg1-path=${pg.dataDir}
 pg1-port=${pg.port}

@@ -3,6 +3,7 @@
  * segments (a pgbench write load), each command invoked one after another as PostgreSQL does:
  *
  *   pgbackrest archive-push          Debian's pgBackRest, posix repo, zst level 3, aes-256-cbc
+ *   pgbackrest archive-push (async)  the same with archive-async=y, process-max=2
  *   pgkeep wal-push (alone, sync)    no service, wal.asyncSeconds 0: one Node process per segment
  *   pgkeep wal-push (alone)          no service, as configured by default: the first call starts a
  *                                    transient pusher (wal.asyncSeconds) that pushes ahead
@@ -11,12 +12,15 @@
  *   pgkeep + agent, pushed ahead     archive_command once the agent has pushed the segments, as in
  *                                    steady operation (it pushes each the moment it is ready)
  *   pgbackrest archive-get           each segment fetched back, one after another
+ *   pgbackrest archive-get (async)   the same with archive-async=y and archive-get-queue-max (prefetch)
  *   pgkeep wal-fetch                 the same, with the background prefetch of following segments
  *
- * Targets (issue 3): pgkeep wal-push alone <= pgBackRest per segment; with the agent >= 3x faster.
- * wal-fetch with prefetch not slower than archive-get, measured both as restore_command calls back to
- * back and as a real recovery from a base backup replaying the archived segments. Then, under a sustained pgbench load with
- * the agent running, how far pg_stat_archiver falls behind (target: never more than 2 segments).
+ * Targets (issue 11): synchronous against synchronous, pgkeep <= 1.3x pgBackRest per segment
+ * (median and p90). wal-fetch with prefetch not slower than archive-get, sync or async, measured
+ * both as restore_command calls back to back and as a real recovery from a base backup replaying
+ * the archived segments. Then, under a sustained pgbench load, the archive lag (seconds from
+ * `.ready` to archived) of pgkeep's default (transient pusher) against pgBackRest async: no
+ * worse at the median and p99 (wal-load-helpers.ts), and with the agent.
  * BENCH_SEGMENTS sets the number of segments (default 42); BENCH_LOAD_SECONDS the load (default 30),
  * BENCH_LOAD_WRITERS the bulk writers beside pgbench, one load phase per entry (default 1,2).
  */
@@ -29,7 +33,8 @@ import * as age from 'age-encryption';
 import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
-import { log, mean, median, q, timedShell, writePgbackrestConfig } from './wal-bench-helpers.ts';
+import { log, mean, median, p90, q, timedShell, writePgbackrestConfig } from './wal-bench-helpers.ts';
+import { archiveUnderLoad, describeLoad, LOAD_HEADER, setArchiveCommand } from './wal-load-helpers.ts';
 
 const execFileAsync = promisify(execFile);
 const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
@@ -114,24 +119,29 @@ try {
 
   const br = join(work, 'pgbackrest');
   const brConfig = await writePgbackrestConfig(br, pg, socketDir);
+  const brAsync = join(work, 'pgbackrest-async');
+  const brAsyncConfig = await writePgbackrestConfig(brAsync, pg, socketDir, true);
   const brEnv = { PATH: process.env.PATH };
-  await execFileAsync('pgbackrest', [`--config=${brConfig}`, '--stanza=bench', 'stanza-create'], {
-    env: brEnv,
-  });
+  for (const config of [brConfig, brAsyncConfig]) {
+    await execFileAsync('pgbackrest', [`--config=${config}`, '--stanza=bench', 'stanza-create'], {
+      env: brEnv,
+    });
+  }
 
   const results: Record<string, number[]> = {};
   const walPath = (s: string) => `pg_wal/${s}`;
   if (parts.has('compare')) {
-    log('pgbackrest archive-push...');
-    results['pgbackrest archive-push'] = [];
-    for (const s of segments) {
-      results['pgbackrest archive-push'].push(
-        await timedShell(
-          `pgbackrest --config=${q(brConfig)} --stanza=bench archive-push ${walPath(s)}`,
-          pg.dataDir,
-          brEnv,
-        ),
-      );
+    for (const [row, config] of [
+      ['pgbackrest archive-push', brConfig],
+      ['pgbackrest archive-push (async)', brAsyncConfig],
+    ] as const) {
+      log(`${row}...`);
+      const times: number[] = [];
+      results[row] = times;
+      for (const s of segments) {
+        const command = `pgbackrest --config=${q(config)} --stanza=bench archive-push ${walPath(s)}`;
+        times.push(await timedShell(command, pg.dataDir, brEnv));
+      }
     }
 
     // Without the service, as PostgreSQL runs the generated archive_command line: first strictly
@@ -199,18 +209,19 @@ try {
     }
     agent.kill('SIGTERM');
 
-    log('pgbackrest archive-get...');
     const fetchDir = join(work, 'fetch');
     await mkdir(fetchDir);
-    results['pgbackrest archive-get'] = [];
-    for (const s of segments) {
-      results['pgbackrest archive-get'].push(
-        await timedShell(
-          `pgbackrest --config=${q(brConfig)} --stanza=bench archive-get ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`,
-          pg.dataDir,
-          brEnv,
-        ),
-      );
+    for (const [row, config] of [
+      ['pgbackrest archive-get', brConfig],
+      ['pgbackrest archive-get (async)', brAsyncConfig],
+    ] as const) {
+      log(`${row}...`);
+      const times: number[] = [];
+      results[row] = times;
+      for (const s of segments) {
+        const command = `pgbackrest --config=${q(config)} --stanza=bench archive-get ${s} ${q(join(fetchDir, 'RECOVERYXLOG'))}`;
+        times.push(await timedShell(command, pg.dataDir, brEnv));
+      }
     }
     log('pgkeep wal-fetch with prefetch (the restore_command line pgkeep restore writes)...');
     const fetchLine = restoreCommandLine({
@@ -232,13 +243,15 @@ try {
     log('recovery replaying the archive, restore_command by each tool...');
     const replayFrom = spools['alone-sync'] as Awaited<ReturnType<typeof pgkeepConfig>>;
     if (user) {
-      for (const dir of [br, replayFrom.repo, replayFrom.spool, replayFrom.config, identityFile])
+      for (const dir of [br, brAsync, replayFrom.repo, replayFrom.spool, replayFrom.config, identityFile])
         await execFileAsync('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
     }
     const replayCommands = {
       // pgBackRest checks that it runs in its configured data directory.
       pgbackrest: (dataDir: string) =>
         `pgbackrest --config=${q(brConfig)} --stanza=bench --pg1-path=${q(dataDir)} archive-get %f "%p"`,
+      'pgbackrest async': (dataDir: string) =>
+        `pgbackrest --config=${q(brAsyncConfig)} --stanza=bench --pg1-path=${q(dataDir)} archive-get %f "%p"`,
       pgkeep: () =>
         restoreCommandLine({
           nodePath: NODE,
@@ -248,9 +261,11 @@ try {
           configPath: replayFrom.config,
         }),
     };
-    const replays: Record<string, number[]> = { pgbackrest: [], pgkeep: [] };
+    const replays: Record<string, number[]> = { pgbackrest: [], 'pgbackrest async': [], pgkeep: [] };
     for (let round = 0; round < 2; round++) {
       for (const [tool, restoreCommandFor] of Object.entries(replayCommands)) {
+        // Each recovery starts with an empty prefetch queue, as a real one does.
+        await rm(join(brAsync, 'spool', 'archive'), { recursive: true, force: true });
         const dataDir = join(await makeServerDir('pgkeep-bench-replay-'), 'data');
         await cp(baseDir, dataDir, { recursive: true });
         await writeFile(join(dataDir, 'recovery.signal'), '');
@@ -275,98 +290,105 @@ try {
     }
 
     console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
-    console.log(`${'command'.padEnd(36)} ${'median'.padStart(8)} ${'mean'.padStart(8)}`);
+    console.log(`${'command'.padEnd(40)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'mean'.padStart(8)}`);
     for (const [name, times] of Object.entries(results)) {
-      console.log(
-        `${name.padEnd(36)} ${median(times).toFixed(0).padStart(8)} ${mean(times).toFixed(0).padStart(8)}`,
-      );
+      const cells = [median(times), p90(times), mean(times)].map((x) => x.toFixed(0).padStart(8));
+      console.log(`${name.padEnd(40)} ${cells.join(' ')}`);
     }
-    const brMean = mean(results['pgbackrest archive-push']);
-    const ratio = (name: string) => (brMean / mean(results[name] as number[])).toFixed(1);
+    const vs = (ours: string, theirs: string) => {
+      const a = results[ours] as number[];
+      const b = results[theirs] as number[];
+      return `median ${(median(a) / median(b)).toFixed(2)}x, p90 ${(p90(a) / p90(b)).toFixed(2)}x the time`;
+    };
     console.log(
-      `\npgkeep alone vs pgBackRest (mean): ${(mean(results['pgkeep wal-push (alone)'] as number[]) / brMean).toFixed(2)}x the time` +
-        ` (synchronous: ${(mean(results['pgkeep wal-push (alone, synchronous)'] as number[]) / brMean).toFixed(2)}x)` +
-        `\npgkeep + agent, pushed ahead vs pgBackRest (mean): ${ratio('pgkeep + agent, pushed ahead')}x faster` +
-        `\npgkeep + agent, backlog vs pgBackRest (wall time per segment ${(agentTotal / segments.length).toFixed(0)} ms from the agent's start): ${(brMean / (agentTotal / segments.length)).toFixed(1)}x faster` +
-        `\nwal-fetch vs archive-get (mean): ${(mean(results['pgkeep wal-fetch (prefetch)']) / mean(results['pgbackrest archive-get'])).toFixed(2)}x the time`,
+      `\nsynchronous: pgkeep wal-push (asyncSeconds 0) vs pgbackrest archive-push: ${vs('pgkeep wal-push (alone, synchronous)', 'pgbackrest archive-push')}` +
+        `\nasynchronous, called back to back: pgkeep (transient pusher) vs pgbackrest archive-async: ${vs('pgkeep wal-push (alone)', 'pgbackrest archive-push (async)')}` +
+        `\npgkeep + agent, backlog: ${(agentTotal / segments.length).toFixed(0)} ms per segment from the agent's start` +
+        `\nwal-fetch (prefetch) vs archive-get: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get')}` +
+        `\nwal-fetch (prefetch) vs archive-get async: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get (async)')}`,
     );
     const secs = (xs: number[] | undefined) => (xs ?? []).map((x) => (x / 1000).toFixed(2)).join(', ');
+    const replayRatio = (tool: string) =>
+      (mean(replays.pgkeep as number[]) / mean(replays[tool] as number[])).toFixed(2);
     console.log(
       `\nrecovery from a base backup replaying the ${segments.length} archived segments to the end (s, two rounds each): ` +
-        `pgBackRest archive-get ${secs(replays.pgbackrest)}; pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; ` +
-        `pgkeep takes ${(mean(replays.pgkeep as number[]) / mean(replays.pgbackrest as number[])).toFixed(2)}x the time`,
+        `pgBackRest archive-get ${secs(replays.pgbackrest)}; pgBackRest async ${secs(replays['pgbackrest async'])}; ` +
+        `pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; pgkeep takes ${replayRatio('pgbackrest')}x ` +
+        `pgBackRest's time, ${replayRatio('pgbackrest async')}x pgBackRest async's`,
     );
   }
 
-  // Sustained load: archive through the agent and sample how many segments wait to be archived.
+  // Sustained load: the archive lag of each tool as PostgreSQL's archive_command, run as postgres.
   if (parts.has('load') && loadSeconds > 0) {
-    log(`archiving under ${loadSeconds} s of pgbench load with the agent...`);
-    const loaded = await pgkeepConfig('load');
-    if (user)
-      for (const p of [loaded.repo, loaded.spool, loaded.config, identityFile])
-        await chown(p, user.uid, user.gid);
-    const loadAgent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
-      ...(user ?? {}),
-      env: { ...loaded.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    agents.push(loadAgent);
-    await new Promise<void>((resolve) =>
-      loadAgent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
-    );
-    const command = archiveCommandLine({
-      nodePath: NODE,
-      bundlePath: PGKEEP_BUNDLE,
-      spoolDir: loaded.spool,
-      cluster: 'bench',
-      configPath: loaded.config,
-    });
-    await pg.sql(`alter system set archive_command = '${command.replaceAll("'", "''")}'`);
-    await pg.sql('select pg_reload_conf()');
-    // Let the backlog from the measurements above drain first.
-    for (let i = 0; i < 600 && (await ready()).length > 0; i++) await new Promise((r) => setTimeout(r, 500));
+    const line = async (name: string) => {
+      const c = await pgkeepConfig(name);
+      const paths = [c.repo, c.spool, c.config];
+      if (user) for (const p of paths) await chown(p, user.uid, user.gid);
+      const command = archiveCommandLine({
+        nodePath: NODE,
+        bundlePath: PGKEEP_BUNDLE,
+        spoolDir: c.spool,
+        cluster: 'bench',
+        configPath: c.config,
+      });
+      return { ...c, command };
+    };
+    if (user) {
+      for (const p of [br, brAsync, identityFile])
+        await execFileAsync('chown', ['-R', `${user.uid}:${user.gid}`, p]);
+    }
+    const pusher = await line('load-pusher');
+    const withAgent = await line('load-agent');
+    const tools: [string, string, () => Promise<() => Promise<void>>][] = [
+      [
+        'pgkeep (default: transient pusher)',
+        pusher.command,
+        async () => () => stopWalPusher(pusher.spool, 'bench', pg.dataDir),
+      ],
+      [
+        'pgbackrest archive-async, process-max 2',
+        `pgbackrest --config=${q(brAsyncConfig)} --stanza=bench archive-push "%p"`,
+        async () => async () => {},
+      ],
+      [
+        'pgkeep + agent',
+        withAgent.command,
+        async () => {
+          const agent = spawn(NODE, [PGKEEP_BUNDLE, 'agent'], {
+            ...(user ?? {}),
+            env: { ...withAgent.env, PGDATA: pg.dataDir, PGKEEP_METRICS_LISTEN: '127.0.0.1:0' },
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
+          agents.push(agent);
+          await new Promise<void>((resolve) =>
+            agent.stderr?.on('data', (d: Buffer) => d.toString().includes('started') && resolve()),
+          );
+          return async () => {
+            agent.kill('SIGTERM');
+          };
+        },
+      ],
+    ];
+    const lines: string[] = [];
     // pgbench alone writes little WAL on a small machine; bulk writers beside it make the archiver
     // work (one writer: about one segment a second here; two: about 1.5, with both cores saturated).
     for (const writers of (process.env.BENCH_LOAD_WRITERS ?? '1,2').split(',').map(Number)) {
-      let maxBehind = 0;
-      const samples: number[] = [];
-      const pgbenchRun = execFileAsync(
-        join(PG_BIN, 'pgbench'),
-        ['-n', '-c', '4', '-T', String(loadSeconds)],
-        { env: pgEnv },
-      );
-      let running = true;
-      const bulk = Promise.all(
-        Array.from({ length: writers }, async (_, i) => {
-          await pg.sql(`create table if not exists filler${i} (g int, m text)`);
-          while (running) {
-            await pg.sql(`insert into filler${i} select g, md5(g::text) from generate_series(1, 100000) g`);
-            await pg.sql(`truncate filler${i}`);
-          }
-        }),
-      );
-      const load = pgbenchRun.finally(() => {
-        running = false;
-      });
-      const startLsn = await pg.sql('select pg_current_wal_lsn()');
-      while (running) {
-        const behind = (await ready()).length;
-        samples.push(behind);
-        maxBehind = Math.max(maxBehind, behind);
-        await new Promise((r) => setTimeout(r, 200));
+      for (const [tool, command, start] of tools) {
+        log(`${tool}: ${loadSeconds} s of pgbench and ${writers} bulk writers...`);
+        const stop = await start();
+        await setArchiveCommand(pg, command);
+        try {
+          lines.push(describeLoad(tool, writers, await archiveUnderLoad(pg, loadSeconds, writers)));
+        } finally {
+          await stop();
+        }
       }
-      await load;
-      await bulk;
-      const walMb = Number(
-        await pg.sql(`select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}') / 1048576)`),
-      );
-      console.log(
-        `\nsustained load (pgbench -c 4 and ${writers} bulk writer${writers === 1 ? '' : 's'}): ${walMb} MiB of WAL in ${loadSeconds} s (${(walMb / 16 / loadSeconds).toFixed(2)} segments/s); ` +
-          `segments waiting to be archived: max ${maxBehind}, median ${median(samples)} (${samples.length} samples)`,
-      );
-      for (let i = 0; i < 600 && (await ready()).length > 0; i++)
-        await new Promise((r) => setTimeout(r, 500));
     }
+    console.log(
+      `\nsustained load (pgbench -c 4 plus bulk writers, ${loadSeconds} s), archive lag from .ready to archived:`,
+    );
+    console.log(LOAD_HEADER);
+    for (const l of lines) console.log(l);
   }
 } finally {
   for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');

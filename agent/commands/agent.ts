@@ -48,6 +48,7 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
             recipients,
             databases: config.databases,
             zstdLevel: config.zstdLevel,
+            parallelism: config.backup.parallelism,
           });
           return manifest.objects.reduce((sum, o) => sum + o.sizeBytes, 0);
         },

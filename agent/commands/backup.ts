@@ -33,8 +33,10 @@ into the repository, then writes the manifest. The backup exists only once the m
       recipients,
       databases: values.all ? 'all' : databases,
       zstdLevel: config.zstdLevel,
+      parallelism: config.backup.parallelism,
       onEvent: (event) => {
-        if (event.type === 'progress') progress.update(`${event.what}: ${formatBytes(event.plaintextBytes)}`);
+        if (event.type === 'progress')
+          progress.update(`${event.what}: ${formatBytes(event.storedBytes)} stored`);
       },
     });
     progress.done();

@@ -1,19 +1,21 @@
 /**
- * A logical backup run: `pg_dump -Fc` of each database and one `pg_dumpall --globals-only`, each
- * streamed through the data path into the repository, then the manifest, written last.
+ * A logical backup run: `pg_dump -Fc` of each database (several at once, bounded) and one
+ * `pg_dumpall --globals-only`, each streamed through the data path into the repository, then the
+ * manifest, written last.
  */
 import { globalsKey, logicalDumpKey, newBackupId } from '../../core/keys.ts';
 import { MANIFEST_FORMAT, type Manifest, type ManifestObject } from '../../core/manifest.ts';
+import { runPool } from '../../core/run-pool.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { type StoredObject, storeObject } from '../object-store.ts';
-import { listDatabases, type PgEnv, serverFacts, spawnProducer } from '../postgres.ts';
+import { type StoredObject, storeProduced } from '../object-store.ts';
+import { listDatabases, type PgEnv, serverFacts, spawnProducer, spawnProducerInto } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
 import { writeManifest } from '../repository.ts';
 import { AGENT_VERSION } from '../version.ts';
 
 export type BackupEvent =
   | { readonly type: 'object-started'; readonly what: string }
-  | { readonly type: 'progress'; readonly what: string; readonly plaintextBytes: number }
+  | { readonly type: 'progress'; readonly what: string; readonly storedBytes: number }
   | { readonly type: 'object-stored'; readonly what: string; readonly object: StoredObject };
 
 export interface LogicalBackupOptions {
@@ -24,6 +26,8 @@ export interface LogicalBackupOptions {
   /** Database names, or `all` for every database that allows connections. */
   readonly databases: readonly string[] | 'all';
   readonly zstdLevel?: number;
+  /** Databases dumped at once. @default 1 */
+  readonly parallelism?: number;
   readonly now?: () => Date;
   readonly onEvent?: (event: BackupEvent) => void;
 }
@@ -43,33 +47,56 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
     program: string,
     args: string[],
     env: Record<string, string>,
+    signal?: AbortSignal,
   ) => {
+    signal?.throwIfAborted();
     options.onEvent?.({ type: 'object-started', what });
-    const { output } = spawnProducer(options.pg, program, args, env);
-    const stored = await storeObject({
+    // On `signal` (another dump failed) this one stops too: pg_dump is killed and the storage
+    // driver removes what it had begun, so the run fails fast and leaves nothing.
+    const stored = await storeProduced({
       storage: options.storage,
       key,
-      source: output,
+      produce: {
+        into: (stdout) => {
+          const { child, done } = spawnProducerInto(options.pg, program, args, env, stdout);
+          const stop = () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+          };
+          return { done, stop };
+        },
+        pipe: () => spawnProducer(options.pg, program, args, env).output,
+      },
       recipients: options.recipients,
       zstdLevel: options.zstdLevel,
-      onProgress: (plaintextBytes) => options.onEvent?.({ type: 'progress', what, plaintextBytes }),
+      onStoredBytes: (storedBytes) => options.onEvent?.({ type: 'progress', what, storedBytes }),
+      ...(signal ? { signal } : {}),
     });
     options.onEvent?.({ type: 'object-stored', what, object: stored });
     return stored;
   };
 
-  for (const database of databases) {
-    // The database name travels in PGDATABASE: in argv, a name containing "=" would be read as a
-    // connection string. -Z0: zstd after pg_dump compresses better and faster than pg_dump's gzip.
-    const stored = await store(
-      database,
-      logicalDumpKey(options.cluster, database, backupId),
-      'pg_dump',
-      ['--format=custom', '--compress=0', '--no-password'],
-      { PGDATABASE: database },
-    );
-    objects.push({ ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' });
-  }
+  // Filled by position, so the manifest lists the dumps in the order the databases were named,
+  // whichever finishes first.
+  const dumps: ManifestObject[] = new Array(databases.length);
+  await runPool(
+    databases.map((database, index) => ({ database, index })),
+    options.parallelism ?? 1,
+    undefined,
+    async ({ database, index }, signal) => {
+      // The database name travels in PGDATABASE: in argv, a name containing "=" would be read as a
+      // connection string. -Z0: zstd after pg_dump compresses better and faster than pg_dump's gzip.
+      const stored = await store(
+        database,
+        logicalDumpKey(options.cluster, database, backupId),
+        'pg_dump',
+        ['--format=custom', '--compress=0', '--no-password'],
+        { PGDATABASE: database },
+        signal,
+      );
+      dumps[index] = { ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' };
+    },
+  );
+  objects.push(...dumps);
   const globals = await store(
     'globals',
     globalsKey(options.cluster, backupId),

@@ -9,9 +9,9 @@ import {
   CreateMultipartUploadCommand,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { assertPositiveInteger, runPool } from '../../core/run-pool.ts';
 import { withRetry } from '../../storage/failure.ts';
 import {
-  assertPositiveInteger,
   type CompletedPart,
   type CopyPart,
   type CopyState,
@@ -21,7 +21,7 @@ import {
   planCopy,
 } from './copy-plan.ts';
 import { headSource, meter, openRange, pipeInto } from './ranged-get.ts';
-import { runPool } from './run-pool.ts';
+
 import {
   CopyIntegrityError,
   isNotFound,

@@ -2,6 +2,7 @@
  * How an object is cut into parts for a copy: S3's limits and a deterministic plan that every step
  * of a spread-out copy can recompute from the plain-JSON {@link CopyState}.
  */
+import { assertPositiveInteger } from '../../core/run-pool.ts';
 import type { RetryPolicy } from '../../storage/failure.ts';
 import { MAX_PART_SIZE_BYTES, MAX_PARTS, MIN_PART_SIZE_BYTES } from '../../storage/s3-options.ts';
 
@@ -60,10 +61,6 @@ export interface CompletedPart {
   readonly partNumber: number;
   readonly etag: string;
   readonly sizeBytes: number;
-}
-
-export function assertPositiveInteger(value: number, what: string, fix: string): void {
-  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`invalid ${what} ${value}: ${fix}`);
 }
 
 /**

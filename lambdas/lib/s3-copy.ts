@@ -24,6 +24,7 @@
  * its last bytes until the hash matched, so the request fails incomplete.
  */
 import { CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { runPool } from '../../core/run-pool.ts';
 import { withRetry } from '../../storage/failure.ts';
 import { InOrderHash, verifyBeforeLastByte } from './copy-hash.ts';
 import { abortCopy, completeCopy, copyOnePart } from './copy-parts.ts';
@@ -36,7 +37,6 @@ import {
   planCopy,
 } from './copy-plan.ts';
 import { headSource, meter, openRange, pipeInto } from './ranged-get.ts';
-import { runPool } from './run-pool.ts';
 import { CopyIntegrityError, type S3ObjectRef, SourceChangedError, where } from './s3-object.ts';
 import { type ExpectedObject, type VerifyCopyResult, verifyCopy } from './verify-copy.ts';
 

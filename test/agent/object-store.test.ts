@@ -1,12 +1,14 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import * as age from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreObject, storeObject } from '../../agent/object-store.ts';
+import { checkedOutput, exitOf } from '../../agent/child-process.ts';
+import { restoreObject, storeObject, storeProduced } from '../../agent/object-store.ts';
 import { zstdProgram } from '../../agent/zstd-compress.ts';
 import { FileStorage } from '../../storage/file-storage.ts';
 
@@ -95,5 +97,83 @@ describe('what a stored stream records of its plaintext', () => {
     await expect(read({ ...stored, plaintextSha256: 'a'.repeat(64) })).rejects.toThrow(
       /plaintext: sha256 [0-9a-f]{64}, expected a{64}/,
     );
+  });
+});
+
+describe('storeProduced: a producer writing straight into zstd', () => {
+  /** `sh -c script` as the producer: into zstd's stdin, or (no zstd) through a checked pipe. */
+  const shell = (script: string) => ({
+    into: (stdout: Writable) => {
+      const child = spawn('sh', ['-c', script], { stdio: ['ignore', stdout, 'ignore'] });
+      const done = exitOf(child).then(({ code }) => {
+        if (code !== 0) throw new Error(`producer exited with code ${code}`);
+      });
+      return { done, stop: () => child.kill() };
+    },
+    pipe: () => {
+      const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      return checkedOutput(child, (detail) => new Error(`producer ${detail}`));
+    },
+  });
+  const file = join(tmpdir(), `pgkeep-produced-${process.pid}`);
+  afterAll(() => rm(file, { force: true }));
+
+  it('records the exact plaintext size zstd read, and reads back byte for byte', async () => {
+    const plaintext = content();
+    await writeFile(file, plaintext);
+    const key = 'v1/t/produced.zst.age';
+    const stored = await storeProduced({
+      storage,
+      key,
+      produce: shell(`cat '${file}'; cat '${file}'`),
+      recipients: [recipient],
+    });
+    expect(stored.plaintextSizeBytes).toBe(2 * plaintext.length);
+    expect(stored.sizeBytes).toBeLessThan(plaintext.length);
+    expect((await readBack(key)).equals(Buffer.concat([plaintext, plaintext]))).toBe(true);
+  });
+
+  it.each([0, 1, 1000])(
+    'records a small plaintext exactly too (%i bytes; zstd pads the count)',
+    async (n) => {
+      const key = `v1/t/produced-${n}.zst.age`;
+      const stored = await storeProduced({
+        storage,
+        key,
+        produce: shell(`head -c ${n} /dev/zero`),
+        recipients: [recipient],
+      });
+      expect(stored.plaintextSizeBytes).toBe(n);
+      expect((await readBack(key)).length).toBe(n);
+    },
+  );
+
+  it('fails and stores nothing when the producer fails after writing', async () => {
+    await expect(
+      storeProduced({
+        storage,
+        key: 'v1/t/producer-failed.zst.age',
+        produce: shell('head -c 3000000 /dev/urandom; exit 3'),
+        recipients: [recipient],
+      }),
+    ).rejects.toThrow(/producer exited with code 3/);
+    expect(await readdir(join(dir, 'v1/t'))).not.toContain('producer-failed.zst.age');
+  });
+
+  it('stops the producer and stores nothing when aborted', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('another dump failed')), 300);
+    const started = performance.now();
+    await expect(
+      storeProduced({
+        storage,
+        key: 'v1/t/aborted.zst.age',
+        produce: shell('while :; do head -c 1000000 /dev/urandom; done'),
+        recipients: [recipient],
+        signal: controller.signal,
+      }),
+    ).rejects.toThrow(/abort/i);
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(await readdir(join(dir, 'v1/t'))).not.toContain('aborted.zst.age');
   });
 });

@@ -1,5 +1,12 @@
-/** A bounded pool of async work with a window, cancelled as a whole by the first failure. */
-import { assertPositiveInteger } from './copy-plan.ts';
+/**
+ * A bounded pool of async work with a window, cancelled as a whole by the first failure. Pure: the
+ * replication Lambdas copy parts with it and the agent dumps databases with it.
+ */
+
+/** Throws a RangeError naming `what`, the value and the fix unless `value` is a whole number >= 1. */
+export function assertPositiveInteger(value: number, what: string, fix: string): void {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`invalid ${what} ${value}: ${fix}`);
+}
 
 /**
  * Runs `work` over `items` with at most `concurrency` at once. With `window`, item i starts only
