@@ -69,13 +69,35 @@ function gapsDir(spoolRoot: string): string {
   return join(spoolRoot, 'dropped');
 }
 
-/** Remembers that `walFileName` was dropped, until {@link publishDroppedWal} records it in the repository. */
+/** Present from a drop until a base backup taken after it (the service's BacklogWatch) succeeds. */
+export function baseBackupNeededFile(spoolRoot: string): string {
+  return join(spoolRoot, 'dropped-wal-needs-base-backup');
+}
+
+/** Whether WAL was dropped since the last base backup the service took for it. */
+export async function baseBackupNeeded(spoolRoot: string): Promise<boolean> {
+  return stat(baseBackupNeededFile(spoolRoot)).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Whether dropped segments wait to be recorded in the repository. */
+export async function droppedWalPending(spoolRoot: string): Promise<boolean> {
+  return (await readdir(gapsDir(spoolRoot)).catch(() => [] as string[])).length > 0;
+}
+
+/**
+ * Remembers that `walFileName` was dropped, until {@link publishDroppedWal} records it in the
+ * repository, and that a base backup is needed after it.
+ */
 export async function rememberDroppedWal(
   spoolRoot: string,
   walFileName: string,
   reason: string,
 ): Promise<void> {
   await mkdir(gapsDir(spoolRoot), { recursive: true, mode: 0o700 });
+  await writeFile(baseBackupNeededFile(spoolRoot), '', { mode: 0o600 });
   const record = { name: walFileName, droppedAt: new Date().toISOString(), reason };
   await writeFile(join(gapsDir(spoolRoot), walFileName), JSON.stringify(record), { mode: 0o600 });
 }
