@@ -52,6 +52,8 @@ export function isTransientFailure(error: unknown): boolean {
   if (error === null || typeof error !== 'object') return false;
   const { name, code, $fault, $retryable, $metadata } = error as ErrorFacts;
   const status = $metadata?.httpStatusCode;
+  // The SDK marks a skewed signature retryable (it corrects its offset); a wrong clock stays wrong.
+  if (name === 'RequestTimeTooSkewed' || name === 'ClockSkewError') return false;
   return (
     Boolean($retryable) ||
     $fault === 'server' ||

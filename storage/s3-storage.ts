@@ -225,6 +225,27 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** The server's `Date` header on a one-key listing of the repository's prefix. */
+  async serverTime(): Promise<Date | undefined> {
+    const command = new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 });
+    let date: string | undefined;
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        date = (result.response as { headers?: Record<string, string> }).headers?.date;
+        return result;
+      },
+      { step: 'deserialize', name: 'pgkeepServerDate' },
+    );
+    try {
+      await this.client.send(command, this.requestOptions());
+    } catch (error) {
+      throw mapS3Error(this, error, 'list', '');
+    }
+    const parsed = date === undefined ? Number.NaN : Date.parse(date);
+    return Number.isNaN(parsed) ? undefined : new Date(parsed);
+  }
+
   /** Per-request options: the bound of the retry attempt this request belongs to, if any. */
   private requestOptions(): { abortSignal?: AbortSignal } {
     const signal = attemptSignal();
