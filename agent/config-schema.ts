@@ -77,6 +77,18 @@ export const ConfigSchema = z.strictObject({
        * segments ahead and exits after this long with nothing to push; 0 turns it off.
        */
       asyncSeconds: z.number().min(0).max(86_400).default(60),
+      /**
+       * The most WAL (bytes of segments PostgreSQL marked ready but not yet archived) pg_wal may
+       * hold for an unreachable repository; 0 is no limit. What happens at it: onBacklogFull.
+       */
+      maxBacklogBytes: z.number().int().min(0).default(0),
+      /** A warning (log line and metric) once the backlog passes this; default half of maxBacklogBytes. */
+      backlogWarnBytes: z.number().int().min(0).optional(),
+      /**
+       * At maxBacklogBytes: `fail` keeps failing archive_command (pg_wal keeps growing); `drop`
+       * gives up the oldest WAL (archive_command succeeds without storing it) and records the gap.
+       */
+      onBacklogFull: z.enum(['fail', 'drop']).default('fail'),
     })
     .prefault({}),
   schedules: z

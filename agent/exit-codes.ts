@@ -62,6 +62,7 @@ export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCodeValue>> = {
   StorageUnavailableError: ExitCode.unavailable,
   RepositoryNotFoundError: ExitCode.unavailable,
   AccessDeniedError: ExitCode.unavailable,
+  ClockSkewError: ExitCode.unavailable,
   ObjectIntegrityError: ExitCode.integrity,
   AgeDecryptError: ExitCode.integrity,
   InvalidManifestError: ExitCode.integrity,

@@ -17,7 +17,7 @@ import {
   listManifests as listStoredManifests,
   readManifest as readStoredManifest,
 } from '../storage/manifests.ts';
-import { ObjectNotFoundError, type Storage } from '../storage/storage.ts';
+import { ClockSkewError, ObjectNotFoundError, type Storage } from '../storage/storage.ts';
 
 /** A backup id that names no backup of the cluster. */
 export class UnknownBackupError extends Error {
@@ -65,4 +65,30 @@ export async function writeManifest(storage: Storage, manifest: Manifest): Promi
       ifAbsent: true,
     },
   );
+}
+
+/** How far the host clock may be from the repository's: S3's own limit for a request signature. */
+export const MAX_CLOCK_SKEW_MS = 15 * 60_000;
+
+/**
+ * The start time of a new backup, its id's source (core/keys.ts newBackupId), after checking the
+ * host clock against the repository's: a clock a day off would order backup ids wrongly, and a
+ * restore by time would choose the wrong backup. `now`, when given (tests), is taken as it is.
+ */
+export async function backupStartTime(storage: Storage, now?: () => Date): Promise<Date> {
+  if (now) return now();
+  const server = await storage.serverTime?.();
+  const host = new Date();
+  if (server !== undefined) {
+    const skewMs = host.getTime() - server.getTime();
+    if (Math.abs(skewMs) > MAX_CLOCK_SKEW_MS) {
+      const minutes = Math.round(Math.abs(skewMs) / 60_000);
+      throw new ClockSkewError(
+        `the host clock (${host.toISOString()}) is ${minutes} minutes ${skewMs > 0 ? 'ahead of' : 'behind'} ` +
+          `the repository's (${server.toISOString()} at ${storage.displayUrl}), more than the ${MAX_CLOCK_SKEW_MS / 60_000} ` +
+          'allowed: backup ids and times come from the host clock; set it right (NTP: timedatectl, chronyc tracking) and retry',
+      );
+    }
+  }
+  return host;
 }

@@ -11,6 +11,7 @@
  *   verify/<cluster>/<run-id>.json                restore-verification reports: outside every
  *                                                 host's writable prefix, so no host can forge one
  *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
+ *   v1/<cluster>/wal-gaps/<first>-<last>.json     WAL the host dropped at its backlog limit (wal.onBacklogFull: drop)
  */
 
 export const FORMAT_PREFIX = 'v1';
@@ -155,4 +156,14 @@ export function verifyReportKey(cluster: string, runId: string): string {
  */
 export function clusterIdentityKey(cluster: string): string {
   return `${clusterPrefix(cluster)}system-identifier.json`;
+}
+
+/** Where the host records WAL it dropped at its backlog limit. */
+export function walGapsPrefix(cluster: string): string {
+  return `${clusterPrefix(cluster)}wal-gaps/`;
+}
+
+/** The record of the dropped segments `first` to `last` (one timeline, inclusive). */
+export function walGapKey(cluster: string, first: string, last: string): string {
+  return `${walGapsPrefix(cluster)}${first}-${last}.json`;
 }

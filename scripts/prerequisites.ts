@@ -85,6 +85,14 @@ const PREREQUISITES: readonly Prerequisite[] = [
     purposes: ALL,
   },
   {
+    program: 'faketime',
+    find: onPath('faketime'),
+    why: 'a test runs the agent with its clock a day ahead and a day behind (libfaketime)',
+    apt: 'faketime',
+    dnf: 'libfaketime',
+    purposes: ['test'],
+  },
+  {
     program: 'systemd-analyze',
     find: onPath('systemd-analyze'),
     why: 'a test verifies the generated service unit with it',

@@ -43,4 +43,8 @@ export class DeferredStorage implements Storage {
   async delete(key: string): Promise<void> {
     await (await this.#get()).delete(key);
   }
+
+  async serverTime(): Promise<Date | undefined> {
+    return await (await this.#get()).serverTime?.();
+  }
 }

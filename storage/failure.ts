@@ -4,6 +4,7 @@
  * Lambda ask these functions, so a new transient code is added here once.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { runBounded } from './attempt-signal.ts';
 import { RepositoryNotFoundError, StorageUnavailableError } from './storage.ts';
 
 /** Node errno codes of a network that did not carry the request (refused, reset, unresolved, timed out). */
@@ -51,6 +52,8 @@ export function isTransientFailure(error: unknown): boolean {
   if (error === null || typeof error !== 'object') return false;
   const { name, code, $fault, $retryable, $metadata } = error as ErrorFacts;
   const status = $metadata?.httpStatusCode;
+  // The SDK marks a skewed signature retryable (it corrects its offset); a wrong clock stays wrong.
+  if (name === 'RequestTimeTooSkewed' || name === 'ClockSkewError') return false;
   return (
     Boolean($retryable) ||
     $fault === 'server' ||
@@ -114,7 +117,9 @@ export interface RetryOptions {
 /**
  * Runs `attempt` until it succeeds, fails with an error `retryable` refuses, or the policy's
  * deadline or attempts run out. Pauses grow exponentially with jitter (half to all of the
- * doubled delay), so callers that failed together do not retry together. A transient error
+ * doubled delay), so callers that failed together do not retry together. Each attempt runs with
+ * an abort signal (storage/attempt-signal.ts) that fires at the deadline, which the S3 driver
+ * passes to its requests: a request that never answers ends with the deadline. A transient error
  * that outlasts the policy becomes a {@link StorageUnavailableError} naming `what`, the attempts
  * and the time; any other error is rethrown as it is.
  */
@@ -129,7 +134,8 @@ export async function withRetry<T>(
   let delay = policy.initialDelayMs;
   for (let tries = 1; ; tries++) {
     try {
-      return await attempt();
+      // The deadline bounds the request in flight too, not only the pauses between attempts.
+      return await runBounded(policy.deadlineMs - (Date.now() - started), signal, attempt);
     } catch (error) {
       // Stopped from outside: the caller's reason, never relabelled.
       if (signal?.aborted) throw error;

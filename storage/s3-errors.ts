@@ -5,6 +5,7 @@
 import { isTransientFailure } from './failure.ts';
 import {
   AccessDeniedError,
+  ClockSkewError,
   ObjectExistsError,
   ObjectNotFoundError,
   RepositoryNotFoundError,
@@ -94,6 +95,12 @@ export function mapS3Error(
   if (name === 'ExpiredToken' || name === 'InvalidToken' || name === 'TokenRefreshRequired') {
     return new AccessDeniedError(
       `the session credentials for ${where.displayUrl} expired or are invalid: refresh them`,
+      options,
+    );
+  }
+  if (name === 'RequestTimeTooSkewed') {
+    return new ClockSkewError(
+      `${where.endpoint} refused the request because this host's clock (${new Date().toISOString()}) is too far from its own: set the clock right (NTP: timedatectl, chronyc tracking), then retry`,
       options,
     );
   }

@@ -28,6 +28,7 @@
 import { PassThrough, type Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -36,6 +37,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { attemptSignal } from './attempt-signal.ts';
 import { assertByteRange, assertListPrefix, assertObjectKey } from './object-keys.ts';
 import { createS3Client } from './s3-client.ts';
 import { mapS3Error, type SdkError } from './s3-errors.ts';
@@ -64,6 +66,8 @@ export { createS3Client } from './s3-client.ts';
 export * from './s3-options.ts';
 
 const MIB = 1024 * 1024;
+/** How long aborting a failed multipart upload may take, once the attempt's own deadline has passed. */
+const CLEANUP_TIMEOUT_MS = 30_000;
 
 export class S3Storage implements Storage {
   readonly displayUrl: string;
@@ -145,6 +149,7 @@ export class S3Storage implements Storage {
           Key: this.prefix + key,
           ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
         }),
+        this.requestOptions(),
       );
       return this.mapStreamErrors(response.Body as Readable, key);
     } catch (error) {
@@ -166,6 +171,7 @@ export class S3Storage implements Storage {
     try {
       const response = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: 'bytes=0-0' }),
+        this.requestOptions(),
       );
       (response.Body as Readable | undefined)?.destroy();
     } catch (error) {
@@ -189,6 +195,7 @@ export class S3Storage implements Storage {
             Prefix: this.prefix + prefix,
             ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
           }),
+          this.requestOptions(),
         );
       } catch (error) {
         throw mapS3Error(this, error, 'list', prefix);
@@ -208,11 +215,41 @@ export class S3Storage implements Storage {
   async delete(key: string): Promise<void> {
     assertObjectKey(key);
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      await this.client.send(
+        new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }),
+        this.requestOptions(),
+      );
     } catch (error) {
       const mapped = mapS3Error(this, error, 'delete', key);
       if (!(mapped instanceof ObjectNotFoundError)) throw mapped;
     }
+  }
+
+  /** The server's `Date` header on a one-key listing of the repository's prefix. */
+  async serverTime(): Promise<Date | undefined> {
+    const command = new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 });
+    let date: string | undefined;
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        date = (result.response as { headers?: Record<string, string> }).headers?.date;
+        return result;
+      },
+      { step: 'deserialize', name: 'pgkeepServerDate' },
+    );
+    try {
+      await this.client.send(command, this.requestOptions());
+    } catch (error) {
+      throw mapS3Error(this, error, 'list', '');
+    }
+    const parsed = date === undefined ? Number.NaN : Date.parse(date);
+    return Number.isNaN(parsed) ? undefined : new Date(parsed);
+  }
+
+  /** Per-request options: the bound of the retry attempt this request belongs to, if any. */
+  private requestOptions(): { abortSignal?: AbortSignal } {
+    const signal = attemptSignal();
+    return signal ? { abortSignal: signal } : {};
   }
 
   /** HEAD without telling a missing bucket from a missing key (both are a bare 404). */
@@ -220,6 +257,7 @@ export class S3Storage implements Storage {
     try {
       const response = await this.client.send(
         new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }),
+        this.requestOptions(),
       );
       return {
         key,
@@ -258,13 +296,18 @@ export class S3Storage implements Storage {
         feed.destroy(new UploadStopped('upload stopped after a failed request', { cause: error }));
     };
     const client = Object.create(this.client) as S3Client;
+    const signal = attemptSignal();
     client.send = ((command: Parameters<S3Client['send']>[0], ...rest: unknown[]) =>
-      (this.client.send as (...args: unknown[]) => Promise<unknown>)(command, ...rest).catch(
-        (error: unknown) => {
-          stop(error);
-          throw error;
-        },
-      )) as S3Client['send'];
+      (this.client.send as (...args: unknown[]) => Promise<unknown>)(
+        command,
+        // Cleaning up after the deadline must not be cut off by it: its own short bound instead.
+        command instanceof AbortMultipartUploadCommand
+          ? { abortSignal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }
+          : { ...(signal ? { abortSignal: signal } : {}), ...(rest[0] as object | undefined) },
+      ).catch((error: unknown) => {
+        stop(error);
+        throw error;
+      })) as S3Client['send'];
     const upload = new Upload({
       client,
       params: {

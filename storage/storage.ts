@@ -50,6 +50,12 @@ export interface Storage {
 
   /** Removes the object; a missing object is not an error. Only retention deletes; the agent never does. */
   delete(key: string): Promise<void>;
+
+  /**
+   * The repository's own clock (an S3 server's `Date` header), to compare the host's with; absent
+   * or undefined where the repository has no clock of its own.
+   */
+  serverTime?(): Promise<Date | undefined>;
 }
 
 /** Base class for storage failures; `cause` carries the driver's own error. */
@@ -94,4 +100,12 @@ export class RepositoryNotFoundError extends StorageError {
 /** The credentials were refused or lack a permission; retrying will not help until they are fixed. */
 export class AccessDeniedError extends StorageError {
   override name = 'AccessDeniedError';
+}
+
+/**
+ * The host clock is too far from the repository's: S3 refused the request signature
+ * (RequestTimeTooSkewed), or the agent found the skew itself. Not transient: retrying cannot fix a clock.
+ */
+export class ClockSkewError extends StorageError {
+  override name = 'ClockSkewError';
 }

@@ -10,6 +10,7 @@ import { BackupRunningError, withBackupLock } from '../service/backup-lock.ts';
 import type { ScheduledJob } from '../service/scheduler.ts';
 import { type ServiceEvent, startService } from '../service/service.ts';
 import { AGENT_VERSION } from '../version.ts';
+import { mib } from '../wal/backlog.ts';
 import { pushWalFile } from '../wal/push.ts';
 import { WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
@@ -54,31 +55,32 @@ finish, aborts a running backup (which then leaves no manifest and no partial ob
         },
       });
     }
-    if (config.schedules.base) {
-      jobs.push({
-        kind: 'base',
-        cron: config.schedules.base,
-        run: async (signal) => {
-          const { manifest } = await takeBaseBackup({
-            storage,
-            pg,
-            cluster: config.cluster,
-            recipients,
-            spoolDir: config.spoolDir,
-            zstdLevel: config.zstdLevel,
-            agentVersion: AGENT_VERSION,
-            signal,
-          });
-          return manifest.objects.reduce((sum, o) => sum + o.sizeBytes, 0);
-        },
-      });
-    }
+    // Also taken, scheduled or not, once WAL dropped at the backlog limit is recorded.
+    const baseJob: ScheduledJob = {
+      kind: 'base',
+      cron: config.schedules.base ?? '',
+      run: async (signal) => {
+        const { manifest } = await takeBaseBackup({
+          storage,
+          pg,
+          cluster: config.cluster,
+          recipients,
+          spoolDir: config.spoolDir,
+          zstdLevel: config.zstdLevel,
+          agentVersion: AGENT_VERSION,
+          signal,
+        });
+        return manifest.objects.reduce((sum, o) => sum + o.sizeBytes, 0);
+      },
+    };
+    if (config.schedules.base) jobs.push(baseJob);
     const service = await startService({
       config,
       storage,
       pgWalDir,
       spool,
       jobs,
+      gapBackup: baseJob,
       onEvent: (event) => log(context, event),
       push: (path) => pushWalFile({ ...walPushSettings(config, storage, recipients, spool, pgWalDir), path }),
     });
@@ -149,6 +151,14 @@ function log(context: CommandContext, event: ServiceEvent): void {
         return `${event.kind} backup skipped: ${event.reason}`;
       case 'backup-failed':
         return `${event.kind} backup failed: ${event.error.message}`;
+      case 'wal-backlog':
+        return event.level === 'ok'
+          ? `WAL backlog back to ${mib(event.bytes)}`
+          : `WARNING: WAL backlog ${mib(event.bytes)} is past ${event.level === 'warn' ? `wal.backlogWarnBytes (${mib(event.warnBytes)})` : `wal.maxBacklogBytes (${mib(event.maxBytes)})`}`;
+      case 'wal-gap-recorded':
+        return `recorded the WAL gap ${event.gap.first} to ${event.gap.last} (dropped at the backlog limit)`;
+      case 'wal-gap-backup':
+        return `WAL was dropped at the backlog limit (recorded gaps: ${event.gaps.join(', ')}); taking a base backup now`;
     }
   })();
   if (line) context.stderr.write(`pgkeep agent: ${line}\n`);

@@ -14,7 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { decryptStream, encryptBuffer } from '../../core/age-stream.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { archiveFacts, archivingCluster } from '../physical/archive-preflight.ts';
+import { gapsInWindows, scanWalArchive } from '../physical/wal-archive.ts';
 import { type PgEnv, pgProgram, queryRows } from '../postgres.ts';
+import { listManifests } from '../repository.ts';
 import { readClusterIdentity, storedWalVersions } from '../wal/push.ts';
 import { WalSpool } from '../wal/spool.ts';
 
@@ -179,4 +181,35 @@ export async function checkIdentityMatches(
     );
   }
   return `the identity decrypts what the ${recipients.length} recipient(s) encrypt`;
+}
+
+/**
+ * One line per timeline: every gap in the archived WAL between the oldest base backup on it and
+ * its newest segment (agent/physical/wal-archive.ts decides the window), naming the missing
+ * segments. A gap means recovery from an older backup stops there.
+ */
+export async function checkArchiveGaps(
+  storage: Storage,
+  cluster: string,
+): Promise<{ name: string; ok: boolean; detail: string }[]> {
+  const [archive, manifests] = await Promise.all([
+    scanWalArchive(storage, cluster),
+    listManifests(storage, cluster),
+  ]);
+  const windows = gapsInWindows(archive, manifests);
+  if (windows.length === 0) return [{ name: 'archive gaps', ok: true, detail: 'no archived WAL yet' }];
+  return windows.map((w) => {
+    const window = `${w.from} to ${w.to}${w.baseBackupId ? ` (from base backup ${w.baseBackupId})` : ''}`;
+    const missing = w.gaps.map((g) =>
+      g.from === g.to ? `${g.from} missing` : `${g.from} to ${g.to} missing (${g.missingSegments} segments)`,
+    );
+    return {
+      name: `archive gaps, timeline ${w.timeline}`,
+      ok: w.gaps.length === 0,
+      detail:
+        w.gaps.length === 0
+          ? `no gap in ${window}`
+          : `${w.gaps.length} gap(s) in ${window}: ${missing.join('; ')}; recovery across a gap stops at it: take a new base backup (pgkeep basebackup) to start a window without it`,
+    };
+  });
 }

@@ -7,6 +7,7 @@ import { pgProgram, serverFacts } from '../postgres.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { parseCommandArgs } from './args.ts';
 import {
+  checkArchiveGaps,
   checkArchivePush,
   checkArchiving,
   checkIdentityMatches,
@@ -29,7 +30,9 @@ with --archive or schedules.base), and when archiving: that the user archive_com
 write the spool and that a replication connection (pg_basebackup) works; and that the identity
 file (if set) is private and decrypts what the recipients encrypt. Exits 0 only if every check passes.
 Writes nothing, except with --archive.
-  --archive                 also switch WAL (pg_switch_wal) and wait for the segment in the repository
+  --archive                 also switch WAL (pg_switch_wal) and wait for the segment in the repository,
+                            then walk the archive: every gap in the WAL between the oldest base backup
+                            and the newest segment, per timeline, fails the check, naming the segments
   --archive-wait-seconds N  how long to wait for it (default 60)`,
   async run(context) {
     const { values } = parseCommandArgs(context.args, {
@@ -77,6 +80,11 @@ Writes nothing, except with --archive.
     });
     if (values.archive) {
       await attempt('archive push', () => checkArchivePush(pg, storage, config.cluster, waitSeconds));
+      try {
+        checks.push(...(await checkArchiveGaps(storage, config.cluster)));
+      } catch (error) {
+        checks.push({ name: 'archive gaps', ok: false, detail: (error as Error).message });
+      }
     }
     if (archiving) {
       await attempt('spool', () => checkSpool(pg, config.spoolDir, config.cluster));

@@ -2,7 +2,7 @@ import { verifyReportPrefix } from '../../core/keys.ts';
 import type { VerifyReport } from '../../core/verify-report.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
-import { scanWalArchive, type TimelineArchive } from '../physical/wal-archive.ts';
+import { gapsInWindows, scanWalArchive } from '../physical/wal-archive.ts';
 import { listManifests } from '../repository.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
@@ -37,7 +37,8 @@ pg_basebackup produced); and the last restore verification, or "never".
       plaintextBytes: m.objects.reduce((sum, o) => sum + o.plaintextSizeBytes, 0),
       databases: m.objects.flatMap((o) => (o.database ? [o.database] : [])),
     }));
-    const timelines = archive.timelines.map((t) => {
+    const windows = gapsInWindows(archive, manifests);
+    const timelines = archive.timelines.map((t, i) => {
       const oldestBase = manifests.find((m) => m.kind === 'base' && m.timeline === t.timeline);
       return {
         timeline: t.timeline,
@@ -48,7 +49,7 @@ pg_basebackup produced); and the last restore verification, or "never".
         newestSegment: t.newestSegment,
         walStoredBytes: t.storedBytes,
         gaps: t.gaps,
-        gapsInWindow: oldestBase?.startWalFile ? gapsAfter(t, oldestBase.startWalFile).length : 0,
+        gapsInWindow: oldestBase?.startWalFile ? (windows[i]?.gaps.length ?? 0) : 0,
       };
     });
     const result = {
@@ -104,11 +105,6 @@ pg_basebackup produced); and the last restore verification, or "never".
     return 0;
   },
 };
-
-function gapsAfter(t: TimelineArchive, walFile: string) {
-  const position = walFile.slice(8);
-  return t.gaps.filter((g) => g.to.slice(8) >= position);
-}
 
 type Verification = Pick<
   VerifyReport,

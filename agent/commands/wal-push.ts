@@ -2,10 +2,20 @@ import { spawn } from 'node:child_process';
 import { mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseWalFileName } from '../../core/wal-names.ts';
+import { StorageUnavailableError } from '../../storage/storage.ts';
 import { requireRecipients } from '../config.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
 import { claimPidFile, livePidFileHolder, processAlive } from '../pid-lock.ts';
+import {
+  backlogLevel,
+  backlogWarnBytes,
+  mib,
+  publishDroppedWal,
+  rememberDroppedWal,
+  walBacklogBytes,
+} from '../wal/backlog.ts';
 import { pushWalFile, sha256OfFile } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
 import { parseCommandArgs } from './args.ts';
@@ -48,6 +58,8 @@ after a crash). The same name with different content, or WAL of another PostgreS
 non-zero and stores nothing. An unreachable repository is retried for wal.retrySeconds, then the
 command fails and PostgreSQL tries again later. When the agent service already pushed the file,
 returns at once; when it is pushing it right now, waits for that push; otherwise pushes at once.
+Past wal.backlogWarnBytes of ready WAL in pg_wal it warns on stderr; at wal.maxBacklogBytes it keeps
+failing (wal.onBacklogFull: fail) or drops the segment, exits 0 and records the gap (drop).
 A data directory laid down by \`pgkeep restore --pgdata\` is refused (exit 6) unless its restore
 allowed archiving into this cluster: see \`pgkeep promote-archive\`. Never exits above 125
 (PostgreSQL would restart its archiver).
@@ -82,8 +94,45 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
+    const backlog = await walBacklogBytes(join(dataDir, 'pg_wal'));
+    const level = backlogLevel(config.wal, backlog);
+    const limit = `wal.maxBacklogBytes (${mib(config.wal.maxBacklogBytes)})`;
+    if (level !== 'ok') {
+      context.stderr.write(
+        `pgkeep wal-push: WARNING: ${mib(backlog)} of WAL waits to be archived in ${join(dataDir, 'pg_wal')} ` +
+          `(warning at ${mib(backlogWarnBytes(config.wal) ?? 0)}, limit ${limit}, on full: ${config.wal.onBacklogFull})\n`,
+      );
+    }
+    // Only whole segments are given up: a .history or .partial file is needed to follow a timeline.
+    if (
+      level === 'full' &&
+      config.wal.onBacklogFull === 'drop' &&
+      parseWalFileName(name)?.kind === 'segment'
+    ) {
+      await rememberDroppedWal(spool.root, name, `WAL backlog ${mib(backlog)} reached ${limit}`);
+      context.stderr.write(
+        `pgkeep wal-push: DROPPED ${name} without archiving it: the WAL backlog ${mib(backlog)} reached ${limit} ` +
+          'and wal.onBacklogFull is drop; the gap is recorded in the repository once it answers, and ' +
+          'point-in-time recovery across it needs a base backup taken after it\n',
+      );
+      return ExitCode.ok;
+    }
+
     // A conflict (WalConflictError, ForeignWalError) exits 6 through the entry's table.
-    const pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
+    let pushed: Awaited<ReturnType<typeof pushWalFile>>;
+    try {
+      pushed = await pushWalFile({ ...walPushSettings(config, storage, recipients, spool), path });
+    } catch (error) {
+      if (level !== 'full' || !(error instanceof StorageUnavailableError)) throw error;
+      throw new StorageUnavailableError(
+        `${error.message}; the WAL backlog ${mib(backlog)} is at ${limit} and wal.onBacklogFull is fail: ` +
+          'archive_command keeps failing and pg_wal keeps growing until the repository answers; bring it back, ' +
+          'give pg_wal room, or choose wal.onBacklogFull: drop (docs/physical.md says what each risks)',
+        { cause: error },
+      );
+    }
+    // Segments dropped earlier are recorded now that the repository answers; until then they wait.
+    await publishDroppedWal(storage, config.cluster, spool.root).catch(() => undefined);
     // Only an optimisation for the segments after this one, which is stored: never a failure.
     if (config.wal.asyncSeconds > 0) {
       await startPusher(context, spool, dataDir, path, {

@@ -10,7 +10,7 @@ import type { Storage } from '../../storage/storage.ts';
 import { type StoredObject, storeProduced } from '../object-store.ts';
 import { listDatabases, type PgEnv, serverFacts, spawnProducer, spawnProducerInto } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
-import { writeManifest } from '../repository.ts';
+import { backupStartTime, writeManifest } from '../repository.ts';
 import { AGENT_VERSION } from '../version.ts';
 
 export type BackupEvent =
@@ -34,7 +34,7 @@ export interface LogicalBackupOptions {
 
 export async function runLogicalBackup(options: LogicalBackupOptions): Promise<Manifest> {
   const now = options.now ?? (() => new Date());
-  const startTime = now();
+  const startTime = await backupStartTime(options.storage, options.now);
   const backupId = newBackupId(startTime);
   const facts = await serverFacts(options.pg);
   const databases = options.databases === 'all' ? await listDatabases(options.pg) : [...options.databases];

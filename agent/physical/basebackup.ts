@@ -12,6 +12,7 @@
  * WAL through restore_command, but the backup stays restorable to its end point without the
  * archive, and pg_basebackup reports the start and end LSN only when it includes WAL.
  */
+
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,6 +28,7 @@ import type { Storage } from '../../storage/storage.ts';
 import { storeObject } from '../object-store.ts';
 import { type PgEnv, pgProgram, queryRows, serverFacts, spawnProducer } from '../postgres.ts';
 import { recipientFingerprint } from '../recipients.ts';
+import { backupStartTime } from '../repository.ts';
 import { storedWalVersions } from '../wal/push.ts';
 import {
   openArchivePipes,
@@ -85,7 +87,7 @@ export async function takeBaseBackup(options: BaseBackupOptions): Promise<BaseBa
   const clusterSpool = join(options.spoolDir, options.cluster);
   await mkdir(clusterSpool, { recursive: true, mode: 0o700 });
   await sweepStaleStaging(clusterSpool);
-  const startTime = now();
+  const startTime = await backupStartTime(options.storage, options.now);
   const backupId = newBackupId(startTime);
   // Before anything is uploaded: the agent cannot delete an archive whose WAL never arrives.
   await assertArchivesHere({ storage: options.storage, cluster: options.cluster, pg: options.pg });

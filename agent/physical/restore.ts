@@ -14,10 +14,11 @@ import { pipeline } from 'node:stream/promises';
 import { walPrefix } from '../../core/keys.ts';
 import type { Manifest, ManifestObject } from '../../core/manifest.ts';
 import { primaryTimeline } from '../../core/primary-timeline.ts';
-import { parseLsn } from '../../core/wal-names.ts';
+import { compareWalPositions, parseLsn, parseWalFileName, walFileNameForLsn } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { asIntegrityError, ObjectIntegrityError, readStages } from '../object-store.ts';
 import { listManifests } from '../repository.ts';
+import { listRecordedGaps } from '../wal/backlog.ts';
 import { postgresqlConfString } from '../wal/spool.ts';
 import { type ArchiveChoice, writeRestoredMarker } from './restored-marker.ts';
 
@@ -96,6 +97,32 @@ export function chooseBaseBackup(
     return true;
   });
   return candidates[candidates.length - 1];
+}
+
+/**
+ * Refuses a recovery that would replay across WAL the host dropped at its backlog limit
+ * (agent/wal/backlog.ts): PostgreSQL would end recovery at the gap and promote, short of the
+ * target, without an error. Only an LSN target before the gap can be placed on its near side.
+ */
+export function refuseAcrossGap(
+  manifest: Manifest,
+  gaps: readonly { first: string; last: string; key: string }[],
+  target: RecoveryTarget | undefined,
+): void {
+  const start = manifest.startWalFile;
+  if (start === undefined) return;
+  for (const gap of gaps) {
+    if ((parseWalFileName(gap.first)?.timeline ?? 0) < (manifest.timeline ?? 1)) continue;
+    if (compareWalPositions(gap.last, start) < 0) continue;
+    if (target?.kind === 'lsn' && compareWalPositions(walFileNameForLsn(1, target.value), gap.first) < 0)
+      continue;
+    throw new Error(
+      `recovery from base backup ${manifest.backupId} would cross the recorded WAL gap ${gap.first} to ${gap.last} ` +
+        `(${gap.key}: dropped at the host's backlog limit, wal.onBacklogFull: drop), and PostgreSQL would stop ` +
+        'there short of the target: restore from a base backup taken after the gap, or give --target-lsn before ' +
+        `the start of ${gap.first}`,
+    );
+  }
 }
 
 async function assertEmptyOrAbsent(dir: string, overwrite: boolean): Promise<void> {
@@ -209,6 +236,7 @@ export async function restorePhysical(options: PhysicalRestoreOptions): Promise<
         : `no base backup of cluster "${options.cluster}" ends before the recovery target; base backups: ${known}`,
     );
   }
+  refuseAcrossGap(manifest, await listRecordedGaps(options.storage, options.cluster), options.target);
   await assertEmptyOrAbsent(options.pgData, options.overwrite ?? false);
   await mkdir(options.pgData, { recursive: true, mode: 0o700 });
   // PostgreSQL refuses to start on a data directory others may read (an existing empty one may be 0755).

@@ -11,6 +11,7 @@ import type { Storage } from '../../storage/storage.ts';
 import type { AgentConfig } from '../config.ts';
 import type { WalPushResult } from '../wal/push.ts';
 import { clusterSpoolRoot, type WalSpool } from '../wal/spool.ts';
+import { type BacklogEvent, BacklogWatch } from './backlog-watch.ts';
 import { Metrics, serveMetrics } from './metrics.ts';
 import { type PushAheadEvent, WalPushAhead } from './push-ahead.ts';
 import { BackupScheduler, type ScheduledJob, type SchedulerEvent } from './scheduler.ts';
@@ -18,6 +19,7 @@ import { BackupScheduler, type ScheduledJob, type SchedulerEvent } from './sched
 export type ServiceEvent =
   | PushAheadEvent
   | SchedulerEvent
+  | BacklogEvent
   | { type: 'started'; detail: string }
   | { type: 'stopped' };
 
@@ -30,6 +32,8 @@ export interface ServiceOptions {
   readonly spool: WalSpool;
   readonly push: (path: string) => Promise<WalPushResult>;
   readonly jobs: readonly ScheduledJob[];
+  /** The base backup taken once WAL dropped at the backlog limit is recorded (scheduled or not). */
+  readonly gapBackup?: ScheduledJob;
   readonly onEvent?: (event: ServiceEvent) => void;
   /** Overrides config.metrics.listen (tests use port 0). */
   readonly metricsListen?: string;
@@ -75,6 +79,32 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     metrics,
     ...(options.onEvent ? { onEvent: options.onEvent } : {}),
   });
+  const gapBackup = options.gapBackup;
+  const backlog =
+    options.pgWalDir === undefined
+      ? undefined
+      : new BacklogWatch({
+          pgWalDir: options.pgWalDir,
+          settings: config.wal,
+          storage: options.storage,
+          cluster: config.cluster,
+          spoolRoot: spool.root,
+          metrics,
+          takeBaseBackup: async () => {
+            if (!gapBackup) return false;
+            let ok = false;
+            await scheduler.runNow({
+              ...gapBackup,
+              run: async (signal) => {
+                const bytes = await gapBackup.run(signal);
+                ok = true;
+                return bytes;
+              },
+            });
+            return ok;
+          },
+          ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        });
   const server: Server = await serveMetrics(metrics, options.metricsListen ?? config.metrics.listen);
   const address = server.address();
   const metricsUrl =
@@ -84,6 +114,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   await writeFile(servicePidFile(spool), String(process.pid));
   pushAhead?.start();
   scheduler.start();
+  backlog?.start();
   options.onEvent?.({
     type: 'started',
     detail: `pushing WAL from ${options.pgWalDir ?? '(no pg_wal: set wal.pgWalDir or PGDATA)'} with ${config.wal.pushParallelism} at a time; ${
@@ -102,7 +133,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     stop() {
       stopping ??= (async () => {
         await rm(servicePidFile(spool), { force: true });
-        await Promise.all([pushAhead?.stop(), scheduler.stop()]);
+        await Promise.all([pushAhead?.stop(), scheduler.stop(), backlog?.stop()]);
         await new Promise<void>((resolve) => server.close(() => resolve()));
         options.onEvent?.({ type: 'stopped' });
       })();

@@ -11,7 +11,7 @@ import type { Storage } from '../../storage/storage.ts';
 import { checkedOutput, collectTail, describeExit, exitOf } from '../child-process.ts';
 import { ObjectIntegrityError, restoreObject, type StoredObject, storeObject } from '../object-store.ts';
 import { recipientFingerprint } from '../recipients.ts';
-import { listManifests, readManifest, writeManifest } from '../repository.ts';
+import { backupStartTime, listManifests, readManifest, writeManifest } from '../repository.ts';
 import { AGENT_VERSION } from '../version.ts';
 
 /** The command a stream backup reads from or a restore writes into failed, or could not start. */
@@ -53,7 +53,7 @@ function describe(command: StreamCommand): string {
  */
 export async function runStreamBackup(options: StreamBackupOptions): Promise<Manifest> {
   const now = options.now ?? (() => new Date());
-  const startTime = now();
+  const startTime = await backupStartTime(options.storage, options.now);
   const backupId = newBackupId(startTime);
   const key = streamObjectKey(options.cluster, options.name, backupId);
   const child = spawn(options.command.program, [...options.command.args], {

@@ -349,4 +349,42 @@ describe('retentionBackupFromManifest', () => {
       verified: true,
     });
   });
+
+  it('ages a backup taken with a host clock a day behind by its storage time, not its id or times', () => {
+    const object = {
+      sizeBytes: 1,
+      sha256: 'a'.repeat(64),
+      plaintextSizeBytes: 1,
+      plaintextSha256: 'b'.repeat(64),
+      codec: 'zstd',
+      encryption: 'age-v1',
+    } as const;
+    const stored = (backupId: string, hostTime: string, storedAt: string) => {
+      const manifest: Manifest = {
+        format: 'pgkeep.manifest.v1',
+        backupId,
+        cluster: CLUSTER,
+        kind: 'logical',
+        pgVersionNum: 150018,
+        systemIdentifier: '7301',
+        startTime: hostTime,
+        stopTime: hostTime,
+        objects: [
+          { ...object, key: logicalDumpKey(CLUSTER, 'app', backupId), role: 'dump', database: 'app' },
+        ],
+        recipientFingerprints: ['x'],
+        agentVersion: '0.1.0',
+      };
+      const key = manifestKey(CLUSTER, backupId);
+      return retentionBackupFromManifest(validateManifest(manifest, key), key, false, new Date(storedAt));
+    };
+    // Stored an hour before NOW by a host whose clock said a day earlier.
+    const skewed = stored('20261121T110000Z-0001', '2026-11-21T11:00:00.000Z', '2026-11-22T11:00:00.000Z');
+    // Stored three hours before NOW by a host with the right clock.
+    const right = stored('20261122T090000Z-0002', '2026-11-22T09:00:00.000Z', '2026-11-22T09:00:00.000Z');
+    const p = plan([skewed, right], { minimumKeep: 1, keepDaily: 1 });
+    // By storage time the skewed backup is today's newest: it is kept, the other is not.
+    expect(action(p, skewed)).toBe('keep');
+    expect(action(p, right)).toBe('delete');
+  });
 });

@@ -66,11 +66,12 @@ it('asks the benchmarks for pgbackrest, and names each package once', () => {
   expect(test.map((p) => p.program)).toEqual([
     'age',
     'zstd',
+    'faketime',
     'systemd-analyze',
     'nix-instantiate',
     'dpkg-deb',
   ]);
-  expect(installCommand(test, 'rhel')).toMatch(/^dnf install -y age zstd systemd nix dpkg /);
+  expect(installCommand(test, 'rhel')).toMatch(/^dnf install -y age zstd libfaketime systemd nix dpkg /);
 });
 
 it('tells a test that needs a missing program why and how to get it', () => {

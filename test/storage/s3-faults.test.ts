@@ -8,9 +8,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withRetry } from '../../storage/failure.ts';
 import { parseStorageUrl } from '../../storage/open-storage.ts';
 import { S3Storage } from '../../storage/s3-storage.ts';
-import { StorageUnavailableError } from '../../storage/storage.ts';
+import { ClockSkewError, StorageUnavailableError } from '../../storage/storage.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { type S3Server, startS3Server, useS3rverCredentials } from '../support/s3-server.ts';
 
@@ -139,6 +140,25 @@ describe('S3 storage behind a faulty network', () => {
     // Two operations, each at most 2 attempts of 1 s idle time, plus backoff.
     expect(Date.now() - started).toBeLessThan(12_000);
     expect(await direct(storage).head('hole')).toBeUndefined();
+  });
+
+  it('fails at once on RequestTimeTooSkewed, naming the clock, without retrying it for minutes', async () => {
+    const storage = storageThroughProxy();
+    proxy.set({ error: 'RequestTimeTooSkewed' });
+    const before = proxy.counts.errors;
+    try {
+      const error = await withRetry(
+        'reading skew',
+        { deadlineMs: 30_000, initialDelayMs: 100, maxDelayMs: 1000 },
+        () => storage.get('skew'),
+      ).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ClockSkewError);
+      expect((error as Error).message).toMatch(/this host's clock \(.*\) is too far from its own/);
+    } finally {
+      proxy.set({});
+    }
+    // The SDK's own attempts (it corrects its clock offset once), never the 30 s retry deadline.
+    expect(proxy.counts.errors - before).toBeLessThanOrEqual(3);
   });
 
   it('still succeeds with added latency', async () => {

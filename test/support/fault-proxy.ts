@@ -5,7 +5,8 @@
  * - blackholes requests (accepts them, then never answers),
  * - resets the connection after N bytes of a request body,
  * - adds latency,
- * - answers 500, 503 or S3's `SlowDown` for a share of requests,
+ * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
+ *   S3 would refuse),
  * - truncates a response body after N bytes.
  *
  * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
@@ -28,7 +29,7 @@ export interface Faults {
   /** Delay before the request is forwarded, in ms. */
   readonly latencyMs?: number;
   /** Answer with this error instead of forwarding. */
-  readonly error?: 500 | 503 | 'SlowDown';
+  readonly error?: 500 | 503 | 'SlowDown' | 'RequestTimeTooSkewed';
   /** Forward the response's headers, then only this many body bytes, then close the connection. */
   readonly truncateResponseAfterBytes?: number;
 }
@@ -74,7 +75,13 @@ function s3Error(res: ServerResponse, error: NonNullable<Faults['error']>): void
       ? [500, 'InternalError', 'We encountered an internal error. Please try again.']
       : error === 503
         ? [503, 'ServiceUnavailable', 'Service is unable to handle request.']
-        : [503, 'SlowDown', 'Please reduce your request rate.'];
+        : error === 'SlowDown'
+          ? [503, 'SlowDown', 'Please reduce your request rate.']
+          : [
+              403,
+              'RequestTimeTooSkewed',
+              'The difference between the request time and the current time is too large.',
+            ];
   const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
   res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
   res.end(body);

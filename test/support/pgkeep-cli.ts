@@ -20,8 +20,10 @@ export interface CliResult {
 export function startPgkeep(
   args: readonly string[],
   env: Record<string, string>,
+  cwd?: string,
 ): { child: ChildProcess; result: Promise<CliResult> } {
   const child = spawn(NODE, [PGKEEP_BUNDLE, ...args], {
+    ...(cwd ? { cwd } : {}),
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -40,8 +42,12 @@ export function startPgkeep(
   return { child, result };
 }
 
-export async function runPgkeep(args: readonly string[], env: Record<string, string>): Promise<CliResult> {
-  return await startPgkeep(args, env).result;
+export async function runPgkeep(
+  args: readonly string[],
+  env: Record<string, string>,
+  cwd?: string,
+): Promise<CliResult> {
+  return await startPgkeep(args, env, cwd).result;
 }
 
 /**
