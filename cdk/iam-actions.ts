@@ -134,5 +134,8 @@ export const SECRET_READ_ACTIONS = [
 /** The verification task writes its report under verify/<cluster>/, outside every host's prefix. */
 export const VERIFY_REPORT_WRITE_ACTIONS = ['s3:PutObject'] as const;
 
+/** Replication reads, writes and drops its cursors under pipeline/replication/ in ingest. */
+export const CURSOR_ACTIONS = ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] as const;
+
 /** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */
 export const LOG_WRITE_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

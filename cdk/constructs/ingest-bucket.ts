@@ -2,7 +2,7 @@ import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { FORMAT_PREFIX } from '../../core/keys.ts';
+import { FORMAT_PREFIX, PIPELINE_PREFIX } from '../../core/keys.ts';
 import { HOST_OVERWRITE_CONDITIONS, HOST_SSE_C_CONDITIONS, OBJECT_CREATE_ACTIONS } from '../iam-actions.ts';
 
 export interface IngestBucketProps {
@@ -70,15 +70,19 @@ export class IngestBucket extends Construct {
     (this.bucket.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
       eventBridgeConfiguration: { eventBridgeEnabled: true },
     };
-    // Nothing outside the versioned layout belongs here; a stray PUT from a misconfigured client is
-    // refused rather than stored under Object Lock for the retention period.
+    // Nothing outside the versioned layout (and the pipeline's own state, which no host may write)
+    // belongs here; a stray PUT from a misconfigured client is refused rather than stored under
+    // Object Lock for the retention period.
     this.bucket.addToResourcePolicy(
       new iam.PolicyStatement({
         sid: 'DenyWritesOutsideLayout',
         effect: iam.Effect.DENY,
         principals: [new iam.AnyPrincipal()],
         actions: [...OBJECT_CREATE_ACTIONS],
-        notResources: [this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`)],
+        notResources: [
+          this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`),
+          this.bucket.arnForObjects(`${PIPELINE_PREFIX}*`),
+        ],
       }),
     );
   }

@@ -5,10 +5,16 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { PIPELINE_PREFIX } from '../../core/keys.ts';
 import { ENV, type RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import { EMPTY_SUMMARY } from '../../lambdas/replication/types.ts';
 import type { DeployConfig, TargetConfig } from '../config.ts';
-import { INGEST_READ_ACTIONS, SECRET_READ_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import {
+  CURSOR_ACTIONS,
+  INGEST_READ_ACTIONS,
+  SECRET_READ_ACTIONS,
+  TARGET_WRITE_ACTIONS,
+} from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { METRIC_NAMESPACE } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
@@ -163,6 +169,18 @@ export class Replication extends Construct {
     });
     this.functions = [plan, copy, manifests, large];
     for (const fn of this.functions) grantTargets(fn.role, props, TARGET_WRITE_ACTIONS, fn);
+    // The cursors: the pipeline's own state in ingest, under a prefix no host may write.
+    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    for (const fn of [plan, manifests]) {
+      fn.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: [...CURSOR_ACTIONS], resources: [cursorObjects] }),
+      );
+      acknowledgeWildcardResources(
+        fn,
+        'replication keeps one cursor object per target (and short-lived proposals) under pipeline/replication/',
+        cursorObjects,
+      );
+    }
 
     const targetNames = props.config.targets.map((t) => t.name);
     const alert = alertStep(
@@ -190,7 +208,7 @@ export class Replication extends Construct {
     alert.next(targetFailed);
 
     const listMissing = lambdaStep(this, 'List objects missing on target', plan.function, {
-      payload: { 'target.$': '$.target', 'execution.$': '$.execution' },
+      payload: { 'target.$': '$.target', 'execution.$': '$.execution', 'summary.$': '$.manifests.summary' },
       resultPath: '$.plan',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
@@ -298,6 +316,7 @@ export class Replication extends Construct {
         'batches.$': '$.batches',
         'plan.$': '$.plan',
         'summary.$': '$.manifests.summary',
+        'cursors.$': '$.plan.pendingCursors',
       },
       resultPath: '$.manifests',
       timeout: Duration.minutes(6),
@@ -336,7 +355,7 @@ export class Replication extends Construct {
       itemsPath: '$.targets',
       itemSelector: {
         'target.$': '$$.Map.Item.Value',
-        // The execution input: `{"verify": true}` makes a verify run.
+        // The execution input: `{"verify": true}` makes a verify run, `{"reconcile": true}` a full comparison.
         'execution.$': '$.input',
         manifests: {
           summary: EMPTY_SUMMARY,
@@ -350,7 +369,15 @@ export class Replication extends Construct {
     const more = new sfn.Choice(this, 'More to copy?')
       .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
       .otherwise(anyFailed);
-    perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(more));
+    // A small plan was copied by the plan step itself: one state per quiet run, not a Map and two more.
+    const copiedByPlan = new sfn.Pass(this, 'Copied by the plan', {
+      inputPath: '$.plan.manifests',
+      resultPath: '$.manifests',
+    }).next(anyFailed);
+    const planDone = new sfn.Choice(this, 'Copied by the plan?')
+      .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
+      .otherwise(copyBatches.next(copyManifests).next(more));
+    perTarget.itemProcessor(listMissing.next(planDone));
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {
       parameters: {

@@ -74,6 +74,10 @@ describe('replication', () => {
     truncated: more,
     alreadyPresent: 3,
     verify: false,
+    reconcile: false,
+    // These plans go through the batch Map; "a small plan is copied by the plan step" is tested below.
+    done: false,
+    pendingCursors: null,
   });
   const batchResult = (copied: number, large: unknown[] = []) => ({
     copied,
