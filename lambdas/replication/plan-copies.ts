@@ -231,6 +231,17 @@ function batchNewObjects(
   plan.objectCount += keys.length;
 }
 
+/**
+ * A run started by a new manifest looks at that manifest's cluster only: with many hosts these runs
+ * are the most frequent, and the scheduled runs cover every cluster anyway.
+ */
+function clustersOfRun(env: PipelineEnv, input: PlanCopiesInput, reconcile: boolean): string[] {
+  const key = input.execution?.key;
+  if (reconcile || key === undefined || backupIdOfManifestKey(key) === undefined) return env.clusters;
+  const cluster = key.split('/')[1];
+  return env.clusters.filter((c) => c === cluster);
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
@@ -256,7 +267,7 @@ export async function planCopies(
   };
   const staleUploads = { aborted: 0, errors: [] as string[] };
   const capacity = env.maxBatchesPerRun * env.batchSize;
-  for (const cluster of env.clusters) {
+  for (const cluster of clustersOfRun(env, input, reconcile)) {
     const cursor = cursors.clusters[cluster];
     if (reconcile || !cursor) {
       // Orphaned uploads are old by definition: looking for them daily is soon enough.

@@ -17,7 +17,14 @@ export const PlanCopiesInputSchema = z.object({
   target: z.string().min(1),
   verify: z.boolean().optional(),
   /** The execution's input: `{"verify": true}` starts a verify run, `{"reconcile": true}` a full comparison. */
-  execution: z.looseObject({ verify: z.boolean().optional(), reconcile: z.boolean().optional() }).optional(),
+  execution: z
+    .looseObject({
+      verify: z.boolean().optional(),
+      reconcile: z.boolean().optional(),
+      /** The manifest whose arrival started the run (the EventBridge rule): only its cluster is planned. */
+      key: z.string().optional(),
+    })
+    .optional(),
   /** The totals of earlier rounds, for a plan small enough to be copied by the plan step itself. */
   summary: z.lazy(() => SummarySchema).optional(),
 });
@@ -144,7 +151,7 @@ export interface PlanCopiesInput {
    * "Copy batch to target" checks each copy's sha256 and reports a corrupt one (never replaced).
    */
   readonly verify?: boolean;
-  readonly execution?: { readonly verify?: boolean; readonly reconcile?: boolean };
+  readonly execution?: { readonly verify?: boolean; readonly reconcile?: boolean; readonly key?: string };
   readonly summary?: TargetSummary;
 }
 

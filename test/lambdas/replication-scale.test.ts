@@ -134,14 +134,14 @@ async function pushNew(n: number): Promise<string[]> {
 }
 
 /** One scheduled replication run; returns the LIST requests it made and what each target summed up. */
-async function replicationRun(): Promise<{ lists: number; targets: { objectsCopied: number }[] }> {
+async function replicationRun(
+  input: unknown = { trigger: 'schedule' },
+): Promise<{ lists: number; targets: { objectsCopied: number }[] }> {
   const before = proxy.counts.lists;
   const run = await runStateMachine(
     synth.stateMachine('replication'),
     replicationBindings(env, locations, []),
-    {
-      trigger: 'schedule',
-    },
+    input,
   );
   return {
     lists: proxy.counts.lists - before,
@@ -216,8 +216,14 @@ describe('replication at scale', () => {
     // Per target and cluster: manifests after the cursor, the timelines, one timeline's WAL.
     expect(small.lists).toBeLessThanOrEqual(2 * CLUSTERS.length * 3);
     expect(large.lists).toBe(small.lists);
+    // A run started by a new manifest (the EventBridge rule) looks at that manifest's cluster only.
+    const [, , , , , , , , dump, manifest] = await pushNew(2_000_002);
+    const triggered = await replicationRun({ trigger: 'manifest', key: manifest });
+    expect(triggered.targets.map((t) => t.objectsCopied)).toEqual([1, 1]);
+    expect(await targetLocations.get('b2')?.storage.head(dump as string)).toBeDefined();
+    expect(triggered.lists).toBeLessThanOrEqual(2 * 3);
     console.info(
-      `replication scale: ${small.lists} LIST requests over 20,000 objects, ${large.lists} over 200,000; ` +
+      `replication scale: ${small.lists} LIST requests over 20,000 objects, ${large.lists} over 200,000, ${triggered.lists} in a run started by a manifest; ` +
         `seeding ${((seeded - started + seededMore - seeded) / 1000).toFixed(1)} s, test ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   }, 180_000);
