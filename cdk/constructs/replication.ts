@@ -323,19 +323,27 @@ export class Replication extends Construct {
     }).addCatch(alert, CATCH_ALL);
 
     // What the console shows per target: objects copied / skipped (already verified) / failed, bytes, lag.
+    const targetRecord = (summary: string) => ({
+      'target.$': '$.target',
+      status: 'ok',
+      ...Object.fromEntries(
+        [
+          'objectsCopied',
+          'objectsSkipped',
+          'objectsFailed',
+          'bytesCopied',
+          'lagSeconds',
+          'manifestsCopied',
+          'manifestsWaiting',
+          'trustViolations',
+        ].map((field) => [`${field}.$`, `${summary}.${field}`]),
+      ),
+    });
     const targetDone = new sfn.Pass(this, 'Target replicated', {
-      parameters: {
-        'target.$': '$.target',
-        status: 'ok',
-        'objectsCopied.$': '$.manifests.summary.objectsCopied',
-        'objectsSkipped.$': '$.manifests.summary.objectsSkipped',
-        'objectsFailed.$': '$.manifests.summary.objectsFailed',
-        'bytesCopied.$': '$.manifests.summary.bytesCopied',
-        'lagSeconds.$': '$.manifests.summary.lagSeconds',
-        'manifestsCopied.$': '$.manifests.summary.manifestsCopied',
-        'manifestsWaiting.$': '$.manifests.summary.manifestsWaiting',
-        'trustViolations.$': '$.manifests.summary.trustViolations',
-      },
+      parameters: targetRecord('$.manifests.summary'),
+    });
+    const targetDoneByPlan = new sfn.Pass(this, 'Target replicated by the plan', {
+      parameters: targetRecord('$.plan.manifests.summary'),
     });
     // A copy that failed its check is not a silent success: the target fails and alerts.
     const objectsFailed = new sfn.Pass(this, 'Objects failed their check', {
@@ -369,12 +377,20 @@ export class Replication extends Construct {
     const more = new sfn.Choice(this, 'More to copy?')
       .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
       .otherwise(anyFailed);
-    // A small plan was copied by the plan step itself: one state per quiet run, not a Map and two more.
+    // A small plan was copied by the plan step itself: a quiet run is three states per target (plan,
+    // this choice, the target's record), not a Map, a batch and the manifest step.
     const copiedByPlan = new sfn.Pass(this, 'Copied by the plan', {
       inputPath: '$.plan.manifests',
       resultPath: '$.manifests',
     }).next(anyFailed);
     const planDone = new sfn.Choice(this, 'Copied by the plan?')
+      .when(
+        sfn.Condition.and(
+          sfn.Condition.booleanEquals('$.plan.done', true),
+          sfn.Condition.numberEquals('$.plan.manifests.summary.objectsFailed', 0),
+        ),
+        targetDoneByPlan,
+      )
       .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
       .otherwise(copyBatches.next(copyManifests).next(more));
     perTarget.itemProcessor(listMissing.next(planDone));

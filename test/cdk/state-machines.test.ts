@@ -130,7 +130,7 @@ describe('replication', () => {
     });
     const viaMap = await runStateMachine(pipeline.stateMachine('replication'), bindings(false), {});
     const inline = await runStateMachine(pipeline.stateMachine('replication'), bindings(true), {});
-    expect(inline.statesEntered).toContain('Copied by the plan');
+    expect(inline.statesEntered).toContain('Target replicated by the plan');
     expect(inline.statesEntered).not.toContain('Copy batches to target');
     expect(inline.statesEntered).not.toContain('Copy and verify manifests');
     // Both report the same per-target summary (what the console shows).
