@@ -1,6 +1,9 @@
 import { Duration } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
+import { PIPELINE_PREFIX } from '../../core/keys.ts';
 import { TARGET_READ_ACTIONS } from '../iam-actions.ts';
+import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
 
@@ -22,5 +25,15 @@ export class Freshness extends Construct {
       environment: pipelineEnvironment(props),
     });
     grantTargets(this.function.role, props, TARGET_READ_ACTIONS, this.function);
+    // Replication's cursors: the lag and the newest WAL are measured from them.
+    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    this.function.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [cursorObjects] }),
+    );
+    acknowledgeWildcardResources(
+      this.function,
+      'freshness reads the replication cursors of every target under pipeline/replication/',
+      cursorObjects,
+    );
   }
 }
