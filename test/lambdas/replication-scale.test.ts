@@ -3,24 +3,21 @@
 // uploading 200,000 objects would take far longer than the test), replication runs of the
 // synthesized state machine with the real handlers find 10 new objects each time, and the fault
 // proxy in front of the server counts the LIST requests: the same number at both sizes.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logicalDumpKey, manifestKey, replicationCursorKey, walKey } from '../../core/keys.ts';
 import { type Manifest, serializeManifest } from '../../core/manifest.ts';
-import type { TargetCursors } from '../../core/replication-cursor.ts';
 import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { replicationBindings } from '../support/local-pipeline.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../support/s3-server.ts';
+import { backupIdAt, cursorsAt, seedArchive, sha256, walName } from '../support/seeded-archive.ts';
 import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../support/state-machines.ts';
 
 const CLUSTERS = Array.from({ length: 50 }, (_, i) => `db-${String(i).padStart(2, '0')}`);
-const BACKUPS_PER_100 = 3; // of every 100 objects: 3 backups (dump + manifest each), the rest WAL
 let server: S3Server;
 let proxy: FaultProxy;
 let synth: SynthesizedPipeline;
@@ -34,56 +31,6 @@ function storageOn(bucket: string): S3Storage {
   const client = createS3Client(options);
   client.config.credentials = async () => S3RVER_CREDENTIALS;
   return new S3Storage(options, client);
-}
-
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-const walName = (segment: number) => `00000001${segment.toString(16).toUpperCase().padStart(16, '0')}`;
-/** Backup ids one minute apart from 2025-01-01, so `n` orders them. */
-const backupIdAt = (n: number) =>
-  `${new Date(Date.UTC(2025, 0, 1) + n * 60_000)
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d{3}Z$/, 'Z')}-${(n % 0x10000).toString(16).padStart(4, '0')}`;
-
-const made = new Set<string>();
-/** Writes an object straight into s3rver's directory (`<bucket>/<key>._S3rver_object`). */
-function seedObject(key: string, body: string): void {
-  const file = path.join(server.directory, 'ingest', `${key}._S3rver_object`);
-  const dir = path.dirname(file);
-  if (!made.has(dir)) {
-    mkdirSync(dir, { recursive: true });
-    made.add(dir);
-  }
-  writeFileSync(file, body);
-}
-
-/**
- * Seeds `perCluster` objects into every cluster with WAL segments and backup numbers from `from`
- * on: the archive grows backwards in time, so the cursors written after the first seeding stay
- * where they are. Bodies are tiny; the hot path never reads an archived object.
- */
-function seedArchive(perCluster: number, from: number): void {
-  for (const cluster of CLUSTERS) {
-    const backups = Math.floor((perCluster * BACKUPS_PER_100) / 100);
-    for (let i = 0; i < backups; i++) {
-      const id = backupIdAt(from + i);
-      seedObject(logicalDumpKey(cluster, 'app', id), 'd');
-      seedObject(manifestKey(cluster, id), '{}');
-    }
-    for (let i = 0; i < perCluster - 2 * backups; i++)
-      seedObject(walKey(cluster, walName(from + i), sha256(Buffer.from(`${cluster}${from + i}`))), 'w');
-  }
-}
-
-/** Cursors as a run that copied everything up to `last` leaves them. */
-function cursorsAt(last: number): TargetCursors {
-  const clusters: TargetCursors['clusters'] = {};
-  for (const cluster of CLUSTERS)
-    clusters[cluster] = {
-      manifests: { after: manifestKey(cluster, backupIdAt(last)), copied: [] },
-      wal: { '00000001': { after: walKey(cluster, walName(last), sha256(Buffer.from('x'))), copied: [] } },
-    };
-  return { format: 'pgkeep.replication-cursor.v1', clusters };
 }
 
 async function put(key: string, body: Buffer | string): Promise<void> {
@@ -195,8 +142,8 @@ describe('replication at scale', () => {
   it('a run that finds 10 new objects makes the same number of LIST requests over 20,000 and 200,000 stored objects', async () => {
     const started = Date.now();
     // 20,000 objects: 400 per cluster, numbered 1,000,000 on; then the cursors at their end.
-    seedArchive(400, 1_000_000);
-    const cursors = JSON.stringify(cursorsAt(1_000_000 + 400));
+    seedArchive(server.directory, 'ingest', CLUSTERS, 400, 1_000_000);
+    const cursors = JSON.stringify(cursorsAt(CLUSTERS, 1_000_000 + 400));
     for (const target of ['dr-aws', 'b2']) await put(replicationCursorKey(target), cursors);
     const seeded = Date.now();
 
@@ -204,7 +151,7 @@ describe('replication at scale', () => {
     const small = await replicationRun();
 
     // 180,000 older objects more: 200,000 in all.
-    seedArchive(3_600, 0);
+    seedArchive(server.directory, 'ingest', CLUSTERS, 3_600, 0);
     const seededMore = Date.now();
     const newAtLarge = await pushNew(2_000_001);
     const large = await replicationRun();
