@@ -168,6 +168,12 @@ export const DeployConfigSchema = z
        * only way a same-size corruption on a target is found. @default weekly, Saturday 04:00
        */
       replicationVerify: scheduleExpression.default('cron(0 4 ? * SAT *)'),
+      /**
+       * A replication run with `{"reconcile": true}`: lists ingest and every target in full, copies
+       * what the cursors missed and skips what retention drops; the other runs list only what is
+       * new. @default daily, 03:30
+       */
+      replicationReconcile: scheduleExpression.default('cron(30 3 * * ? *)'),
       retention: scheduleExpression,
       verification: scheduleExpression,
       freshness: scheduleExpression,

@@ -140,5 +140,8 @@ export const OBJECT_READ_ACTIONS = ['s3:GetObject'] as const;
 /** Listing a bucket; for the verification task only with an `s3:prefix` condition on one cluster. */
 export const BUCKET_LIST_ACTIONS = ['s3:ListBucket'] as const;
 
+/** Replication reads, writes and drops its cursors under pipeline/replication/ in ingest. */
+export const CURSOR_ACTIONS = ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] as const;
+
 /** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */
 export const LOG_WRITE_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

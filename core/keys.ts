@@ -10,6 +10,8 @@
  *   v1/<cluster>/manifests/<backup-id>.json       written last: the backup exists
  *   verify/<cluster>/<run-id>.json                restore-verification reports: outside every
  *                                                 host's writable prefix, so no host can forge one
+ *   pipeline/replication/<target>/cursor.json     how far replication to a target has got, per
+ *                                                 cluster (ingest only; pipeline-written, like verify/)
  *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
  *   v1/<cluster>/wal-gaps/<first>-<last>.json     WAL the host dropped at its backlog limit (wal.onBacklogFull: drop)
  */
@@ -166,4 +168,27 @@ export function walGapsPrefix(cluster: string): string {
 /** The record of the dropped segments `first` to `last` (one timeline, inclusive). */
 export function walGapKey(cluster: string, first: string, last: string): string {
   return `${walGapsPrefix(cluster)}${first}-${last}.json`;
+}
+
+/** Where only the pipeline writes in ingest: outside `v1/`, so no host principal may write there. */
+export const PIPELINE_PREFIX = 'pipeline/';
+
+const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+function replicationPrefix(target: string): string {
+  if (!TARGET_NAME.test(target))
+    throw new Error(
+      `invalid target name "${target}": use 1-63 letters, digits, dots, dashes and underscores`,
+    );
+  return `${PIPELINE_PREFIX}replication/${target}/`;
+}
+
+/** Replication's cursors for `target`, one entry per cluster (lambdas/replication/cursors.ts). */
+export function replicationCursorKey(target: string): string {
+  return `${replicationPrefix(target)}cursor.json`;
+}
+
+/** The cursors a run proposes for `target`, committed once what they pass over is copied. */
+export function pendingCursorKey(target: string, runId: string): string {
+  return `${replicationPrefix(target)}pending/${runId}.json`;
 }

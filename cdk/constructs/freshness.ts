@@ -1,7 +1,7 @@
 import { Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
-import { VERIFY_REPORT_ROOT } from '../../core/keys.ts';
+import { PIPELINE_PREFIX, VERIFY_REPORT_ROOT } from '../../core/keys.ts';
 import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
@@ -38,6 +38,16 @@ export class Freshness extends Construct {
       this.function,
       "freshness reads every cluster's verification reports (verify/*) to measure the time since the last passed verification",
       reports,
+    );
+    // Replication's cursors: the lag and the newest WAL are measured from them.
+    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    this.function.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [cursorObjects] }),
+    );
+    acknowledgeWildcardResources(
+      this.function,
+      'freshness reads the replication cursors of every target under pipeline/replication/',
+      cursorObjects,
     );
   }
 }

@@ -2,7 +2,7 @@ import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { FORMAT_PREFIX, VERIFY_REPORT_ROOT } from '../../core/keys.ts';
+import { FORMAT_PREFIX, PIPELINE_PREFIX, VERIFY_REPORT_ROOT } from '../../core/keys.ts';
 import { HOST_OVERWRITE_CONDITIONS, HOST_SSE_C_CONDITIONS, OBJECT_CREATE_ACTIONS } from '../iam-actions.ts';
 
 export interface IngestBucketProps {
@@ -70,8 +70,9 @@ export class IngestBucket extends Construct {
     (this.bucket.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
       eventBridgeConfiguration: { eventBridgeEnabled: true },
     };
-    // Nothing outside the versioned layout and the verifier's reports belongs here; a stray PUT from
-    // a misconfigured client is refused rather than stored under Object Lock for the retention period.
+    // Nothing outside the versioned layout, the verifier's reports and the pipeline's own state (none
+    // of which but v1/<cluster>/ a host may write) belongs here; a stray PUT from a misconfigured
+    // client is refused rather than stored under Object Lock for the retention period.
     this.bucket.addToResourcePolicy(
       new iam.PolicyStatement({
         sid: 'DenyWritesOutsideLayout',
@@ -81,14 +82,17 @@ export class IngestBucket extends Construct {
         notResources: [
           this.bucket.arnForObjects(`${FORMAT_PREFIX}/*`),
           this.bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`),
+          this.bucket.arnForObjects(`${PIPELINE_PREFIX}*`),
         ],
       }),
     );
   }
 
   /**
-   * Denies `hosts` every write under the verification reports' prefix in the bucket policy itself, so
-   * a host cannot vouch for its own backups even if a broad policy is attached to its role later.
+   * Denies `hosts` every write under the verification reports' prefix and the pipeline's own state
+   * (replication cursors) in the bucket policy itself, so a host can neither vouch for its own
+   * backups nor move a cursor past objects it wants left uncopied, even if a broad policy is attached
+   * to its role later.
    */
   denyReportWrites(hosts: iam.IRole[]): void {
     if (hosts.length === 0) return;
@@ -98,7 +102,10 @@ export class IngestBucket extends Construct {
         effect: iam.Effect.DENY,
         principals: hosts.map((role) => new iam.ArnPrincipal(role.roleArn)),
         actions: [...OBJECT_CREATE_ACTIONS],
-        resources: [this.bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`)],
+        resources: [
+          this.bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`),
+          this.bucket.arnForObjects(`${PIPELINE_PREFIX}*`),
+        ],
       }),
     );
   }

@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { Duration, NestedStack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -30,6 +30,32 @@ export interface MonitoringProps {
   readonly stateMachines: Readonly<Record<'replication' | 'retention' | 'verification', sfn.IStateMachine>>;
 }
 
+/** Resources of per-cluster alarms one nested stack holds: well under CloudFormation's 500. */
+const ALARMS_PER_NESTED_STACK = 400;
+
+/**
+ * Where each cluster's alarms go: the stack itself for a few clusters, otherwise nested stacks of
+ * as many clusters as fit, so a deployment of hundreds of clusters stays within CloudFormation's
+ * 500 resources per stack.
+ */
+function clusterAlarmScopes(parent: Construct, config: DeployConfig): (index: number) => Construct {
+  const perCluster = 2 + config.targets.length;
+  const clustersPerStack = Math.max(1, Math.floor(ALARMS_PER_NESTED_STACK / perCluster));
+  if (config.clusters.length * perCluster <= ALARMS_PER_NESTED_STACK / 2) return () => parent;
+  const stacks = new Map<number, Construct>();
+  return (index) => {
+    const n = Math.floor(index / clustersPerStack);
+    let stack = stacks.get(n);
+    if (!stack) {
+      stack = new NestedStack(parent, `ClusterAlarms${n + 1}`, {
+        description: `pgkeep: freshness alarms of clusters ${n * clustersPerStack + 1} to ${(n + 1) * clustersPerStack}`,
+      });
+      stacks.set(n, stack);
+    }
+    return stack;
+  };
+}
+
 /**
  * Alarms and the dashboard. Freshness alarms treat missing data as breaching: a metric that stops
  * arriving means nobody is measuring, which is as bad as stale backups.
@@ -42,8 +68,8 @@ export class Monitoring extends Construct {
     super(scope, id);
     const { config } = props;
     const action = new cwActions.SnsAction(props.topic);
-    const alarm = (alarmId: string, alarmProps: cloudwatch.AlarmProps) => {
-      const created = new cloudwatch.Alarm(this, alarmId, alarmProps);
+    const alarm = (alarmId: string, alarmProps: cloudwatch.AlarmProps, scope: Construct = this) => {
+      const created = new cloudwatch.Alarm(scope, alarmId, alarmProps);
       created.addAlarmAction(action);
       created.addOkAction(action);
       this.alarms.push(created);
@@ -79,37 +105,51 @@ export class Monitoring extends Construct {
     }
 
     const freshnessWidgets: cloudwatch.IWidget[] = [];
-    for (const cluster of config.clusters) {
+    const scopeOf = clusterAlarmScopes(this, config);
+    for (const [index, cluster] of config.clusters.entries()) {
+      const scope = scopeOf(index);
       const dump = metric(METRICS.dumpAgeSeconds, { Cluster: cluster.name });
       const wal = metric(METRICS.walAgeSeconds, { Cluster: cluster.name });
-      alarm(`StaleDump-${cluster.name}`, {
-        alarmDescription: `pgkeep: the newest logical dump of cluster ${cluster.name} in ingest is older than ${config.freshness.maxDumpAgeHours} h`,
-        metric: dump,
-        threshold: config.freshness.maxDumpAgeHours * 3600,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
-      alarm(`StaleWal-${cluster.name}`, {
-        alarmDescription: `pgkeep: no WAL from cluster ${cluster.name} has reached ingest for ${config.freshness.maxWalAgeMinutes} min`,
-        metric: wal,
-        threshold: config.freshness.maxWalAgeMinutes * 60,
-        evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
+      alarm(
+        `StaleDump-${cluster.name}`,
+        {
+          alarmDescription: `pgkeep: the newest logical dump of cluster ${cluster.name} in ingest is older than ${config.freshness.maxDumpAgeHours} h`,
+          metric: dump,
+          threshold: config.freshness.maxDumpAgeHours * 3600,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        },
+        scope,
+      );
+      alarm(
+        `StaleWal-${cluster.name}`,
+        {
+          alarmDescription: `pgkeep: no WAL from cluster ${cluster.name} has reached ingest for ${config.freshness.maxWalAgeMinutes} min`,
+          metric: wal,
+          threshold: config.freshness.maxWalAgeMinutes * 60,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        },
+        scope,
+      );
       const lagMetrics: cloudwatch.IMetric[] = [];
       for (const target of config.targets) {
         const lag = metric(METRICS.replicationLagSeconds, { Cluster: cluster.name, Target: target.name });
         lagMetrics.push(lag);
-        alarm(`ReplicationLag-${cluster.name}-${target.name}`, {
-          alarmDescription: `pgkeep: target ${target.name} is more than ${config.freshness.maxReplicationLagMinutes} min behind ingest for cluster ${cluster.name}`,
-          metric: lag,
-          threshold: config.freshness.maxReplicationLagMinutes * 60,
-          evaluationPeriods: 2,
-          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-        });
+        alarm(
+          `ReplicationLag-${cluster.name}-${target.name}`,
+          {
+            alarmDescription: `pgkeep: target ${target.name} is more than ${config.freshness.maxReplicationLagMinutes} min behind ingest for cluster ${cluster.name}`,
+            metric: lag,
+            threshold: config.freshness.maxReplicationLagMinutes * 60,
+            evaluationPeriods: 2,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+          },
+          scope,
+        );
       }
       for (const source of [INGEST_SOURCE, ...config.targets.map((t) => t.name)]) {
         alarm(`VerificationAge-${cluster.name}-${source}`, {

@@ -1,120 +1,22 @@
-import { Aws, Duration } from 'aws-cdk-lib';
+import { Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import type * as s3 from 'aws-cdk-lib/aws-s3';
-import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { ENV, type RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
+import { PIPELINE_PREFIX } from '../../core/keys.ts';
 import { EMPTY_SUMMARY } from '../../lambdas/replication/types.ts';
-import type { DeployConfig, TargetConfig } from '../config.ts';
-import { INGEST_READ_ACTIONS, SECRET_READ_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import { CURSOR_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
-import { METRIC_NAMESPACE } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
+import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './pipeline-targets.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
 
-export interface PipelineTargetsProps {
-  readonly config: DeployConfig;
-  readonly bucket: s3.IBucket;
-  readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
-  /**
-   * Delete-capable provider keys; only retention gets them, so no other function even learns
-   * their ARNs. @default - none
-   */
-  readonly targetDeleteSecrets?: ReadonlyMap<string, secretsmanager.ISecret>;
-}
-
-/** The targets as the Lambdas see them: where each is, and which secret holds its key. */
-export function runtimeTargets(
-  targets: TargetConfig[],
-  secrets: ReadonlyMap<string, secretsmanager.ISecret>,
-  deleteSecrets: ReadonlyMap<string, secretsmanager.ISecret> = new Map(),
-): RuntimeTarget[] {
-  return targets.map((t) => {
-    if (t.type === 'aws-s3')
-      return { name: t.name, type: t.type, bucket: t.bucket, region: t.region, prefix: t.prefix };
-    const secret = secrets.get(t.name);
-    if (!secret)
-      throw new Error(
-        `no secret for target "${t.name}"; TargetCredentials creates one per s3-compatible target`,
-      );
-    return {
-      name: t.name,
-      type: t.type,
-      endpoint: t.endpoint,
-      bucket: t.bucket,
-      region: t.region,
-      forcePathStyle: t.forcePathStyle,
-      prefix: t.prefix,
-      credentialsSecretArn: secret.secretArn,
-      ...(deleteSecrets.has(t.name)
-        ? { deleteCredentialsSecretArn: deleteSecrets.get(t.name)?.secretArn as string }
-        : {}),
-    };
-  });
-}
-
-/** The environment every pipeline Lambda gets (lambdas/lib/pipeline-env.ts reads it). */
-export function pipelineEnvironment(props: PipelineTargetsProps): Record<string, string> {
-  return {
-    [ENV.ingestBucket]: props.bucket.bucketName,
-    [ENV.clusters]: JSON.stringify(props.config.clusters.map((c) => c.name)),
-    [ENV.targets]: JSON.stringify(
-      runtimeTargets(props.config.targets, props.targetSecrets, props.targetDeleteSecrets),
-    ),
-    [ENV.metricNamespace]: METRIC_NAMESPACE,
-    // Retention applies them; replication and freshness need them too, so that what retention
-    // deleted is never copied back nor counted as lag.
-    PGKEEP_RETENTION_POLICIES: JSON.stringify(
-      Object.fromEntries(props.config.targets.map((t) => [t.name, t.retention])),
-    ),
-  };
-}
-
-/** Lets `role` read ingest and do `targetActions` on every AWS target; reads every provider secret. */
-export function grantTargets(
-  role: iam.IRole,
-  props: PipelineTargetsProps,
-  targetActions: readonly string[],
-  scopeForNag: Construct,
-): void {
-  role.addToPrincipalPolicy(
-    new iam.PolicyStatement({
-      actions: [...INGEST_READ_ACTIONS],
-      // verify/*: the restore-verification reports, which retention's "newest verified" rule reads.
-      resources: [
-        props.bucket.bucketArn,
-        props.bucket.arnForObjects('v1/*'),
-        props.bucket.arnForObjects('verify/*'),
-      ],
-    }),
-  );
-  const awsTargets = props.config.targets.filter((t) => t.type === 'aws-s3');
-  const targetObjects = awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}/${t.prefix}v1/*`);
-  if (awsTargets.length > 0)
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: [...targetActions],
-        resources: [...awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}`), ...targetObjects],
-      }),
-    );
-  const secrets = [...props.targetSecrets.values()];
-  if (secrets.length > 0)
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: [...SECRET_READ_ACTIONS],
-        resources: secrets.map((s) => s.secretArn),
-      }),
-    );
-  acknowledgeWildcardResources(
-    scopeForNag,
-    'replication, retention and freshness work on every key under the versioned layout (v1/*) of ingest and of each target, and read the verification reports (verify/*) in ingest; the key names are not known in advance',
-    props.bucket.arnForObjects('v1/*'),
-    props.bucket.arnForObjects('verify/*'),
-    ...targetObjects,
-  );
-}
+export {
+  grantTargets,
+  type PipelineTargetsProps,
+  pipelineEnvironment,
+  runtimeTargets,
+} from './pipeline-targets.ts';
 
 export interface ReplicationProps extends PipelineTargetsProps {
   readonly alertTopic: sns.ITopic;
@@ -163,6 +65,18 @@ export class Replication extends Construct {
     });
     this.functions = [plan, copy, manifests, large];
     for (const fn of this.functions) grantTargets(fn.role, props, TARGET_WRITE_ACTIONS, fn);
+    // The cursors: the pipeline's own state in ingest, under a prefix no host may write.
+    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    for (const fn of [plan, manifests]) {
+      fn.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: [...CURSOR_ACTIONS], resources: [cursorObjects] }),
+      );
+      acknowledgeWildcardResources(
+        fn,
+        'replication keeps one cursor object per target (and short-lived proposals) under pipeline/replication/',
+        cursorObjects,
+      );
+    }
 
     const targetNames = props.config.targets.map((t) => t.name);
     const alert = alertStep(
@@ -190,7 +104,7 @@ export class Replication extends Construct {
     alert.next(targetFailed);
 
     const listMissing = lambdaStep(this, 'List objects missing on target', plan.function, {
-      payload: { 'target.$': '$.target', 'execution.$': '$.execution' },
+      payload: { 'target.$': '$.target', 'execution.$': '$.execution', 'summary.$': '$.manifests.summary' },
       resultPath: '$.plan',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
@@ -298,25 +212,34 @@ export class Replication extends Construct {
         'batches.$': '$.batches',
         'plan.$': '$.plan',
         'summary.$': '$.manifests.summary',
+        'cursors.$': '$.plan.pendingCursors',
       },
       resultPath: '$.manifests',
       timeout: Duration.minutes(6),
     }).addCatch(alert, CATCH_ALL);
 
     // What the console shows per target: objects copied / skipped (already verified) / failed, bytes, lag.
+    const targetRecord = (summary: string) => ({
+      'target.$': '$.target',
+      status: 'ok',
+      ...Object.fromEntries(
+        [
+          'objectsCopied',
+          'objectsSkipped',
+          'objectsFailed',
+          'bytesCopied',
+          'lagSeconds',
+          'manifestsCopied',
+          'manifestsWaiting',
+          'trustViolations',
+        ].map((field) => [`${field}.$`, `${summary}.${field}`]),
+      ),
+    });
     const targetDone = new sfn.Pass(this, 'Target replicated', {
-      parameters: {
-        'target.$': '$.target',
-        status: 'ok',
-        'objectsCopied.$': '$.manifests.summary.objectsCopied',
-        'objectsSkipped.$': '$.manifests.summary.objectsSkipped',
-        'objectsFailed.$': '$.manifests.summary.objectsFailed',
-        'bytesCopied.$': '$.manifests.summary.bytesCopied',
-        'lagSeconds.$': '$.manifests.summary.lagSeconds',
-        'manifestsCopied.$': '$.manifests.summary.manifestsCopied',
-        'manifestsWaiting.$': '$.manifests.summary.manifestsWaiting',
-        'trustViolations.$': '$.manifests.summary.trustViolations',
-      },
+      parameters: targetRecord('$.manifests.summary'),
+    });
+    const targetDoneByPlan = new sfn.Pass(this, 'Target replicated by the plan', {
+      parameters: targetRecord('$.plan.manifests.summary'),
     });
     // A copy that failed its check is not a silent success: the target fails and alerts.
     const objectsFailed = new sfn.Pass(this, 'Objects failed their check', {
@@ -336,7 +259,7 @@ export class Replication extends Construct {
       itemsPath: '$.targets',
       itemSelector: {
         'target.$': '$$.Map.Item.Value',
-        // The execution input: `{"verify": true}` makes a verify run.
+        // The execution input: `{"verify": true}` makes a verify run, `{"reconcile": true}` a full comparison.
         'execution.$': '$.input',
         manifests: {
           summary: EMPTY_SUMMARY,
@@ -350,7 +273,23 @@ export class Replication extends Construct {
     const more = new sfn.Choice(this, 'More to copy?')
       .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
       .otherwise(anyFailed);
-    perTarget.itemProcessor(listMissing.next(copyBatches).next(copyManifests).next(more));
+    // A small plan was copied by the plan step itself: a quiet run is three states per target (plan,
+    // this choice, the target's record), not a Map, a batch and the manifest step.
+    const copiedByPlan = new sfn.Pass(this, 'Copied by the plan', {
+      inputPath: '$.plan.manifests',
+      resultPath: '$.manifests',
+    }).next(anyFailed);
+    const planDone = new sfn.Choice(this, 'Copied by the plan?')
+      .when(
+        sfn.Condition.and(
+          sfn.Condition.booleanEquals('$.plan.done', true),
+          sfn.Condition.numberEquals('$.plan.manifests.summary.objectsFailed', 0),
+        ),
+        targetDoneByPlan,
+      )
+      .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
+      .otherwise(copyBatches.next(copyManifests).next(more));
+    perTarget.itemProcessor(listMissing.next(planDone));
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {
       parameters: {

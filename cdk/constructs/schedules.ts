@@ -29,7 +29,12 @@ export class PipelineSchedules extends Construct {
   /** Capability -> its schedule, for tests and outputs. */
   readonly schedules: Readonly<
     Record<
-      'replication' | 'replicationVerify' | 'retention' | 'verification' | 'freshness',
+      | 'replication'
+      | 'replicationVerify'
+      | 'replicationReconcile'
+      | 'retention'
+      | 'verification'
+      | 'freshness',
       scheduler.Schedule
     >
   >;
@@ -56,6 +61,11 @@ export class PipelineSchedules extends Construct {
         description: 'pgkeep: re-read every copy on every target and re-copy any that fails its sha256',
         schedule: expression(schedules.replicationVerify),
         target: startMachine(props.replication, { verify: true }),
+      }),
+      replicationReconcile: new scheduler.Schedule(this, 'ReplicationReconcile', {
+        description: 'pgkeep: compare ingest with every target in full and copy what the cursors missed',
+        schedule: expression(schedules.replicationReconcile),
+        target: startMachine(props.replication, { reconcile: true }),
       }),
       retention: new scheduler.Schedule(this, 'Retention', {
         description: "pgkeep: apply each target's retention policy",

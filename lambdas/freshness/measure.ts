@@ -6,11 +6,13 @@
  * Published as metrics; a cluster with no dump or no WAL publishes no
  * value, and the alarms treat missing data as breaching.
  *
- * Cost: the lag is a full merge of two listings per cluster and target, like the replication plan;
- * fine for tens of thousands of objects, to be narrowed (listing from a watermark) for more.
+ * Cost: from replication's cursors (lambdas/replication/cursors.ts), the lag and the newest WAL
+ * need only what ingest has after them, whatever the archive holds; a cluster without a cursor yet
+ * (before its first reconciliation) is measured by a full merge of two listings.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
+import type { TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
@@ -20,11 +22,15 @@ import { lambdaDefaults } from '../lib/defaults.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import { findNewWork, readCursors } from '../replication/cursors.ts';
 import { verificationSources } from '../verification/sources.ts';
 
 export interface FreshnessOutput {
   readonly metrics: MetricValue[];
 }
+
+/** Objects after a cursor looked at for the lag: more than a day's WAL behind is lag enough to alarm. */
+const MAX_LAG_OBJECTS = 2_000;
 
 /** Manifests read at most, newest first, looking for the newest logical one. */
 const MAX_MANIFESTS_READ = 50;
@@ -42,7 +48,11 @@ async function newestDumpStop(ingest: Location, cluster: string): Promise<Date |
   return undefined;
 }
 
-async function newestWal(ingest: Location, cluster: string): Promise<Date | undefined> {
+async function newestWal(
+  ingest: Location,
+  cluster: string,
+  cursors: readonly TargetCursors[],
+): Promise<Date | undefined> {
   // Only the highest timeline can hold the newest WAL: list the timeline folders, then that one.
   const { storage } = ingest;
   const folders = await storage.client.send(
@@ -58,8 +68,11 @@ async function newestWal(ingest: Location, cluster: string): Promise<Date | unde
     .sort();
   const highest = timelines.at(-1);
   if (highest === undefined) return undefined;
-  let newest: Date | undefined;
-  for await (const object of listFrom(ingest, walPrefix(cluster, highest)))
+  // Every key up to a cursor is older than what follows it: start from the least advanced one.
+  const afters = cursors.map((c) => c.clusters[cluster]?.wal[highest]?.after);
+  const after = afters.includes(undefined) ? undefined : (afters as string[]).sort()[0];
+  let newest = after ? (await ingest.storage.head(after))?.lastModified : undefined;
+  for await (const object of listFrom(ingest, walPrefix(cluster, highest), after))
     if (!newest || object.lastModified > newest) newest = object.lastModified;
   return newest;
 }
@@ -70,7 +83,20 @@ async function replicationLagSeconds(
   cluster: string,
   now: Date,
   policy: RetentionPolicy | undefined,
+  cursors: TargetCursors,
 ): Promise<number> {
+  const cursor = cursors.clusters[cluster];
+  if (cursor) {
+    // Everything up to the cursor is at the target; after it, what the target lacks is the lag.
+    let oldest: Date | undefined;
+    const { objects, manifestKeys } = await findNewWork(ingest, cluster, cursor, now, MAX_LAG_OBJECTS);
+    const candidates = [...objects, ...manifestKeys.map((key) => ({ key, lastModified: now }))];
+    for (const object of candidates) {
+      if (oldest && object.lastModified >= oldest) continue;
+      if (!(await target.storage.head(object.key))) oldest = object.lastModified;
+    }
+    return oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0;
+  }
   const prefix = clusterPrefix(cluster);
   // What the target's policy drops is never copied (replication/plan-copies.ts): not a lag.
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
@@ -90,6 +116,8 @@ export async function measureFreshness(
   const ingest = await locations.ingest();
   const metrics: MetricValue[] = [];
   const age = (t: Date) => Math.max(0, (now.getTime() - t.getTime()) / 1000);
+  const cursors = new Map<string, TargetCursors>();
+  for (const target of env.targets) cursors.set(target.name, await readCursors(ingest, target.name));
   for (const cluster of env.clusters) {
     const dump = await newestDumpStop(ingest, cluster);
     if (dump)
@@ -99,7 +127,7 @@ export async function measureFreshness(
         unit: 'Seconds',
         dimensions: { Cluster: cluster },
       });
-    const wal = await newestWal(ingest, cluster);
+    const wal = await newestWal(ingest, cluster, [...cursors.values()]);
     if (wal)
       metrics.push({
         name: METRICS.walAgeSeconds,
@@ -124,7 +152,14 @@ export async function measureFreshness(
       const target = await locations.target(runtimeTarget);
       metrics.push({
         name: METRICS.replicationLagSeconds,
-        value: await replicationLagSeconds(ingest, target, cluster, now, policies[runtimeTarget.name]),
+        value: await replicationLagSeconds(
+          ingest,
+          target,
+          cluster,
+          now,
+          policies[runtimeTarget.name],
+          cursors.get(runtimeTarget.name) as TargetCursors,
+        ),
         unit: 'Seconds',
         dimensions: { Cluster: cluster, Target: runtimeTarget.name },
       });

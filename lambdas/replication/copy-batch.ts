@@ -148,8 +148,20 @@ export async function copyBatch(
     if (first) yield first;
     yield* listFrom(location, prefix, batch.firstKey, batch.lastKey);
   }
-  // A verify run looks at every object of the range; otherwise only at those missing (or of another size).
-  const objects = verify ? range(ingest) : missingAt(range(ingest), range(target));
+  async function* named(keys: readonly string[]) {
+    for (const key of keys) {
+      if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
+      const object = await ingest.storage.head(key);
+      if (object) yield object;
+    }
+  }
+  // Named keys: each is checked at the target as it is copied (a verified copy is skipped). A
+  // verify run looks at every object of the range; otherwise only at those missing (or of another size).
+  const objects = batch.keys
+    ? named(batch.keys)
+    : verify
+      ? range(ingest)
+      : missingAt(range(ingest), range(target));
   const out = {
     copied: 0,
     skipped: 0,
@@ -197,7 +209,7 @@ export async function copyBatch(
     }
   }
   const { oldestFailed, ...rest } = out;
-  return { ...rest, ...(oldestFailed ? { oldestFailed } : {}) };
+  return { ...rest, cluster: batch.cluster, ...(oldestFailed ? { oldestFailed } : {}) };
 }
 
 export async function handler(input: CopyBatchInput): Promise<CopyBatchOutput> {

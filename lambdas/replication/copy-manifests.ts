@@ -9,6 +9,7 @@
  * It also adds up what the round's batches did into the target's summary (the execution output).
  */
 
+import type { TargetCursors } from '../../core/replication-cursor.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
@@ -17,6 +18,7 @@ import type { LocationFactory } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
+import { commitCursors } from './cursors.ts';
 import {
   type CopyManifestsInput,
   CopyManifestsInputSchema,
@@ -79,11 +81,25 @@ export function addUpTarget(
   return summary;
 }
 
+/** Clusters of this round with an object that failed or a manifest that waits: they keep their cursor. */
+function dirtyClusters(input: CopyManifestsInput, waiting: readonly { key: string }[]): Set<string> {
+  const dirty = new Set<string>();
+  for (const { batch } of input.batches ?? [])
+    if (batch.failed > 0 && batch.cluster) dirty.add(batch.cluster);
+  for (const { key } of waiting) dirty.add(key.split('/')[1] as string);
+  return dirty;
+}
+
+/**
+ * `proposed`: the plan's cursors when the plan step copies a small plan itself (otherwise they are
+ * read from `input.cursors`); committed for the clusters that had no failure.
+ */
 export async function copyManifests(
   input: CopyManifestsInput,
   env: PipelineEnv,
   locations: LocationFactory,
   now: Date = new Date(),
+  proposed?: TargetCursors,
 ): Promise<CopyManifestsOutput> {
   const target = await locations.target(findTarget(env, input.target));
   const ingest = await locations.ingest();
@@ -115,6 +131,8 @@ export async function copyManifests(
     else skipped += 1;
   }
 
+  const cursors = proposed ?? input.cursors;
+  if (cursors) await commitCursors(ingest, input.target, cursors, dirtyClusters(input, waiting));
   const summary = addUpTarget(
     input,
     { copied, skipped, waiting: waiting.length, rejected: rejected.map((r) => r.key) },

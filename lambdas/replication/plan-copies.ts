@@ -1,14 +1,29 @@
 /**
- * "List objects missing on target": compares ingest with one target, cluster by cluster, and
- * returns what to copy as key-range batches (manifests separately, to be copied last). With
- * `verify`, every object is planned, so the batches check each copy's sha256 and report a corrupt
- * one (never replacing it); otherwise only the objects the target lacks or holds with another size.
+ * "List objects missing on target": finds what to copy to one target, cluster by cluster, as
+ * batches (manifests separately, to be copied last). Two ways (docs/architecture.md, "Replication
+ * at scale"):
  *
- * What the target's retention policy drops is never planned (lambdas/lib/backups.ts
- * `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.
+ * - the hot path, for a cluster with a cursor: only what is new since it (./cursors.ts), with a
+ *   fixed number of LIST requests whatever the archive holds;
+ * - reconciliation, for a cluster without a cursor, an execution started with `{"reconcile": true}`
+ *   (the daily schedule) or a verify run: ingest and the target are listed in full and compared.
+ *   With `verify`, every object is planned, so the batches check each copy's sha256 and report a
+ *   corrupt one (never replacing it); otherwise only the objects the target lacks or holds with
+ *   another size. What the target's retention policy drops is never planned (lambdas/lib/backups.ts
+ *   `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.
+ *
+ * A small plan (one batch, no large object) is copied here and then, so a quiet run is one state
+ * instead of a Map, a batch and a manifest step; the proposed cursors are committed once the copies
+ * are done (here or by "Copy and verify manifests").
  */
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
+import { backupIdOfManifestKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
+import {
+  advanceStream,
+  type ClusterCursor,
+  type ListedKey,
+  type TargetCursors,
+} from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
@@ -16,13 +31,20 @@ import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
 import { lambdaDefaults } from '../lib/defaults.ts';
 import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
-import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
+import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { copyBatch } from './copy-batch.ts';
+import { copyManifests } from './copy-manifests.ts';
+import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
 import {
   type CopyBatch,
   type PlanCopiesInput,
   PlanCopiesInputSchema,
   type PlanCopiesOutput,
 } from './types.ts';
+
+/** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
+const INLINE_COPY_BYTES = 256 * 1024 * 1024;
 
 /** Manifests per run: each is copied with a handful of HEADs, so a few hundred fit one invocation. */
 const MAX_MANIFESTS_PER_RUN = 200;
@@ -93,6 +115,133 @@ export async function abortStaleUploads(
   }
 }
 
+interface Plan {
+  readonly batches: CopyBatch[];
+  readonly manifestKeys: string[];
+  objectCount: number;
+  alreadyPresent: number;
+  expired: number;
+  oldestMissing?: Date;
+  more: boolean;
+  largest: number;
+  bytes: number;
+}
+
+function noteMissing(plan: Plan, object: { lastModified: Date; sizeBytes: number }): void {
+  if (!plan.oldestMissing || object.lastModified < plan.oldestMissing)
+    plan.oldestMissing = object.lastModified;
+  plan.largest = Math.max(plan.largest, object.sizeBytes);
+  plan.bytes += object.sizeBytes;
+}
+
+/**
+ * Full comparison of one cluster (see the module comment). Returns the cluster's cursor as this
+ * listing leaves it, or undefined when the plan was cut before the cluster was through.
+ */
+async function reconcileCluster(
+  plan: Plan,
+  cluster: string,
+  ingest: Location,
+  target: Location,
+  env: PipelineEnv,
+  policy: RetentionPolicy | undefined,
+  verify: boolean,
+  now: Date,
+): Promise<ClusterCursor | undefined> {
+  const prefix = clusterPrefix(cluster);
+  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
+  const manifests: ListedKey[] = [];
+  const wal = new Map<string, ListedKey[]>();
+  let current: { firstKey: string; lastKey: string; count: number } | undefined;
+  for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
+    const isManifest = backupIdOfManifestKey(object.key) !== undefined;
+    const walFile = parseWalKey(object.key);
+    const planned = () => {
+      if (isManifest) manifests.push(object);
+      else if (walFile) {
+        const timeline = walFile.walFileName.slice(0, 8);
+        wal.set(timeline, [...(wal.get(timeline) ?? []), object]);
+      }
+    };
+    if (dropped.has(object.key)) {
+      plan.expired += 1;
+      planned();
+      continue;
+    }
+    if (present && !verify) {
+      plan.alreadyPresent += 1;
+      planned();
+      continue;
+    }
+    if (!present) noteMissing(plan, object);
+    if (isManifest) {
+      if (plan.manifestKeys.length >= MAX_MANIFESTS_PER_RUN) plan.more = true;
+      else {
+        plan.manifestKeys.push(object.key);
+        planned();
+      }
+      continue;
+    }
+    if (!current) {
+      if (plan.batches.length >= env.maxBatchesPerRun) {
+        plan.more = true;
+        return undefined;
+      }
+      current = { firstKey: object.key, lastKey: object.key, count: 0 };
+    }
+    current.lastKey = object.key;
+    current.count += 1;
+    plan.objectCount += 1;
+    planned();
+    if (current.count >= env.batchSize) {
+      plan.batches.push({ cluster, ...current });
+      current = undefined;
+    }
+  }
+  if (current) plan.batches.push({ cluster, ...current });
+  if (plan.more) return undefined;
+  return {
+    manifests: advanceStream(undefined, manifests, now, true),
+    wal: Object.fromEntries(
+      [...wal].map(([timeline, keys]) => [timeline, advanceStream(undefined, keys, now, false)]),
+    ),
+  };
+}
+
+/** The hot path's new objects of one cluster as batches naming their keys. */
+function batchNewObjects(
+  plan: Plan,
+  cluster: string,
+  objects: readonly NewObject[],
+  batchSize: number,
+): void {
+  const byKey = new Map(objects.map((o) => [o.key, o]));
+  const keys = [...byKey.keys()].sort();
+  for (let i = 0; i < keys.length; i += batchSize) {
+    const chunk = keys.slice(i, i + batchSize);
+    plan.batches.push({
+      cluster,
+      firstKey: chunk[0] as string,
+      lastKey: chunk[chunk.length - 1] as string,
+      count: chunk.length,
+      keys: chunk,
+    });
+  }
+  for (const object of byKey.values()) noteMissing(plan, object);
+  plan.objectCount += keys.length;
+}
+
+/**
+ * A run started by a new manifest looks at that manifest's cluster only: with many hosts these runs
+ * are the most frequent, and the scheduled runs cover every cluster anyway.
+ */
+function clustersOfRun(env: PipelineEnv, input: PlanCopiesInput, reconcile: boolean): string[] {
+  const key = input.execution?.key;
+  if (reconcile || key === undefined || backupIdOfManifestKey(key) === undefined) return env.clusters;
+  const cluster = key.split('/')[1];
+  return env.clusters.filter((c) => c === cluster);
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
@@ -101,77 +250,104 @@ export async function planCopies(
   now: Date = new Date(),
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
+  const reconcile = verify || input.execution?.reconcile === true;
   const target = await locations.target(findTarget(env, input.target));
   const ingest = await locations.ingest();
-  const batches: CopyBatch[] = [];
-  const manifestKeys: string[] = [];
-  let objectCount = 0;
-  let alreadyPresent = 0;
-  let oldestMissing: Date | undefined;
-  let more = false;
-  let expired = 0;
+  const cursors = await readCursors(ingest, input.target);
+  const next: TargetCursors = { ...cursors, clusters: {} };
+  const plan: Plan = {
+    batches: [],
+    manifestKeys: [],
+    objectCount: 0,
+    alreadyPresent: 0,
+    expired: 0,
+    more: false,
+    largest: 0,
+    bytes: 0,
+  };
   const staleUploads = { aborted: 0, errors: [] as string[] };
-  clusters: for (const cluster of env.clusters) {
-    const prefix = clusterPrefix(cluster);
-    const cleanup = await abortStaleUploads(target, prefix, now);
-    staleUploads.aborted += cleanup.aborted;
-    if (cleanup.error && !staleUploads.errors.includes(cleanup.error))
-      staleUploads.errors.push(cleanup.error);
-    const { dropped } = await keysPolicyDrops(ingest, cluster, policies[input.target], now);
-    let current: { firstKey: string; lastKey: string; count: number } | undefined;
-    for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
-      if (dropped.has(object.key)) {
-        expired += 1;
-        continue;
-      }
-      if (present && !verify) {
-        alreadyPresent += 1;
-        continue;
-      }
-      if (!present && (!oldestMissing || object.lastModified < oldestMissing))
-        oldestMissing = object.lastModified;
-      if (backupIdOfManifestKey(object.key) !== undefined) {
-        if (manifestKeys.length >= MAX_MANIFESTS_PER_RUN) more = true;
-        else manifestKeys.push(object.key);
-        continue;
-      }
-      if (!current) {
-        if (batches.length >= env.maxBatchesPerRun) {
-          more = true;
-          break clusters;
-        }
-        current = { firstKey: object.key, lastKey: object.key, count: 0 };
-      }
-      current.lastKey = object.key;
-      current.count += 1;
-      objectCount += 1;
-      if (current.count >= env.batchSize) {
-        batches.push({ cluster, ...current });
-        current = undefined;
+  const capacity = env.maxBatchesPerRun * env.batchSize;
+  for (const cluster of clustersOfRun(env, input, reconcile)) {
+    const cursor = cursors.clusters[cluster];
+    if (reconcile || !cursor) {
+      // Orphaned uploads are old by definition: looking for them daily is soon enough.
+      const cleanup = await abortStaleUploads(target, clusterPrefix(cluster), now);
+      staleUploads.aborted += cleanup.aborted;
+      if (cleanup.error && !staleUploads.errors.includes(cleanup.error))
+        staleUploads.errors.push(cleanup.error);
+      const after = await reconcileCluster(
+        plan,
+        cluster,
+        ingest,
+        target,
+        env,
+        policies[input.target],
+        verify,
+        now,
+      );
+      if (after) next.clusters[cluster] = after;
+    } else {
+      const room = Math.min(capacity - plan.objectCount, MAX_MANIFESTS_PER_RUN - plan.manifestKeys.length);
+      if (room <= 0) plan.more = true;
+      else {
+        const work = await findNewWork(ingest, cluster, cursor, now, room);
+        batchNewObjects(plan, cluster, work.objects, env.batchSize);
+        plan.manifestKeys.push(...work.manifestKeys);
+        next.clusters[cluster] = work.next;
+        if (work.truncated) plan.more = true;
       }
     }
-    if (current) batches.push({ cluster, ...current });
+    if (plan.more) break;
   }
-  return {
+  const base = {
     target: input.target,
-    batches,
-    manifestKeys,
-    objectCount,
+    objectCount: plan.objectCount,
     // A verify run plans everything from the start each time, so it does not go round again: what
     // did not fit is verified by the next verify run (raise PGKEEP_MAX_BATCHES_PER_RUN to cover more).
-    more: more && !verify,
-    truncated: more,
-    alreadyPresent,
-    expired,
-    ...(oldestMissing ? { oldestMissing: oldestMissing.toISOString() } : {}),
+    more: plan.more && !verify,
+    truncated: plan.more,
+    alreadyPresent: plan.alreadyPresent,
+    expired: plan.expired,
+    ...(plan.oldestMissing ? { oldestMissing: plan.oldestMissing.toISOString() } : {}),
     verify,
+    reconcile,
     staleUploads,
   };
+  const small =
+    !plan.more &&
+    plan.batches.length <= 1 &&
+    plan.largest <= copyTuning(env).largeObjectBytes &&
+    plan.bytes <= INLINE_COPY_BYTES;
+  if (small) {
+    const batch = plan.batches[0];
+    const result = batch
+      ? await copyBatch({ target: input.target, batch, verify }, env, locations)
+      : undefined;
+    if (!result || result.large.length === 0) {
+      const manifests = await copyManifests(
+        {
+          target: input.target,
+          manifestKeys: plan.manifestKeys,
+          batches: result ? [{ batch: result, large: [] }] : [],
+          plan: base,
+          ...(input.summary ? { summary: input.summary } : {}),
+        },
+        env,
+        locations,
+        now,
+        next,
+      );
+      return { ...base, batches: [], manifestKeys: [], done: true, pendingCursors: null, manifests };
+    }
+  }
+  const pendingCursors =
+    Object.keys(next.clusters).length > 0 ? await writePending(ingest, input.target, next) : null;
+  return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
 }
 
 export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
   const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
+  const output = await mapTransient(() =>
     planCopies(
       parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'),
       env,
@@ -179,4 +355,11 @@ export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput>
       readPolicies(),
     ),
   );
+  // As "Copy and verify manifests" does when it runs as its own step.
+  if (output.manifests)
+    publishMetrics(
+      env.metricNamespace,
+      trustViolationMetrics('replication', output.manifests.summary.trustViolations),
+    );
+  return output;
 }

@@ -10,12 +10,23 @@ export const CopyBatchSchema = z.object({
   firstKey: key,
   lastKey: key,
   count: z.number().int(),
+  /** The hot path's batches name their keys: new objects, not a range holding older ones too. */
+  keys: z.array(key).optional(),
 });
 export const PlanCopiesInputSchema = z.object({
   target: z.string().min(1),
   verify: z.boolean().optional(),
-  /** The execution's input: `{"verify": true}` starts a verify run. */
-  execution: z.looseObject({ verify: z.boolean().optional() }).optional(),
+  /** The execution's input: `{"verify": true}` starts a verify run, `{"reconcile": true}` a full comparison. */
+  execution: z
+    .looseObject({
+      verify: z.boolean().optional(),
+      reconcile: z.boolean().optional(),
+      /** The manifest whose arrival started the run (the EventBridge rule): only its cluster is planned. */
+      key: z.string().optional(),
+    })
+    .optional(),
+  /** The totals of earlier rounds, for a plan small enough to be copied by the plan step itself. */
+  summary: z.lazy(() => SummarySchema).optional(),
 });
 export const CopyBatchInputSchema = z.object({
   target: z.string().min(1),
@@ -85,6 +96,8 @@ const BatchResultSchema = z.object({
   tampered: z.number(),
   oldestFailed: z.string().optional(),
   large: z.array(LargeObjectSchema),
+  /** The batch's cluster: a cluster with a failure keeps its replication cursor. */
+  cluster: z.string().optional(),
 });
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
@@ -107,6 +120,8 @@ export const CopyManifestsInputSchema = z.object({
     .optional(),
   /** The totals of earlier rounds of this execution. */
   summary: SummarySchema.optional(),
+  /** The cursors the plan proposed (a key in ingest): committed for every cluster without a failure. */
+  cursors: z.string().nullable().optional(),
 });
 
 /**
@@ -121,6 +136,11 @@ export interface CopyBatch {
   readonly lastKey: string;
   /** Objects the planner found missing in the range. */
   readonly count: number;
+  /**
+   * Exactly these keys (ascending, inside the range): the hot path's new objects. A range of new
+   * keys may hold older ones (another database's dumps), which retention may have deleted.
+   */
+  readonly keys?: string[];
 }
 
 export interface PlanCopiesInput {
@@ -131,7 +151,8 @@ export interface PlanCopiesInput {
    * "Copy batch to target" checks each copy's sha256 and reports a corrupt one (never replaced).
    */
   readonly verify?: boolean;
-  readonly execution?: { readonly verify?: boolean };
+  readonly execution?: { readonly verify?: boolean; readonly reconcile?: boolean; readonly key?: string };
+  readonly summary?: TargetSummary;
 }
 
 export interface PlanCopiesOutput {
@@ -154,6 +175,13 @@ export interface PlanCopiesOutput {
   /** ISO time of the oldest object planned: how far behind the target is, if it is not copied. */
   readonly oldestMissing?: string;
   readonly verify: boolean;
+  /** Every cluster was compared in full (a reconciliation or verify run), not only what is new. */
+  readonly reconcile: boolean;
+  /** The plan was small and copied by the plan step itself: `manifests` holds what it did. */
+  readonly done: boolean;
+  readonly manifests?: CopyManifestsOutput;
+  /** Where the proposed cursors wait for "Copy and verify manifests" to commit them. */
+  readonly pendingCursors: string | null;
 }
 
 export interface CopyBatchInput {

@@ -336,12 +336,13 @@ describe('Lambdas', () => {
 describe('schedules, alarms, outputs', () => {
   it('schedule each capability with the expression and time zone of the config', () => {
     const schedules = resources(pipeline, 'AWS::Scheduler::Schedule');
-    expect(schedules).toHaveLength(5);
+    expect(schedules).toHaveLength(6);
     const expressions = schedules.map(([, s]) => s.Properties.ScheduleExpression).sort();
     expect(expressions).toEqual(
       [
         config.schedules.replication,
         config.schedules.replicationVerify,
+        config.schedules.replicationReconcile,
         config.schedules.retention,
         config.schedules.verification,
         config.schedules.freshness,
@@ -354,6 +355,13 @@ describe('schedules, alarms, outputs', () => {
       Target: {
         Arn: { Ref: Match.stringLikeRegexp('^ReplicationStateMachine') },
         Input: JSON.stringify({ trigger: 'schedule', verify: true }),
+      },
+    });
+    pipeline.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: config.schedules.replicationReconcile,
+      Target: {
+        Arn: { Ref: Match.stringLikeRegexp('^ReplicationStateMachine') },
+        Input: JSON.stringify({ trigger: 'schedule', reconcile: true }),
       },
     });
     pipeline.hasResourceProperties('AWS::Scheduler::Schedule', {

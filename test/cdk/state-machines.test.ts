@@ -74,6 +74,10 @@ describe('replication', () => {
     truncated: more,
     alreadyPresent: 3,
     verify: false,
+    reconcile: false,
+    // These plans go through the batch Map; "a small plan is copied by the plan step" is tested below.
+    done: false,
+    pendingCursors: null,
   });
   const batchResult = (copied: number, large: unknown[] = []) => ({
     copied,
@@ -98,6 +102,45 @@ describe('replication', () => {
       ),
     };
   };
+
+  it('a small plan copied by the plan step itself skips the batch Map: fewer states entered per run', async () => {
+    const bindings = (small: boolean) => ({
+      lambdas: {
+        'replication/plan-copies': (input: unknown) => {
+          const { target } = input as { target: string };
+          if (!small)
+            return plan(target, [batch(1)], false, ['v1/main/manifests/20261122T021500Z-1a2b.json']);
+          const copied = { batch: { ...batchResult(2), large: [], cluster: 'main' }, large: [] };
+          const summary = addUpTarget(
+            { batches: [copied], plan: { alreadyPresent: 3, more: false } },
+            { copied: 1, skipped: 0, waiting: 0, rejected: [] },
+            new Date(),
+          );
+          return {
+            ...plan(target, []),
+            done: true,
+            manifests: { copied: 1, waiting: [], rejected: [], summary },
+          };
+        },
+        'replication/copy-batch': () => batchResult(2),
+        'replication/copy-manifests': manifestsStub,
+        'replication/copy-large': () => ({}),
+      },
+      states: { 'Alert replication failure': () => ({}) },
+    });
+    const viaMap = await runStateMachine(pipeline.stateMachine('replication'), bindings(false), {});
+    const inline = await runStateMachine(pipeline.stateMachine('replication'), bindings(true), {});
+    expect(inline.statesEntered).toContain('Target replicated by the plan');
+    expect(inline.statesEntered).not.toContain('Copy batches to target');
+    expect(inline.statesEntered).not.toContain('Copy and verify manifests');
+    // Both report the same per-target summary (what the console shows).
+    expect(inline.output).toEqual(viaMap.output);
+    // Two targets, one batch each: every state entered is a billed transition.
+    console.info(
+      `replication states entered per run, 2 targets, 1 batch each: ${viaMap.statesEntered.length} through the Map, ${inline.statesEntered.length} copied by the plan step`,
+    );
+    expect(inline.statesEntered.length).toBeLessThan(viaMap.statesEntered.length);
+  });
 
   it('plans, copies every batch and the manifests of every target, and succeeds with a per-target summary', async () => {
     const copied: string[] = [];

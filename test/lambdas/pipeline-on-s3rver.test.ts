@@ -174,7 +174,14 @@ const NEWEST = '20261121T040000Z-eeee';
 const largeDump = randomBytes(13 * MIB);
 
 type TargetOutput = { target: string; status: string; [field: string]: unknown };
-async function replicate(input: unknown = {}, alerts: unknown[] = []): Promise<TargetOutput[]> {
+/**
+ * A reconciliation run by default: these tests damage or remove copies at a target, which only the
+ * full comparison looks at; the hot path (only what is new since the cursors) is checked on its own.
+ */
+async function replicate(
+  input: unknown = { reconcile: true },
+  alerts: unknown[] = [],
+): Promise<TargetOutput[]> {
   const run = await runStateMachine(synth.stateMachine('replication'), replicationBindings(alerts), input);
   return (run.output as { targets: TargetOutput[] }).targets;
 }
@@ -285,6 +292,19 @@ describe('replication state machine with the real handlers', () => {
     expect(await replicate()).toMatchObject([
       { target: 'dr-aws', ...skippedEverything },
       { target: 'b2', ...skippedEverything },
+    ]);
+    // The hot path (cursors from the runs above) copies nothing either: only the unsettled WAL is
+    // looked at again, and found there.
+    const nothingCopied = {
+      status: 'ok',
+      objectsCopied: 0,
+      objectsFailed: 0,
+      bytesCopied: 0,
+      manifestsCopied: 0,
+    };
+    expect(await replicate({})).toMatchObject([
+      { target: 'dr-aws', ...nothingCopied },
+      { target: 'b2', ...nothingCopied },
     ]);
     // A verify run reads every copy and checks its sha256: all verified, none copied.
     expect(await replicate({ verify: true })).toMatchObject([
@@ -399,8 +419,9 @@ describe('replication state machine with the real handlers', () => {
     await expectIdenticalCopies({ openUploadsExpected: true });
     // The killed copy's upload could not be aborted while the provider was down: it stays until a
     // run at least 3 hours later aborts it (abortStaleUploads, test/lambdas/replication/), which
-    // needs a provider that lists multipart uploads; s3rver does not, so here it stays.
-    expect(await provider.openUploads('offsite')).toHaveLength(1);
+    // needs a provider that lists multipart uploads; s3rver does not, so here it may stay (when the
+    // plan step copied the dump itself, the kill can land before the upload is registered).
+    expect((await provider.openUploads('offsite')).length).toBeLessThanOrEqual(1);
     expect(await aws.openUploads('dr')).toEqual([]);
   });
 });

@@ -250,7 +250,12 @@ describe('a compromised host against the pipeline', () => {
     const [lateDump, lateManifest] = await logicalBackup('tamper', lateId, new Date(now));
     await hostPut(lateDump!, Buffer.alloc((await bytesAt(ingest, lateDump!)).length, 0x42));
 
-    for (const input of [{}, { verify: true }]) {
+    // The hot path looks only at what is new: the swapped late dump fails its check, not copied.
+    const hot = await replicate(env, {}, {});
+    expect(hot.failed).toBe('ReplicationFailed');
+    expect(await keysAt(target, 'v1/tamper/')).not.toContain(lateDump);
+    // Old keys the host overwrote are found by the full comparison: the daily reconciliation, a verify run.
+    for (const input of [{ reconcile: true }, { verify: true }]) {
       const { failed, alerts } = await replicate(env, {}, input);
       expect(failed).toBe('ReplicationFailed');
       expect(alerts).toHaveLength(2);

@@ -1,0 +1,180 @@
+/**
+ * Replication's cursors in ingest (core/replication-cursor.ts says what they mean), and the hot
+ * path that uses them: per cluster, what is new since the cursor, found with a fixed number of
+ * LIST requests whatever the archive holds:
+ *
+ * - one listing of `manifests/` after the manifest cursor; a new manifest's objects come from the
+ *   manifest itself, read through the validating reader;
+ * - one delimiter listing of `wal/` for the timelines, then one listing per timeline after its cursor.
+ *
+ * No retention policy runs here: everything the hot path plans is newer than a cursor, and the
+ * cursor only passes keys once they are copied. A backup newer than the cursor was never copied to
+ * the target by a run that saved its cursor, so retention (which deletes only what is at the
+ * target) never deleted it; and WAL after the cursor is younger than the newest backup, which every
+ * policy keeps. What a run copied but could not record is found present and skipped; the daily
+ * reconciliation runs the policy (`keysPolicyDrops`) over everything.
+ */
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { manifestsPrefix, pendingCursorKey, replicationCursorKey, walPrefix } from '../../core/keys.ts';
+import {
+  advanceStream,
+  type ClusterCursor,
+  EMPTY_CURSORS,
+  type ListedKey,
+  parseTargetCursors,
+  type TargetCursors,
+} from '../../core/replication-cursor.ts';
+import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
+import { ObjectNotFoundError } from '../../storage/storage.ts';
+import { type Location, listFrom } from '../lib/locations.ts';
+
+async function readJson(location: Location, key: string): Promise<string | undefined> {
+  try {
+    return await text(await location.storage.get(key));
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    throw error;
+  }
+}
+
+/** The target's cursors, or none yet (then every cluster is reconciled first). */
+export async function readCursors(ingest: Location, target: string): Promise<TargetCursors> {
+  const key = replicationCursorKey(target);
+  const json = await readJson(ingest, key);
+  return json === undefined ? EMPTY_CURSORS : parseTargetCursors(json, key);
+}
+
+/** Stores the cursors a run proposes; returns the key to commit later. */
+export async function writePending(
+  ingest: Location,
+  target: string,
+  cursors: TargetCursors,
+): Promise<string> {
+  const key = pendingCursorKey(target, randomUUID());
+  await ingest.storage.put(key, Readable.from([JSON.stringify(cursors)]));
+  return key;
+}
+
+/**
+ * Commits `proposed` (or the pending cursors at `pendingKey`) for every cluster not in `dirty`;
+ * a dirty cluster (an object failed or a manifest waits) keeps its old cursor, so its next run
+ * plans the same keys again.
+ */
+export async function commitCursors(
+  ingest: Location,
+  target: string,
+  proposed: TargetCursors | string,
+  dirty: ReadonlySet<string>,
+): Promise<void> {
+  let next = proposed;
+  if (typeof next === 'string') {
+    const json = await readJson(ingest, next);
+    if (json === undefined) return;
+    next = parseTargetCursors(json, next);
+  }
+  const changed = Object.keys(next.clusters).filter((c) => !dirty.has(c));
+  if (changed.length > 0) {
+    const current = await readCursors(ingest, target);
+    const clusters = { ...current.clusters };
+    for (const cluster of changed) clusters[cluster] = next.clusters[cluster] as ClusterCursor;
+    await ingest.storage.put(
+      replicationCursorKey(target),
+      Readable.from([JSON.stringify({ ...current, clusters })]),
+    );
+  }
+  if (typeof proposed === 'string') await ingest.storage.delete(proposed);
+}
+
+/** The timelines (8 hex digits) that have WAL in `cluster`: one delimiter listing, not a listing of the WAL. */
+export async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
+  const { storage } = ingest;
+  const prefix = storage.prefix + walPrefix(cluster);
+  const timelines: string[] = [];
+  let continuationToken: string | undefined;
+  do {
+    const page = await storage.client.send(
+      new ListObjectsV2Command({
+        Bucket: storage.bucket,
+        Prefix: prefix,
+        Delimiter: '/',
+        ContinuationToken: continuationToken,
+      }),
+    );
+    for (const common of page.CommonPrefixes ?? []) {
+      const timeline = common.Prefix?.slice(prefix.length, -1);
+      if (timeline && /^[0-9A-F]{8}$/.test(timeline)) timelines.push(timeline);
+    }
+    continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (continuationToken);
+  return timelines;
+}
+
+/** An object the hot path found new, with the size to copy (ingest's listing or the manifest). */
+export interface NewObject extends ListedKey {
+  readonly sizeBytes: number;
+}
+
+export interface NewWork {
+  readonly objects: NewObject[];
+  readonly manifestKeys: string[];
+  /** The cluster's cursor once all of the above is at the target. */
+  readonly next: ClusterCursor;
+  /** The per-run limit cut the listing; the next round continues from `next`. */
+  readonly truncated: boolean;
+}
+
+/** What `cluster` has in ingest after `cursor`, at most `limit` objects (manifests included). */
+export async function findNewWork(
+  ingest: Location,
+  cluster: string,
+  cursor: ClusterCursor,
+  now: Date,
+  limit: number,
+): Promise<NewWork> {
+  const objects: NewObject[] = [];
+  const manifestKeys: string[] = [];
+  let truncated = false;
+  const handledManifests: ListedKey[] = [];
+  const skip = new Set(cursor.manifests.copied);
+  for await (const object of listFrom(ingest, manifestsPrefix(cluster), cursor.manifests.after)) {
+    if (skip.has(object.key)) {
+      handledManifests.push(object);
+      continue;
+    }
+    if (objects.length + manifestKeys.length >= limit) {
+      truncated = true;
+      break;
+    }
+    const read = await readManifestOrReject(ingest.storage, object.key);
+    // A rejected manifest is planned all the same: "Copy and verify manifests" rejects it again and
+    // reports it (it never copies it); the cursor passes it, and reconciliation reports it daily.
+    if (isStoredManifest(read))
+      for (const entry of read.manifest.objects)
+        objects.push({ key: entry.key, sizeBytes: entry.sizeBytes, lastModified: object.lastModified });
+    manifestKeys.push(object.key);
+    handledManifests.push(object);
+  }
+  const wal: ClusterCursor['wal'] = { ...cursor.wal };
+  for (const timeline of await listTimelines(ingest, cluster)) {
+    if (truncated) break;
+    const handled: ListedKey[] = [];
+    for await (const object of listFrom(ingest, walPrefix(cluster, timeline), cursor.wal[timeline]?.after)) {
+      if (objects.length + manifestKeys.length >= limit) {
+        truncated = true;
+        break;
+      }
+      objects.push(object);
+      handled.push(object);
+    }
+    wal[timeline] = advanceStream(cursor.wal[timeline], handled, now, false);
+  }
+  return {
+    objects,
+    manifestKeys,
+    next: { manifests: advanceStream(cursor.manifests, handledManifests, now, true), wal },
+    truncated,
+  };
+}
