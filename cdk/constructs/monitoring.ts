@@ -39,7 +39,8 @@ const ALARMS_PER_NESTED_STACK = 400;
  * 500 resources per stack.
  */
 function clusterAlarmScopes(parent: Construct, config: DeployConfig): (index: number) => Construct {
-  const perCluster = 2 + config.targets.length;
+  // Dump age, WAL age, one lag per target, one verification age per source (ingest and each target).
+  const perCluster = 2 + config.targets.length + (1 + config.targets.length);
   const clustersPerStack = Math.max(1, Math.floor(ALARMS_PER_NESTED_STACK / perCluster));
   if (config.clusters.length * perCluster <= ALARMS_PER_NESTED_STACK / 2) return () => parent;
   const stacks = new Map<number, Construct>();
@@ -152,14 +153,18 @@ export class Monitoring extends Construct {
         );
       }
       for (const source of [INGEST_SOURCE, ...config.targets.map((t) => t.name)]) {
-        alarm(`VerificationAge-${cluster.name}-${source}`, {
-          alarmDescription: `pgkeep: no restore of cluster ${cluster.name} from ${source} has passed verification for ${config.freshness.maxVerificationAgeDays} days`,
-          metric: metric(METRICS.verificationAgeSeconds, { Cluster: cluster.name, Source: source }),
-          threshold: config.freshness.maxVerificationAgeDays * 86_400,
-          evaluationPeriods: 1,
-          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-        });
+        alarm(
+          `VerificationAge-${cluster.name}-${source}`,
+          {
+            alarmDescription: `pgkeep: no restore of cluster ${cluster.name} from ${source} has passed verification for ${config.freshness.maxVerificationAgeDays} days`,
+            metric: metric(METRICS.verificationAgeSeconds, { Cluster: cluster.name, Source: source }),
+            threshold: config.freshness.maxVerificationAgeDays * 86_400,
+            evaluationPeriods: 1,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+          },
+          scope,
+        );
       }
       freshnessWidgets.push(
         new cloudwatch.GraphWidget({

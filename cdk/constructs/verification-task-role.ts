@@ -39,24 +39,19 @@ export function verificationTaskRole(
   const secrets = [...props.targetSecrets.values()];
   const own = clusterPrefix(clusterName);
   const reports = verifyReportPrefix(clusterName);
-  const role = new iam.Role(scope, `TaskRole-${clusterName}`, {
-    roleName: verificationTaskRoleName(config.name, clusterName),
-    path: verificationTaskRolePath(),
-    assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-    description: `pgkeep restore verification of cluster ${clusterName}: reads only its objects, may unseal the automation identity`,
-  });
+  const statements: iam.PolicyStatement[] = [];
   const objectArns = [
     bucket.arnForObjects(`${own}*`),
     ...awsTargets.map((t) => `arn:${Aws.PARTITION}:s3:::${t.bucket}/${t.prefix}${own}*`),
   ];
-  role.addToPrincipalPolicy(
+  statements.push(
     new iam.PolicyStatement({
       sid: 'ReadOwnCluster',
       actions: [...OBJECT_READ_ACTIONS],
       resources: objectArns,
     }),
   );
-  role.addToPrincipalPolicy(
+  statements.push(
     new iam.PolicyStatement({
       sid: 'ListIngestOwnCluster',
       actions: [...BUCKET_LIST_ACTIONS],
@@ -65,14 +60,14 @@ export function verificationTaskRole(
     }),
   );
   for (const target of awsTargets)
-    role.addToPrincipalPolicy(
+    statements.push(
       new iam.PolicyStatement({
         actions: [...BUCKET_LIST_ACTIONS],
         resources: [`arn:${Aws.PARTITION}:s3:::${target.bucket}`],
         conditions: { StringLike: { 's3:prefix': [`${target.prefix}${own}*`] } },
       }),
     );
-  role.addToPrincipalPolicy(
+  statements.push(
     new iam.PolicyStatement({
       sid: 'WriteOwnReports',
       actions: [...VERIFY_REPORT_WRITE_ACTIONS],
@@ -80,14 +75,14 @@ export function verificationTaskRole(
     }),
   );
   if (secrets.length > 0)
-    role.addToPrincipalPolicy(
+    statements.push(
       new iam.PolicyStatement({
         sid: 'ReadProviderCredentials',
         actions: [...SECRET_READ_ACTIONS],
         resources: secrets.map((secret) => secret.secretArn),
       }),
     );
-  role.addToPrincipalPolicy(
+  statements.push(
     new iam.PolicyStatement({
       sid: 'UnsealAutomationIdentity',
       actions: [...VERIFY_KMS_ACTIONS],
@@ -99,6 +94,15 @@ export function verificationTaskRole(
       },
     }),
   );
+  const role = new iam.Role(scope, `TaskRole-${clusterName}`, {
+    roleName: verificationTaskRoleName(config.name, clusterName),
+    path: verificationTaskRolePath(),
+    assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+    description: `pgkeep restore verification of cluster ${clusterName}: reads only its objects, may unseal the automation identity`,
+    // Inline: one resource per cluster (a separate policy would be a second), so a deployment of
+    // hundreds of clusters stays within CloudFormation's resources per stack.
+    inlinePolicies: { verification: new iam.PolicyDocument({ statements }) },
+  });
   acknowledgeWildcardResources(
     role,
     `the task restores any backup of cluster ${clusterName} (its prefix ${own} in ingest and in each target) and writes its report under ${reports}; the key names are not known in advance, and the cluster's prefix is the boundary`,

@@ -10,13 +10,13 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { VERIFY_REPORT_ROOT } from '../../core/keys.ts';
 import { VERIFY_TASK_ENV } from '../../core/verify-task.ts';
 import type { DeployConfig } from '../config.ts';
 import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledge, acknowledgeWildcardResources } from '../nag.ts';
+import { verificationTaskRoleArn } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { grantTargets, pipelineEnvironment } from './replication.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
@@ -120,6 +120,11 @@ export class Verification extends Construct {
       retention: logs.RetentionDays.THREE_MONTHS,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // The task definitions' own role may do nothing: every run overrides it with its cluster's role.
+    const baseTaskRole = new iam.Role(this, 'TaskRoleWithoutGrants', {
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+      description: 'pgkeep restore verification: the task definitions default role; every run overrides it',
+    });
     const taskDefinitions = new Map<string, ecs.FargateTaskDefinition>();
     for (const major of config.verification.postgresMajorVersions) {
       const image = new ecrAssets.DockerImageAsset(this, `ImagePg${major}`, {
@@ -131,33 +136,30 @@ export class Verification extends Construct {
         ignoreMode: IgnoreMode.DOCKER,
         exclude: ['*', '!verify', '!dist'],
       });
-      for (const [clusterName, taskRole] of taskRoles) {
-        const taskDefinition = new ecs.FargateTaskDefinition(this, `Task-${clusterName}-Pg${major}`, {
-          family: `${config.name}-verify-${clusterName}-pg${major}`,
-          cpu: config.verification.cpu,
-          memoryLimitMiB: config.verification.memoryMiB,
-          ephemeralStorageGiB: config.verification.ephemeralStorageGiB,
-          taskRole,
-          runtimePlatform: {
-            cpuArchitecture: ecs.CpuArchitecture.X86_64,
-            operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
-          },
-        });
-        taskDefinition.addContainer(VERIFY_CONTAINER_NAME, {
-          image: ecs.ContainerImage.fromDockerImageAsset(image),
-          essential: true,
-          logging: ecs.LogDrivers.awsLogs({
-            logGroup: containerLogs,
-            streamPrefix: `${clusterName}-pg${major}`,
-          }),
-        });
-        acknowledge(
-          taskDefinition,
-          'the execution role CDK generates needs ecr:GetAuthorizationToken to pull the image, and that action accepts no resource other than "*"',
-          'AwsSolutions-IAM5[Resource::*]',
-        );
-        taskDefinitions.set(`${clusterName}/${major}`, taskDefinition);
-      }
+      // One task definition per major for every cluster: the run's cluster picks the task role
+      // (RunTask's TaskRoleArn override), so a deployment's size does not grow with task definitions.
+      const taskDefinition = new ecs.FargateTaskDefinition(this, `TaskPg${major}`, {
+        family: `${config.name}-verify-pg${major}`,
+        cpu: config.verification.cpu,
+        memoryLimitMiB: config.verification.memoryMiB,
+        ephemeralStorageGiB: config.verification.ephemeralStorageGiB,
+        taskRole: baseTaskRole,
+        runtimePlatform: {
+          cpuArchitecture: ecs.CpuArchitecture.X86_64,
+          operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+        },
+      });
+      taskDefinition.addContainer(VERIFY_CONTAINER_NAME, {
+        image: ecs.ContainerImage.fromDockerImageAsset(image),
+        essential: true,
+        logging: ecs.LogDrivers.awsLogs({ logGroup: containerLogs, streamPrefix: `pg${major}` }),
+      });
+      acknowledge(
+        taskDefinition,
+        'the execution role CDK generates needs ecr:GetAuthorizationToken to pull the image, and that action accepts no resource other than "*"',
+        'AwsSolutions-IAM5[Resource::*]',
+      );
+      taskDefinitions.set(String(major), taskDefinition);
     }
     this.taskDefinitions = taskDefinitions;
 
@@ -243,41 +245,51 @@ export class Verification extends Construct {
 
     const whichMajor = new sfn.Choice(this, 'Which PostgreSQL major version?');
     const ingestUrl = `s3://${bucket.bucketName}/?region=${Aws.REGION}`;
-    for (const [which, taskDefinition] of taskDefinitions) {
-      const [clusterName, major] = which.split('/') as [string, string];
-      const restore = new tasks.EcsRunTask(this, `Restore ${clusterName} on PostgreSQL ${major}`, {
-        integrationPattern: sfn.IntegrationPattern.RUN_JOB,
-        cluster: this.cluster,
-        taskDefinition,
-        launchTarget: new tasks.EcsFargateLaunchTarget({
-          platformVersion: ecs.FargatePlatformVersion.LATEST,
-        }),
-        assignPublicIp: true,
-        subnets: { subnetType: ec2.SubnetType.PUBLIC },
-        securityGroups: [this.securityGroup],
-        containerOverrides: [
-          {
-            containerDefinition: taskDefinition.defaultContainer!,
-            environment: [
-              { name: VERIFY_TASK_ENV.repository, value: sfn.JsonPath.stringAt('$.backup.repository') },
-              { name: VERIFY_TASK_ENV.source, value: sfn.JsonPath.stringAt('$.backup.source') },
-              {
-                name: VERIFY_TASK_ENV.sourceSecretArn,
-                value: sfn.JsonPath.stringAt('$.backup.sourceSecretArn'),
+    const subnets = this.cluster.vpc.selectSubnets({ subnetType: ec2.SubnetType.PUBLIC }).subnetIds;
+    const roleArnPrefix = verificationTaskRoleArn(config.name, 'x').slice(0, -1);
+    for (const [major, taskDefinition] of taskDefinitions) {
+      const environment = [
+        [VERIFY_TASK_ENV.repository, '$.backup.repository'],
+        [VERIFY_TASK_ENV.source, '$.backup.source'],
+        [VERIFY_TASK_ENV.sourceSecretArn, '$.backup.sourceSecretArn'],
+        [VERIFY_TASK_ENV.cluster, '$.backup.cluster'],
+        [VERIFY_TASK_ENV.backupId, '$.backup.backupId'],
+        [VERIFY_TASK_ENV.runId, '$.backup.runId'],
+        [VERIFY_TASK_ENV.reportKey, '$.backup.reportKey'],
+      ].map(([name, path]) => ({ Name: name, 'Value.$': path }));
+      for (const [name, value] of [
+        [VERIFY_TASK_ENV.reportRepository, ingestUrl],
+        [VERIFY_TASK_ENV.kmsKeyArn, props.key.keyArn],
+        [VERIFY_TASK_ENV.sealedIdentity, config.verification.sealedIdentity ?? ''],
+        [VERIFY_TASK_ENV.assertions, JSON.stringify(config.verification.assertions)],
+      ] as const)
+        environment.push({ Name: name, Value: value } as never);
+      // RunTask (.sync) as raw JSON: CDK's EcsRunTask cannot override the task role, and the role is
+      // what keeps a run for cluster A from reading cluster B.
+      const restore = new sfn.CustomState(this, `Restore on PostgreSQL ${major}`, {
+        stateJson: {
+          Type: 'Task',
+          Resource: `arn:${Aws.PARTITION}:states:::ecs:runTask.sync`,
+          Parameters: {
+            Cluster: this.cluster.clusterArn,
+            TaskDefinition: taskDefinition.taskDefinitionArn,
+            LaunchType: 'FARGATE',
+            PlatformVersion: 'LATEST',
+            NetworkConfiguration: {
+              AwsvpcConfiguration: {
+                Subnets: subnets,
+                SecurityGroups: [this.securityGroup.securityGroupId],
+                AssignPublicIp: 'ENABLED',
               },
-              { name: VERIFY_TASK_ENV.reportRepository, value: ingestUrl },
-              { name: VERIFY_TASK_ENV.cluster, value: sfn.JsonPath.stringAt('$.backup.cluster') },
-              { name: VERIFY_TASK_ENV.backupId, value: sfn.JsonPath.stringAt('$.backup.backupId') },
-              { name: VERIFY_TASK_ENV.runId, value: sfn.JsonPath.stringAt('$.backup.runId') },
-              { name: VERIFY_TASK_ENV.reportKey, value: sfn.JsonPath.stringAt('$.backup.reportKey') },
-              { name: VERIFY_TASK_ENV.kmsKeyArn, value: props.key.keyArn },
-              { name: VERIFY_TASK_ENV.sealedIdentity, value: config.verification.sealedIdentity ?? '' },
-              { name: VERIFY_TASK_ENV.assertions, value: JSON.stringify(config.verification.assertions) },
-            ],
+            },
+            Overrides: {
+              'TaskRoleArn.$': `States.Format('${roleArnPrefix}{}', $.backup.cluster)`,
+              ContainerOverrides: [{ Name: VERIFY_CONTAINER_NAME, Environment: environment }],
+            },
           },
-        ],
-        resultPath: sfn.JsonPath.DISCARD,
-        taskTimeout: sfn.Timeout.duration(Duration.hours(6)),
+          ResultPath: null,
+          TimeoutSeconds: Duration.hours(6).toSeconds(),
+        },
       });
       // Capacity and throttling errors are worth another try; a restore that ran and failed is not.
       restore.addRetry({
@@ -288,13 +300,7 @@ export class Verification extends Construct {
       });
       restore.addCatch(recordStep, CATCH_ALL);
       restore.next(recordStep);
-      whichMajor.when(
-        sfn.Condition.and(
-          sfn.Condition.stringEquals('$.backup.cluster', clusterName),
-          sfn.Condition.numberEquals('$.backup.pgMajor', Number(major)),
-        ),
-        restore,
-      );
+      whichMajor.when(sfn.Condition.numberEquals('$.backup.pgMajor', Number(major)), restore);
     }
     whichMajor.otherwise(
       new sfn.Pass(this, 'No image for this major version', {
@@ -313,11 +319,52 @@ export class Verification extends Construct {
       definition: pickStep.next(whichMajor),
       timeout: Duration.hours(8),
       invokes: this.functions.map((f) => f.function),
-      otherWildcards: [...taskDefinitions.values()].map((taskDefinition) => ({
-        resource: `${taskDefinitionFamilyArn(taskDefinition)}:*`,
-        reason:
-          'CDK grants ecs:RunTask on every revision of the task definition family ("<family>:*"), so a new image revision needs no new policy',
-      })),
+      otherWildcards: [
+        ...[...taskDefinitions.values()].map((taskDefinition) => ({
+          resource: `${taskDefinitionFamilyArn(taskDefinition)}:*`,
+          reason:
+            'ecs:RunTask on every revision of the task definition family ("<family>:*"), so a new image revision needs no new policy',
+        })),
+        {
+          resource: `${roleArnPrefix}*`,
+          reason:
+            "iam:PassRole on the clusters' verification roles (one per cluster, by name): each run passes the role of the cluster it verifies",
+        },
+      ],
     });
+    const machineRole = this.stateMachine.role;
+    for (const taskDefinition of taskDefinitions.values()) {
+      machineRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['ecs:RunTask'],
+          resources: [`${taskDefinitionFamilyArn(taskDefinition)}:*`],
+        }),
+      );
+    }
+    machineRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['ecs:StopTask', 'ecs:DescribeTasks'],
+        resources: ['*'],
+        conditions: { ArnEquals: { 'ecs:cluster': this.cluster.clusterArn } },
+      }),
+    );
+    machineRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['events:PutTargets', 'events:PutRule', 'events:DescribeRule'],
+        resources: [
+          `arn:${Aws.PARTITION}:events:${Aws.REGION}:${Aws.ACCOUNT_ID}:rule/StepFunctionsGetEventsForECSTaskRule`,
+        ],
+      }),
+    );
+    machineRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['iam:PassRole'],
+        resources: [
+          `${roleArnPrefix}*`,
+          baseTaskRole.roleArn,
+          ...[...taskDefinitions.values()].map((t) => t.obtainExecutionRole().roleArn),
+        ],
+      }),
+    );
   }
 }

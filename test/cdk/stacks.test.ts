@@ -443,14 +443,15 @@ describe('schedules, alarms, outputs', () => {
     });
   });
 
-  it('runs verification on Fargate with one task definition per cluster and PostgreSQL major, built from verify/Dockerfile', () => {
+  it('runs verification on Fargate with one task definition per PostgreSQL major, built from verify/Dockerfile', () => {
     const tasks = resources(pipeline, 'AWS::ECS::TaskDefinition');
     expect(tasks.map(([, t]) => t.Properties.Family).sort()).toEqual(
-      config.verification.postgresMajorVersions.map((v) => `pgkeep-verify-main-pg${v}`).sort(),
+      config.verification.postgresMajorVersions.map((v) => `pgkeep-verify-pg${v}`).sort(),
     );
     for (const [, t] of tasks) {
       expect(t.Properties.RequiresCompatibilities).toEqual(['FARGATE']);
-      expect(JSON.stringify(t.Properties.TaskRoleArn)).toContain('VerificationTaskRolemain');
+      // Its own role is granted nothing: every run passes the role of the cluster it verifies.
+      expect(JSON.stringify(t.Properties.TaskRoleArn)).toContain('VerificationTaskRoleWithoutGrants');
       // The restore parameters are RunTask overrides, never baked into the task definition.
       expect(
         (t.Properties.ContainerDefinitions as { Environment?: unknown }[])[0]?.Environment,

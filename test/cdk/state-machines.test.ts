@@ -604,10 +604,10 @@ describe('verification', () => {
           },
         },
         states: {
-          'Restore main on PostgreSQL 16': () => {
+          'Restore on PostgreSQL 16': () => {
             throw failure('States.TaskFailed', 'pg_amcheck found corruption');
           },
-          'Restore main on PostgreSQL 17': () => {
+          'Restore on PostgreSQL 17': () => {
             throw new Error('wrong major version');
           },
           'Alert verification failure': (input) => alerts.push(input),
@@ -643,8 +643,8 @@ describe('verification', () => {
           },
         },
         states: {
-          'Restore main on PostgreSQL 16': () => ({}),
-          'Restore main on PostgreSQL 17': () => ({}),
+          'Restore on PostgreSQL 16': () => ({}),
+          'Restore on PostgreSQL 17': () => ({}),
           'Alert verification failure': () => ({}),
         },
       },
@@ -675,8 +675,8 @@ describe('verification', () => {
           }),
         },
         states: {
-          'Restore main on PostgreSQL 16': () => ({}),
-          'Restore main on PostgreSQL 17': () => ({}),
+          'Restore on PostgreSQL 16': () => ({}),
+          'Restore on PostgreSQL 17': () => ({}),
           'Alert verification failure': (input) => alerts.push(input),
         },
       },

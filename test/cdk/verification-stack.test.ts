@@ -38,6 +38,9 @@ function render(value: unknown): string {
 
 function roleStatements(t: Template, roleLogicalId: string): Statement[] {
   const out: Statement[] = [];
+  const role = resources(t, 'AWS::IAM::Role').find(([id]) => id === roleLogicalId)?.[1];
+  for (const p of (role?.Properties.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[])
+    out.push(...p.PolicyDocument.Statement);
   for (const [, policy] of resources(t, 'AWS::IAM::Policy')) {
     const roles = ((policy.Properties.Roles ?? []) as { Ref: string }[]).map((r) => r.Ref);
     if (roles.includes(roleLogicalId))
@@ -76,12 +79,17 @@ describe('verification reports', () => {
     const deny = statements.find((s) => s.Sid === 'DenyHostsWritingReports')!;
     expect(deny.Effect).toBe('Deny');
     expect(actions(deny)).toEqual(['s3:PutObject']);
-    expect(list(deny.Resource).map(render)).toEqual(['<ref>/verify/*']);
+    expect(list(deny.Resource).map(render)).toEqual(['<ref>/verify/*', '<ref>/pipeline/*']);
     const principals = JSON.stringify(deny.Principal?.AWS);
     for (const host of ['Hostalpha', 'Hostbeta']) expect(principals).toContain(host);
-    // The layout deny still lets the verifier write there (and nothing outside v1/ and verify/).
+    // The layout deny still lets the verifier write there (and nothing outside v1/, verify/ and the
+    // pipeline's own state).
     const layout = statements.find((s) => s.Sid === 'DenyWritesOutsideLayout')!;
-    expect(list(layout.NotResource).map(render).sort()).toEqual(['<ref>/v1/*', '<ref>/verify/*']);
+    expect(list(layout.NotResource).map(render).sort()).toEqual([
+      '<ref>/pipeline/*',
+      '<ref>/v1/*',
+      '<ref>/verify/*',
+    ]);
   });
 });
 
@@ -119,13 +127,9 @@ describe('verification task', () => {
         const path = r.split(':::')[1];
         if (path?.includes('/')) expect(r).toContain(`/${cluster}/`);
       }
-      // Its task definitions run with this role only.
-      const tasks = resources(synth.pipeline, 'AWS::ECS::TaskDefinition').filter(([, t]) =>
-        String(t.Properties.Family).startsWith(`pgkeep-verify-${cluster}-`),
-      );
-      expect(tasks).toHaveLength(config.verification.postgresMajorVersions.length);
-      for (const [, t] of tasks)
-        expect(JSON.stringify(t.Properties.TaskRoleArn)).toContain(taskRoleId(cluster));
+      // Every run of this cluster passes this role (RunTask's TaskRoleArn override, by its name).
+      const names = JSON.stringify(synth.stateMachine('verification').definition);
+      expect(names).toContain(`role/pgkeep/`);
     }
   });
 
@@ -153,6 +157,13 @@ describe('verification task', () => {
     ]);
   });
 
+  it("runs with a task-definition role that is granted nothing, so a run without its cluster's role can read nothing", () => {
+    const [[id]] = resources(synth.pipeline, 'AWS::IAM::Role').filter(([id]) =>
+      id.startsWith('VerificationTaskRoleWithoutGrants'),
+    ) as [[string, Resource]];
+    expect(roleStatements(synth.pipeline, id)).toEqual([]);
+  });
+
   it('may send only HTTPS out and accepts nothing in', () => {
     const groups = resources(synth.pipeline, 'AWS::EC2::SecurityGroup').filter(([id]) =>
       id.startsWith('VerificationTaskSecurityGroup'),
@@ -172,12 +183,22 @@ describe('verification task', () => {
       String(s.Resource).includes(':ecs:runTask'),
     );
     expect(runTasks.map(([name]) => name).sort()).toEqual(
-      ['alpha', 'beta']
-        .flatMap((c) =>
-          config.verification.postgresMajorVersions.map((v) => `Restore ${c} on PostgreSQL ${v}`),
-        )
-        .sort(),
+      config.verification.postgresMajorVersions.map((v) => `Restore on PostgreSQL ${v}`).sort(),
     );
+    // One task definition per major for every cluster; the picked cluster's role is passed per run,
+    // and the task definitions' own role is granted nothing.
+    const families = resources(synth.pipeline, 'AWS::ECS::TaskDefinition').map(
+      ([, t]) => t.Properties.Family,
+    );
+    expect(families.sort()).toEqual(
+      config.verification.postgresMajorVersions.map((v) => `pgkeep-verify-pg${v}`).sort(),
+    );
+    for (const [, state] of runTasks) {
+      const overrides = (state.Parameters as { Overrides: Record<string, unknown> }).Overrides;
+      expect(overrides['TaskRoleArn.$']).toMatch(
+        /^States\.Format\('arn:.*:role\/pgkeep\/.*\/pgkeep-verify-\{\}', \$\.backup\.cluster\)$/,
+      );
+    }
     for (const [, state] of runTasks) {
       const overrides = (
         state.Parameters as { Overrides: { ContainerOverrides: { Environment: { Name: string }[] }[] } }

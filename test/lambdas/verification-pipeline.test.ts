@@ -217,7 +217,7 @@ async function runTask(input: unknown): Promise<unknown> {
 function bindings(alerts: unknown[]): TaskBindings {
   const major = synth.stateMachine('verification');
   const restore = Object.keys(major.definition.States).find((name) =>
-    name.startsWith('Restore main on PostgreSQL'),
+    name.startsWith('Restore on PostgreSQL'),
   )!;
   return {
     lambdas: {
