@@ -132,7 +132,11 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       );
     }
     // Segments dropped earlier are recorded now that the repository answers; until then they wait.
-    await publishDroppedWal(storage, config.cluster, spool.root).catch(() => undefined);
+    await publishDroppedWal(storage, config.cluster, spool.root).catch((error: unknown) => {
+      context.stderr.write(
+        `pgkeep wal-push: WARNING: dropped WAL is not recorded in the repository yet (${(error as Error).message}); the next push tries again\n`,
+      );
+    });
     // Only an optimisation for the segments after this one, which is stored: never a failure.
     if (config.wal.asyncSeconds > 0) {
       await startPusher(context, spool, dataDir, path, {
