@@ -63,6 +63,15 @@ export class IngestBucket extends Construct {
             props.abortIncompleteMultipartUploadAfterDays ?? 2,
           ),
         },
+        {
+          // Replication rewrites its cursors every run; each old version stays under Object Lock
+          // for the retention period and is then expired, so they do not pile up for ever.
+          id: 'expire-old-pipeline-state',
+          enabled: true,
+          prefix: PIPELINE_PREFIX,
+          noncurrentVersionExpiration: Duration.days(props.objectLockDefaultRetentionDays + 1),
+          expiredObjectDeleteMarker: true,
+        },
       ],
     });
     // EventBridge notifications as the native CloudFormation property: `eventBridgeEnabled` would add

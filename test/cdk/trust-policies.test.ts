@@ -101,6 +101,27 @@ describe('ingest bucket policy against a compromised host', () => {
   });
 });
 
+describe("the pipeline's own state in ingest", () => {
+  it('is denied to every host, and its old versions expire once their Object Lock ends', () => {
+    const deny = ingestPolicy(synth.stateful).find((s) => s.Sid === 'DenyHostsWritingReports');
+    expect(JSON.stringify(deny?.Resource)).toContain('/pipeline/*');
+    const [[, bucket]] = resources(synth.stateful, 'AWS::S3::Bucket').filter(
+      ([id, b]) => id.startsWith('IngestBucket') && 'ObjectLockConfiguration' in b.Properties,
+    ) as [[string, Resource]];
+    const rules = (bucket.Properties.LifecycleConfiguration as { Rules: Record<string, unknown>[] }).Rules;
+    const days = (
+      bucket.Properties.ObjectLockConfiguration as { Rule: { DefaultRetention: { Days: number } } }
+    ).Rule.DefaultRetention.Days;
+    expect(rules).toContainEqual(
+      expect.objectContaining({
+        Prefix: 'pipeline/',
+        NoncurrentVersionExpiration: { NoncurrentDays: days + 1 },
+        Status: 'Enabled',
+      }),
+    );
+  });
+});
+
 describe('provider credentials: copying and deleting are separate', () => {
   let split: SynthesizedPipeline;
   beforeAll(() => {
