@@ -11,7 +11,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Location, LocationFactory } from '../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../lambdas/lib/pipeline-env.ts';
@@ -79,15 +79,22 @@ async function filesUnder(dir: string): Promise<string[]> {
 
 export async function soak(): Promise<SoakResult> {
   const run = await soakRun();
-  // Nothing of the run is left: no process naming one of its directories, none of them on disk.
-  const { stdout } = await execFileAsync('ps', ['-eo', 'pid,args']);
-  const processes = stdout.split('\n').filter((l) => run.owned.some((dir) => l.includes(dir)));
+  console.log(`soak: ${JSON.stringify(run.result)}`);
+  // Nothing of the run is left: no process naming one of its directories (a restored server's WAL
+  // prefetcher may take a moment to end after the server stops), none of them on disk.
+  let processes: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const { stdout } = await execFileAsync('ps', ['-eo', 'pid,args']);
+    processes = stdout.split('\n').filter((l) => run.owned.some((dir) => l.includes(dir)));
+    if (processes.length === 0) break;
+    await sleep(500);
+  }
   const dirs = run.owned.filter((dir) => existsSync(dir));
   if (processes.length > 0 || dirs.length > 0 || run.spoolTemp.length > 0)
     throw new Error(
       `left behind: processes ${JSON.stringify(processes)}, directories ${JSON.stringify(dirs)}, spool temp files ${JSON.stringify(run.spoolTemp)}`,
     );
-  console.log(`soak: passed: ${JSON.stringify(run.result)}`);
+  console.log('soak: passed');
   return run.result;
 }
 
@@ -272,7 +279,7 @@ async function soakRun(): Promise<{ result: SoakResult; owned: string[]; spoolTe
     };
     console.log(`soak: pipeline runs ${pipelineRuns}, failed ${pipelineFailures}`);
     // What the agent writes through a temp name and a rename; any left in the spool is a leak.
-    spoolTemp = (await filesUnder(h.spoolDir)).filter((f) => /tmp|partial/i.test(f));
+    spoolTemp = (await filesUnder(h.spoolDir)).filter((f) => /tmp|partial/i.test(basename(f)));
     return { result, owned, spoolTemp };
   } finally {
     pgbench?.child.kill();
