@@ -10,8 +10,7 @@ import { Readable } from 'node:stream';
 import { replicationCursorKey, walKey } from '../core/keys.ts';
 import type { Location } from '../lambdas/lib/locations.ts';
 import { findNewWork, readCursors } from '../lambdas/replication/cursors.ts';
-import { createS3Client, S3Storage } from '../storage/s3-storage.ts';
-import { S3RVER_CREDENTIALS, startS3Server } from '../test/support/s3-server.ts';
+import { s3rverStorage, startS3Server } from '../test/support/s3-server.ts';
 import { cursorsAt, seedArchive, sha256, walName } from '../test/support/seeded-archive.ts';
 
 const CLUSTERS = Array.from({ length: 50 }, (_, i) => `db-${String(i).padStart(2, '0')}`);
@@ -19,16 +18,7 @@ const RUNS = 5;
 
 const server = await startS3Server({ buckets: ['ingest'] });
 try {
-  const options = {
-    bucket: 'ingest',
-    prefix: '',
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-  };
-  const client = createS3Client(options);
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  const ingest: Location = { name: 'ingest', storage: new S3Storage(options, client) };
+  const ingest: Location = { name: 'ingest', storage: s3rverStorage(server.endpoint, 'ingest') };
   const put = (key: string, body: string) => ingest.storage.put(key, Readable.from([Buffer.from(body)]));
   let segment = 2_000_000;
   async function planMs(): Promise<number> {

@@ -15,12 +15,11 @@ import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Location, LocationFactory } from '../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../lambdas/lib/pipeline-env.ts';
-import { createS3Client, S3Storage } from '../storage/s3-storage.ts';
 import { archiveSettings, makeHarness, waitPromoted } from '../test/agent/wal/harness.ts';
 import { type Faults, seededRandom, startFaultProxy } from '../test/support/fault-proxy.ts';
 import { replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
 import { PG_BIN, type PgCluster, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
-import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../test/support/s3-server.ts';
+import { S3RVER_CREDENTIALS, s3rverStorage, startS3Server } from '../test/support/s3-server.ts';
 import { runStateMachine, synthPipeline } from '../test/support/state-machines.ts';
 
 const execFileAsync = promisify(execFile);
@@ -43,19 +42,6 @@ export interface SoakResult {
   marks: number;
   pitrChecked: number;
   archiveFailures: number;
-}
-
-function storageOn(server: S3Server, bucket: string): S3Storage {
-  const options = {
-    bucket,
-    prefix: '',
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-  };
-  const client = createS3Client(options);
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  return new S3Storage(options, client);
 }
 
 /** The fault for the next period, drawn from the seeded generator; `{}` (none) one period in three. */
@@ -113,9 +99,9 @@ async function soakRun(): Promise<{ result: SoakResult; owned: string[]; spoolTe
   const clusters: PgCluster[] = [];
   const owned = [h.dir, ingestServer.directory, targetServer.directory];
   let spoolTemp: string[] = [];
-  const ingest: Location = { name: 'ingest', storage: storageOn(ingestServer, 'ingest') };
-  const dr: Location = { name: 'dr-aws', storage: storageOn(targetServer, 'dr-copy') };
-  const b2: Location = { name: 'b2', storage: storageOn(targetServer, 'b2-copy') };
+  const ingest: Location = { name: 'ingest', storage: s3rverStorage(ingestServer.endpoint, 'ingest') };
+  const dr: Location = { name: 'dr-aws', storage: s3rverStorage(targetServer.endpoint, 'dr-copy') };
+  const b2: Location = { name: 'b2', storage: s3rverStorage(targetServer.endpoint, 'b2-copy') };
   const locations: LocationFactory = {
     ingest: async () => ingest,
     target: async (t) => (t.name === 'b2' ? b2 : dr),

@@ -16,12 +16,11 @@ import { awsLocations, type Location, type LocationFactory } from '../../lambdas
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
 import { recordResult } from '../../lambdas/verification/record-result.ts';
-import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import {
   replicationBindings as localReplicationBindings,
   retentionBindings,
 } from '../support/local-pipeline.ts';
-import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../support/s3-server.ts';
+import { S3RVER_CREDENTIALS, type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import {
   type ExecutionFailed,
   runStateMachine,
@@ -38,14 +37,6 @@ let provider: S3Server;
 let synth: SynthesizedPipeline;
 let env: PipelineEnv;
 let locations: LocationFactory;
-
-function storageOn(server: S3Server, bucket: string, prefix = ''): S3Storage {
-  const options = { bucket, prefix, endpoint: server.endpoint, forcePathStyle: true, region: 'us-east-1' };
-  const client = createS3Client(options);
-  // s3rver accepts only its fixed keys; the SDK's chain is not touched for the provider (see below).
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  return new S3Storage(options, client);
-}
 
 beforeAll(async () => {
   [ingestServer, aws, provider] = await Promise.all([
@@ -87,8 +78,8 @@ beforeAll(async () => {
     expect(arn).toBe(targets[1]?.type === 's3-compatible' ? targets[1].credentialsSecretArn : '');
     return S3RVER_CREDENTIALS;
   });
-  const ingest: Location = { name: 'ingest', storage: storageOn(ingestServer, 'ingest') };
-  const dr: Location = { name: 'dr-aws', storage: storageOn(aws, 'dr', 'copies/') };
+  const ingest: Location = { name: 'ingest', storage: s3rverStorage(ingestServer.endpoint, 'ingest') };
+  const dr: Location = { name: 'dr-aws', storage: s3rverStorage(aws.endpoint, 'dr', 'copies/') };
   locations = {
     ingest: async () => ingest,
     target: async (target) => (target.type === 'aws-s3' ? dr : production.target(target)),

@@ -10,10 +10,9 @@ import { logicalDumpKey, manifestKey, replicationCursorKey, walKey } from '../..
 import { type Manifest, serializeManifest } from '../../core/manifest.ts';
 import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
-import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
 import { replicationBindings } from '../support/local-pipeline.ts';
-import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../support/s3-server.ts';
+import { type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import { backupIdAt, cursorsAt, seedArchive, sha256, walName } from '../support/seeded-archive.ts';
 import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../support/state-machines.ts';
 
@@ -25,13 +24,6 @@ let env: PipelineEnv;
 let locations: LocationFactory;
 let ingest: Location;
 const targetLocations = new Map<string, Location>();
-
-function storageOn(bucket: string): S3Storage {
-  const options = { bucket, prefix: '', endpoint: proxy.endpoint, forcePathStyle: true, region: 'us-east-1' };
-  const client = createS3Client(options);
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  return new S3Storage(options, client);
-}
 
 async function put(key: string, body: Buffer | string): Promise<void> {
   await ingest.storage.put(key, Readable.from([Buffer.from(body)]));
@@ -123,9 +115,9 @@ beforeAll(async () => {
     maxBatchesPerRun: 40,
     metricNamespace: 'pgkeep',
   };
-  ingest = { name: 'ingest', storage: storageOn('ingest') };
-  targetLocations.set('dr-aws', { name: 'dr-aws', storage: storageOn('dr') });
-  targetLocations.set('b2', { name: 'b2', storage: storageOn('offsite') });
+  ingest = { name: 'ingest', storage: s3rverStorage(proxy.endpoint, 'ingest') };
+  targetLocations.set('dr-aws', { name: 'dr-aws', storage: s3rverStorage(proxy.endpoint, 'dr') });
+  targetLocations.set('b2', { name: 'b2', storage: s3rverStorage(proxy.endpoint, 'offsite') });
   locations = {
     ingest: async () => ingest,
     target: async (target) => targetLocations.get(target.name) as Location,

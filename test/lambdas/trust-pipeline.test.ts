@@ -25,9 +25,8 @@ import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import { trustViolationMetrics } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
-import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import { replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
-import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../support/s3-server.ts';
+import { type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import {
   type ExecutionFailed,
   runStateMachine,
@@ -44,30 +43,17 @@ let target: Location;
 let target2: Location;
 let locations: LocationFactory;
 
-function storageOn(server: S3Server, bucket: string): S3Storage {
-  const options = {
-    bucket,
-    prefix: '',
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-  };
-  const client = createS3Client(options);
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  return new S3Storage(options, client);
-}
-
 beforeAll(async () => {
   [ingestServer, targetServer] = await Promise.all([
     startS3Server({ buckets: ['ingest'] }),
     startS3Server({ buckets: ['offsite', 'offsite2'] }),
   ]);
   synth = synthPipeline();
-  ingest = { name: 'ingest', storage: storageOn(ingestServer, 'ingest') };
+  ingest = { name: 'ingest', storage: s3rverStorage(ingestServer.endpoint, 'ingest') };
   // The synthesized machines replicate to the example config's targets, dr-aws and b2; the tests
   // look at dr-aws.
-  target = { name: 'dr-aws', storage: storageOn(targetServer, 'offsite') };
-  target2 = { name: 'b2', storage: storageOn(targetServer, 'offsite2') };
+  target = { name: 'dr-aws', storage: s3rverStorage(targetServer.endpoint, 'offsite') };
+  target2 = { name: 'b2', storage: s3rverStorage(targetServer.endpoint, 'offsite2') };
   locations = { ingest: async () => ingest, target: async (t) => (t.name === 'b2' ? target2 : target) };
 });
 

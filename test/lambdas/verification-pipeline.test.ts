@@ -17,7 +17,6 @@ import { METRICS } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
 import { recordResult } from '../../lambdas/verification/record-result.ts';
-import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import { copyRepository, flipByte, leftovers } from '../agent/verify/verify-support.ts';
 import { referenceKeyPairs } from '../support/age-keys.ts';
 import { type AwsJsonServer, startLocalSecretsManager } from '../support/aws-json-server.ts';
@@ -28,6 +27,7 @@ import { runPgkeep } from '../support/pgkeep-cli.ts';
 import {
   S3RVER_CREDENTIALS,
   type S3Server,
+  s3rverStorage,
   startS3Server,
   useS3rverCredentials,
 } from '../support/s3-server.ts';
@@ -56,19 +56,6 @@ let env: PipelineEnv;
 let locations: LocationFactory;
 let sealedIdentity: string;
 let backupId: string;
-
-function storageOn(server: S3Server, bucket: string): S3Storage {
-  const options = {
-    bucket,
-    prefix: '',
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-  };
-  const client = createS3Client(options);
-  client.config.credentials = async () => S3RVER_CREDENTIALS;
-  return new S3Storage(options, client);
-}
 
 beforeAll(async () => {
   useS3rverCredentials();
@@ -118,11 +105,11 @@ beforeAll(async () => {
     ...S3RVER_CREDENTIALS_ENV,
   });
   expect(backup.code, backup.stderr).toBe(0);
-  const ingest = storageOn(ingestServer, 'ingest');
+  const ingest = s3rverStorage(ingestServer.endpoint, 'ingest');
   for await (const o of ingest.list(`v1/${CLUSTER}/manifests/`))
     backupId = o.key.split('/').pop()!.replace('.json', '');
   // The provider's copy, as replication makes it.
-  await copyRepository(ingest, storageOn(provider, 'offsite'), 'v1/');
+  await copyRepository(ingest, s3rverStorage(provider.endpoint, 'offsite'), 'v1/');
 
   const major = Number(await pg.sql('show server_version_num')) / 10_000;
   const deploy = exampleConfig();

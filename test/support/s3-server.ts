@@ -45,6 +45,7 @@ import { createInterface } from 'node:readline';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 
 /** The only credentials s3rver accepts. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
@@ -55,6 +56,17 @@ export function useS3rverCredentials(): void {
   process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
   delete process.env.AWS_SESSION_TOKEN;
   delete process.env.AWS_PROFILE;
+}
+
+/**
+ * An S3 driver for `bucket` (under `prefix`) at `endpoint` (an s3rver, or a fault proxy in front
+ * of one), signed with s3rver's fixed key: what the pipeline's locations hold in the tests.
+ */
+export function s3rverStorage(endpoint: string, bucket: string, prefix = ''): S3Storage {
+  const options = { bucket, prefix, endpoint, forcePathStyle: true, region: 'us-east-1' };
+  const client = createS3Client(options);
+  client.config.credentials = async () => S3RVER_CREDENTIALS;
+  return new S3Storage(options, client);
 }
 
 export interface S3ServerOptions {
