@@ -17,7 +17,7 @@ import type { Location, LocationFactory } from '../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../lambdas/lib/pipeline-env.ts';
 import { archiveSettings, makeHarness, waitPromoted } from '../test/agent/wal/harness.ts';
 import { type Faults, seededRandom, startFaultProxy } from '../test/support/fault-proxy.ts';
-import { replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
+import { localPipelineEnv, replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
 import { PG_BIN, type PgCluster, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { S3RVER_CREDENTIALS, s3rverStorage, startS3Server } from '../test/support/s3-server.ts';
 import { runStateMachine, synthPipeline } from '../test/support/state-machines.ts';
@@ -106,21 +106,7 @@ async function soakRun(): Promise<{ result: SoakResult; owned: string[]; spoolTe
     ingest: async () => ingest,
     target: async (t) => (t.name === 'b2' ? b2 : dr),
   };
-  const env: PipelineEnv = {
-    ingestBucket: 'ingest',
-    ingestRegion: 'us-east-1',
-    clusters: [CLUSTER],
-    targets: [
-      { name: 'dr-aws', type: 'aws-s3', bucket: 'dr-copy', region: 'us-east-1', prefix: '' },
-      { name: 'b2', type: 'aws-s3', bucket: 'b2-copy', region: 'us-east-1', prefix: '' },
-    ],
-    batchSize: 60,
-    maxBatchesPerRun: 40,
-    metricNamespace: 'pgkeep',
-    largeObjectBytes: 64 * 1024 * 1024,
-    copyPartBytes: 5 * 1024 * 1024,
-    partsPerInvocation: 2,
-  };
+  const env: PipelineEnv = localPipelineEnv([CLUSTER], { drAws: 'dr-copy', b2: 'b2-copy' });
   const policy = { minimumKeep: 1, keepLast: 2 };
   const policies = { 'dr-aws': policy, b2: policy };
   let retries = 0;

@@ -16,7 +16,7 @@ import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { archiveSettings, type Harness, makeHarness, waitPromoted } from '../agent/wal/harness.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
-import { replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
+import { localPipelineEnv, replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
 import { type PgCluster, startCluster, startExistingCluster } from '../support/pg-cluster.ts';
 import { S3RVER_CREDENTIALS, type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import {
@@ -59,21 +59,7 @@ beforeAll(async () => {
   const target2: Location = { name: 'b2', storage: s3rverStorage(targetServer.endpoint, 'b2-copy') };
   locations = { ingest: async () => ingest, target: async (t) => (t.name === 'b2' ? target2 : target) };
   // The synthesized machines replicate to the example config's targets, dr-aws and b2.
-  env = {
-    ingestBucket: 'ingest',
-    ingestRegion: 'us-east-1',
-    clusters: [CLUSTER],
-    targets: [
-      { name: 'dr-aws', type: 'aws-s3', bucket: 'dr-copy', region: 'us-east-1', prefix: '' },
-      { name: 'b2', type: 'aws-s3', bucket: 'b2-copy', region: 'us-east-1', prefix: '' },
-    ],
-    batchSize: 60,
-    maxBatchesPerRun: 40,
-    metricNamespace: 'pgkeep',
-    largeObjectBytes: 64 * 1024 * 1024,
-    copyPartBytes: 5 * 1024 * 1024,
-    partsPerInvocation: 2,
-  };
+  env = localPipelineEnv([CLUSTER], { drAws: 'dr-copy', b2: 'b2-copy' });
   h = await makeHarness(CLUSTER, {
     repository: `s3://ingest/?endpoint=${encodeURIComponent(proxy.endpoint)}&path-style=true&region=us-east-1`,
   });

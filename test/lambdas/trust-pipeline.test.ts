@@ -25,7 +25,7 @@ import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import { trustViolationMetrics } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
-import { replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
+import { localPipelineEnv, replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import {
   type ExecutionFailed,
@@ -64,21 +64,7 @@ afterAll(async () => {
 
 /** The pipeline's settings with only `clusters` configured, so each test has its own. */
 function envFor(...clusters: string[]): PipelineEnv {
-  return {
-    ingestBucket: 'ingest',
-    ingestRegion: 'us-east-1',
-    clusters,
-    targets: [
-      { name: 'dr-aws', type: 'aws-s3', bucket: 'offsite', region: 'us-east-1', prefix: '' },
-      { name: 'b2', type: 'aws-s3', bucket: 'offsite2', region: 'us-east-1', prefix: '' },
-    ],
-    batchSize: 60,
-    maxBatchesPerRun: 40,
-    metricNamespace: 'pgkeep',
-    largeObjectBytes: 64 * 1024 * 1024,
-    copyPartBytes: 5 * 1024 * 1024,
-    partsPerInvocation: 2,
-  };
+  return localPipelineEnv(clusters, { drAws: 'offsite', b2: 'offsite2' });
 }
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');

@@ -71,3 +71,29 @@ export function retentionBindings(
     states: { 'Alert retention failure': (input) => alerts.push(input) },
   };
 }
+
+/**
+ * The pipeline's settings for a run on local servers: the example config's two targets (dr-aws and
+ * b2, as the synthesized machines name them) in the given buckets, with batches and parts small
+ * enough that a test's few objects exercise every path.
+ */
+export function localPipelineEnv(
+  clusters: readonly string[],
+  buckets: { readonly drAws: string; readonly b2: string },
+): PipelineEnv {
+  return {
+    ingestBucket: 'ingest',
+    ingestRegion: 'us-east-1',
+    clusters: [...clusters],
+    targets: [
+      { name: 'dr-aws', type: 'aws-s3', bucket: buckets.drAws, region: 'us-east-1', prefix: '' },
+      { name: 'b2', type: 'aws-s3', bucket: buckets.b2, region: 'us-east-1', prefix: '' },
+    ],
+    batchSize: 60,
+    maxBatchesPerRun: 40,
+    metricNamespace: 'pgkeep',
+    largeObjectBytes: 64 * 1024 * 1024,
+    copyPartBytes: 5 * 1024 * 1024,
+    partsPerInvocation: 2,
+  };
+}
