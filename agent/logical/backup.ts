@@ -36,10 +36,7 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
   const now = options.now ?? (() => new Date());
   const startTime = await backupStartTime(options.storage, options.now);
   const backupId = newBackupId(startTime);
-  // Asked while the dumps run: only the manifest needs the facts. A server that cannot answer
-  // fails the dumps too, and then this query's error is the one reported.
-  const facts = serverFacts(options.pg);
-  facts.catch(() => undefined);
+  const facts = await serverFacts(options.pg);
   const databases = options.databases === 'all' ? await listDatabases(options.pg) : [...options.databases];
   if (databases.length === 0) throw new Error('no database to back up: name one with --db, or use --all');
 
@@ -78,22 +75,6 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
     return stored;
   };
 
-  // The globals dump (roles, tablespaces: a second or less, mostly its start-up and connection)
-  // runs beside the database dumps instead of after them. The first failure of either stops the
-  // other, and is the one reported.
-  const failed = new AbortController();
-  const fail = (error: unknown) => {
-    if (!failed.signal.aborted) failed.abort(error);
-  };
-  const globals = store(
-    'globals',
-    globalsKey(options.cluster, backupId),
-    'pg_dumpall',
-    ['--globals-only', '--no-password'],
-    {},
-    failed.signal,
-  );
-  globals.catch(fail);
   // Filled by position, so the manifest lists the dumps in the order the databases were named,
   // whichever finishes first.
   const dumps: ManifestObject[] = new Array(databases.length);
@@ -114,23 +95,24 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
       );
       dumps[index] = { ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' };
     },
-    failed.signal,
-  ).catch(fail);
-  const storedGlobals = await globals.catch(() => undefined);
-  if (failed.signal.aborted || !storedGlobals) {
-    await facts;
-    throw failed.signal.reason;
-  }
-  objects.push(...dumps, { ...storedGlobals, role: 'globals', codec: 'zstd', encryption: 'age-v1' });
-  const { versionNum, systemIdentifier } = await facts;
+  );
+  objects.push(...dumps);
+  const globals = await store(
+    'globals',
+    globalsKey(options.cluster, backupId),
+    'pg_dumpall',
+    ['--globals-only', '--no-password'],
+    {},
+  );
+  objects.push({ ...globals, role: 'globals', codec: 'zstd', encryption: 'age-v1' });
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     backupId,
     cluster: options.cluster,
     kind: 'logical',
-    pgVersionNum: versionNum,
-    systemIdentifier,
+    pgVersionNum: facts.versionNum,
+    systemIdentifier: facts.systemIdentifier,
     startTime: startTime.toISOString(),
     stopTime: now().toISOString(),
     objects,

@@ -106,9 +106,9 @@ describe('backup.parallelism 2', () => {
     expect(await filesUnder(repo)).toEqual([]);
   });
 
-  it('fails when the globals dump fails beside the database dumps, naming it, and writes no manifest', async () => {
+  it('fails when the globals dump fails, naming it, and writes no manifest', async () => {
     // A real fault: a role that may dump its database but not read pg_authid, which
-    // pg_dumpall --globals-only needs. The globals dump runs beside the database dump.
+    // pg_dumpall --globals-only needs.
     await pg.sql('create role dumper login');
     await pg.sql('grant select on t to dumper', 'big');
     const repo = join(work, 'repo-globals');
