@@ -30,11 +30,8 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
@@ -46,13 +43,9 @@ import {
   SourceChangedError,
   TargetConflictError,
 } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { type ExpectedObject, verifyCopy } from '../lib/verify-copy.ts';
-import {
-  type CopyBatchInput,
-  CopyBatchInputSchema,
-  type CopyBatchOutput,
-  type LargeObject,
-} from './types.ts';
+import type { CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
 const MAX_FAILED_KEYS = 5;
@@ -212,9 +205,9 @@ export async function copyBatch(
   return { ...rest, cluster: batch.cluster, ...(oldestFailed ? { oldestFailed } : {}) };
 }
 
-export async function handler(input: CopyBatchInput): Promise<CopyBatchOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    copyBatch(parseInput(CopyBatchInputSchema, input, 'replication/copy-batch'), env, locations),
-  );
-}
+export const copyBatchTask = defineTask({
+  id: 'replication/copy-batch',
+  run: (input, { env, locations }) => copyBatch(input, env, locations),
+});
+
+export const handler = lambdaHandler(copyBatchTask);

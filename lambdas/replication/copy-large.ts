@@ -14,9 +14,6 @@
  * Every input and output is small JSON: the copy state, part numbers, part ETags.
  */
 
-import { mapTransient } from '../../storage/failure.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
@@ -31,8 +28,9 @@ import {
   partNumberBatches,
   startCopy,
 } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { verifyCopy } from '../lib/verify-copy.ts';
-import { type CopyLargeInput, CopyLargeInputSchema } from './types.ts';
+import type { CopyLargeInput } from './types.ts';
 
 /** Parts per large copy at most: keeps every part's ETag within a Step Functions payload (~70 bytes each). */
 export const MAX_LARGE_COPY_PARTS = 1000;
@@ -88,9 +86,9 @@ export async function copyLarge(
   }
 }
 
-export async function handler(input: CopyLargeInput): Promise<CopyLargeOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    copyLarge(parseInput(CopyLargeInputSchema, input, 'replication/copy-large'), env, locations),
-  );
-}
+export const copyLargeTask = defineTask({
+  id: 'replication/copy-large',
+  run: (input, { env, locations }) => copyLarge(input, env, locations),
+});
+
+export const handler = lambdaHandler(copyLargeTask);

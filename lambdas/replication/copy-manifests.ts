@@ -10,18 +10,15 @@
  */
 
 import type { TargetCursors } from '../../core/replication-cursor.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { commitCursors } from './cursors.ts';
 import {
   type CopyManifestsInput,
-  CopyManifestsInputSchema,
   type CopyManifestsOutput,
   EMPTY_SUMMARY,
   type TargetSummary,
@@ -146,13 +143,13 @@ export async function copyManifests(
   };
 }
 
-export async function handler(input: CopyManifestsInput): Promise<CopyManifestsOutput> {
-  const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    copyManifests(parseInput(CopyManifestsInputSchema, input, 'replication/copy-manifests'), env, locations),
-  );
+export const copyManifestsTask = defineTask({
+  id: 'replication/copy-manifests',
+  run: (input, { env, locations }) => copyManifests(input, env, locations),
   // The summary is a running total over the execution's rounds: a later round publishes it again,
   // which the alarm (any violation at all) does not mind.
-  publishMetrics(env.metricNamespace, trustViolationMetrics('replication', output.summary.trustViolations));
-  return output;
-}
+  publish: (output, _input, env) =>
+    publishMetrics(env.metricNamespace, trustViolationMetrics('replication', output.summary.trustViolations)),
+});
+
+export const handler = lambdaHandler(copyManifestsTask);

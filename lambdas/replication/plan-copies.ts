@@ -25,23 +25,16 @@ import {
   type TargetCursors,
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
+import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { copyBatch } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
 import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
-import {
-  type CopyBatch,
-  type PlanCopiesInput,
-  PlanCopiesInputSchema,
-  type PlanCopiesOutput,
-} from './types.ts';
+import type { CopyBatch, PlanCopiesInput, PlanCopiesOutput } from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -345,21 +338,17 @@ export async function planCopies(
   return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
 }
 
-export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
-  const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    planCopies(
-      parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'),
-      env,
-      locations,
-      readPolicies(),
-    ),
-  );
+export const planCopiesTask = defineTask({
+  id: 'replication/plan-copies',
+  run: (input, { env, locations, policies, now }) => planCopies(input, env, locations, policies, now?.()),
   // As "Copy and verify manifests" does when it runs as its own step.
-  if (output.manifests)
-    publishMetrics(
-      env.metricNamespace,
-      trustViolationMetrics('replication', output.manifests.summary.trustViolations),
-    );
-  return output;
-}
+  publish: (output, _input, env) => {
+    if (output.manifests)
+      publishMetrics(
+        env.metricNamespace,
+        trustViolationMetrics('replication', output.manifests.summary.trustViolations),
+      );
+  },
+});
+
+export const handler = lambdaHandler(planCopiesTask);

@@ -4,13 +4,11 @@
  * planner's order matters: a manifest goes before its objects).
  */
 import { clusterPrefix } from '../../core/keys.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { assertObjectKey } from '../../storage/object-keys.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import { type DeleteBatchInput, DeleteBatchInputSchema, type DeleteBatchOutput } from './types.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
+import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
 
 /**
  * S3 refuses to delete a locked object version with 403 AccessDenied and a message naming Object
@@ -58,9 +56,9 @@ export async function deleteBatch(
   return { deleted, locked };
 }
 
-export async function handler(input: DeleteBatchInput): Promise<DeleteBatchOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    deleteBatch(parseInput(DeleteBatchInputSchema, input, 'retention/delete-batch'), env, locations),
-  );
-}
+export const deleteBatchTask = defineTask({
+  id: 'retention/delete-batch',
+  run: (input, { env, locations }) => deleteBatch(input, env, locations),
+});
+
+export const handler = lambdaHandler(deleteBatchTask);

@@ -7,13 +7,26 @@
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
-import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
-import { copyLarge } from '../../lambdas/replication/copy-large.ts';
-import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
-import { planCopies } from '../../lambdas/replication/plan-copies.ts';
-import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
-import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
-import type { TaskBindings } from './state-machines.ts';
+import { invokeTask, type TaskDeps } from '../../lambdas/lib/task.ts';
+import { HANDLER_IDS, type HandlerId } from '../../lambdas/registry.ts';
+import { TASKS } from '../../lambdas/tasks.ts';
+import type { LocalHandler, TaskBindings } from './state-machines.ts';
+
+/** The registered task `id` run as the deployed handler runs it (its input parsed), with `deps`. */
+export function localTask(id: HandlerId, deps: TaskDeps): LocalHandler {
+  const task = TASKS[id];
+  return (input) => invokeTask(task as Parameters<typeof invokeTask>[0], input, deps);
+}
+
+/** Every registered task of one state machine (`replication/…`), bound with `deps`. */
+export function localTasks(
+  capability: 'replication' | 'retention' | 'verification',
+  deps: TaskDeps,
+): Partial<Record<HandlerId, LocalHandler>> {
+  return Object.fromEntries(
+    HANDLER_IDS.filter((id) => id.startsWith(`${capability}/`)).map((id) => [id, localTask(id, deps)]),
+  );
+}
 
 /**
  * The replication machine's tasks; SNS alerts are collected in `alerts`. `policies` are the
@@ -26,12 +39,7 @@ export function replicationBindings(
   policies: Record<string, RetentionPolicy> = {},
 ): TaskBindings {
   return {
-    lambdas: {
-      'replication/plan-copies': (input) => planCopies(input as never, env, locations, policies),
-      'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
-      'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
-      'replication/copy-large': (input) => copyLarge(input as never, env, locations),
-    },
+    lambdas: localTasks('replication', { env, locations, policies }),
     states: { 'Alert replication failure': (input) => alerts.push(input) },
   };
 }
@@ -39,7 +47,7 @@ export function replicationBindings(
 export interface RetentionBindingOptions {
   readonly now?: Date;
   /** Stands in for Object Lock where the local server has none. */
-  readonly lockOf?: Parameters<typeof planTargetRetention>[5];
+  readonly lockOf?: TaskDeps['lockOf'];
   /** Sees every delete batch before it runs. */
   readonly onDelete?: (input: unknown) => void;
 }
@@ -52,20 +60,21 @@ export function retentionBindings(
   alerts: unknown[],
   options: RetentionBindingOptions = {},
 ): TaskBindings {
+  const { now, lockOf, onDelete } = options;
+  const deps: TaskDeps = {
+    env,
+    locations,
+    policies,
+    ...(now ? { now: () => now } : {}),
+    ...(lockOf ? { lockOf } : {}),
+  };
+  const deleteBatch = localTask('retention/delete-batch', deps);
   return {
     lambdas: {
-      'retention/plan-retention': (input) =>
-        planTargetRetention(
-          input as never,
-          env,
-          locations,
-          policies,
-          options.now ?? new Date(),
-          options.lockOf,
-        ),
+      ...localTasks('retention', deps),
       'retention/delete-batch': (input) => {
-        options.onDelete?.(input);
-        return deleteBatch(input as never, env, locations);
+        onDelete?.(input);
+        return deleteBatch(input);
       },
     },
     states: { 'Alert retention failure': (input) => alerts.push(input) },

@@ -21,6 +21,7 @@ import { StateMachine } from 'aws-local-stepfunctions';
 import { DEFAULT_DEPLOY_CONFIG_PATH, type DeployConfig, parseDeployConfig } from '../../cdk/config.ts';
 import { HANDLER_TAG } from '../../cdk/constructs/pipeline-function.ts';
 import { addPgkeepStacks, type PgkeepStacks } from '../../cdk/pgkeep-app.ts';
+import type { HandlerId } from '../../lambdas/registry.ts';
 
 export const FAKE_ACCOUNT = '123456789012';
 export const FAKE_REGION = 'us-east-1';
@@ -42,7 +43,7 @@ export interface SynthesizedStateMachine {
   readonly logicalId: string;
   readonly definition: AslDefinition;
   /** Lambda ARN in the definition -> handler id (`replication/copy-batch`). */
-  readonly handlerOfArn: ReadonlyMap<string, string>;
+  readonly handlerOfArn: ReadonlyMap<string, HandlerId>;
 }
 
 export interface AslState {
@@ -174,12 +175,12 @@ function stateMachineFromTemplate(
   const definition = JSON.parse(
     resolveIntrinsics(template, resource.Properties?.DefinitionString as Json),
   ) as AslDefinition;
-  const handlerOfArn = new Map<string, string>();
+  const handlerOfArn = new Map<string, HandlerId>();
   for (const [id, r] of Object.entries(template.Resources)) {
     if (r.Type !== 'AWS::Lambda::Function') continue;
     const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
     const handler = tags.find((t) => t.Key === HANDLER_TAG)?.Value;
-    if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler);
+    if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler as HandlerId);
   }
   return { capability, logicalId, definition, handlerOfArn };
 }
@@ -198,7 +199,7 @@ export type LocalHandler = (input: unknown) => unknown;
 
 export interface TaskBindings {
   /** Handler id (`replication/copy-batch`) -> the function to run for every Task invoking it. */
-  readonly lambdas?: Readonly<Record<string, LocalHandler>>;
+  readonly lambdas?: Readonly<Partial<Record<HandlerId, LocalHandler>>>;
   /** State name -> function, for non-Lambda tasks (ECS RunTask, SNS Publish) or to override one state. */
   readonly states?: Readonly<Record<string, LocalHandler>>;
 }
