@@ -33,6 +33,7 @@ import type { ValidatedManifest } from '../../core/manifest.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   CopyIntegrityError,
@@ -174,6 +175,8 @@ export async function copyBatch(
       if (object.sizeBytes > tuning.largeObjectBytes) {
         const before = await verifyCopy(copy, expected);
         refuseReplacing(copy, before);
+        const decided = before.status === 'ok' ? 'skipped' : 'large copy planned';
+        logDecision(decided, { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
         if (before.status === 'ok') out.skipped += 1;
         else
           out.large.push({
@@ -185,6 +188,7 @@ export async function copyBatch(
         continue;
       }
       const result = await replicateObject(source, copy, expected, { partSizeBytes: tuning.copyPartBytes });
+      logDecision(result.action, { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
       if (result.action === 'skipped') out.skipped += 1;
       else {
         out.copied += 1;
@@ -196,6 +200,11 @@ export async function copyBatch(
         throw error;
       if (conflict) out.tampered += 1;
       out.failed += 1;
+      logDecision(conflict ? 'kept tampered copy' : 'copy failed its check', {
+        cluster: batch.cluster,
+        key: object.key,
+        reason: (error as Error).message,
+      });
       if (out.failedKeys.length < MAX_FAILED_KEYS) out.failedKeys.push(object.key);
       const time = object.lastModified.toISOString();
       if (out.oldestFailed === undefined || time < out.oldestFailed) out.oldestFailed = time;

@@ -14,7 +14,9 @@
  * Every input and output is small JSON: the copy state, part numbers, part ETags.
  */
 
+import { clusterOfKey } from '../../core/keys.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   abortCopy,
@@ -78,6 +80,12 @@ export async function copyLarge(
         throw new CopyIntegrityError(
           `large copy of ${input.object.key} at ${target.name} failed its check (${JSON.stringify(check)}); copies are never replaced, so later runs report it as a conflict: delete it at ${target.name} to have it copied again`,
         );
+      logDecision('copied', {
+        cluster: clusterOfKey(input.object.key),
+        key: input.object.key,
+        sizeBytes: input.object.sizeBytes,
+        verifiedBy: check.method,
+      });
       return { copied: 1, bytes: input.object.sizeBytes, verifiedBy: check.method };
     }
     case 'abort':

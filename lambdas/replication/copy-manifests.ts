@@ -9,9 +9,11 @@
  * It also adds up what the round's batches did into the target's summary (the execution output).
  */
 
+import { clusterOfKey } from '../../core/keys.ts';
 import type { TargetCursors } from '../../core/replication-cursor.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
@@ -83,7 +85,7 @@ function dirtyClusters(input: CopyManifestsInput, waiting: readonly { key: strin
   const dirty = new Set<string>();
   for (const { batch } of input.batches ?? [])
     if (batch.failed > 0 && batch.cluster) dirty.add(batch.cluster);
-  for (const { key } of waiting) dirty.add(key.split('/')[1] as string);
+  for (const { key } of waiting) dirty.add(clusterOfKey(key) as string);
   return dirty;
 }
 
@@ -108,6 +110,7 @@ export async function copyManifests(
     const read = await readManifestOrReject(ingest.storage, key);
     if (!isStoredManifest(read)) {
       rejected.push(read);
+      logDecision('manifest rejected', { cluster: clusterOfKey(key), key, reason: read.reason });
       continue;
     }
     const { manifest, bytes, sha256 } = read;
@@ -118,6 +121,7 @@ export async function copyManifests(
     }
     if (missingObjects > 0) {
       waiting.push({ key, missingObjects });
+      logDecision('manifest waits', { cluster: clusterOfKey(key), key, missingObjects });
       continue;
     }
     const result = await replicateObject(objectIn(ingest.storage, key), objectIn(target.storage, key), {
@@ -126,6 +130,7 @@ export async function copyManifests(
     });
     if (result.action === 'copied') copied += 1;
     else skipped += 1;
+    logDecision(`manifest ${result.action}`, { cluster: clusterOfKey(key), key });
   }
 
   const cursors = proposed ?? input.cursors;

@@ -17,7 +17,7 @@
  * are done (here or by "Copy and verify manifests").
  */
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { backupIdOfManifestKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
+import { backupIdOfManifestKey, clusterOfKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
 import {
   advanceStream,
   type ClusterCursor,
@@ -28,6 +28,7 @@ import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
@@ -235,6 +236,19 @@ function clustersOfRun(env: PipelineEnv, input: PlanCopiesInput, reconcile: bool
   return env.clusters.filter((c) => c === cluster);
 }
 
+/** The "planned copies" decision of one cluster: what its batches and manifests hold. */
+function logPlanned(plan: Plan, cluster: string, mode: string): void {
+  const batches = plan.batches.filter((b) => b.cluster === cluster);
+  logDecision('planned copies', {
+    cluster,
+    mode,
+    objects: batches.reduce((n, b) => n + b.count, 0),
+    batches: batches.length,
+    manifests: plan.manifestKeys.filter((k) => clusterOfKey(k) === cluster).length,
+    more: plan.more,
+  });
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
@@ -260,7 +274,9 @@ export async function planCopies(
   };
   const staleUploads = { aborted: 0, errors: [] as string[] };
   const capacity = env.maxBatchesPerRun * env.batchSize;
+  const planned: string[] = [];
   for (const cluster of clustersOfRun(env, input, reconcile)) {
+    planned.push(cluster);
     const cursor = cursors.clusters[cluster];
     if (reconcile || !cursor) {
       // Orphaned uploads are old by definition: looking for them daily is soon enough.
@@ -292,6 +308,8 @@ export async function planCopies(
     }
     if (plan.more) break;
   }
+  for (const cluster of planned)
+    logPlanned(plan, cluster, verify ? 'verify' : reconcile ? 'reconcile' : 'cursor');
   const base = {
     target: input.target,
     objectCount: plan.objectCount,

@@ -6,6 +6,7 @@
 import { clusterPrefix } from '../../core/keys.ts';
 import { assertObjectKey } from '../../storage/object-keys.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
@@ -48,9 +49,11 @@ export async function deleteBatch(
     try {
       await target.storage.delete(key);
       deleted += 1;
+      logDecision('deleted', { cluster, key });
     } catch (error) {
       if (!isObjectLockRefusal(error)) throw error;
       locked.push(key);
+      logDecision('kept locked object', { cluster, key, reason: 'Object Lock refused the delete' });
     }
   }
   return { deleted, locked };

@@ -18,6 +18,7 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { planRetention, type RetentionPolicy } from '../../core/retention-planner.ts';
 import { clusterBackups } from '../lib/backups.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
@@ -90,6 +91,23 @@ export async function planTargetRetention(
     for (const d of first.deletions) if (await lockOf(target, d.key, now)) lockedKeys.push(d.key);
     const plan =
       lockedKeys.length === 0 ? first : planRetention({ backups, walFiles, policy, now, lockedKeys });
+    // One line per backup: kept (by which rules), deleted or left locked, and why.
+    for (const b of plan.backups)
+      logDecision(`backup ${b.action === 'keep' ? 'kept' : b.action === 'delete' ? 'deleted' : 'locked'}`, {
+        cluster,
+        backupId: b.backupId,
+        kind: b.kind,
+        keptBy: b.keptBy.join(',') || undefined,
+        reason: b.reason,
+        dryRun,
+      });
+    logDecision('wal planned', {
+      cluster,
+      kept: plan.wal.keptCount,
+      deleted: plan.wal.deletedCount,
+      keepFrom: plan.wal.keepFrom?.walFileName,
+      reason: plan.wal.keepAllReason,
+    });
     deletions.push(...plan.deletions.map((d) => ({ cluster, key: d.key, reason: d.reason })));
     locked.push(...plan.locked.map((l) => ({ key: l.key, reason: l.reason })));
     warnings.push(...plan.warnings.map((w) => `${cluster}: ${w}`));

@@ -10,6 +10,7 @@ import { backupIdOfManifestKey, manifestKey, manifestsPrefix, verifyReportKey } 
 import { readManifest } from '../../storage/manifests.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import {
@@ -107,6 +108,7 @@ export async function pickBackup(
       .toISOString()
       .replace(/[-:]/g, '')
       .replace(/\.\d{3}Z$/, 'Z')}-${backupId}`;
+    logDecision('picked backup to verify', { cluster: chosen.cluster, backupId, source: source.name, runId });
     return {
       cluster: chosen.cluster,
       backupId,

@@ -6,6 +6,7 @@
 import { text } from 'node:stream/consumers';
 import { parseVerifyReport } from '../../core/verify-report.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import type { RecordResultInput, RecordResultOutput } from './types.ts';
@@ -81,7 +82,16 @@ export function verificationMetrics(result: RecordResultOutput, cluster: string 
 
 export const recordResultTask = defineTask({
   id: 'verification/record-result',
-  run: (input, { locations }) => recordResult(input, locations),
+  run: async (input, { locations }) => {
+    const result = await recordResult(input, locations);
+    logDecision(result.passed ? 'verification passed' : 'verification failed', {
+      cluster: input.backup?.cluster,
+      backupId: input.backup?.backupId,
+      source: input.backup?.source,
+      summary: result.summary,
+    });
+    return result;
+  },
   publish: (output, input, env) =>
     publishMetrics(env.metricNamespace, verificationMetrics(output, input.backup?.cluster)),
 });

@@ -12,10 +12,14 @@ import { HANDLER_IDS, type HandlerId } from '../../lambdas/registry.ts';
 import { TASKS } from '../../lambdas/tasks.ts';
 import type { LocalHandler, TaskBindings } from './state-machines.ts';
 
-/** The registered task `id` run as the deployed handler runs it (its input parsed), with `deps`. */
+/**
+ * The registered task `id` run as the deployed handler runs it (its input parsed), with `deps`.
+ * The decision log is dropped unless `deps.logWrite` takes it: test output stays readable.
+ */
 export function localTask(id: HandlerId, deps: TaskDeps): LocalHandler {
   const task = TASKS[id];
-  return (input) => invokeTask(task as Parameters<typeof invokeTask>[0], input, deps);
+  const quiet: TaskDeps = { logWrite: () => {}, ...deps };
+  return (input) => invokeTask(task as Parameters<typeof invokeTask>[0], input, quiet);
 }
 
 /** Every registered task of one state machine (`replication/…`), bound with `deps`. */
@@ -37,9 +41,11 @@ export function replicationBindings(
   locations: LocationFactory,
   alerts: unknown[],
   policies: Record<string, RetentionPolicy> = {},
+  options: { readonly logWrite?: TaskDeps['logWrite'] } = {},
 ): TaskBindings {
+  const { logWrite } = options;
   return {
-    lambdas: localTasks('replication', { env, locations, policies }),
+    lambdas: localTasks('replication', { env, locations, policies, ...(logWrite ? { logWrite } : {}) }),
     states: { 'Alert replication failure': (input) => alerts.push(input) },
   };
 }
@@ -50,6 +56,8 @@ export interface RetentionBindingOptions {
   readonly lockOf?: TaskDeps['lockOf'];
   /** Sees every delete batch before it runs. */
   readonly onDelete?: (input: unknown) => void;
+  /** Where the decision log goes. @default stdout */
+  readonly logWrite?: TaskDeps['logWrite'];
 }
 
 /** The retention machine's tasks with `policies` by target name; SNS alerts are collected in `alerts`. */
@@ -60,13 +68,14 @@ export function retentionBindings(
   alerts: unknown[],
   options: RetentionBindingOptions = {},
 ): TaskBindings {
-  const { now, lockOf, onDelete } = options;
+  const { now, lockOf, onDelete, logWrite } = options;
   const deps: TaskDeps = {
     env,
     locations,
     policies,
     ...(now ? { now: () => now } : {}),
     ...(lockOf ? { lockOf } : {}),
+    ...(logWrite ? { logWrite } : {}),
   };
   const deleteBatch = localTask('retention/delete-batch', deps);
   return {

@@ -12,6 +12,7 @@
  *   const run = await runStateMachine(machine, { lambdas: { 'replication/plan-copies': plan, ... },
  *     states: { 'Alert replication failure': alert } }, {});
  */
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -234,6 +235,8 @@ export function loadStateMachine(machine: SynthesizedStateMachine): StateMachine
 }
 
 export interface Execution {
+  /** The execution's name (`$$.Execution.Name`): the run id of the decision log. */
+  readonly name: string;
   readonly output: unknown;
   /** Names of the states entered, in order (from the execution's event log). */
   readonly statesEntered: string[];
@@ -264,8 +267,15 @@ export async function runStateMachine(
   const retryIntervalOverrides: Record<string, number> = {};
   for (const [name, state] of allStates(machine.definition))
     if (state.Retry) retryIntervalOverrides[name] = 0;
+  const name = `local-${randomUUID()}`;
   const execution = stateMachine.run(input as never, {
     overrides: { taskResourceLocalHandlers: localTaskHandlers(machine, bindings), retryIntervalOverrides },
+    context: {
+      Execution: {
+        Id: `arn:aws:states:${FAKE_REGION}:${FAKE_ACCOUNT}:execution:${machine.logicalId}:${name}`,
+        Name: name,
+      },
+    },
   });
   const statesEntered: string[] = [];
   const collecting = (async () => {
@@ -277,7 +287,7 @@ export async function runStateMachine(
   try {
     const output = await execution.result;
     await collecting;
-    return { output, statesEntered };
+    return { name, output, statesEntered };
   } catch (error) {
     await collecting.catch(() => {});
     const cause = (error as { cause?: { name?: string; message?: string } }).cause;
