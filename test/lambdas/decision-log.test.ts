@@ -5,12 +5,13 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logicalDumpKey, manifestKey, walKey } from '../../core/keys.ts';
-import { type Manifest, serializeManifest } from '../../core/manifest.ts';
+import { serializeManifest } from '../../core/manifest.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
-import { replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
+import { providerTarget, replicationBindings, retentionBindings } from '../support/local-pipeline.ts';
 import { S3RVER_CREDENTIALS, type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../support/state-machines.ts';
+import { manifestOf } from '../support/test-manifests.ts';
 
 const CLUSTER = 'main';
 const SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/targets/b2-AbCdEf';
@@ -38,16 +39,7 @@ beforeAll(async () => {
     clusters: [CLUSTER],
     targets: [
       { name: 'dr-aws', type: 'aws-s3', bucket: 'dr', region: 'us-east-1', prefix: '' },
-      {
-        name: 'b2',
-        type: 's3-compatible',
-        endpoint: b2Server.endpoint,
-        bucket: 'offsite',
-        region: 'us-east-1',
-        forcePathStyle: true,
-        prefix: '',
-        credentialsSecretArn: SECRET_ARN,
-      },
+      providerTarget(b2Server.endpoint, SECRET_ARN),
     ],
     batchSize: 2,
     maxBatchesPerRun: 40,
@@ -80,31 +72,7 @@ async function writeBackup(backupId: string, stopTime: string): Promise<void> {
   const dump = Buffer.from(`dump of ${backupId}`);
   const key = logicalDumpKey(CLUSTER, 'shop', backupId);
   await put(ingest, key, dump);
-  const manifest: Manifest = {
-    format: 'pgkeep.manifest.v1',
-    backupId,
-    cluster: CLUSTER,
-    kind: 'logical',
-    pgVersionNum: 170004,
-    systemIdentifier: '7300000000000000001',
-    startTime: stopTime,
-    stopTime,
-    objects: [
-      {
-        key,
-        role: 'dump',
-        database: 'shop',
-        sizeBytes: dump.length,
-        sha256: sha256(dump),
-        plaintextSizeBytes: dump.length,
-        plaintextSha256: sha256(dump),
-        codec: 'zstd',
-        encryption: 'age-v1',
-      },
-    ],
-    recipientFingerprints: ['0123456789abcdef'],
-    agentVersion: '0.1.0',
-  };
+  const manifest = manifestOf(CLUSTER, backupId, stopTime, [{ key, role: 'dump', body: dump }]);
   await put(ingest, manifestKey(CLUSTER, backupId), Buffer.from(serializeManifest(manifest)));
 }
 

@@ -6,7 +6,7 @@
  */
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { LocationFactory } from '../../lambdas/lib/locations.ts';
-import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
+import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import { invokeTask, type TaskDeps } from '../../lambdas/lib/task.ts';
 import { HANDLER_IDS, type HandlerId } from '../../lambdas/registry.ts';
 import { TASKS } from '../../lambdas/tasks.ts';
@@ -87,6 +87,26 @@ export function retentionBindings(
       },
     },
     states: { 'Alert retention failure': (input) => alerts.push(input) },
+  };
+}
+
+/**
+ * The example config's S3-compatible target "b2" on a local server (bucket `offsite`), its key in a
+ * Secrets Manager secret as in a deployment: the production location factory reads it.
+ */
+export function providerTarget(
+  endpoint: string,
+  credentialsSecretArn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/targets/b2-AbCdEf',
+): RuntimeTarget {
+  return {
+    name: 'b2',
+    type: 's3-compatible',
+    endpoint,
+    bucket: 'offsite',
+    region: 'us-east-1',
+    forcePathStyle: true,
+    prefix: '',
+    credentialsSecretArn,
   };
 }
 
