@@ -51,6 +51,11 @@ export interface FaultProxy {
   readonly port: number;
   readonly seed: number;
   readonly counts: Readonly<FaultCounts>;
+  /**
+   * Requests by S3 operation, as a provider bills them: `HEAD`, `GET` (of an object), `LIST`,
+   * `PUT` (PutObject, UploadPart), `POST` (Create/CompleteMultipartUpload), `DELETE`.
+   */
+  readonly operations: Readonly<Record<string, number>>;
   /** Replaces the faults in force; `{}` forwards everything untouched. */
   set(faults: Faults): void;
   /** Stops listening and destroys every connection, blackholed ones included. */
@@ -102,6 +107,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     errors: 0,
     truncated: 0,
   };
+  const operations: Record<string, number> = {};
   const sockets = new Set<Socket>();
   let faults: Faults = {};
 
@@ -167,8 +173,11 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
   const server = createServer((req, res) => {
     counts.requests++;
     const url = new URL(req.url ?? '/', 'http://proxy');
-    if (req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads'))
-      counts.lists++;
+    const list =
+      req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads');
+    if (list) counts.lists++;
+    const operation = list ? 'LIST' : (req.method ?? '?');
+    operations[operation] = (operations[operation] ?? 0) + 1;
     const active = hits(req) ? faults : {};
     if (active.blackhole) {
       counts.blackholed++;
@@ -203,6 +212,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     port,
     seed,
     counts,
+    operations,
     set(next) {
       faults = next;
     },
