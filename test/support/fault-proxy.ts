@@ -7,7 +7,8 @@
  * - adds latency,
  * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
  *   S3 would refuse),
- * - truncates a response body after N bytes.
+ * - truncates a response body after N bytes,
+ * - flips a bit of a request body on its way (same length: only a body checksum can tell).
  *
  * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
  * with the seed it printed. Counts of what was injected are kept for the test to report.
@@ -32,6 +33,8 @@ export interface Faults {
   readonly error?: 500 | 503 | 'SlowDown' | 'RequestTimeTooSkewed';
   /** Forward the response's headers, then only this many body bytes, then close the connection. */
   readonly truncateResponseAfterBytes?: number;
+  /** Flip the lowest bit of the request body's first byte on the way to the server. */
+  readonly corruptRequestBody?: boolean;
 }
 
 export interface FaultCounts {
@@ -43,6 +46,7 @@ export interface FaultCounts {
   delayed: number;
   errors: number;
   truncated: number;
+  corrupted: number;
 }
 
 export interface FaultProxy {
@@ -106,6 +110,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     delayed: 0,
     errors: 0,
     truncated: 0,
+    corrupted: 0,
   };
   const operations: Record<string, number> = {};
   const sockets = new Set<Socket>();
@@ -151,6 +156,19 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
       },
     );
     proxied.on('error', () => res.socket?.destroy());
+    if (active.corruptRequestBody) {
+      let flipped = false;
+      req.on('data', (chunk: Buffer) => {
+        if (!flipped && chunk.length > 0) {
+          flipped = true;
+          counts.corrupted++;
+          chunk[0] = (chunk[0] as number) ^ 1;
+        }
+        proxied.write(chunk);
+      });
+      req.on('end', () => proxied.end());
+      return;
+    }
     const resetAfter = active.resetAfterBodyBytes;
     if (resetAfter === undefined) {
       req.pipe(proxied);

@@ -23,35 +23,45 @@ const CLUSTER = 'counted';
 
 let ingestServer: S3Server;
 let targetServer: S3Server;
+let plainServer: S3Server;
 let ingestProxy: FaultProxy;
 let targetProxy: FaultProxy;
+let plainProxy: FaultProxy;
 let seed: Location;
 let locations: LocationFactory;
 
 beforeAll(async () => {
-  [ingestServer, targetServer] = await Promise.all([
+  [ingestServer, targetServer, plainServer] = await Promise.all([
     startS3Server({ buckets: ['ingest'] }),
-    // Like AWS S3 (the dr-aws target): If-None-Match: * is honoured.
+    // Like AWS S3 (dr-aws): If-None-Match: * is honoured.
     startS3Server({ buckets: ['dr'], conditionalWrites: true }),
+    // Like a provider that ignores the header (b2, configured without conditionalWrites).
+    startS3Server({ buckets: ['b2'] }),
   ]);
-  [ingestProxy, targetProxy] = await Promise.all([
+  [ingestProxy, targetProxy, plainProxy] = await Promise.all([
     startFaultProxy(ingestServer.endpoint),
     startFaultProxy(targetServer.endpoint),
+    startFaultProxy(plainServer.endpoint),
   ]);
   seed = { name: 'ingest', storage: s3rverStorage(ingestServer.endpoint, 'ingest') };
   const ingest = { name: 'ingest', storage: s3rverStorage(ingestProxy.endpoint, 'ingest') };
-  const target = { name: 'dr-aws', storage: s3rverStorage(targetProxy.endpoint, 'dr') };
-  locations = { ingest: async () => ingest, target: async () => target };
+  const drAws = {
+    name: 'dr-aws',
+    storage: s3rverStorage(targetProxy.endpoint, 'dr'),
+    conditionalWrites: true,
+  };
+  const b2 = { name: 'b2', storage: s3rverStorage(plainProxy.endpoint, 'b2') };
+  locations = { ingest: async () => ingest, target: async (t) => (t.name === 'b2' ? b2 : drAws) };
 });
 
 afterAll(async () => {
-  await Promise.all([ingestProxy?.stop(), targetProxy?.stop()]);
-  await Promise.all([ingestServer?.stop(), targetServer?.stop()]);
+  await Promise.all([ingestProxy?.stop(), targetProxy?.stop(), plainProxy?.stop()]);
+  await Promise.all([ingestServer?.stop(), targetServer?.stop(), plainServer?.stop()]);
 });
 
 /** The deployed defaults for part size and large objects (the local env shrinks them). */
 const env: PipelineEnv = {
-  ...localPipelineEnv([CLUSTER], { drAws: 'dr', b2: 'dr' }),
+  ...localPipelineEnv([CLUSTER], { drAws: 'dr', b2: 'b2' }),
   copyPartBytes: 16 * MIB,
   largeObjectBytes: 1024 * MIB,
 };
@@ -98,8 +108,9 @@ async function backup(sizeBytes: number): Promise<string> {
 type Operations = Record<string, number>;
 
 /** Copies `key` as a hot-path batch names it; returns what the batch reported and the requests each side answered. */
-async function copyCounted(key: string) {
-  const before = { ingest: { ...ingestProxy.operations }, target: { ...targetProxy.operations } };
+async function copyCounted(key: string, to: 'dr-aws' | 'b2' = 'dr-aws') {
+  const targetProxyOf = to === 'b2' ? plainProxy : targetProxy;
+  const before = { ingest: { ...ingestProxy.operations }, target: { ...targetProxyOf.operations } };
   const diff = (now: Operations, then: Operations) =>
     Object.fromEntries(
       Object.entries(now)
@@ -107,36 +118,52 @@ async function copyCounted(key: string) {
         .filter(([, n]) => n > 0),
     );
   const out = await copyBatch(
-    { target: 'dr-aws', batch: { cluster: CLUSTER, firstKey: key, lastKey: key, count: 1, keys: [key] } },
+    { target: to, batch: { cluster: CLUSTER, firstKey: key, lastKey: key, count: 1, keys: [key] } },
     env,
     locations,
   );
   return {
     out,
     ingest: diff(ingestProxy.operations, before.ingest),
-    target: diff(targetProxy.operations, before.target),
+    target: diff(targetProxyOf.operations, before.target),
   };
 }
 
 describe('requests per copy, counted at the servers', () => {
-  it('a 16 MiB WAL segment', async () => {
+  it('a 16 MiB WAL segment: one HEAD and one GET at ingest, a PutObject and a HEAD at the target', async () => {
     const name = walName(0x31);
     const body = walSegment(name, 7300000000000000001n);
     const key = walKey(CLUSTER, name, sha256(body));
     await hostPut(key, body);
 
+    // Before this change: ingest 2 HEAD + GET; target 2 HEAD + PUT + GET (a full read-back).
     const first = await copyCounted(key);
     expect(first.out).toMatchObject({ copied: 1, failed: 0 });
     expect({ ingest: first.ingest, target: first.target }).toEqual({
-      ingest: { HEAD: 2, GET: 1 },
-      target: { HEAD: 2, PUT: 1, GET: 1 },
+      ingest: { HEAD: 1, GET: 1 },
+      target: { PUT: 1, HEAD: 1 },
     });
 
-    // Named again (a retried batch): the copy is found and not read again from ingest.
+    // Named again (a retried batch): the create-only PUT is refused and the copy there is read
+    // and found to hold the same bytes; nothing is overwritten.
     const again = await copyCounted(key);
     expect(again.out).toMatchObject({ copied: 0, skipped: 1, failed: 0 });
     expect({ ingest: again.ingest, target: again.target }).toEqual({
-      ingest: { HEAD: 2 },
+      ingest: { HEAD: 1, GET: 1 },
+      target: { PUT: 1, HEAD: 1, GET: 1 },
+    });
+
+    // A target that ignores If-None-Match gets a HEAD first, so nothing there is overwritten.
+    const plain = await copyCounted(key, 'b2');
+    expect(plain.out).toMatchObject({ copied: 1, failed: 0 });
+    expect({ ingest: plain.ingest, target: plain.target }).toEqual({
+      ingest: { HEAD: 1, GET: 1 },
+      target: { HEAD: 2, PUT: 1 },
+    });
+    const plainAgain = await copyCounted(key, 'b2');
+    expect(plainAgain.out).toMatchObject({ copied: 0, skipped: 1, failed: 0 });
+    expect({ ingest: plainAgain.ingest, target: plainAgain.target }).toEqual({
+      ingest: { HEAD: 1 },
       target: { HEAD: 1 },
     });
   });
@@ -146,9 +173,10 @@ describe('requests per copy, counted at the servers', () => {
     const first = await copyCounted(key);
     expect(first.out).toMatchObject({ copied: 1, failed: 0 });
     // The manifest costs a HEAD and a GET once per backup, whatever its number of objects.
+    // Before this change: ingest 3 HEAD + 2 GET (the manifest's HEAD twice); target 2 HEAD + PUT + GET.
     expect({ ingest: first.ingest, target: first.target }).toEqual({
-      ingest: { HEAD: 3, GET: 2 },
-      target: { HEAD: 2, PUT: 1, GET: 1 },
+      ingest: { HEAD: 2, GET: 2 },
+      target: { PUT: 1, HEAD: 1 },
     });
   });
 });
