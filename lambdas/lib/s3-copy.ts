@@ -136,7 +136,9 @@ async function putWhole(
   const body = await openRange(source, 0, sizeBytes - 1, sizeBytes, etag, options.signal);
   const sha256 = createHash('sha256');
   const md5 = createHash('md5');
-  const chunks: Buffer[] = [];
+  // The meter stops the body at sizeBytes, so it fits: held once, not as chunks plus a copy.
+  const whole = Buffer.allocUnsafe(sizeBytes);
+  let filled = 0;
   await pipeline(
     body,
     meter(sizeBytes, `source ${where(source)}`),
@@ -144,7 +146,7 @@ async function putWhole(
       for await (const chunk of stream) {
         sha256.update(chunk);
         md5.update(chunk);
-        chunks.push(chunk);
+        filled += chunk.copy(whole, filled);
       }
     },
     ...(options.signal ? [{ signal: options.signal }] : []),
@@ -164,7 +166,7 @@ async function putWhole(
         Key: target.key,
         ContentLength: sizeBytes,
         ContentMD5: md5.digest('base64'),
-        Body: Buffer.concat(chunks, sizeBytes),
+        Body: whole,
         ...(options.createOnly ? { IfNoneMatch: '*' } : {}),
       }),
       { abortSignal: options.signal },
