@@ -133,6 +133,30 @@ describe('replicateObject with one PutObject', () => {
     expect(await read(target(key))).toBeUndefined();
   });
 
+  it("works the same with the SDK computing its own checksums too (the AWS targets' when-supported)", async () => {
+    const key = 'v1/c/wal/000000010000000000000004';
+    const bytes = randomBytes(MIB);
+    await put(source(key), bytes);
+    const aws = createS3Client({
+      endpoint: proxy.endpoint,
+      forcePathStyle: true,
+      checksum: 'when-supported',
+    });
+    try {
+      const to = { client: aws, bucket: 'target', key };
+      const copied = await replicateObject(
+        source(key),
+        to,
+        { sizeBytes: bytes.length, sha256: sha256(bytes) },
+        { createOnly: true },
+      );
+      expect(copied).toMatchObject({ action: 'copied', verification: { method: 'content-md5' } });
+      expect((await read(target(key)))?.equals(bytes)).toBe(true);
+    } finally {
+      aws.destroy();
+    }
+  });
+
   it('a body damaged on its way to the target is refused by the target (Content-MD5), not stored', async () => {
     const key = 'v1/c/wal/000000010000000000000003';
     const bytes = randomBytes(2 * MIB);
