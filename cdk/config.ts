@@ -111,8 +111,9 @@ const S3CompatibleTargetSchema = z.strictObject({
   prefix: z.string().default(''),
   /**
    * The provider honours `If-None-Match: *` on PutObject (412 when the key exists), as R2 and MinIO
-   * do: replication then skips the HEAD before each copy. Leave it false for a provider that
-   * ignores the header (it would overwrite), or when unsure. @default false
+   * do: replication's copies then carry it (a copy made since its HEAD is not overwritten), and
+   * keys a listing just showed absent get no HEAD. Leave it false for a provider that ignores the
+   * header (it would overwrite), or when unsure. @default false
    */
   conditionalWrites: z.boolean().default(false),
   /**

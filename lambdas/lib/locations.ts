@@ -16,8 +16,8 @@ export interface Location {
   readonly name: string;
   readonly storage: S3Storage;
   /**
-   * The bucket refuses a create-only PutObject (`If-None-Match: *`) when the key exists, so a
-   * copy needs no HEAD first. @default false - HEAD first
+   * The bucket refuses a create-only PutObject (`If-None-Match: *`) when the key exists: copies
+   * send the header, and keys a listing showed absent need no HEAD first. @default false
    */
   readonly conditionalWrites?: boolean;
 }
@@ -135,17 +135,18 @@ export async function* listFrom(
 }
 
 /**
- * Merges two ascending listings: yields every object of `source` that `destination` lacks or holds
- * with a different size. Memory stays constant whatever the number of objects.
+ * Merges two ascending listings: yields every object of `source` that `destination` lacks
+ * (`absent`) or holds with a different size. Memory stays constant whatever the number of objects.
  */
 export async function* missingAt(
   source: AsyncIterable<ObjectInfo>,
   destination: AsyncIterable<ObjectInfo>,
-): AsyncIterable<ObjectInfo> {
+): AsyncIterable<ObjectInfo & { readonly absent: boolean }> {
   const dest = destination[Symbol.asyncIterator]();
   let next = await dest.next();
   for await (const object of source) {
     while (!next.done && next.value.key < object.key) next = await dest.next();
-    if (next.done || next.value.key !== object.key || next.value.sizeBytes !== object.sizeBytes) yield object;
+    const absent = next.done || next.value.key !== object.key;
+    if (absent || next.value.sizeBytes !== object.sizeBytes) yield { ...object, absent };
   }
 }

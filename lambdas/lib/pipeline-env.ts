@@ -52,9 +52,9 @@ export const RuntimeTargetSchema = z.discriminatedUnion('type', [AwsTargetSchema
 export type RuntimeTarget = z.infer<typeof RuntimeTargetSchema>;
 
 /**
- * Whether a create-only PutObject to `target` is refused when the key exists, so a copy needs no
- * HEAD first: AWS S3 honours `If-None-Match: *`; an S3-compatible provider only when its config
- * says so (one that ignores the header would overwrite).
+ * Whether a create-only PutObject to `target` is refused when the key exists (412), so a copy can
+ * trust the header: AWS S3 honours `If-None-Match: *`; an S3-compatible provider only when its
+ * config says so (one that ignores the header would overwrite).
  */
 export function honoursIfNoneMatch(target: RuntimeTarget): boolean {
   return target.type === 'aws-s3' || target.conditionalWrites === true;

@@ -112,6 +112,17 @@ export interface CopyOptions {
   readonly createOnly?: boolean;
 }
 
+export interface ReplicateOptions extends CopyOptions {
+  /**
+   * A listing of the target just now lacked the key: with `createOnly`, no HEAD is made before the
+   * PutObject (a 412 still finds a copy made since). Not for keys that may well be there already
+   * (the hot path names unsettled segments again, where a HEAD is far cheaper than a refused PUT).
+   */
+  readonly listedAbsent?: boolean;
+  /** Check the new copy at the target. @default true */
+  readonly readBack?: boolean;
+}
+
 export interface CopyResult {
   readonly sizeBytes: number;
   /** sha256 (hex) of the bytes copied, computed as they streamed past. */
@@ -307,8 +318,8 @@ export type ReplicateResult =
   | {
       readonly action: 'copied';
       /**
-       * What the target held before: `missing` (a HEAD found nothing), or `absent` (a create-only
-       * PutObject found nothing). Other bytes are never replaced.
+       * What the target held before: `missing` (a HEAD found nothing), or `absent` (a listing
+       * lacked it and the create-only PutObject found nothing). Other bytes are never replaced.
        */
       readonly before: 'missing' | 'absent';
       readonly copy: CopyResult;
@@ -319,12 +330,14 @@ export type ReplicateResult =
 /**
  * Makes sure `target` holds a verified copy of `source`, never replacing one, never deleting.
  *
- * - With `createOnly` (the target honours `If-None-Match: *`) and an object of one part, the
- *   create-only PutObject is the existence check: no HEAD first. When the key is taken, the copy
- *   there is checked against the bytes just read: the same, it is skipped; other bytes throw
- *   {@link TargetConflictError}.
- * - Otherwise {@link verifyCopy} looks first: a right copy is skipped, other bytes throw
- *   {@link TargetConflictError}, and only a missing one is copied.
+ * - {@link verifyCopy} looks first: a right copy is skipped, other bytes throw
+ *   {@link TargetConflictError}, and only a missing one is copied; with `createOnly` (the target
+ *   honours `If-None-Match: *`) a single PutObject also carries the header, so a copy made since
+ *   the HEAD is not overwritten either.
+ * - With `createOnly` and `listedAbsent`, an object of one part gets no HEAD first: the create-only
+ *   PutObject is the existence check.
+ * - Whenever a create-only PutObject finds the key taken, the copy there is checked against the
+ *   bytes just read: the same, it is skipped; other bytes throw {@link TargetConflictError}.
  *
  * With `readBack` (default) the new copy is then checked at the target: for one PutObject, whose
  * Content-MD5 the target verified as it stored the body, a HEAD that finds that object (its size
@@ -335,13 +348,13 @@ export async function replicateObject(
   source: S3ObjectRef,
   target: S3ObjectRef,
   expected: ExpectedObject,
-  options: CopyOptions & { readonly readBack?: boolean } = {},
+  options: ReplicateOptions = {},
 ): Promise<ReplicateResult> {
   const signal = options.signal ? { signal: options.signal } : {};
   const single = !planCopy(expected.sizeBytes, options.partSizeBytes).multipart;
   const createOnly = options.createOnly === true && single;
   let before: 'missing' | 'absent' = 'absent';
-  if (!createOnly) {
+  if (!(createOnly && options.listedAbsent === true)) {
     const found = await verifyCopy(target, expected, signal);
     if (found.status === 'ok') return { action: 'skipped', verification: found };
     refuseReplacing(target, found);

@@ -4,10 +4,11 @@
  *
  * Each object goes through {@link replicateObject} (lambdas/lib/s3-copy.ts): a copy already at the
  * target and verified is skipped; anything else is copied, hashed on the way: an object of one part
- * with one PutObject whose Content-MD5 the target checks (create-only, without a HEAD first, where
- * the target honours If-None-Match), confirmed by a HEAD; a larger one by a multipart upload read
- * back at the target. Memory stays bounded by the part size, whatever the object size. Per WAL
- * segment that is one HEAD and one GET at ingest and a PutObject and a HEAD at the target
+ * with one PutObject whose Content-MD5 the target checks (create-only where the target honours
+ * If-None-Match), confirmed by a HEAD; a larger one by a multipart upload read back at the
+ * target. Memory stays bounded by the part size, whatever the object size. Per WAL segment of the
+ * hot path that is one HEAD and one GET at ingest and a HEAD, a PutObject and a HEAD at the target;
+ * a segment named again before it settles costs one HEAD on each side
  * (test/lambdas/replication/copy-requests.test.ts counts them). What a copy must match:
  *
  * - a backup object: the size and sha256 of the ciphertext its manifest records (read from ingest;
@@ -224,8 +225,10 @@ export async function copyBatch(
       }
       const result = await replicateObject(source, copy, expected, {
         partSizeBytes: tuning.copyPartBytes,
-        // A verify run looks at copies that are there: a HEAD first is cheaper than a refused PUT.
-        createOnly: target.conditionalWrites === true && !verify,
+        createOnly: target.conditionalWrites === true,
+        // Only a target listing proves a key absent. Named keys get a HEAD first: the hot path
+        // names unsettled segments again, and a HEAD is far cheaper than a refused PUT.
+        listedAbsent: 'absent' in object && object.absent,
       });
       if (result.action === 'skipped') out.skipped += 1;
       else {

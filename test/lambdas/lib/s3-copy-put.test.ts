@@ -64,15 +64,17 @@ async function read(object: S3ObjectRef): Promise<Buffer | undefined> {
 }
 
 describe('replicateObject with one PutObject', () => {
-  it('copies without a HEAD first where If-None-Match is honoured, confirms with one HEAD, and skips an equal copy', async () => {
+  it('copies a key a listing lacked without a HEAD first where If-None-Match is honoured, confirms with one HEAD, and skips an equal copy', async () => {
     const key = 'v1/c/wal/000000010000000000000001';
     const bytes = randomBytes(3 * MIB);
     await put(source(key), bytes);
     const expected = { sizeBytes: bytes.length, sha256: sha256(bytes) };
 
+    const heads = proxy.operations.HEAD ?? 0;
     const first = await replicateObject(source(key), target(key), expected, {
       partSizeBytes: PART,
       createOnly: true,
+      listedAbsent: true,
     });
     expect(first).toMatchObject({
       action: 'copied',
@@ -80,12 +82,15 @@ describe('replicateObject with one PutObject', () => {
       copy: { multipart: false, sha256: expected.sha256 },
       verification: { status: 'ok', method: 'content-md5' },
     });
+    expect((proxy.operations.HEAD ?? 0) - heads).toBe(1);
     expect((await read(target(key)))?.equals(bytes)).toBe(true);
 
-    // The create-only PutObject is refused (412); the copy there is read and holds the same bytes.
+    // Listed absent a moment ago, copied since: the create-only PutObject is refused (412), and
+    // the copy there is read and holds the same bytes.
     const again = await replicateObject(source(key), target(key), expected, {
       partSizeBytes: PART,
       createOnly: true,
+      listedAbsent: true,
     });
     expect(again).toEqual({
       action: 'skipped',
@@ -97,17 +102,22 @@ describe('replicateObject with one PutObject', () => {
     const key = 'v1/c/wal/000000010000000000000002';
     const original = randomBytes(MIB);
     await put(source(key), original);
-    await replicateObject(source(key), target(key), { sizeBytes: original.length }, { createOnly: true });
+    await replicateObject(
+      source(key),
+      target(key),
+      { sizeBytes: original.length },
+      { createOnly: true, listedAbsent: true },
+    );
 
     // The host overwrites its segment with other bytes of the same size; WAL has no manifest,
-    // so the copy is checked against the sha256 of what was just read.
+    // so the copy the refused PutObject found is checked against the sha256 of what was just read.
     const forged = randomBytes(MIB);
     await put(source(key), forged);
     const refused = await replicateObject(
       source(key),
       target(key),
       { sizeBytes: forged.length },
-      { createOnly: true },
+      { createOnly: true, listedAbsent: true },
     ).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(TargetConflictError);
     expect((refused as Error).message).toMatch(

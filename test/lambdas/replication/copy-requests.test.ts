@@ -12,6 +12,7 @@ import { type Manifest, serializeManifest } from '../../../core/manifest.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
 import { copyBatch } from '../../../lambdas/replication/copy-batch.ts';
+import type { CopyBatch } from '../../../lambdas/replication/types.ts';
 import { type FaultProxy, startFaultProxy } from '../../support/fault-proxy.ts';
 import { localPipelineEnv } from '../../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
@@ -107,8 +108,8 @@ async function backup(sizeBytes: number): Promise<string> {
 
 type Operations = Record<string, number>;
 
-/** Copies `key` as a hot-path batch names it; returns what the batch reported and the requests each side answered. */
-async function copyCounted(key: string, to: 'dr-aws' | 'b2' = 'dr-aws') {
+/** Runs one batch; returns what it reported and the requests each side answered. */
+async function batchCounted(batch: CopyBatch, to: 'dr-aws' | 'b2' = 'dr-aws') {
   const targetProxyOf = to === 'b2' ? plainProxy : targetProxy;
   const before = { ingest: { ...ingestProxy.operations }, target: { ...targetProxyOf.operations } };
   const diff = (now: Operations, then: Operations) =>
@@ -117,11 +118,7 @@ async function copyCounted(key: string, to: 'dr-aws' | 'b2' = 'dr-aws') {
         .map(([op, n]) => [op, n - (then[op] ?? 0)] as const)
         .filter(([, n]) => n > 0),
     );
-  const out = await copyBatch(
-    { target: to, batch: { cluster: CLUSTER, firstKey: key, lastKey: key, count: 1, keys: [key] } },
-    env,
-    locations,
-  );
+  const out = await copyBatch({ target: to, batch }, env, locations);
   return {
     out,
     ingest: diff(ingestProxy.operations, before.ingest),
@@ -129,43 +126,64 @@ async function copyCounted(key: string, to: 'dr-aws' | 'b2' = 'dr-aws') {
   };
 }
 
+/** Copies `key` as a hot-path batch names it. */
+const copyCounted = (key: string, to: 'dr-aws' | 'b2' = 'dr-aws') =>
+  batchCounted({ cluster: CLUSTER, firstKey: key, lastKey: key, count: 1, keys: [key] }, to);
+
+async function segment(n: number): Promise<string> {
+  const name = walName(n);
+  const body = walSegment(name, 7300000000000000001n);
+  const key = walKey(CLUSTER, name, sha256(body));
+  await hostPut(key, body);
+  return key;
+}
+
 describe('requests per copy, counted at the servers', () => {
-  it('a 16 MiB WAL segment: one HEAD and one GET at ingest, a PutObject and a HEAD at the target', async () => {
-    const name = walName(0x31);
-    const body = walSegment(name, 7300000000000000001n);
-    const key = walKey(CLUSTER, name, sha256(body));
-    await hostPut(key, body);
+  it('a 16 MiB WAL segment on the hot path: ingest HEAD + GET, target HEAD + PutObject + HEAD', async () => {
+    const key = await segment(0x31);
 
     // Before this change: ingest 2 HEAD + GET; target 2 HEAD + PUT + GET (a full read-back).
     const first = await copyCounted(key);
     expect(first.out).toMatchObject({ copied: 1, failed: 0 });
     expect({ ingest: first.ingest, target: first.target }).toEqual({
       ingest: { HEAD: 1, GET: 1 },
-      target: { PUT: 1, HEAD: 1 },
+      target: { HEAD: 2, PUT: 1 },
     });
 
-    // Named again (a retried batch): the create-only PUT is refused and the copy there is read
-    // and found to hold the same bytes; nothing is overwritten.
+    // Named again before it settles (the next run): one HEAD on each side (three before).
     const again = await copyCounted(key);
     expect(again.out).toMatchObject({ copied: 0, skipped: 1, failed: 0 });
     expect({ ingest: again.ingest, target: again.target }).toEqual({
-      ingest: { HEAD: 1, GET: 1 },
-      target: { PUT: 1, HEAD: 1, GET: 1 },
+      ingest: { HEAD: 1 },
+      target: { HEAD: 1 },
     });
 
-    // A target that ignores If-None-Match gets a HEAD first, so nothing there is overwritten.
+    // A target that ignores If-None-Match costs the same.
     const plain = await copyCounted(key, 'b2');
     expect(plain.out).toMatchObject({ copied: 1, failed: 0 });
     expect({ ingest: plain.ingest, target: plain.target }).toEqual({
       ingest: { HEAD: 1, GET: 1 },
       target: { HEAD: 2, PUT: 1 },
     });
-    const plainAgain = await copyCounted(key, 'b2');
-    expect(plainAgain.out).toMatchObject({ copied: 0, skipped: 1, failed: 0 });
-    expect({ ingest: plainAgain.ingest, target: plainAgain.target }).toEqual({
-      ingest: { HEAD: 1 },
-      target: { HEAD: 1 },
+  });
+
+  it('segments a target listing lacks (a range, as reconciliation copies): no HEAD before the create-only PutObject', async () => {
+    const keys = [await segment(0x41), await segment(0x42)];
+    const batch = { cluster: CLUSTER, firstKey: keys[0]!, lastKey: keys[1]!, count: 2 };
+    const run = await batchCounted(batch);
+    expect(run.out).toMatchObject({ copied: 2, failed: 0 });
+    // Per range: the first key's HEAD and one LIST on each side (at the target, where the first
+    // key is missing, a GET tells a missing key from a missing bucket). Per copy: ingest HEAD
+    // (checksum) + GET, target PutObject + HEAD.
+    expect({ ingest: run.ingest, target: run.target }).toEqual({
+      ingest: { HEAD: 1 + 2, LIST: 1, GET: 2 },
+      target: { HEAD: 1 + 2, GET: 1, LIST: 1, PUT: 2 },
     });
+
+    // Where If-None-Match is not honoured, a HEAD still comes first.
+    const plain = await batchCounted(batch, 'b2');
+    expect(plain.out).toMatchObject({ copied: 2, failed: 0 });
+    expect(plain.target).toEqual({ HEAD: 1 + 2 * 2, GET: 1, LIST: 1, PUT: 2 });
   });
 
   it('a backup object its manifest vouches for (4 MiB dump)', async () => {
@@ -176,7 +194,7 @@ describe('requests per copy, counted at the servers', () => {
     // Before this change: ingest 3 HEAD + 2 GET (the manifest's HEAD twice); target 2 HEAD + PUT + GET.
     expect({ ingest: first.ingest, target: first.target }).toEqual({
       ingest: { HEAD: 2, GET: 2 },
-      target: { PUT: 1, HEAD: 1 },
+      target: { HEAD: 2, PUT: 1 },
     });
   });
 });
