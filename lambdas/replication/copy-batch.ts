@@ -183,7 +183,10 @@ export async function copyBatch(
     for (const key of keys) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
       // One HEAD gives the size and the provider's checksum (expectations needs no second one).
-      const object = await headIngest(objectIn(ingest.storage, key), key);
+      // A 404 is asked again through the driver, which tells a missing bucket (thrown) from a
+      // missing key.
+      const object =
+        (await headIngest(objectIn(ingest.storage, key), key)) ?? (await ingest.storage.head(key));
       if (object) yield object;
     }
   }
