@@ -110,6 +110,13 @@ const S3CompatibleTargetSchema = z.strictObject({
   forcePathStyle: z.boolean().default(false),
   prefix: z.string().default(''),
   /**
+   * The provider honours `If-None-Match: *` on PutObject (412 when the key exists), as R2 and MinIO
+   * do: replication's copies then carry it (a copy made since its HEAD is not overwritten), and
+   * keys a listing just showed absent get no HEAD. Leave it false for a provider that ignores the
+   * header (it would overwrite), or when unsure. @default false
+   */
+  conditionalWrites: z.boolean().default(false),
+  /**
    * Name of the Secrets Manager secret the stack creates empty for this target; the operator puts
    * `{"accessKeyId": "...", "secretAccessKey": "..."}` into it after deploying.
    */

@@ -57,6 +57,7 @@ export function runtimeTargets(
       region: t.region,
       forcePathStyle: t.forcePathStyle,
       prefix: t.prefix,
+      ...(t.conditionalWrites ? { conditionalWrites: true } : {}),
       credentialsSecretArn: secret.secretArn,
       ...(deleteSecrets.has(t.name)
         ? { deleteCredentialsSecretArn: deleteSecrets.get(t.name)?.secretArn as string }

@@ -1,7 +1,5 @@
-/** sha256 over a copy's bytes as they stream past: in part order, or held back until it matched. */
+/** sha256 over a multipart copy's bytes as they stream past, in part order. */
 import { createHash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
-import { CopyIntegrityError } from './s3-object.ts';
 
 /**
  * sha256 over parts that finish out of order: the lowest unfinished part is hashed as it streams,
@@ -57,40 +55,4 @@ export class InOrderHash {
     }
     return entry;
   }
-}
-
-/**
- * Holds back the last chunk until the stream's sha256 and size match `expected`, so a wrong copy
- * never sends its final bytes and the upload fails incomplete instead of storing it.
- */
-export function verifyBeforeLastByte(
-  expected: { sizeBytes: number; sha256: string } | undefined,
-  what: string,
-): { stream: Transform; sha256: () => string } {
-  const hash = createHash('sha256');
-  let digest: string | undefined;
-  let held: Buffer | undefined;
-  let size = 0;
-  const stream = new Transform({
-    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-      hash.update(chunk);
-      size += chunk.length;
-      const previous = held;
-      held = chunk;
-      callback(null, previous);
-    },
-    flush(callback: TransformCallback) {
-      digest = hash.digest('hex');
-      if (expected && (size !== expected.sizeBytes || digest !== expected.sha256)) {
-        callback(
-          new CopyIntegrityError(
-            `${what} has ${size} bytes with sha256 ${digest}, expected ${expected.sizeBytes} bytes with sha256 ${expected.sha256}; nothing was written to the target`,
-          ),
-        );
-        return;
-      }
-      callback(null, held);
-    },
-  });
-  return { stream, sha256: () => digest ?? hash.copy().digest('hex') };
 }

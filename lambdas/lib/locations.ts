@@ -7,7 +7,7 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import type { PipelineEnv, RuntimeTarget } from './pipeline-env.ts';
+import { honoursIfNoneMatch, type PipelineEnv, type RuntimeTarget } from './pipeline-env.ts';
 import { type CredentialsReader, readSecretsManagerCredentials } from './secrets.ts';
 
 /** A bucket (and prefix) the pipeline works on. */
@@ -15,6 +15,11 @@ export interface Location {
   /** `ingest` or the target's name, for messages and metrics. */
   readonly name: string;
   readonly storage: S3Storage;
+  /**
+   * The bucket refuses a create-only PutObject (`If-None-Match: *`) when the key exists: copies
+   * send the header, and keys a listing showed absent need no HEAD first. @default false
+   */
+  readonly conditionalWrites?: boolean;
 }
 
 /** How handlers reach buckets; tests point it at local S3-compatible servers. */
@@ -70,7 +75,11 @@ export function awsLocations(
             region: target.region,
             checksum: 'when-supported' as const,
           };
-          return { name: target.name, storage: new S3Storage(options, createS3Client(options)) };
+          return {
+            name: target.name,
+            storage: new S3Storage(options, createS3Client(options)),
+            conditionalWrites: honoursIfNoneMatch(target),
+          };
         }
         const secretArn =
           purpose === 'delete'
@@ -85,7 +94,11 @@ export function awsLocations(
           forcePathStyle: target.forcePathStyle,
         };
         const client = createS3Client(options, credentials);
-        return { name: target.name, storage: new S3Storage(options, client) };
+        return {
+          name: target.name,
+          storage: new S3Storage(options, client),
+          conditionalWrites: honoursIfNoneMatch(target),
+        };
       }),
   };
 }
@@ -122,17 +135,18 @@ export async function* listFrom(
 }
 
 /**
- * Merges two ascending listings: yields every object of `source` that `destination` lacks or holds
- * with a different size. Memory stays constant whatever the number of objects.
+ * Merges two ascending listings: yields every object of `source` that `destination` lacks
+ * (`absent`) or holds with a different size. Memory stays constant whatever the number of objects.
  */
 export async function* missingAt(
   source: AsyncIterable<ObjectInfo>,
   destination: AsyncIterable<ObjectInfo>,
-): AsyncIterable<ObjectInfo> {
+): AsyncIterable<ObjectInfo & { readonly absent: boolean }> {
   const dest = destination[Symbol.asyncIterator]();
   let next = await dest.next();
   for await (const object of source) {
     while (!next.done && next.value.key < object.key) next = await dest.next();
-    if (next.done || next.value.key !== object.key || next.value.sizeBytes !== object.sizeBytes) yield object;
+    const absent = next.done || next.value.key !== object.key;
+    if (absent || next.value.sizeBytes !== object.sizeBytes) yield { ...object, absent };
   }
 }

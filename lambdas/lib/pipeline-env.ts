@@ -39,6 +39,8 @@ const CompatibleTargetSchema = z.strictObject({
   region: z.string(),
   forcePathStyle: z.boolean(),
   prefix: z.string(),
+  /** The provider honours `If-None-Match: *` (see {@link honoursIfNoneMatch}). */
+  conditionalWrites: z.boolean().optional(),
   /** The Secrets Manager secret with `{"accessKeyId","secretAccessKey"}`. */
   credentialsSecretArn: z.string(),
   /** A second secret whose key may delete; only retention's delete step is given it (and may read it). */
@@ -48,6 +50,15 @@ const CompatibleTargetSchema = z.strictObject({
 export const RuntimeTargetSchema = z.discriminatedUnion('type', [AwsTargetSchema, CompatibleTargetSchema]);
 /** A replication target as a Lambda sees it (no credentials, only where to find them). */
 export type RuntimeTarget = z.infer<typeof RuntimeTargetSchema>;
+
+/**
+ * Whether a create-only PutObject to `target` is refused when the key exists (412), so a copy can
+ * trust the header: AWS S3 honours `If-None-Match: *`; an S3-compatible provider only when its
+ * config says so (one that ignores the header would overwrite).
+ */
+export function honoursIfNoneMatch(target: RuntimeTarget): boolean {
+  return target.type === 'aws-s3' || target.conditionalWrites === true;
+}
 
 /** A missing or malformed environment variable: a deployment bug, never retried. */
 export class PipelineConfigError extends Error {

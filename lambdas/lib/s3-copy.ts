@@ -1,16 +1,18 @@
 /**
  * Streaming copy of one object between two S3-compatible endpoints: two clients, possibly two
- * providers, so no server-side CopyObject. Bytes flow from ranged GETs on the source straight
- * into PutObject or UploadPart on the target; nothing is written to disk.
+ * providers, so no server-side CopyObject. Nothing is written to disk.
  *
- * - An object of at most one part: one GET piped into one PutObject with its ContentLength.
+ * - An object of at most one part: one GET, read whole into memory (at most one part, 16 MiB by
+ *   default) while it is hashed; only bytes that matched `expected` are sent, in one PutObject
+ *   with their Content-MD5, which the target checks before it stores anything (S3, B2, R2, Wasabi
+ *   and MinIO all do), so a body damaged on the way to the target is refused, not stored.
  * - Larger: CreateMultipartUpload on the target, then per part a ranged GET piped into
  *   UploadPart, then CompleteMultipartUpload; any failure aborts the upload.
  *
- * Memory: a part is streamed, never buffered, so {@link copyParts} holds only socket buffers
- * whatever the part size. {@link copyObject} also hashes the bytes in order (sha256, so the caller
- * can check the manifest without reading the copy again); a part that arrives ahead of the one
- * being hashed is kept until its turn, and only as many parts run ahead as fit in
+ * Memory: a part of a multipart copy is streamed, never buffered, so {@link copyParts} holds only
+ * socket buffers whatever the part size. {@link copyObject} also hashes the bytes in order (sha256,
+ * so the caller can check the manifest without reading the copy again); a part that arrives ahead
+ * of the one being hashed is kept until its turn, and only as many parts run ahead as fit in
  * `hashBufferBytes` (32 MiB by default), so that is all it holds, whatever the object or part
  * size. Parts too large for that run one at a time: use the spread-out steps for such objects.
  *
@@ -20,13 +22,14 @@
  * failure. Every value passed between them is plain JSON.
  *
  * With `expected` (the manifest's size and sha256), {@link copyObject} never makes a wrong copy
- * visible: a multipart upload is aborted instead of completed, and a single PutObject holds back
- * its last bytes until the hash matched, so the request fails incomplete.
+ * visible: a multipart upload is aborted instead of completed, and a single PutObject is not sent.
  */
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
 import { CreateMultipartUploadCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { runPool } from '../../core/run-pool.ts';
 import { withRetry } from '../../storage/failure.ts';
-import { InOrderHash, verifyBeforeLastByte } from './copy-hash.ts';
+import { InOrderHash } from './copy-hash.ts';
 import { abortCopy, completeCopy, copyOnePart } from './copy-parts.ts';
 import {
   type CompletedPart,
@@ -36,13 +39,26 @@ import {
   partRetryPolicy,
   planCopy,
 } from './copy-plan.ts';
-import { headSource, meter, openRange, pipeInto } from './ranged-get.ts';
-import { CopyIntegrityError, type S3ObjectRef, SourceChangedError, where } from './s3-object.ts';
-import { type ExpectedObject, type VerifyCopyResult, verifyCopy } from './verify-copy.ts';
+import { headSource, meter, openRange } from './ranged-get.ts';
+import {
+  CopyIntegrityError,
+  isTargetTaken,
+  type S3ObjectRef,
+  SourceChangedError,
+  TargetTakenError,
+  where,
+} from './s3-object.ts';
+import { confirmPut, type ExpectedObject, type VerifyCopyResult, verifyCopy } from './verify-copy.ts';
 
 export * from './copy-parts.ts';
 export * from './copy-plan.ts';
-export { CopyIntegrityError, objectIn, type S3ObjectRef, SourceChangedError } from './s3-object.ts';
+export {
+  CopyIntegrityError,
+  objectIn,
+  type S3ObjectRef,
+  SourceChangedError,
+  TargetTakenError,
+} from './s3-object.ts';
 
 /**
  * The target already holds other bytes at the key: the source changed after it was copied (a host
@@ -89,6 +105,22 @@ export interface CopyOptions {
   readonly signal?: AbortSignal;
   /** Called after each part has landed at the target. */
   readonly onPart?: (part: CompletedPart) => void;
+  /**
+   * The target honours `If-None-Match: *` (AWS S3, R2, MinIO): a single PutObject sends it, and
+   * a key taken meanwhile fails with {@link TargetTakenError} instead of being overwritten.
+   */
+  readonly createOnly?: boolean;
+}
+
+export interface ReplicateOptions extends CopyOptions {
+  /**
+   * A listing of the target just now lacked the key: with `createOnly`, no HEAD is made before the
+   * PutObject (a 412 still finds a copy made since). Not for keys that may well be there already
+   * (the hot path names unsettled segments again, where a HEAD is far cheaper than a refused PUT).
+   */
+  readonly listedAbsent?: boolean;
+  /** Check the new copy at the target. @default true */
+  readonly readBack?: boolean;
 }
 
 export interface CopyResult {
@@ -101,7 +133,10 @@ export interface CopyResult {
   readonly etag?: string;
 }
 
-/** One GET piped into one PutObject, hashed on the way and held back at the end until the hash matched. */
+/**
+ * One GET read whole (at most one part) and hashed; only bytes that match `expected` go out, in
+ * one PutObject with their Content-MD5 so the target refuses a body damaged on the way (BadDigest).
+ */
 async function putWhole(
   source: S3ObjectRef,
   target: S3ObjectRef,
@@ -110,27 +145,56 @@ async function putWhole(
   options: CopyOptions,
 ): Promise<CopyResult> {
   const body = await openRange(source, 0, sizeBytes - 1, sizeBytes, etag, options.signal);
-  const check = verifyBeforeLastByte(options.expected, `source ${where(source)}`);
-  const counted = meter(sizeBytes, `source ${where(source)}`);
-  const out = await pipeInto(
+  const sha256 = createHash('sha256');
+  const md5 = createHash('md5');
+  // The meter stops the body at sizeBytes, so it fits: held once, not as chunks plus a copy.
+  const whole = Buffer.allocUnsafe(sizeBytes);
+  let filled = 0;
+  await pipeline(
     body,
-    [counted, check.stream],
-    (stream, abortSignal) =>
-      target.client.send(
-        new PutObjectCommand({
-          Bucket: target.bucket,
-          Key: target.key,
-          ContentLength: sizeBytes,
-          Body: stream,
-        }),
-        { abortSignal },
-      ),
-    options.signal,
+    meter(sizeBytes, `source ${where(source)}`),
+    async (stream: AsyncIterable<Buffer>) => {
+      for await (const chunk of stream) {
+        sha256.update(chunk);
+        md5.update(chunk);
+        filled += chunk.copy(whole, filled);
+      }
+    },
+    ...(options.signal ? [{ signal: options.signal }] : []),
   );
+  const digest = sha256.digest('hex');
+  const { expected } = options;
+  if (expected && (sizeBytes !== expected.sizeBytes || digest !== expected.sha256)) {
+    throw new CopyIntegrityError(
+      `source ${where(source)} has ${sizeBytes} bytes with sha256 ${digest}, expected ${expected.sizeBytes} bytes with sha256 ${expected.sha256}; nothing was written to the target`,
+    );
+  }
+  let out: { ETag?: string };
+  try {
+    out = await target.client.send(
+      new PutObjectCommand({
+        Bucket: target.bucket,
+        Key: target.key,
+        ContentLength: sizeBytes,
+        ContentMD5: md5.digest('base64'),
+        Body: whole,
+        ...(options.createOnly ? { IfNoneMatch: '*' } : {}),
+      }),
+      { abortSignal: options.signal },
+    );
+  } catch (error) {
+    if (options.createOnly && isTargetTaken(error)) {
+      throw new TargetTakenError(`target ${where(target)} already holds an object; it was not overwritten`, {
+        sha256: digest,
+        cause: error,
+      });
+    }
+    throw error;
+  }
   options.onPart?.({ partNumber: 1, etag: out.ETag ?? '', sizeBytes });
   return {
     sizeBytes,
-    sha256: check.sha256(),
+    sha256: digest,
     multipart: false,
     partCount: 1,
     ...(out.ETag ? { etag: out.ETag } : {}),
@@ -169,7 +233,12 @@ export async function copyObject(
       () => putWhole(source, target, plan.sizeBytes, etag, options),
       {
         ...(options.signal ? { signal: options.signal } : {}),
-        retryable: (error) => !(error instanceof CopyIntegrityError || error instanceof SourceChangedError),
+        retryable: (error) =>
+          !(
+            error instanceof CopyIntegrityError ||
+            error instanceof SourceChangedError ||
+            error instanceof TargetTakenError
+          ),
       },
     );
   }
@@ -242,53 +311,82 @@ export async function copyObject(
 
 export type ReplicateResult =
   | {
-      /** A verified copy was there already: nothing was read from the source or written. */
+      /** A verified copy was there already: nothing was written. */
       readonly action: 'skipped';
       readonly verification: VerifyCopyResult & { readonly status: 'ok' };
     }
   | {
       readonly action: 'copied';
-      /** Why it was copied: the target had nothing at the key (other bytes are never replaced). */
-      readonly before: 'missing';
+      /**
+       * What the target held before: `missing` (a HEAD found nothing), or `absent` (a listing
+       * lacked it and the create-only PutObject found nothing). Other bytes are never replaced.
+       */
+      readonly before: 'missing' | 'absent';
       readonly copy: CopyResult;
       /** The check of the new copy at the target, when `readBack` was on. */
       readonly verification?: VerifyCopyResult & { readonly status: 'ok' };
     };
 
 /**
- * Makes sure `target` holds a verified copy of `source`: skips when {@link verifyCopy} says the
- * copy is there and right, copies with {@link copyObject} when there is none (checking the bytes
- * against `expected` on the way), and throws {@link TargetConflictError} when the target holds
- * other bytes: an existing copy is never replaced. With `readBack`
- * (default), the new copy is then read at the target and checked again; a failed check throws
- * {@link CopyIntegrityError} so the run fails and the next one copies again. Never deletes anything.
+ * Makes sure `target` holds a verified copy of `source`, never replacing one, never deleting.
+ *
+ * - {@link verifyCopy} looks first: a right copy is skipped, other bytes throw
+ *   {@link TargetConflictError}, and only a missing one is copied; with `createOnly` (the target
+ *   honours `If-None-Match: *`) a single PutObject also carries the header, so a copy made since
+ *   the HEAD is not overwritten either.
+ * - With `createOnly` and `listedAbsent`, an object of one part gets no HEAD first: the create-only
+ *   PutObject is the existence check.
+ * - Whenever a create-only PutObject finds the key taken, the copy there is checked against the
+ *   bytes just read: the same, it is skipped; other bytes throw {@link TargetConflictError}.
+ *
+ * With `readBack` (default) the new copy is then checked at the target: for one PutObject, whose
+ * Content-MD5 the target verified as it stored the body, a HEAD that finds that object (its size
+ * and ETag) at the key; for a multipart copy, {@link verifyCopy} (the provider's checksum or one
+ * read). A failed check throws {@link CopyIntegrityError}.
  */
 export async function replicateObject(
   source: S3ObjectRef,
   target: S3ObjectRef,
   expected: ExpectedObject,
-  options: CopyOptions & { readonly readBack?: boolean } = {},
+  options: ReplicateOptions = {},
 ): Promise<ReplicateResult> {
-  const before = await verifyCopy(target, expected, {
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
-  if (before.status === 'ok') return { action: 'skipped', verification: before };
-  refuseReplacing(target, before);
-  const copy = await copyObject(source, target, {
-    ...options,
-    sizeBytes: expected.sizeBytes,
-    ...(expected.sha256 ? { expected: { sizeBytes: expected.sizeBytes, sha256: expected.sha256 } } : {}),
-  });
-  if (options.readBack === false) return { action: 'copied', before: before.status, copy };
-  const after = await verifyCopy(
-    target,
-    { sizeBytes: copy.sizeBytes, sha256: copy.sha256 },
-    { ...(options.signal ? { signal: options.signal } : {}) },
-  );
+  const signal = options.signal ? { signal: options.signal } : {};
+  const single = !planCopy(expected.sizeBytes, options.partSizeBytes).multipart;
+  const createOnly = options.createOnly === true && single;
+  let before: 'missing' | 'absent' = 'absent';
+  if (!(createOnly && options.listedAbsent === true)) {
+    const found = await verifyCopy(target, expected, signal);
+    if (found.status === 'ok') return { action: 'skipped', verification: found };
+    refuseReplacing(target, found);
+    before = found.status;
+  }
+  let copy: CopyResult;
+  try {
+    copy = await copyObject(source, target, {
+      ...options,
+      createOnly,
+      sizeBytes: expected.sizeBytes,
+      ...(expected.sha256 ? { expected: { sizeBytes: expected.sizeBytes, sha256: expected.sha256 } } : {}),
+    });
+  } catch (error) {
+    if (!(error instanceof TargetTakenError)) throw error;
+    // Copied first by an earlier attempt or a concurrent run: it must hold what was just read.
+    const found = await verifyCopy(target, { sizeBytes: expected.sizeBytes, sha256: error.sha256 }, signal);
+    if (found.status === 'ok') return { action: 'skipped', verification: found };
+    refuseReplacing(target, found);
+    throw new CopyIntegrityError(
+      `target ${where(target)} refused the copy as taken, then held nothing: something deletes there; the next run copies it again`,
+    );
+  }
+  if (options.readBack === false) return { action: 'copied', before, copy };
+  const written = { sizeBytes: copy.sizeBytes, sha256: copy.sha256 };
+  const after = copy.multipart
+    ? await verifyCopy(target, written, signal)
+    : await confirmPut(target, { ...written, ...(copy.etag ? { etag: copy.etag } : {}) }, signal);
   if (after.status !== 'ok') {
     throw new CopyIntegrityError(
       `copy of ${where(source)} at ${where(target)} failed its check after upload (${JSON.stringify(after)}); copies are never replaced, so later runs report it as a conflict: delete it at the target to have it copied again`,
     );
   }
-  return { action: 'copied', before: before.status, copy, verification: after };
+  return { action: 'copied', before, copy, verification: after };
 }

@@ -29,6 +29,19 @@ export class SourceChangedError extends Error {
   override name = 'SourceChangedError';
 }
 
+/**
+ * A create-only PutObject found the key taken (412): nothing was overwritten. `sha256` is what the
+ * refused copy would have held. (A 409, another conditional write under way, stays a transient error.)
+ */
+export class TargetTakenError extends Error {
+  override name = 'TargetTakenError';
+  readonly sha256: string;
+  constructor(message: string, options: { sha256: string; cause?: unknown }) {
+    super(message, { cause: options.cause });
+    this.sha256 = options.sha256;
+  }
+}
+
 /** The fields of an AWS SDK error that classify it. */
 export interface SdkError {
   name?: string;
@@ -39,6 +52,12 @@ export interface SdkError {
 export function isNotFound(error: unknown): boolean {
   const e = error as SdkError;
   return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
+}
+
+/** An `If-None-Match: *` write refused because the key exists. */
+export function isTargetTaken(error: unknown): boolean {
+  const e = error as SdkError;
+  return e?.name === 'PreconditionFailed' || e?.$metadata?.httpStatusCode === 412;
 }
 
 /** The object as a URL, for messages. */

@@ -1,8 +1,9 @@
 /**
  * Verifies one copy at a target against what the manifest says about it: size first (a HEAD),
  * then the sha256 of the stored bytes, read as a stream so memory does not grow with the object.
- * Replication runs it before copying (a verified copy is skipped) and after (a bad copy is
- * reported; it is never replaced, see {@link replicateObject}).
+ * Replication runs it before copying (a verified copy is skipped) and after a multipart copy (a
+ * bad copy is reported; it is never replaced, see {@link replicateObject}). After a single
+ * PutObject whose Content-MD5 the target checked, {@link confirmPut} is enough.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -28,8 +29,10 @@ export type VerifyCopyResult =
       /**
        * `read`: the bytes were read and hashed. `provider-checksum`: the provider's full-object
        * SHA-256 checksum matched, no read needed. `size-only`: no hash was expected.
+       * `content-md5`: the target checked the body against its Content-MD5 as it stored it, and
+       * that object (its ETag) of that size is at the key.
        */
-      readonly method: 'read' | 'provider-checksum' | 'size-only';
+      readonly method: 'read' | 'provider-checksum' | 'size-only' | 'content-md5';
     }
   | { readonly status: 'missing' }
   | { readonly status: 'size-mismatch'; readonly expectedSizeBytes: number; readonly actualSizeBytes: number }
@@ -100,4 +103,34 @@ export async function verifyCopy(
     return { status: 'hash-mismatch', expectedSha256: expected.sha256, actualSha256 };
   }
   return { status: 'ok', sizeBytes: actualSizeBytes, method: 'read' };
+}
+
+/**
+ * Confirms a PutObject whose body the target checked against its Content-MD5 before storing it
+ * (the bytes sent were hashed and matched `written.sha256` before they went out): one HEAD must
+ * find an object of that size with the ETag the PutObject returned. Any other ETag (another
+ * writer, or a provider that changes ETags) falls back to {@link verifyCopy}, which reads.
+ */
+export async function confirmPut(
+  object: S3ObjectRef,
+  written: { readonly sizeBytes: number; readonly sha256: string; readonly etag?: string },
+  options: { readonly signal?: AbortSignal } = {},
+): Promise<VerifyCopyResult> {
+  let head: { ContentLength?: number; ETag?: string };
+  try {
+    head = await object.client.send(new HeadObjectCommand({ Bucket: object.bucket, Key: object.key }), {
+      abortSignal: options.signal,
+    });
+  } catch (error) {
+    if (isNotFound(error)) return { status: 'missing' };
+    throw error;
+  }
+  const actualSizeBytes = head.ContentLength ?? 0;
+  if (actualSizeBytes !== written.sizeBytes) {
+    return { status: 'size-mismatch', expectedSizeBytes: written.sizeBytes, actualSizeBytes };
+  }
+  if (written.etag !== undefined && head.ETag === written.etag) {
+    return { status: 'ok', sizeBytes: actualSizeBytes, method: 'content-md5' };
+  }
+  return verifyCopy(object, { sizeBytes: written.sizeBytes, sha256: written.sha256 }, options);
 }

@@ -3,9 +3,13 @@
  * range (manifests excepted: they go last, through "Copy and verify manifests").
  *
  * Each object goes through {@link replicateObject} (lambdas/lib/s3-copy.ts): a copy already at the
- * target and verified is skipped; anything else is streamed from ranged GETs into a PutObject or a
- * multipart upload (memory bounded by the part size, whatever the object size), hashed on the way
- * and read back at the target. What a copy must match:
+ * target and verified is skipped; anything else is copied, hashed on the way: an object of one part
+ * with one PutObject whose Content-MD5 the target checks (create-only where the target honours
+ * If-None-Match), confirmed by a HEAD; a larger one by a multipart upload read back at the
+ * target. Memory stays bounded by the part size, whatever the object size. Per WAL segment of the
+ * hot path that is one HEAD and one GET at ingest and a HEAD, a PutObject and a HEAD at the target;
+ * a segment named again before it settles costs one HEAD on each side
+ * (test/lambdas/replication/copy-requests.test.ts counts them). What a copy must match:
  *
  * - a backup object: the size and sha256 of the ciphertext its manifest records (read from ingest;
  *   an object whose manifest is not written yet is checked as below);
@@ -27,11 +31,11 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
-import type { ObjectInfo } from '../../storage/storage.ts';
+import { type ObjectInfo, ObjectNotFoundError } from '../../storage/storage.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
@@ -45,7 +49,7 @@ import {
   TargetConflictError,
 } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import { type ExpectedObject, verifyCopy } from '../lib/verify-copy.ts';
+import { type ExpectedObject, isNotFound, verifyCopy } from '../lib/verify-copy.ts';
 import type { CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
@@ -67,13 +71,33 @@ export async function sha256Of(object: S3ObjectRef): Promise<string> {
   return hash.digest('hex');
 }
 
-/** The provider's full-object SHA-256 (hex) of an object, when it computed one. */
-async function providerSha256(object: S3ObjectRef): Promise<string | undefined> {
-  const head = await object.client.send(
-    new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, ChecksumMode: 'ENABLED' }),
-  );
-  if (!head.ChecksumSHA256 || head.ChecksumType === 'COMPOSITE') return undefined;
-  return Buffer.from(head.ChecksumSHA256, 'base64').toString('hex');
+/** An ingest object, with the provider's full-object SHA-256 (hex) when a HEAD already asked for it. */
+export interface IngestObject extends ObjectInfo {
+  /** Looked up: the provider's sha256, or `null` when it computed none. Absent: not looked up yet. */
+  readonly providerSha256?: string | null;
+}
+
+/**
+ * One HEAD of an ingest object for its size and the provider's full-object SHA-256 (when it
+ * computed one); `undefined` when the object does not exist.
+ */
+export async function headIngest(object: S3ObjectRef, key: string): Promise<IngestObject | undefined> {
+  let head: HeadObjectCommandOutput;
+  try {
+    head = await object.client.send(
+      new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, ChecksumMode: 'ENABLED' }),
+    );
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+  const full = head.ChecksumSHA256 && head.ChecksumType !== 'COMPOSITE';
+  return {
+    key,
+    sizeBytes: head.ContentLength ?? 0,
+    lastModified: head.LastModified ?? new Date(0),
+    providerSha256: full ? Buffer.from(head.ChecksumSHA256 as string, 'base64').toString('hex') : null,
+  };
 }
 
 /** Finds what each object must match: the manifest's entry for backup objects (manifests read once each). */
@@ -86,15 +110,19 @@ export function expectations(ingest: Location, cluster: string) {
       // A manifest not written yet, or rejected as untrustworthy, vouches for nothing: the object
       // is then checked like WAL (and the rejection is reported by "Copy and verify manifests").
       manifest = (async () => {
-        if (!(await ingest.storage.head(key))) return undefined;
-        const read = await readManifestOrReject(ingest.storage, key);
-        return isStoredManifest(read) ? read.manifest : undefined;
+        try {
+          const read = await readManifestOrReject(ingest.storage, key);
+          return isStoredManifest(read) ? read.manifest : undefined;
+        } catch (error) {
+          if (error instanceof ObjectNotFoundError) return undefined;
+          throw error;
+        }
       })();
       manifests.set(backupId, manifest);
     }
     return manifest;
   };
-  return async (object: ObjectInfo, verify: boolean): Promise<ExpectedObject> => {
+  return async (object: IngestObject, verify: boolean): Promise<ExpectedObject> => {
     const backupId = backupIdOfObjectKey(object.key);
     const entry = backupId
       ? (await manifestOf(backupId))?.objects.find((o) => o.key === object.key)
@@ -107,7 +135,10 @@ export function expectations(ingest: Location, cluster: string) {
       return { sizeBytes: entry.sizeBytes, sha256: entry.sha256 };
     }
     const source = objectIn(ingest.storage, object.key);
-    const provider = await providerSha256(source);
+    const provider =
+      object.providerSha256 !== undefined
+        ? object.providerSha256
+        : (await headIngest(source, object.key))?.providerSha256;
     if (provider) return { sizeBytes: object.sizeBytes, sha256: provider };
     // Without `verify`, the copy is checked against the sha256 of the bytes it streamed.
     return verify
@@ -145,7 +176,11 @@ export async function copyBatch(
   async function* named(keys: readonly string[]) {
     for (const key of keys) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
-      const object = await ingest.storage.head(key);
+      // One HEAD gives the size and the provider's checksum (expectations needs no second one).
+      // A 404 is asked again through the driver, which tells a missing bucket (thrown) from a
+      // missing key.
+      const object =
+        (await headIngest(objectIn(ingest.storage, key), key)) ?? (await ingest.storage.head(key));
       if (object) yield object;
     }
   }
@@ -187,7 +222,13 @@ export async function copyBatch(
           });
         continue;
       }
-      const result = await replicateObject(source, copy, expected, { partSizeBytes: tuning.copyPartBytes });
+      const result = await replicateObject(source, copy, expected, {
+        partSizeBytes: tuning.copyPartBytes,
+        createOnly: target.conditionalWrites === true,
+        // Only a target listing proves a key absent. Named keys get a HEAD first: the hot path
+        // names unsettled segments again, and a HEAD is far cheaper than a refused PUT.
+        listedAbsent: 'absent' in object && object.absent,
+      });
       logDecision(result.action, { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
       if (result.action === 'skipped') out.skipped += 1;
       else {

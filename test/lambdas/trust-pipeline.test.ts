@@ -47,13 +47,19 @@ let locations: LocationFactory;
 beforeAll(async () => {
   [ingestServer, targetServer] = await Promise.all([
     startS3Server({ buckets: ['ingest'] }),
-    startS3Server({ buckets: ['offsite', 'offsite2'] }),
+    // Honours If-None-Match: * like AWS S3, so dr-aws copies with create-only PutObjects (no HEAD
+    // first); b2 is left to HEAD first, as a provider configured without conditional writes.
+    startS3Server({ buckets: ['offsite', 'offsite2'], conditionalWrites: true }),
   ]);
   synth = synthPipeline();
   ingest = { name: 'ingest', storage: s3rverStorage(ingestServer.endpoint, 'ingest') };
   // The synthesized machines replicate to the example config's targets, dr-aws and b2; the tests
   // look at dr-aws.
-  target = { name: 'dr-aws', storage: s3rverStorage(targetServer.endpoint, 'offsite') };
+  target = {
+    name: 'dr-aws',
+    storage: s3rverStorage(targetServer.endpoint, 'offsite'),
+    conditionalWrites: true,
+  };
   target2 = { name: 'b2', storage: s3rverStorage(targetServer.endpoint, 'offsite2') };
   locations = { ingest: async () => ingest, target: async (t) => (t.name === 'b2' ? target2 : target) };
 });

@@ -1,5 +1,6 @@
 // What the s3rver test server (test/support/s3-server.ts) does, pinned down because other tests rely on it.
 
+import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import {
   AbortMultipartUploadCommand,
@@ -56,6 +57,17 @@ describe('s3rver test server', () => {
       s3.send(new PutObjectCommand({ Bucket: 'repo', Key: 'inm', Body: 'two', IfNoneMatch: '*' })),
     ).rejects.toMatchObject({ name: 'PreconditionFailed', $metadata: { httpStatusCode: 412 } });
     expect(await read(s3, 'inm')).toBe('one');
+  });
+
+  it('refuses a body that does not match its Content-MD5 (400 BadDigest) and stores nothing, as S3 does', async () => {
+    const s3 = client(plain);
+    const md5 = (body: string) => createHash('md5').update(body).digest('base64');
+    await expect(
+      s3.send(new PutObjectCommand({ Bucket: 'repo', Key: 'md5', Body: 'two', ContentMD5: md5('one') })),
+    ).rejects.toMatchObject({ name: 'BadDigest', $metadata: { httpStatusCode: 400 } });
+    await expect(read(s3, 'md5')).rejects.toMatchObject({ name: 'NoSuchKey' });
+    await s3.send(new PutObjectCommand({ Bucket: 'repo', Key: 'md5', Body: 'one', ContentMD5: md5('one') }));
+    expect(await read(s3, 'md5')).toBe('one');
   });
 
   it('lists and aborts multipart uploads', async () => {

@@ -7,7 +7,8 @@
  * - adds latency,
  * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
  *   S3 would refuse),
- * - truncates a response body after N bytes.
+ * - truncates a response body after N bytes,
+ * - flips a bit of a request body on its way (same length: only a body checksum can tell).
  *
  * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
  * with the seed it printed. Counts of what was injected are kept for the test to report.
@@ -32,6 +33,8 @@ export interface Faults {
   readonly error?: 500 | 503 | 'SlowDown' | 'RequestTimeTooSkewed';
   /** Forward the response's headers, then only this many body bytes, then close the connection. */
   readonly truncateResponseAfterBytes?: number;
+  /** Flip the lowest bit of the request body's first byte on the way to the server. */
+  readonly corruptRequestBody?: boolean;
 }
 
 export interface FaultCounts {
@@ -43,6 +46,7 @@ export interface FaultCounts {
   delayed: number;
   errors: number;
   truncated: number;
+  corrupted: number;
 }
 
 export interface FaultProxy {
@@ -51,6 +55,11 @@ export interface FaultProxy {
   readonly port: number;
   readonly seed: number;
   readonly counts: Readonly<FaultCounts>;
+  /**
+   * Requests by S3 operation, as a provider bills them: `HEAD`, `GET` (of an object), `LIST`,
+   * `PUT` (PutObject, UploadPart), `POST` (Create/CompleteMultipartUpload), `DELETE`.
+   */
+  readonly operations: Readonly<Record<string, number>>;
   /** Replaces the faults in force; `{}` forwards everything untouched. */
   set(faults: Faults): void;
   /** Stops listening and destroys every connection, blackholed ones included. */
@@ -101,7 +110,9 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     delayed: 0,
     errors: 0,
     truncated: 0,
+    corrupted: 0,
   };
+  const operations: Record<string, number> = {};
   const sockets = new Set<Socket>();
   let faults: Faults = {};
 
@@ -145,6 +156,19 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
       },
     );
     proxied.on('error', () => res.socket?.destroy());
+    if (active.corruptRequestBody) {
+      let flipped = false;
+      req.on('data', (chunk: Buffer) => {
+        if (!flipped && chunk.length > 0) {
+          flipped = true;
+          counts.corrupted++;
+          chunk[0] = (chunk[0] as number) ^ 1;
+        }
+        proxied.write(chunk);
+      });
+      req.on('end', () => proxied.end());
+      return;
+    }
     const resetAfter = active.resetAfterBodyBytes;
     if (resetAfter === undefined) {
       req.pipe(proxied);
@@ -167,8 +191,11 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
   const server = createServer((req, res) => {
     counts.requests++;
     const url = new URL(req.url ?? '/', 'http://proxy');
-    if (req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads'))
-      counts.lists++;
+    const list =
+      req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname) && !url.searchParams.has('uploads');
+    if (list) counts.lists++;
+    const operation = list ? 'LIST' : (req.method ?? '?');
+    operations[operation] = (operations[operation] ?? 0) + 1;
     const active = hits(req) ? faults : {};
     if (active.blackhole) {
       counts.blackholed++;
@@ -203,6 +230,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     port,
     seed,
     counts,
+    operations,
     set(next) {
       faults = next;
     },

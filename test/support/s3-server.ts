@@ -19,6 +19,8 @@
  * - Stock s3rver writes a PUT straight into the final file, so a client that dies mid-request
  *   leaves a truncated object behind; real S3 never does. This wrapper writes to a temp file and
  *   renames it only when the whole body arrived.
+ * - Stock s3rver ignores Content-MD5 on PutObject; this wrapper refuses a body that does not match
+ *   it (400 BadDigest) and stores nothing, as S3 does.
  * - Checksums: stock s3rver ignores `x-amz-checksum-*` headers and does not decode `aws-chunked`
  *   bodies; with the SDK's default `requestChecksumCalculation: WHEN_SUPPORTED` a *streamed*
  *   PutObject body is stored with its chunk framing and CRC trailer (corrupt). Buffer bodies (all
@@ -317,6 +319,11 @@ async function runChild(config: ChildConfig): Promise<void> {
       // A request body cut short (client killed, connection dropped) must not become an object.
       if ('complete' in object.content && object.content.complete === false) {
         throw new S3Error('IncompleteBody', 'You did not provide the number of bytes specified');
+      }
+      // Like S3 and every provider: a body that does not match its Content-MD5 is refused, not stored.
+      const contentMd5 = requestHeaders.getStore()?.['content-md5'];
+      if (contentMd5 !== undefined && contentMd5 !== Buffer.from(md5.copy().digest()).toString('base64')) {
+        throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.');
       }
       if (config.conditionalWrites && requestHeaders.getStore()?.['if-none-match'] === '*') {
         try {

@@ -53,3 +53,14 @@ describe('awsLocations', () => {
     expect(read).toEqual([COPY_ARN]);
   });
 });
+
+describe('which targets copy without a HEAD first', () => {
+  it('AWS S3 targets and S3-compatible ones configured with conditionalWrites; others HEAD first', async () => {
+    const { locations } = factory();
+    const aws: RuntimeTarget = { name: 'dr', type: 'aws-s3', bucket: 'b', region: 'eu-west-1', prefix: '' };
+    expect((await locations.target(aws)).conditionalWrites).toBe(true);
+    expect((await locations.target(target(false))).conditionalWrites).toBe(false);
+    const r2 = { ...target(false), name: 'r2', conditionalWrites: true };
+    expect((await locations.target(r2)).conditionalWrites).toBe(true);
+  });
+});
