@@ -36,11 +36,14 @@ import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts
 import { copyBatch } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
 import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
+import { planTargets, trustViolationsOf } from './plan-targets.ts';
 import {
   type CopyBatch,
   type PlanCopiesInput,
   PlanCopiesInputSchema,
   type PlanCopiesOutput,
+  PlanTargetsInputSchema,
+  type PlanTargetsOutput,
 } from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
@@ -345,21 +348,28 @@ export async function planCopies(
   return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
 }
 
-export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
+/**
+ * The plan function's two entries: one target (`{target}`, the per-target Map's step) or every
+ * target at once (`{targets}`, the first step of a run; ./plan-targets.ts).
+ */
+export function planStep(
+  input: unknown,
+  env: PipelineEnv,
+  locations: LocationFactory,
+  policies: Readonly<Record<string, RetentionPolicy>> = {},
+): Promise<PlanCopiesOutput | PlanTargetsOutput> {
+  const one = (i: PlanCopiesInput) => mapTransient(() => planCopies(i, env, locations, policies));
+  if (typeof input === 'object' && input !== null && 'targets' in input)
+    return planTargets(parseInput(PlanTargetsInputSchema, input, 'replication/plan-copies'), one);
+  return one(parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'));
+}
+
+export async function handler(input: unknown): Promise<PlanCopiesOutput | PlanTargetsOutput> {
   const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    planCopies(
-      parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'),
-      env,
-      locations,
-      readPolicies(),
-    ),
-  );
+  const output = await planStep(input, env, locations, readPolicies());
   // As "Copy and verify manifests" does when it runs as its own step.
-  if (output.manifests)
-    publishMetrics(
-      env.metricNamespace,
-      trustViolationMetrics('replication', output.manifests.summary.trustViolations),
-    );
+  const violations =
+    'anyLeft' in output ? trustViolationsOf(output) : (output.manifests?.summary.trustViolations ?? 0);
+  publishMetrics(env.metricNamespace, trustViolationMetrics('replication', violations));
   return output;
 }

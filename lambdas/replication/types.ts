@@ -28,6 +28,12 @@ export const PlanCopiesInputSchema = z.object({
   /** The totals of earlier rounds, for a plan small enough to be copied by the plan step itself. */
   summary: z.lazy(() => SummarySchema).optional(),
 });
+/** "Plan and copy every target": the first step of every run, one invocation for all targets. */
+export const PlanTargetsInputSchema = z.object({
+  targets: z.array(z.string().min(1)),
+  /** The execution's input, as for one target. */
+  execution: PlanCopiesInputSchema.shape.execution,
+});
 export const CopyBatchInputSchema = z.object({
   target: z.string().min(1),
   batch: CopyBatchSchema,
@@ -183,6 +189,45 @@ export interface PlanCopiesOutput {
   /** Where the proposed cursors wait for "Copy and verify manifests" to commit them. */
   readonly pendingCursors: string | null;
 }
+
+export type PlanTargetsInput = z.infer<typeof PlanTargetsInputSchema>;
+
+/** One target as the first step left it: for the batch Map, or finished. */
+export interface PlannedTarget {
+  readonly target: string;
+  /** The target's plan; null when planning failed here, so the Map plans it again with retries and alerts. */
+  readonly plan: PlanCopiesOutput | null;
+  /** Why planning failed in the first step (the Map's own attempt decides whether to alert). */
+  readonly firstAttempt?: { readonly error: string; readonly cause: string };
+}
+
+/** What "Plan and copy every target" returns: the run ends here unless `anyLeft`. */
+export interface PlanTargetsOutput {
+  readonly execution: PlanTargetsInput['execution'];
+  readonly targets: PlannedTarget[];
+  /** A target has batches, large objects, more rounds, a failed copy or a failed plan left. */
+  readonly anyLeft: boolean;
+  /** The execution's output when nothing is left: the same shape the batch Map path ends with. */
+  readonly result: { readonly targets: TargetRecord[]; readonly anyFailed: boolean };
+}
+
+/** The summary fields the execution output shows per target (all of TargetSummary but failedKeys). */
+export const TARGET_RECORD_FIELDS = [
+  'objectsCopied',
+  'objectsSkipped',
+  'objectsFailed',
+  'bytesCopied',
+  'lagSeconds',
+  'manifestsCopied',
+  'manifestsWaiting',
+  'trustViolations',
+] as const satisfies readonly (keyof TargetSummary)[];
+
+/** One target's line in the execution output: what the console shows per target. */
+export type TargetRecord = { readonly target: string; readonly status: 'ok' | 'failed' } & Pick<
+  TargetSummary,
+  (typeof TARGET_RECORD_FIELDS)[number]
+>;
 
 export interface CopyBatchInput {
   readonly target: string;

@@ -10,7 +10,7 @@ import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
 import { copyLarge } from '../../lambdas/replication/copy-large.ts';
 import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
-import { planCopies } from '../../lambdas/replication/plan-copies.ts';
+import { planStep } from '../../lambdas/replication/plan-copies.ts';
 import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
 import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
 import type { TaskBindings } from './state-machines.ts';
@@ -27,7 +27,7 @@ export function replicationBindings(
 ): TaskBindings {
   return {
     lambdas: {
-      'replication/plan-copies': (input) => planCopies(input as never, env, locations, policies),
+      'replication/plan-copies': (input) => planStep(input, env, locations, policies),
       'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
       'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
       'replication/copy-large': (input) => copyLarge(input as never, env, locations),
