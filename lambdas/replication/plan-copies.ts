@@ -12,8 +12,9 @@
  *   another size. What the target's retention policy drops is never planned (lambdas/lib/backups.ts
  *   `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.
  *
- * A small plan (one batch, no large object) is copied here and then, so a quiet run is one state
- * instead of a Map, a batch and a manifest step; the proposed cursors are committed once the copies
+ * A small plan (at most one batch's worth of objects, in one cluster or several, no large object,
+ * at most 256 MiB) is copied here and then, so a quiet run is one state instead of a Map, its
+ * batches and a manifest step; the proposed cursors are committed once the copies
  * are done (here or by "Copy and verify manifests").
  */
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
@@ -33,7 +34,7 @@ import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import { copyBatch } from './copy-batch.ts';
+import { copyBatch, packBatches } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
 import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
 import { planTargets, trustViolationsOf } from './plan-targets.ts';
@@ -316,22 +317,23 @@ export async function planCopies(
     reconcile,
     staleUploads,
   };
+  // Small: at most one batch's worth of objects, though they may be in several clusters' batches
+  // (a few segments from each of a few hosts), none large.
   const small =
     !plan.more &&
-    plan.batches.length <= 1 &&
+    plan.objectCount <= env.batchSize &&
     plan.largest <= copyTuning(env).largeObjectBytes &&
     plan.bytes <= INLINE_COPY_BYTES;
   if (small) {
-    const batch = plan.batches[0];
-    const result = batch
-      ? await copyBatch({ target: input.target, batch, verify }, env, locations)
-      : undefined;
-    if (!result || result.large.length === 0) {
+    const results = [];
+    for (const batch of plan.batches)
+      results.push(await copyBatch({ target: input.target, batch, verify }, env, locations));
+    if (results.every((result) => result.large.length === 0)) {
       const manifests = await copyManifests(
         {
           target: input.target,
           manifestKeys: plan.manifestKeys,
-          batches: result ? [{ batch: result, large: [] }] : [],
+          batches: results.map((batch) => ({ batch, large: [] })),
           plan: base,
           ...(input.summary ? { summary: input.summary } : {}),
         },
@@ -345,7 +347,13 @@ export async function planCopies(
   }
   const pendingCursors =
     Object.keys(next.clusters).length > 0 ? await writePending(ingest, input.target, next) : null;
-  return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
+  return {
+    ...base,
+    batches: packBatches(plan.batches, env.batchSize),
+    manifestKeys: plan.manifestKeys,
+    done: false,
+    pendingCursors,
+  };
 }
 
 /**

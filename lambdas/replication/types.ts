@@ -36,7 +36,8 @@ export const PlanTargetsInputSchema = z.object({
 });
 export const CopyBatchInputSchema = z.object({
   target: z.string().min(1),
-  batch: CopyBatchSchema,
+  /** One cluster's batch, or several small ones of different clusters copied by one invocation. */
+  batch: z.union([CopyBatchSchema, z.array(CopyBatchSchema).min(1)]),
   verify: z.boolean().optional(),
 });
 export const LargeObjectSchema = z.object({
@@ -104,6 +105,8 @@ const BatchResultSchema = z.object({
   large: z.array(LargeObjectSchema),
   /** The batch's cluster: a cluster with a failure keeps its replication cursor. */
   cluster: z.string().optional(),
+  /** For a batch of several clusters: those with a failure (they keep their cursors). */
+  failedClusters: z.array(z.string()).optional(),
 });
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
@@ -163,7 +166,8 @@ export interface PlanCopiesInput {
 
 export interface PlanCopiesOutput {
   readonly target: string;
-  readonly batches: CopyBatch[];
+  /** What each "Copy batch to target" invocation copies: a batch, or small batches of several clusters. */
+  readonly batches: (CopyBatch | CopyBatch[])[];
   /** Manifests the target lacks; copied last by "Copy and verify manifests". */
   readonly manifestKeys: string[];
   /** Objects in `batches` (not counting manifests). */
@@ -231,7 +235,7 @@ export type TargetRecord = { readonly target: string; readonly status: 'ok' | 'f
 
 export interface CopyBatchInput {
   readonly target: string;
-  readonly batch: CopyBatch;
+  readonly batch: CopyBatch | CopyBatch[];
   readonly verify?: boolean;
 }
 
