@@ -271,7 +271,15 @@ export class Replication extends Construct {
       inputPath: '$.plan.manifests',
       resultPath: '$.manifests',
     }).next(anyFailed);
+    // A plan too large for the first step's output was stored in ingest; this reads it (and plans
+    // the target again if it is gone).
+    const readStoredPlan = lambdaStep(this, 'Read the stored plan', plan.function, {
+      payload: { 'target.$': '$.target', 'stored.$': '$.plan.stored', 'execution.$': '$.execution' },
+      resultPath: '$.plan',
+      timeout: Duration.minutes(6),
+    }).addCatch(alert, CATCH_ALL);
     const planDone = new sfn.Choice(this, 'Copied by the plan?')
+      .when(sfn.Condition.isPresent('$.plan.stored'), readStoredPlan)
       .when(sfn.Condition.not(sfn.Condition.isPresent('$.plan.done')), listMissing)
       .when(
         sfn.Condition.and(
@@ -283,6 +291,7 @@ export class Replication extends Construct {
       .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
       .otherwise(copyBatches.next(copyManifests).next(more));
     listMissing.next(planDone);
+    readStoredPlan.next(planDone);
     perTarget.itemProcessor(planDone);
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {

@@ -17,7 +17,6 @@
  * batches and a manifest step; the proposed cursors are committed once the copies
  * are done (here or by "Copy and verify manifests").
  */
-import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
 import {
   advanceStream,
@@ -36,8 +35,16 @@ import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { copyBatch, packBatches } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
-import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
+import {
+  findNewWork,
+  type NewObject,
+  readCursors,
+  storePlan,
+  takeStoredPlan,
+  writePending,
+} from './cursors.ts';
 import { planTargets, trustViolationsOf } from './plan-targets.ts';
+import { abortStaleUploads } from './stale-uploads.ts';
 import {
   type CopyBatch,
   type PlanCopiesInput,
@@ -45,6 +52,7 @@ import {
   type PlanCopiesOutput,
   PlanTargetsInputSchema,
   type PlanTargetsOutput,
+  ReadStoredPlanInputSchema,
 } from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
@@ -64,58 +72,6 @@ async function* compare(
     while (!next.done && next.value.key < object.key) next = await dest.next();
     const present = !next.done && next.value.key === object.key && next.value.sizeBytes === object.sizeBytes;
     yield { object, present };
-  }
-}
-
-/**
- * Multipart uploads older than this are orphans: the replication state machine times out after 2
- * hours, so no execution still owns one (a provider killed mid-copy could not be told to abort).
- */
-export const STALE_UPLOAD_MS = 3 * 60 * 60 * 1000;
-
-/**
- * Aborts the target's multipart uploads under `prefix` started before `now - STALE_UPLOAD_MS`, so
- * a copy cut short by a provider outage leaves no parts behind (and billed). Best effort: a
- * provider without ListMultipartUploads (or a role without s3:ListBucketMultipartUploads) only
- * leaves them to the bucket's lifecycle rule; what happened is in the plan's output.
- */
-export async function abortStaleUploads(
-  target: Location,
-  prefix: string,
-  now: Date,
-): Promise<{ aborted: number; error?: string }> {
-  const { storage } = target;
-  let aborted = 0;
-  try {
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    do {
-      const page = await storage.client.send(
-        new ListMultipartUploadsCommand({
-          Bucket: storage.bucket,
-          Prefix: storage.prefix + prefix,
-          KeyMarker: keyMarker,
-          UploadIdMarker: uploadIdMarker,
-        }),
-      );
-      for (const upload of page.Uploads ?? []) {
-        if (!upload.Key || !upload.UploadId || !upload.Initiated) continue;
-        if (now.getTime() - upload.Initiated.getTime() < STALE_UPLOAD_MS) continue;
-        await storage.client.send(
-          new AbortMultipartUploadCommand({
-            Bucket: storage.bucket,
-            Key: upload.Key,
-            UploadId: upload.UploadId,
-          }),
-        );
-        aborted += 1;
-      }
-      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
-    } while (keyMarker);
-    return { aborted };
-  } catch (error) {
-    return { aborted, error: (error as Error).name || 'Error' };
   }
 }
 
@@ -357,18 +313,33 @@ export async function planCopies(
 }
 
 /**
- * The plan function's two entries: one target (`{target}`, the per-target Map's step) or every
- * target at once (`{targets}`, the first step of a run; ./plan-targets.ts).
+ * The plan function's three entries: one target (`{target}`, the per-target Map's step), every
+ * target at once (`{targets}`, the first step of a run; ./plan-targets.ts), or a plan the first
+ * step stored because it was too large to pass on (`{stored}`; planned again if it is gone).
  */
-export function planStep(
+export async function planStep(
   input: unknown,
   env: PipelineEnv,
   locations: LocationFactory,
   policies: Readonly<Record<string, RetentionPolicy>> = {},
 ): Promise<PlanCopiesOutput | PlanTargetsOutput> {
   const one = (i: PlanCopiesInput) => mapTransient(() => planCopies(i, env, locations, policies));
-  if (typeof input === 'object' && input !== null && 'targets' in input)
-    return planTargets(parseInput(PlanTargetsInputSchema, input, 'replication/plan-copies'), one);
+  const has = (field: string) => typeof input === 'object' && input !== null && field in input;
+  if (has('targets')) {
+    const all = parseInput(PlanTargetsInputSchema, input, 'replication/plan-copies');
+    const store = async (target: string, plan: PlanCopiesOutput) =>
+      mapTransient(async () => storePlan(await locations.ingest(), target, plan));
+    return planTargets(all, one, store);
+  }
+  if (has('stored')) {
+    const { target, stored, execution } = parseInput(
+      ReadStoredPlanInputSchema,
+      input,
+      'replication/plan-copies',
+    );
+    const plan = await mapTransient(async () => takeStoredPlan(await locations.ingest(), target, stored));
+    return (plan as PlanCopiesOutput | undefined) ?? one({ target, ...(execution ? { execution } : {}) });
+  }
   return one(parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'));
 }
 

@@ -23,8 +23,8 @@ import {
 } from './types.ts';
 
 /**
- * A plan's JSON above this many bytes goes to the Map without its batches (the Map plans the target
- * again): a state's data is at most 256 KiB, and this step's output carries every target's plan.
+ * A plan's JSON above this many bytes is stored in ingest and handed to the Map by its key: a
+ * state's data is at most 256 KiB, and this step's output carries every target's plan.
  */
 export const PLAN_PAYLOAD_BYTES = 96 * 1024;
 
@@ -36,14 +36,22 @@ export function targetRecord(target: string, summary: TargetSummary): TargetReco
 
 /** A plan the first step copied entirely, with no object failing its check: the target is done. */
 function finished(
-  plan: PlanCopiesOutput | null,
+  plan: PlannedTarget['plan'],
 ): plan is PlanCopiesOutput & Required<Pick<PlanCopiesOutput, 'manifests'>> {
-  return plan?.done === true && plan.manifests !== undefined && plan.manifests.summary.objectsFailed === 0;
+  return (
+    plan !== null &&
+    'done' in plan &&
+    plan.done &&
+    plan.manifests !== undefined &&
+    plan.manifests.summary.objectsFailed === 0
+  );
 }
 
 export async function planTargets(
   input: PlanTargetsInput,
   planOne: (input: PlanCopiesInput) => Promise<PlanCopiesOutput>,
+  /** Stores a plan too large to pass on; returns the key "Read the stored plan" reads. */
+  store: (target: string, plan: PlanCopiesOutput) => Promise<string>,
 ): Promise<PlanTargetsOutput> {
   const execution = input.execution;
   const targets = await Promise.all(
@@ -51,11 +59,7 @@ export async function planTargets(
       try {
         const plan = await planOne({ target, ...(execution ? { execution } : {}) });
         if (!finished(plan) && JSON.stringify(plan).length > PLAN_PAYLOAD_BYTES)
-          return {
-            target,
-            plan: null,
-            firstAttempt: { error: 'PlanTooLarge', cause: 'planned again by the Map' },
-          };
+          return { target, plan: { stored: await store(target, plan) } };
         return { target, plan };
       } catch (error) {
         const e = asStorageUnavailable(error) as Error;
@@ -80,5 +84,8 @@ export async function planTargets(
 
 /** Trust violations the first step's copies found, over every target (for the metric). */
 export function trustViolationsOf(output: PlanTargetsOutput): number {
-  return output.targets.reduce((n, t) => n + (t.plan?.manifests?.summary.trustViolations ?? 0), 0);
+  return output.targets.reduce(
+    (n, t) => n + (t.plan && 'manifests' in t.plan ? (t.plan.manifests?.summary.trustViolations ?? 0) : 0),
+    0,
+  );
 }

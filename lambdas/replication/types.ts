@@ -196,11 +196,23 @@ export interface PlanCopiesOutput {
 
 export type PlanTargetsInput = z.infer<typeof PlanTargetsInputSchema>;
 
+/** "Read the stored plan": a plan the first step stored because it was too large to pass on. */
+export const ReadStoredPlanInputSchema = z.object({
+  target: z.string().min(1),
+  stored: z.string().min(1),
+  /** The execution's input, to plan again if the stored plan is gone. */
+  execution: PlanCopiesInputSchema.shape.execution,
+});
+export type ReadStoredPlanInput = z.infer<typeof ReadStoredPlanInputSchema>;
+
 /** One target as the first step left it: for the batch Map, or finished. */
 export interface PlannedTarget {
   readonly target: string;
-  /** The target's plan; null when planning failed here, so the Map plans it again with retries and alerts. */
-  readonly plan: PlanCopiesOutput | null;
+  /**
+   * The target's plan; where it is stored when too large for the state's payload; null when
+   * planning failed here, so the Map plans it again with retries and alerts.
+   */
+  readonly plan: PlanCopiesOutput | { readonly stored: string } | null;
   /** Why planning failed in the first step (the Map's own attempt decides whether to alert). */
   readonly firstAttempt?: { readonly error: string; readonly cause: string };
 }

@@ -38,10 +38,18 @@ function failure(name: string, message: string): Error {
  * goes through the real planTargets, as in the Lambda.
  */
 function planFn(one: (input: PlanCopiesInput) => unknown) {
-  return (input: unknown) =>
-    'targets' in (input as object)
-      ? planTargets(input as PlanTargetsInput, async (i) => (await one(i)) as PlanCopiesOutput)
-      : one(input as PlanCopiesInput);
+  const stored = new Map<string, PlanCopiesOutput>();
+  const store = async (target: string, plan: PlanCopiesOutput) => {
+    const key = `pipeline/replication/${target}/plans/${stored.size}.json`;
+    stored.set(key, plan);
+    return key;
+  };
+  return (input: unknown) => {
+    if ('targets' in (input as object))
+      return planTargets(input as PlanTargetsInput, async (i) => (await one(i)) as PlanCopiesOutput, store);
+    if ('stored' in (input as object)) return stored.get((input as { stored: string }).stored);
+    return one(input as PlanCopiesInput);
+  };
 }
 
 describe('every state machine definition', () => {
@@ -214,6 +222,33 @@ describe('replication', () => {
         { target: 'b2', status: 'ok', objectsCopied: 2 },
       ],
     });
+  });
+
+  it('a plan too large to pass on is stored by the first step and read by the Map, not planned again', async () => {
+    const plans: string[] = [];
+    const keys = Array.from(
+      { length: 3000 },
+      (_, i) => `v1/main/wal/00000001/${String(i).padStart(24, '0')}`,
+    );
+    const big = { cluster: 'main', firstKey: keys[0], lastKey: keys.at(-1), count: 3000, keys };
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        ...smallOrMap(() => false),
+        lambdas: {
+          ...smallOrMap(() => false).lambdas,
+          'replication/plan-copies': planFn(({ target }) => {
+            plans.push(target);
+            return plan(target, [big]);
+          }),
+        },
+      },
+      {},
+    );
+    expect(plans.sort()).toEqual(['b2', 'dr-aws']);
+    expect(run.statesEntered.filter((s) => s === 'Read the stored plan')).toHaveLength(2);
+    expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(2);
+    expect(run.output).toMatchObject({ anyFailed: false });
   });
 
   it('plans, copies every batch and the manifests of every target, and succeeds with a per-target summary', async () => {

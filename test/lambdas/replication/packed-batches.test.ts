@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { replicationCursorKey, walKey } from '../../../core/keys.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
+import { storePlan, takeStoredPlan } from '../../../lambdas/replication/cursors.ts';
 import type { CopyBatchOutput } from '../../../lambdas/replication/types.ts';
 import { localPipelineEnv, replicationBindings } from '../../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
@@ -100,3 +101,17 @@ it('packs many clusters’ small batches into few invocations; a failure is repo
     machine.dispose();
   }
 }, 120_000);
+
+it('a plan too large to pass on is stored in ingest, taken once by its target, and refused for another', async () => {
+  const ingest = await locations.ingest();
+  const plan = { target: 'b2', batches: [{ cluster: 'db-00', keys: ['a', 'b'] }] };
+  const key = await storePlan(ingest, 'b2', plan);
+  expect(key).toMatch(/^pipeline\/replication\/b2\/plans\/[0-9a-f-]{36}\.json$/);
+  await expect(takeStoredPlan(ingest, 'dr-aws', key)).rejects.toThrow(
+    /stored plan pipeline\/replication\/b2\/plans\/.+ is not one of target dr-aws's/,
+  );
+  expect(await takeStoredPlan(ingest, 'b2', key)).toEqual(plan);
+  // Taken: deleted, so a retried step plans again instead.
+  expect(await ingest.storage.head(key)).toBeUndefined();
+  expect(await takeStoredPlan(ingest, 'b2', key)).toBeUndefined();
+});

@@ -4,6 +4,15 @@ import { describe, expect, it } from 'vitest';
 import { PLAN_PAYLOAD_BYTES, planTargets } from '../../../lambdas/replication/plan-targets.ts';
 import { EMPTY_SUMMARY, type PlanCopiesOutput } from '../../../lambdas/replication/types.ts';
 
+/** Where planTargets stored the plans too large to pass on. */
+const stored = new Map<string, PlanCopiesOutput>();
+const store = async (target: string, plan: PlanCopiesOutput) => {
+  const key = `pipeline/replication/${target}/plans/${stored.size}.json`;
+  stored.set(key, plan);
+  return key;
+};
+const planOf = (plan: unknown) => plan as PlanCopiesOutput;
+
 const base = (target: string): PlanCopiesOutput => ({
   target,
   batches: [],
@@ -33,10 +42,14 @@ const copied = (target: string, objectsFailed = 0): PlanCopiesOutput => ({
 describe('planTargets', () => {
   it('ends the run when every target was copied by its plan, with one record per target', async () => {
     const seen: unknown[] = [];
-    const out = await planTargets({ targets: ['a', 'b'], execution: { reconcile: true } }, async (input) => {
-      seen.push(input);
-      return copied(input.target);
-    });
+    const out = await planTargets(
+      { targets: ['a', 'b'], execution: { reconcile: true } },
+      async (input) => {
+        seen.push(input);
+        return copied(input.target);
+      },
+      store,
+    );
     expect(seen).toEqual([
       { target: 'a', execution: { reconcile: true } },
       { target: 'b', execution: { reconcile: true } },
@@ -61,14 +74,18 @@ describe('planTargets', () => {
   });
 
   it('one target failing leaves it to the Map (no plan, the error kept) and the other target is copied', async () => {
-    const out = await planTargets({ targets: ['a', 'b'] }, async ({ target }) => {
-      if (target === 'b') {
-        const error = new Error('b endpoint refused the connection');
-        error.name = 'StorageUnavailableError';
-        throw error;
-      }
-      return copied(target);
-    });
+    const out = await planTargets(
+      { targets: ['a', 'b'] },
+      async ({ target }) => {
+        if (target === 'b') {
+          const error = new Error('b endpoint refused the connection');
+          error.name = 'StorageUnavailableError';
+          throw error;
+        }
+        return copied(target);
+      },
+      store,
+    );
     expect(out.anyLeft).toBe(true);
     expect(out.targets).toEqual([
       { target: 'a', plan: copied('a') },
@@ -84,35 +101,41 @@ describe('planTargets', () => {
   });
 
   it('a copy that failed its check, or batches left, go on to the Map', async () => {
-    const failed = await planTargets({ targets: ['a'] }, async ({ target }) => copied(target, 1));
+    const failed = await planTargets({ targets: ['a'] }, async ({ target }) => copied(target, 1), store);
     expect(failed.anyLeft).toBe(true);
-    expect(failed.targets[0]?.plan?.done).toBe(true);
-    const batches = await planTargets({ targets: ['a'] }, async ({ target }) => ({
-      ...base(target),
-      batches: [{ cluster: 'main', firstKey: 'k1', lastKey: 'k2', count: 2 }],
-    }));
+    expect(planOf(failed.targets[0]?.plan).done).toBe(true);
+    const batches = await planTargets(
+      { targets: ['a'] },
+      async ({ target }) => ({
+        ...base(target),
+        batches: [{ cluster: 'main', firstKey: 'k1', lastKey: 'k2', count: 2 }],
+      }),
+      store,
+    );
     expect(batches.anyLeft).toBe(true);
-    expect(batches.targets[0]?.plan?.batches).toHaveLength(1);
+    expect(planOf(batches.targets[0]?.plan).batches).toHaveLength(1);
   });
 
-  it('a plan too large for the state payload is left to the Map to plan again, not passed on', async () => {
+  it('a plan too large for the state payload is stored and handed on by its key', async () => {
     const keys = Array.from(
       { length: 3000 },
       (_, i) => `v1/main/wal/00000001/${String(i).padStart(24, '0')}`,
     );
-    const out = await planTargets({ targets: ['a'] }, async ({ target }) => ({
-      ...base(target),
-      batches: [
-        { cluster: 'main', firstKey: keys[0] as string, lastKey: keys.at(-1) as string, count: 3000, keys },
-      ],
-    }));
+    const out = await planTargets(
+      { targets: ['a'] },
+      async ({ target }) => ({
+        ...base(target),
+        batches: [
+          { cluster: 'main', firstKey: keys[0] as string, lastKey: keys.at(-1) as string, count: 3000, keys },
+        ],
+      }),
+      store,
+    );
     expect(JSON.stringify(keys).length).toBeGreaterThan(PLAN_PAYLOAD_BYTES);
     expect(out.anyLeft).toBe(true);
-    expect(out.targets[0]).toMatchObject({
-      target: 'a',
-      plan: null,
-      firstAttempt: { error: 'PlanTooLarge' },
-    });
+    const key = (out.targets[0]?.plan as { stored: string }).stored;
+    expect(out.targets[0]).toEqual({ target: 'a', plan: { stored: key } });
+    expect(stored.get(key)?.batches[0]).toMatchObject({ count: 3000, keys });
     expect(JSON.stringify(out).length).toBeLessThan(PLAN_PAYLOAD_BYTES);
   });
 });
