@@ -133,7 +133,7 @@ describe('planTargets', () => {
     );
     expect(JSON.stringify(keys).length).toBeGreaterThan(PLAN_PAYLOAD_BYTES);
     expect(out.anyLeft).toBe(true);
-    const key = (out.targets[0]?.plan as { stored: string }).stored;
+    const key = (out.targets[0]?.plan as { stored: string } | undefined)?.stored as string;
     expect(out.targets[0]).toEqual({ target: 'a', plan: { stored: key } });
     expect(stored.get(key)?.batches[0]).toMatchObject({ count: 3000, keys });
     expect(JSON.stringify(out).length).toBeLessThan(PLAN_PAYLOAD_BYTES);
