@@ -53,6 +53,7 @@ import {
   CopyBatchInputSchema,
   type CopyBatchOutput,
   type LargeObject,
+  PackedCopyBatchInputSchema,
 } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
@@ -271,7 +272,8 @@ async function copyClusterBatch(
 
 export async function handler(input: CopyBatchInput): Promise<CopyBatchOutput> {
   const { env, locations } = lambdaDefaults();
+  const schema = Array.isArray(input?.batch) ? PackedCopyBatchInputSchema : CopyBatchInputSchema;
   return mapTransient(() =>
-    copyBatch(parseInput(CopyBatchInputSchema, input, 'replication/copy-batch'), env, locations),
+    copyBatch(parseInput<CopyBatchInput>(schema, input, 'replication/copy-batch'), env, locations),
   );
 }

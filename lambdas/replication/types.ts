@@ -36,9 +36,12 @@ export const PlanTargetsInputSchema = z.object({
 });
 export const CopyBatchInputSchema = z.object({
   target: z.string().min(1),
-  /** One cluster's batch, or several small ones of different clusters copied by one invocation. */
-  batch: z.union([CopyBatchSchema, z.array(CopyBatchSchema).min(1)]),
+  batch: CopyBatchSchema,
   verify: z.boolean().optional(),
+});
+/** Several small batches of different clusters copied by one invocation (two schemas, so an error names its field). */
+export const PackedCopyBatchInputSchema = CopyBatchInputSchema.extend({
+  batch: z.array(CopyBatchSchema).min(1),
 });
 export const LargeObjectSchema = z.object({
   key,

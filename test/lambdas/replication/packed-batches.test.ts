@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { replicationCursorKey, walKey } from '../../../core/keys.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
+import { handler as copyBatchHandler } from '../../../lambdas/replication/copy-batch.ts';
 import { storePlan, takeStoredPlan } from '../../../lambdas/replication/cursors.ts';
 import type { CopyBatchOutput } from '../../../lambdas/replication/types.ts';
 import { localPipelineEnv, replicationBindings } from '../../support/local-pipeline.ts';
@@ -114,4 +115,19 @@ it('a plan too large to pass on is stored in ingest, taken once by its target, a
   // Taken: deleted, so a retried step plans again instead.
   expect(await ingest.storage.head(key)).toBeUndefined();
   expect(await takeStoredPlan(ingest, 'b2', key)).toBeUndefined();
+});
+
+it('the copy step refuses a malformed packed batch before touching any bucket, naming the field', async () => {
+  const saved = { ...process.env };
+  process.env.PGKEEP_INGEST_BUCKET = 'ingest';
+  process.env.PGKEEP_CLUSTERS = '["main"]';
+  process.env.PGKEEP_TARGETS = '[]';
+  try {
+    const one = { cluster: 'main', firstKey: 'v1/main/a', lastKey: 'v1/main/b', count: 1 };
+    await expect(
+      copyBatchHandler({ target: 'b2', batch: [one, { cluster: 'main', firstKey: 'v1/main/c' }] } as never),
+    ).rejects.toThrow('invalid input to replication/copy-batch at batch.1.lastKey: ');
+  } finally {
+    process.env = saved;
+  }
 });
