@@ -194,6 +194,11 @@ export function replicationCursorKey(target: string): string {
   return `${replicationPrefix(target)}cursor.json`;
 }
 
+/** A plan too large for a state's payload, handed from a run's first step to its Map. */
+export function storedPlanKey(target: string, runId: string): string {
+  return `${replicationPrefix(target)}plans/${runId}.json`;
+}
+
 /** The cursors a run proposes for `target`, committed once what they pass over is copied. */
 export function pendingCursorKey(target: string, runId: string): string {
   return `${replicationPrefix(target)}pending/${runId}.json`;

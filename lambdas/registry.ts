@@ -10,17 +10,17 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { parseInput } from './lib/input.ts';
 import {
-  CopyBatchInputSchema,
+  CopyBatchStepInputSchema,
   CopyLargeInputSchema,
   CopyManifestsInputSchema,
-  PlanCopiesInputSchema,
+  PlanStepInputSchema,
 } from './replication/types.ts';
 import { DeleteBatchInputSchema, PlanRetentionInputSchema } from './retention/types.ts';
 import { PickBackupInputSchema, RecordResultInputSchema } from './verification/types.ts';
 
 export const HANDLERS = {
-  'replication/plan-copies': { input: PlanCopiesInputSchema },
-  'replication/copy-batch': { input: CopyBatchInputSchema },
+  'replication/plan-copies': { input: PlanStepInputSchema },
+  'replication/copy-batch': { input: CopyBatchStepInputSchema },
   'replication/copy-manifests': { input: CopyManifestsInputSchema },
   'replication/copy-large': { input: CopyLargeInputSchema },
   'retention/plan-retention': { input: PlanRetentionInputSchema },

@@ -4,7 +4,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { PIPELINE_PREFIX } from '../../core/keys.ts';
-import { EMPTY_SUMMARY } from '../../lambdas/replication/types.ts';
+import { EMPTY_SUMMARY, TARGET_RECORD_FIELDS } from '../../lambdas/replication/types.ts';
 import { CURSOR_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
@@ -19,8 +19,10 @@ export interface ReplicationProps {
 }
 
 /**
- * Replication: for each target (a Map, so targets run side by side and one target down fails only
- * its own branch and raises its own alert), list what ingest has and the target lacks, copy it in
+ * Replication: one first step plans every target and copies small plans itself, so a quiet run
+ * ends there (docs/architecture.md, "Replication at scale"). What is left goes, for each target (a
+ * Map, so targets run side by side and one target down fails only its own branch and raises its
+ * own alert), list what ingest has and the target lacks, copy it in
  * explicit batches (a Map over batches the planner returns), then copy each manifest last, only
  * after every object it lists is at the target. Idempotent: a re-run copies only what is missing.
  */
@@ -218,18 +220,7 @@ export class Replication extends Construct {
     const targetRecord = (summary: string) => ({
       'target.$': '$.target',
       status: 'ok',
-      ...Object.fromEntries(
-        [
-          'objectsCopied',
-          'objectsSkipped',
-          'objectsFailed',
-          'bytesCopied',
-          'lagSeconds',
-          'manifestsCopied',
-          'manifestsWaiting',
-          'trustViolations',
-        ].map((field) => [`${field}.$`, `${summary}.${field}`]),
-      ),
+      ...Object.fromEntries(TARGET_RECORD_FIELDS.map((field) => [`${field}.$`, `${summary}.${field}`])),
     });
     const targetDone = new sfn.Pass(this, 'Target replicated', {
       parameters: targetRecord('$.manifests.summary'),
@@ -254,9 +245,11 @@ export class Replication extends Construct {
     const perTarget = new sfn.Map(this, 'Replicate to each target', {
       itemsPath: '$.targets',
       itemSelector: {
-        'target.$': '$$.Map.Item.Value',
+        'target.$': '$$.Map.Item.Value.target',
+        // The first step's plan of this target, or none (null, {}): then the target is planned here.
+        'plan.$': '$$.Map.Item.Value.plan',
         // The execution input: `{"verify": true}` makes a verify run, `{"reconcile": true}` a full comparison.
-        'execution.$': '$.input',
+        'execution.$': '$.execution',
         manifests: {
           summary: EMPTY_SUMMARY,
         },
@@ -269,13 +262,21 @@ export class Replication extends Construct {
     const more = new sfn.Choice(this, 'More to copy?')
       .when(sfn.Condition.booleanEquals('$.plan.more', true), listMissing)
       .otherwise(anyFailed);
-    // A small plan was copied by the plan step itself: a quiet run is three states per target (plan,
-    // this choice, the target's record), not a Map, a batch and the manifest step.
+    // A small plan was copied by the plan step itself, but an object failed its check: alert.
     const copiedByPlan = new sfn.Pass(this, 'Copied by the plan', {
       inputPath: '$.plan.manifests',
       resultPath: '$.manifests',
     }).next(anyFailed);
+    // A plan too large for the first step's output was stored in ingest; this reads it (and plans
+    // the target again if it is gone).
+    const readStoredPlan = lambdaStep(this, 'Read the stored plan', plan.function, {
+      payload: { 'target.$': '$.target', 'stored.$': '$.plan.stored', 'execution.$': '$.execution' },
+      resultPath: '$.plan',
+      timeout: Duration.minutes(6),
+    }).addCatch(alert, CATCH_ALL);
     const planDone = new sfn.Choice(this, 'Copied by the plan?')
+      .when(sfn.Condition.isPresent('$.plan.stored'), readStoredPlan)
+      .when(sfn.Condition.not(sfn.Condition.isPresent('$.plan.done')), listMissing)
       .when(
         sfn.Condition.and(
           sfn.Condition.booleanEquals('$.plan.done', true),
@@ -285,7 +286,9 @@ export class Replication extends Construct {
       )
       .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
       .otherwise(copyBatches.next(copyManifests).next(more));
-    perTarget.itemProcessor(listMissing.next(planDone));
+    listMissing.next(planDone);
+    readStoredPlan.next(planDone);
+    perTarget.itemProcessor(planDone);
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {
       parameters: {
@@ -303,18 +306,36 @@ export class Replication extends Construct {
         }),
       )
       .otherwise(new sfn.Succeed(this, 'Replication complete'));
+    perTarget.next(summarize).next(verdict);
 
-    const start = new sfn.Pass(this, 'Load targets', {
-      parameters: { targets: targetNames, 'input.$': '$' },
+    // Every run starts with one invocation planning all targets, which copies small plans itself
+    // (lambdas/replication/plan-targets.ts): a quiet run ends after three states entered. What is
+    // left goes to the per-target Map, which alerts per target.
+    const planAll = lambdaStep(this, 'Plan and copy every target', plan.function, {
+      payload: { targets: targetNames, 'execution.$': '$' },
+      timeout: Duration.minutes(6),
     });
-    const anyTargets = new sfn.Choice(this, 'Any targets configured?')
-      .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))
-      .otherwise(new sfn.Succeed(this, 'No targets to replicate to'));
+    // If the step itself fails (a timeout), every target is planned by the Map, as one would be.
+    planAll.addCatch(
+      new sfn.Pass(this, 'Plan each target separately', {
+        parameters: {
+          'execution.$': '$',
+          // No plan (CDK drops a null here): the Map plans each target.
+          targets: targetNames.map((target) => ({ target, plan: {} })),
+        },
+      }).next(perTarget),
+      { errors: ['States.ALL'], resultPath: sfn.JsonPath.DISCARD },
+    );
+    const anyLeft = new sfn.Choice(this, 'Anything left to copy?')
+      .when(sfn.Condition.booleanEquals('$.anyLeft', true), perTarget)
+      .otherwise(new sfn.Succeed(this, 'Replicated by the first step', { outputPath: '$.result' }));
 
     this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
       stateMachineName: props.stateMachineName,
       comment: 'pgkeep: copy every new object in ingest to every target, manifests last',
-      definition: start.next(anyTargets),
+      // The targets are known at synth time: without any, a run has nothing to do.
+      definition:
+        targetNames.length > 0 ? planAll.next(anyLeft) : new sfn.Succeed(this, 'No targets to replicate to'),
       invokes: this.functions.map((f) => f.function),
       timeout: Duration.hours(2),
     });

@@ -50,7 +50,7 @@ import {
 } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { type ExpectedObject, isNotFound, verifyCopy } from '../lib/verify-copy.ts';
-import type { CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
+import type { CopyBatch, CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
 const MAX_FAILED_KEYS = 5;
@@ -147,8 +147,64 @@ export function expectations(ingest: Location, cluster: string) {
   };
 }
 
+/**
+ * The Map's items: the hot path's small batches of several clusters packed into one invocation of
+ * up to `batchSize` objects (100 hosts with 10 new segments each are 5 invocations, not 100).
+ */
+export function packBatches(batches: readonly CopyBatch[], batchSize: number): (CopyBatch | CopyBatch[])[] {
+  const items: (CopyBatch | CopyBatch[])[] = [];
+  let pack: CopyBatch[] = [];
+  let count = 0;
+  const flush = () => {
+    if (pack.length > 0) items.push(pack.length === 1 ? (pack[0] as CopyBatch) : pack);
+    pack = [];
+    count = 0;
+  };
+  for (const batch of batches) {
+    if (!batch.keys || batch.count >= batchSize) items.push(batch);
+    else {
+      if (count + batch.count > batchSize) flush();
+      pack.push(batch);
+      count += batch.count;
+    }
+  }
+  flush();
+  return items;
+}
+
+/**
+ * Copies one batch, or the small batches of several clusters one after another (the hot path packs
+ * a few new objects of many clusters into one invocation, so a run has few Map iterations). The
+ * totals add up; the clusters with a failure are named, so only they keep their cursors.
+ */
 export async function copyBatch(
   input: CopyBatchInput,
+  env: PipelineEnv,
+  locations: LocationFactory,
+): Promise<CopyBatchOutput> {
+  if (!Array.isArray(input.batch)) return copyClusterBatch({ ...input, batch: input.batch }, env, locations);
+  const results: CopyBatchOutput[] = [];
+  for (const batch of input.batch) results.push(await copyClusterBatch({ ...input, batch }, env, locations));
+  const sum = (f: (r: CopyBatchOutput) => number) => results.reduce((n, r) => n + f(r), 0);
+  const oldestFailed = results
+    .map((r) => r.oldestFailed)
+    .filter((t): t is string => t !== undefined)
+    .sort()[0];
+  return {
+    copied: sum((r) => r.copied),
+    skipped: sum((r) => r.skipped),
+    failed: sum((r) => r.failed),
+    bytes: sum((r) => r.bytes),
+    failedKeys: results.flatMap((r) => r.failedKeys).slice(0, MAX_FAILED_KEYS),
+    tampered: sum((r) => r.tampered),
+    large: results.flatMap((r) => r.large),
+    failedClusters: results.filter((r) => r.failed > 0).map((r) => r.cluster as string),
+    ...(oldestFailed ? { oldestFailed } : {}),
+  };
+}
+
+async function copyClusterBatch(
+  input: CopyBatchInput & { readonly batch: CopyBatch },
   env: PipelineEnv,
   locations: LocationFactory,
 ): Promise<CopyBatchOutput> {

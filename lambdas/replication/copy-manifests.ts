@@ -85,6 +85,7 @@ function dirtyClusters(input: CopyManifestsInput, waiting: readonly { key: strin
   const dirty = new Set<string>();
   for (const { batch } of input.batches ?? [])
     if (batch.failed > 0 && batch.cluster) dirty.add(batch.cluster);
+    else for (const cluster of batch.failedClusters ?? []) dirty.add(cluster);
   for (const { key } of waiting) dirty.add(clusterOfKey(key) as string);
   return dirty;
 }

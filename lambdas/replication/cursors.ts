@@ -18,7 +18,13 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { manifestsPrefix, pendingCursorKey, replicationCursorKey, walPrefix } from '../../core/keys.ts';
+import {
+  manifestsPrefix,
+  pendingCursorKey,
+  replicationCursorKey,
+  storedPlanKey,
+  walPrefix,
+} from '../../core/keys.ts';
 import {
   advanceStream,
   type ClusterCursor,
@@ -46,6 +52,29 @@ export async function readCursors(ingest: Location, target: string): Promise<Tar
   const key = replicationCursorKey(target);
   const json = await readJson(ingest, key);
   return json === undefined ? EMPTY_CURSORS : parseTargetCursors(json, key);
+}
+
+/** Stores a plan for the run's Map (pipeline state: no host can write it); returns its key. */
+export async function storePlan(ingest: Location, target: string, plan: unknown): Promise<string> {
+  const key = storedPlanKey(target, randomUUID());
+  await ingest.storage.put(key, Readable.from([JSON.stringify(plan)]));
+  return key;
+}
+
+/**
+ * The plan stored at `key` for `target`, deleted once read; undefined when it is gone (a retried
+ * step already took it): then the caller plans again.
+ */
+export async function takeStoredPlan(ingest: Location, target: string, key: string): Promise<unknown> {
+  const runId = key.slice(key.lastIndexOf('/') + 1, -'.json'.length);
+  if (key !== storedPlanKey(target, runId))
+    throw new Error(
+      `stored plan ${key} is not one of target ${target}'s; the state machine passes ${storedPlanKey(target, '<run id>')}`,
+    );
+  const json = await readJson(ingest, key);
+  if (json === undefined) return undefined;
+  await ingest.storage.delete(key);
+  return JSON.parse(json);
 }
 
 /** Stores the cursors a run proposes; returns the key to commit later. */

@@ -12,11 +12,11 @@
  *   another size. What the target's retention policy drops is never planned (lambdas/lib/backups.ts
  *   `keysPolicyDrops`): retention deleted it there, or will, and copying it back would undo that.
  *
- * A small plan (one batch, no large object) is copied here and then, so a quiet run is one state
- * instead of a Map, a batch and a manifest step; the proposed cursors are committed once the copies
+ * A small plan (at most one batch's worth of objects, in one cluster or several, no large object,
+ * at most 256 MiB) is copied here and then, so a quiet run is one state instead of a Map, its
+ * batches and a manifest step; the proposed cursors are committed once the copies
  * are done (here or by "Copy and verify manifests").
  */
-import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterOfKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
 import {
   advanceStream,
@@ -25,6 +25,7 @@ import {
   type TargetCursors,
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
@@ -32,10 +33,25 @@ import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import { copyBatch } from './copy-batch.ts';
+import { copyBatch, packBatches } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
-import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
-import type { CopyBatch, PlanCopiesInput, PlanCopiesOutput } from './types.ts';
+import {
+  findNewWork,
+  type NewObject,
+  readCursors,
+  storePlan,
+  takeStoredPlan,
+  writePending,
+} from './cursors.ts';
+import { planTargets, trustViolationsOf } from './plan-targets.ts';
+import { abortStaleUploads } from './stale-uploads.ts';
+import type {
+  CopyBatch,
+  PlanCopiesInput,
+  PlanCopiesOutput,
+  PlanStepInput,
+  PlanTargetsOutput,
+} from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -54,58 +70,6 @@ async function* compare(
     while (!next.done && next.value.key < object.key) next = await dest.next();
     const present = !next.done && next.value.key === object.key && next.value.sizeBytes === object.sizeBytes;
     yield { object, present };
-  }
-}
-
-/**
- * Multipart uploads older than this are orphans: the replication state machine times out after 2
- * hours, so no execution still owns one (a provider killed mid-copy could not be told to abort).
- */
-export const STALE_UPLOAD_MS = 3 * 60 * 60 * 1000;
-
-/**
- * Aborts the target's multipart uploads under `prefix` started before `now - STALE_UPLOAD_MS`, so
- * a copy cut short by a provider outage leaves no parts behind (and billed). Best effort: a
- * provider without ListMultipartUploads (or a role without s3:ListBucketMultipartUploads) only
- * leaves them to the bucket's lifecycle rule; what happened is in the plan's output.
- */
-export async function abortStaleUploads(
-  target: Location,
-  prefix: string,
-  now: Date,
-): Promise<{ aborted: number; error?: string }> {
-  const { storage } = target;
-  let aborted = 0;
-  try {
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    do {
-      const page = await storage.client.send(
-        new ListMultipartUploadsCommand({
-          Bucket: storage.bucket,
-          Prefix: storage.prefix + prefix,
-          KeyMarker: keyMarker,
-          UploadIdMarker: uploadIdMarker,
-        }),
-      );
-      for (const upload of page.Uploads ?? []) {
-        if (!upload.Key || !upload.UploadId || !upload.Initiated) continue;
-        if (now.getTime() - upload.Initiated.getTime() < STALE_UPLOAD_MS) continue;
-        await storage.client.send(
-          new AbortMultipartUploadCommand({
-            Bucket: storage.bucket,
-            Key: upload.Key,
-            UploadId: upload.UploadId,
-          }),
-        );
-        aborted += 1;
-      }
-      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
-    } while (keyMarker);
-    return { aborted };
-  } catch (error) {
-    return { aborted, error: (error as Error).name || 'Error' };
   }
 }
 
@@ -324,22 +288,23 @@ export async function planCopies(
     reconcile,
     staleUploads,
   };
+  // Small: at most one batch's worth of objects, though they may be in several clusters' batches
+  // (a few segments from each of a few hosts), none large.
   const small =
     !plan.more &&
-    plan.batches.length <= 1 &&
+    plan.objectCount <= env.batchSize &&
     plan.largest <= copyTuning(env).largeObjectBytes &&
     plan.bytes <= INLINE_COPY_BYTES;
   if (small) {
-    const batch = plan.batches[0];
-    const result = batch
-      ? await copyBatch({ target: input.target, batch, verify }, env, locations)
-      : undefined;
-    if (!result || result.large.length === 0) {
+    const results = [];
+    for (const batch of plan.batches)
+      results.push(await copyBatch({ target: input.target, batch, verify }, env, locations));
+    if (results.every((result) => result.large.length === 0)) {
       const manifests = await copyManifests(
         {
           target: input.target,
           manifestKeys: plan.manifestKeys,
-          batches: result ? [{ batch: result, large: [] }] : [],
+          batches: results.map((batch) => ({ batch, large: [] })),
           plan: base,
           ...(input.summary ? { summary: input.summary } : {}),
         },
@@ -353,19 +318,49 @@ export async function planCopies(
   }
   const pendingCursors =
     Object.keys(next.clusters).length > 0 ? await writePending(ingest, input.target, next) : null;
-  return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
+  return {
+    ...base,
+    batches: packBatches(plan.batches, env.batchSize),
+    manifestKeys: plan.manifestKeys,
+    done: false,
+    pendingCursors,
+  };
+}
+
+/**
+ * The plan function's three entries: one target (`{target}`, the per-target Map's step), every
+ * target at once (`{targets}`, the first step of a run; ./plan-targets.ts), or a plan the first
+ * step stored because it was too large to pass on (`{stored}`; planned again if it is gone).
+ */
+export async function planStep(
+  input: PlanStepInput,
+  env: PipelineEnv,
+  locations: LocationFactory,
+  policies: Readonly<Record<string, RetentionPolicy>> = {},
+  now?: Date,
+): Promise<PlanCopiesOutput | PlanTargetsOutput> {
+  const one = (i: PlanCopiesInput) => mapTransient(() => planCopies(i, env, locations, policies, now));
+  if ('targets' in input) {
+    const store = async (target: string, plan: PlanCopiesOutput) =>
+      mapTransient(async () => storePlan(await locations.ingest(), target, plan));
+    return planTargets(input, one, store);
+  }
+  if ('stored' in input) {
+    const { target, stored, execution } = input;
+    const plan = await mapTransient(async () => takeStoredPlan(await locations.ingest(), target, stored));
+    return (plan as PlanCopiesOutput | undefined) ?? one({ target, ...(execution ? { execution } : {}) });
+  }
+  return one(input);
 }
 
 export const planCopiesTask = defineTask({
   id: 'replication/plan-copies',
-  run: (input, { env, locations, policies, now }) => planCopies(input, env, locations, policies, now?.()),
+  run: (input, { env, locations, policies, now }) => planStep(input, env, locations, policies, now?.()),
   // As "Copy and verify manifests" does when it runs as its own step.
   publish: (output, _input, env) => {
-    if (output.manifests)
-      publishMetrics(
-        env.metricNamespace,
-        trustViolationMetrics('replication', output.manifests.summary.trustViolations),
-      );
+    const violations =
+      'anyLeft' in output ? trustViolationsOf(output) : (output.manifests?.summary.trustViolations ?? 0);
+    publishMetrics(env.metricNamespace, trustViolationMetrics('replication', violations));
   },
 });
 

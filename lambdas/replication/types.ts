@@ -3,6 +3,7 @@
  * (cdk/constructs/replication.ts) wires these fields by JSONPath; the handlers type them here.
  */
 import { z } from 'zod';
+import { hasField, schemaByShape } from '../lib/input.ts';
 
 const key = z.string().min(1);
 export const CopyBatchSchema = z.object({
@@ -28,11 +29,27 @@ export const PlanCopiesInputSchema = z.object({
   /** The totals of earlier rounds, for a plan small enough to be copied by the plan step itself. */
   summary: z.lazy(() => SummarySchema).optional(),
 });
+/** "Plan and copy every target": the first step of every run, one invocation for all targets. */
+export const PlanTargetsInputSchema = z.object({
+  targets: z.array(z.string().min(1)),
+  /** The execution's input, as for one target. */
+  execution: PlanCopiesInputSchema.shape.execution,
+});
 export const CopyBatchInputSchema = z.object({
   target: z.string().min(1),
   batch: CopyBatchSchema,
   verify: z.boolean().optional(),
 });
+/** Several small batches of different clusters copied by one invocation (two schemas, so an error names its field). */
+export const PackedCopyBatchInputSchema = CopyBatchInputSchema.extend({
+  batch: z.array(CopyBatchSchema).min(1),
+});
+/** The copy function's input: one batch, or several packed into one invocation. */
+export const CopyBatchStepInputSchema = schemaByShape((input) =>
+  hasField(input, 'batch') && Array.isArray((input as { batch: unknown }).batch)
+    ? PackedCopyBatchInputSchema
+    : CopyBatchInputSchema,
+);
 export const LargeObjectSchema = z.object({
   key,
   sizeBytes: z.number().int().nonnegative(),
@@ -98,6 +115,8 @@ const BatchResultSchema = z.object({
   large: z.array(LargeObjectSchema),
   /** The batch's cluster: a cluster with a failure keeps its replication cursor. */
   cluster: z.string().optional(),
+  /** For a batch of several clusters: those with a failure (they keep their cursors). */
+  failedClusters: z.array(z.string()).optional(),
 });
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
@@ -157,7 +176,8 @@ export interface PlanCopiesInput {
 
 export interface PlanCopiesOutput {
   readonly target: string;
-  readonly batches: CopyBatch[];
+  /** What each "Copy batch to target" invocation copies: a batch, or small batches of several clusters. */
+  readonly batches: (CopyBatch | CopyBatch[])[];
   /** Manifests the target lacks; copied last by "Copy and verify manifests". */
   readonly manifestKeys: string[];
   /** Objects in `batches` (not counting manifests). */
@@ -184,9 +204,70 @@ export interface PlanCopiesOutput {
   readonly pendingCursors: string | null;
 }
 
+export type PlanTargetsInput = z.infer<typeof PlanTargetsInputSchema>;
+
+/** "Read the stored plan": a plan the first step stored because it was too large to pass on. */
+export const ReadStoredPlanInputSchema = z.object({
+  target: z.string().min(1),
+  stored: z.string().min(1),
+  /** The execution's input, to plan again if the stored plan is gone. */
+  execution: PlanCopiesInputSchema.shape.execution,
+});
+export type ReadStoredPlanInput = z.infer<typeof ReadStoredPlanInputSchema>;
+
+/** The plan function's input: every target, a stored plan, or one target (lambdas/replication/plan-copies.ts `planStep`). */
+export const PlanStepInputSchema = schemaByShape((input) =>
+  hasField(input, 'targets')
+    ? PlanTargetsInputSchema
+    : hasField(input, 'stored')
+      ? ReadStoredPlanInputSchema
+      : PlanCopiesInputSchema,
+);
+export type PlanStepInput = z.output<typeof PlanStepInputSchema>;
+
+/** One target as the first step left it: for the batch Map, or finished. */
+export interface PlannedTarget {
+  readonly target: string;
+  /**
+   * The target's plan; where it is stored when too large for the state's payload; null when
+   * planning failed here, so the Map plans it again with retries and alerts.
+   */
+  readonly plan: PlanCopiesOutput | { readonly stored: string } | null;
+  /** Why planning failed in the first step (the Map's own attempt decides whether to alert). */
+  readonly firstAttempt?: { readonly error: string; readonly cause: string };
+}
+
+/** What "Plan and copy every target" returns: the run ends here unless `anyLeft`. */
+export interface PlanTargetsOutput {
+  readonly execution: PlanTargetsInput['execution'];
+  readonly targets: PlannedTarget[];
+  /** A target has batches, large objects, more rounds, a failed copy or a failed plan left. */
+  readonly anyLeft: boolean;
+  /** The execution's output when nothing is left: the same shape the batch Map path ends with. */
+  readonly result: { readonly targets: TargetRecord[]; readonly anyFailed: boolean };
+}
+
+/** The summary fields the execution output shows per target (all of TargetSummary but failedKeys). */
+export const TARGET_RECORD_FIELDS = [
+  'objectsCopied',
+  'objectsSkipped',
+  'objectsFailed',
+  'bytesCopied',
+  'lagSeconds',
+  'manifestsCopied',
+  'manifestsWaiting',
+  'trustViolations',
+] as const satisfies readonly (keyof TargetSummary)[];
+
+/** One target's line in the execution output: what the console shows per target. */
+export type TargetRecord = { readonly target: string; readonly status: 'ok' | 'failed' } & Pick<
+  TargetSummary,
+  (typeof TARGET_RECORD_FIELDS)[number]
+>;
+
 export interface CopyBatchInput {
   readonly target: string;
-  readonly batch: CopyBatch;
+  readonly batch: CopyBatch | CopyBatch[];
   readonly verify?: boolean;
 }
 

@@ -80,11 +80,7 @@ it('a minimal pipeline (no targets, one PostgreSQL version, COMPLIANCE lock) is 
       },
       {},
     );
-    expect(run.statesEntered).toEqual([
-      'Load targets',
-      'Any targets configured?',
-      'No targets to replicate to',
-    ]);
+    expect(run.statesEntered).toEqual(['No targets to replicate to']);
   } finally {
     minimal.dispose();
   }

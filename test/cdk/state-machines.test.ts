@@ -2,7 +2,13 @@
 // every Task bound to a local function: what the console shows is what these runs walk through.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUpTarget } from '../../lambdas/replication/copy-manifests.ts';
-import type { CopyManifestsInput } from '../../lambdas/replication/types.ts';
+import { planTargets } from '../../lambdas/replication/plan-targets.ts';
+import type {
+  CopyManifestsInput,
+  PlanCopiesInput,
+  PlanCopiesOutput,
+  PlanTargetsInput,
+} from '../../lambdas/replication/types.ts';
 import {
   allStates,
   ExecutionFailed,
@@ -25,6 +31,25 @@ function failure(name: string, message: string): Error {
   const error = new Error(message);
   error.name = name;
   return error;
+}
+
+/**
+ * The plan function's binding from a stub for one target: the first step's input (every target)
+ * goes through the real planTargets, as in the Lambda.
+ */
+function planFn(one: (input: PlanCopiesInput) => unknown) {
+  const stored = new Map<string, PlanCopiesOutput>();
+  const store = async (target: string, plan: PlanCopiesOutput) => {
+    const key = `pipeline/replication/${target}/plans/${stored.size}.json`;
+    stored.set(key, plan);
+    return key;
+  };
+  return (input: unknown) => {
+    if ('targets' in (input as object))
+      return planTargets(input as PlanTargetsInput, async (i) => (await one(i)) as PlanCopiesOutput, store);
+    if ('stored' in (input as object)) return stored.get((input as { stored: string }).stored);
+    return one(input as PlanCopiesInput);
+  };
 }
 
 describe('every state machine definition', () => {
@@ -103,43 +128,127 @@ describe('replication', () => {
     };
   };
 
-  it('a small plan copied by the plan step itself skips the batch Map: fewer states entered per run', async () => {
-    const bindings = (small: boolean) => ({
-      lambdas: {
-        'replication/plan-copies': (input: unknown) => {
-          const { target } = input as { target: string };
-          if (!small)
-            return plan(target, [batch(1)], false, ['v1/main/manifests/20261122T021500Z-1a2b.json']);
-          const copied = { batch: { ...batchResult(2), large: [], cluster: 'main' }, large: [] };
-          const summary = addUpTarget(
-            { batches: [copied], plan: { alreadyPresent: 3, more: false } },
-            { copied: 1, skipped: 0, waiting: 0, rejected: [] },
-            new Date(),
-          );
-          return {
-            ...plan(target, []),
-            done: true,
-            manifests: { copied: 1, waiting: [], rejected: [], summary },
-          };
-        },
-        'replication/copy-batch': () => batchResult(2),
-        'replication/copy-manifests': manifestsStub,
-        'replication/copy-large': () => ({}),
-      },
-      states: { 'Alert replication failure': () => ({}) },
-    });
-    const viaMap = await runStateMachine(pipeline.stateMachine('replication'), bindings(false), {});
-    const inline = await runStateMachine(pipeline.stateMachine('replication'), bindings(true), {});
-    expect(inline.statesEntered).toContain('Target replicated by the plan');
-    expect(inline.statesEntered).not.toContain('Copy batches to target');
-    expect(inline.statesEntered).not.toContain('Copy and verify manifests');
-    // Both report the same per-target summary (what the console shows).
-    expect(inline.output).toEqual(viaMap.output);
-    // Two targets, one batch each: every state entered is a billed transition.
-    console.info(
-      `replication states entered per run, 2 targets, 1 batch each: ${viaMap.statesEntered.length} through the Map, ${inline.statesEntered.length} copied by the plan step`,
+  /** A plan the plan step copied itself: one batch of 2 objects and one manifest. */
+  const copiedPlan = (target: string) => {
+    const copied = { batch: { ...batchResult(2), large: [], cluster: 'main' }, large: [] };
+    const summary = addUpTarget(
+      { batches: [copied], plan: { alreadyPresent: 3, more: false } },
+      { copied: 1, skipped: 0, waiting: 0, rejected: [] },
+      new Date(),
     );
-    expect(inline.statesEntered.length).toBeLessThan(viaMap.statesEntered.length);
+    return { ...plan(target, []), done: true, manifests: { copied: 1, waiting: [], rejected: [], summary } };
+  };
+  /** Each target's plan copied by the plan step (`small`) or left to the batch Map. */
+  const smallOrMap = (small: (target: string) => boolean) => ({
+    lambdas: {
+      'replication/plan-copies': planFn(({ target }) =>
+        small(target)
+          ? copiedPlan(target)
+          : plan(target, [batch(1)], false, ['v1/main/manifests/20261122T021500Z-1a2b.json']),
+      ),
+      'replication/copy-batch': () => batchResult(2),
+      'replication/copy-manifests': manifestsStub,
+      'replication/copy-large': () => ({}),
+    },
+    states: {
+      'Alert replication failure': () => {
+        throw new Error('no alert expected');
+      },
+    },
+  });
+
+  it('a small run ends after the first step: at most 4 states entered, the same output as through the Map', async () => {
+    const machine = pipeline.stateMachine('replication');
+    const viaMap = await runStateMachine(
+      machine,
+      smallOrMap(() => false),
+      {},
+    );
+    const small = await runStateMachine(
+      machine,
+      smallOrMap(() => true),
+      {},
+    );
+    const mixed = await runStateMachine(
+      machine,
+      smallOrMap((t) => t === 'dr-aws'),
+      {},
+    );
+    expect(small.statesEntered).toEqual([
+      'Plan and copy every target',
+      'Anything left to copy?',
+      'Replicated by the first step',
+    ]);
+    expect(small.statesEntered.length).toBeLessThanOrEqual(4);
+    // Every path reports the same per-target summary (what the console shows).
+    expect(small.output).toEqual(viaMap.output);
+    expect(mixed.output).toEqual(viaMap.output);
+    // The target copied by the first step is only recorded by the Map; the other goes through it.
+    expect(mixed.statesEntered.filter((s) => s === 'Target replicated by the plan')).toHaveLength(1);
+    expect(mixed.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(1);
+    expect(mixed.statesEntered).not.toContain('List objects missing on target');
+    // Two targets: every state entered is a billed transition (docs/costs.md takes these counts).
+    console.info(
+      `replication states entered per run, 2 targets: ${small.statesEntered.length} when the first step copied both, ${mixed.statesEntered.length} with one target through the batch Map, ${viaMap.statesEntered.length} with both (1 batch each)`,
+    );
+  });
+
+  it('a first step that fails as a whole (a timeout) leaves every target to the Map, which plans it', async () => {
+    const planned: string[] = [];
+    const bindings = smallOrMap(() => true);
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        ...bindings,
+        lambdas: {
+          ...bindings.lambdas,
+          'replication/plan-copies': (input: unknown) => {
+            if ('targets' in (input as object)) throw failure('States.Timeout', 'the plan step timed out');
+            const { target, execution } = input as PlanCopiesInput;
+            planned.push(`${target}:${JSON.stringify(execution)}`);
+            return copiedPlan(target);
+          },
+        },
+      },
+      { reconcile: true },
+    );
+    // The execution input reaches each target's plan unchanged (a reconcile stays a reconcile).
+    expect(planned.sort()).toEqual(['b2:{"reconcile":true}', 'dr-aws:{"reconcile":true}']);
+    expect(run.statesEntered).toContain('Plan each target separately');
+    expect(run.output).toMatchObject({
+      anyFailed: false,
+      targets: [
+        { target: 'dr-aws', status: 'ok', objectsCopied: 2 },
+        { target: 'b2', status: 'ok', objectsCopied: 2 },
+      ],
+    });
+  });
+
+  it('a plan too large to pass on is stored by the first step and read by the Map, not planned again', async () => {
+    const plans: string[] = [];
+    const keys = Array.from(
+      { length: 3000 },
+      (_, i) => `v1/main/wal/00000001/${String(i).padStart(24, '0')}`,
+    );
+    const big = { cluster: 'main', firstKey: keys[0], lastKey: keys.at(-1), count: 3000, keys };
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        ...smallOrMap(() => false),
+        lambdas: {
+          ...smallOrMap(() => false).lambdas,
+          'replication/plan-copies': planFn(({ target }) => {
+            plans.push(target);
+            return plan(target, [big]);
+          }),
+        },
+      },
+      {},
+    );
+    expect(plans.sort()).toEqual(['b2', 'dr-aws']);
+    expect(run.statesEntered.filter((s) => s === 'Read the stored plan')).toHaveLength(2);
+    expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(2);
+    expect(run.output).toMatchObject({ anyFailed: false });
   });
 
   it('plans, copies every batch and the manifests of every target, and succeeds with a per-target summary', async () => {
@@ -149,10 +258,11 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) =>
+          'replication/plan-copies': planFn((input) =>
             plan((input as { target: string }).target, [batch(1), batch(2)], false, [
               'v1/main/manifests/20261122T021500Z-1a2b.json',
             ]),
+          ),
           'replication/copy-batch': (input) => {
             const { target, batch } = input as { target: string; batch: { firstKey: string } };
             copied.push(`${target}:${batch.firstKey}`);
@@ -205,9 +315,9 @@ describe('replication', () => {
     });
     expect(run.statesEntered).toEqual(
       expect.arrayContaining([
-        'Load targets',
+        'Plan and copy every target',
+        'Anything left to copy?',
         'Replicate to each target',
-        'List objects missing on target',
         'Copy batch to target',
         'Batch copied',
         'Copy and verify manifests',
@@ -230,7 +340,9 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/plan-copies': planFn((input) =>
+            plan((input as { target: string }).target, [batch(1)]),
+          ),
           'replication/copy-batch': () => batchResult(1, [object]),
           'replication/copy-manifests': manifestsStub,
           'replication/copy-large': (input) => {
@@ -288,7 +400,9 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/plan-copies': planFn((input) =>
+            plan((input as { target: string }).target, [batch(1)]),
+          ),
           'replication/copy-batch': () => batchResult(0, [object]),
           'replication/copy-manifests': manifestsStub,
           'replication/copy-large': (input) => {
@@ -327,12 +441,12 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => {
+          'replication/plan-copies': planFn((input) => {
             const { target } = input as { target: string };
             plans[target] = (plans[target] ?? 0) + 1;
             const more = plans[target] < 3;
             return { ...plan(target, more ? [batch(plans[target])] : [], more), alreadyPresent: 0 };
-          },
+          }),
           'replication/copy-batch': () => batchResult(2),
           'replication/copy-manifests': manifestsStub,
           'replication/copy-large': () => ({}),
@@ -361,13 +475,13 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => {
+          'replication/plan-copies': planFn((input) => {
             const { target } = input as { target: string };
             attempts[target] = (attempts[target] ?? 0) + 1;
             if (target === 'b2')
               throw failure('StorageUnavailableError', 'b2 endpoint refused the connection');
             return plan(target, [batch(1)]);
-          },
+          }),
           'replication/copy-batch': (input) => {
             copiedTargets.add((input as { target: string }).target);
             return batchResult(2);
@@ -382,8 +496,9 @@ describe('replication', () => {
     expect(failed).toBeInstanceOf(ExecutionFailed);
     expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
     expect([...copiedTargets]).toEqual(['dr-aws']);
-    // The transient error was retried (MaxAttempts 3: four attempts) before the branch gave up.
-    expect(attempts.b2).toBe(4);
+    // Once in the first step, then by the Map's own step, retried (MaxAttempts 3: four attempts)
+    // before the branch gave up.
+    expect(attempts.b2).toBe(5);
     expect(attempts['dr-aws']).toBe(1);
     expect(alerts).toEqual([
       expect.objectContaining({
@@ -401,7 +516,9 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/plan-copies': planFn((input) =>
+            plan((input as { target: string }).target, [batch(1)]),
+          ),
           'replication/copy-batch': (input) => {
             if ((input as { target: string }).target === 'dr-aws')
               throw failure('InvalidHandlerInputError', 'invalid input to replication/copy-batch at batch');
@@ -429,7 +546,9 @@ describe('replication', () => {
       pipeline.stateMachine('replication'),
       {
         lambdas: {
-          'replication/plan-copies': (input) => plan((input as { target: string }).target, [batch(1)]),
+          'replication/plan-copies': planFn((input) =>
+            plan((input as { target: string }).target, [batch(1)]),
+          ),
           'replication/copy-batch': (input) =>
             (input as { target: string }).target === 'b2'
               ? {

@@ -72,11 +72,12 @@ async function pushNew(n: number): Promise<string[]> {
   return [...keys, dumpKey, manifestKey(cluster, id)];
 }
 
-/** One scheduled replication run; returns the LIST requests it made and what each target summed up. */
+/** One scheduled replication run; returns the requests it made, the states it entered and what each target summed up. */
 async function replicationRun(
   input: unknown = { trigger: 'schedule' },
-): Promise<{ lists: number; targets: { objectsCopied: number }[] }> {
+): Promise<{ lists: number; requests: number; states: number; targets: { objectsCopied: number }[] }> {
   const before = proxy.counts.lists;
+  const requestsBefore = proxy.counts.requests;
   const run = await runStateMachine(
     synth.stateMachine('replication'),
     replicationBindings(env, locations, []),
@@ -84,6 +85,9 @@ async function replicationRun(
   );
   return {
     lists: proxy.counts.lists - before,
+    requests: proxy.counts.requests - requestsBefore,
+    // Each one a billed transition in Step Functions (docs/costs.md).
+    states: run.statesEntered.length,
     targets: (run.output as { targets: { objectsCopied: number }[] }).targets,
   };
 }
@@ -161,8 +165,11 @@ describe('replication at scale', () => {
     expect(triggered.targets.map((t) => t.objectsCopied)).toEqual([1, 1]);
     expect(await targetLocations.get('b2')?.storage.head(dump as string)).toBeDefined();
     expect(triggered.lists).toBeLessThanOrEqual(2 * 3);
+    // Both runs are small: the first step plans and copies every target, and the run ends.
+    for (const run of [small, large, triggered]) expect(run.states).toBeLessThanOrEqual(4);
     console.info(
       `replication scale: ${small.lists} LIST requests over 20,000 objects, ${large.lists} over 200,000, ${triggered.lists} in a run started by a manifest; ` +
+        `all requests ${small.requests} / ${large.requests} / ${triggered.requests}; states entered ${small.states} / ${large.states} / ${triggered.states}; ` +
         `seeding ${((seeded - started + seededMore - seeded) / 1000).toFixed(1)} s, test ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   }, 180_000);

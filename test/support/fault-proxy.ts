@@ -41,6 +41,8 @@ export interface FaultCounts {
   requests: number;
   /** ListObjects(V2) requests: a GET of a bucket (path style), not of an object. */
   lists: number;
+  /** Milliseconds from forwarding a request to the end of its answer, summed: the server's share of a client's time. */
+  upstreamMs: number;
   blackholed: number;
   resets: number;
   delayed: number;
@@ -105,6 +107,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
   const counts: FaultCounts = {
     requests: 0,
     lists: 0,
+    upstreamMs: 0,
     blackholed: 0,
     resets: 0,
     delayed: 0,
@@ -125,6 +128,10 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, active: Faults) => {
+    const started = performance.now();
+    res.on('close', () => {
+      counts.upstreamMs += performance.now() - started;
+    });
     const proxied = httpRequest(
       {
         host: upstream.hostname,

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Location } from '../../../lambdas/lib/locations.ts';
-import { abortStaleUploads } from '../../../lambdas/replication/plan-copies.ts';
+import { abortStaleUploads } from '../../../lambdas/replication/stale-uploads.ts';
 import { createS3Client, S3Storage } from '../../../storage/s3-storage.ts';
 import { S3RVER_CREDENTIALS } from '../../support/s3-server.ts';
 
