@@ -34,6 +34,12 @@ export function withRunLog<T>(context: RunLogContext, work: () => Promise<T>): P
   return current.run(context, work);
 }
 
+/** Runs `work` with the current run's decisions naming `target`: a task that works on several targets. */
+export function withTargetLog<T>(target: string, work: () => Promise<T>): Promise<T> {
+  const context = current.getStore();
+  return context ? current.run({ ...context, target }, work) : work();
+}
+
 /**
  * Writes one decision (`copied`, `planned copies`, `cursor advanced`…) with its fields, under the
  * current run's id, handler and target (a field may name another target). Outside a run, nothing.

@@ -29,7 +29,7 @@ import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
-import { logDecision } from '../lib/log.ts';
+import { logDecision, withTargetLog } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
@@ -339,7 +339,8 @@ export async function planStep(
   policies: Readonly<Record<string, RetentionPolicy>> = {},
   now?: Date,
 ): Promise<PlanCopiesOutput | PlanTargetsOutput> {
-  const one = (i: PlanCopiesInput) => mapTransient(() => planCopies(i, env, locations, policies, now));
+  const one = (i: PlanCopiesInput) =>
+    withTargetLog(i.target, () => mapTransient(() => planCopies(i, env, locations, policies, now)));
   if ('targets' in input) {
     const store = async (target: string, plan: PlanCopiesOutput) =>
       mapTransient(async () => storePlan(await locations.ingest(), target, plan));
