@@ -9,6 +9,7 @@ import {
   prefetchAhead,
   prefetcherRunning,
   reservePrefetch,
+  serverStillRecovering,
   takePrefetched,
 } from '../wal/prefetch.ts';
 import { WalSpool } from '../wal/spool.ts';
@@ -119,7 +120,7 @@ export const walPrefetch: Command = {
   usage: `pgkeep wal-prefetch [--pgdata DIR] NAME
 
 Downloads the wal.fetchPrefetch segments after NAME that are not in the spool yet, stopping at the
-end of the archive. wal-fetch starts it in the background; one runs per data directory at a time.
+end of the archive, and at once when the server recovering DIR stops or leaves recovery. wal-fetch starts it in the background; one runs per data directory at a time.
   --pgdata DIR   the data directory being recovered (default: as wal-fetch finds it)`,
   async run(context) {
     const { positionals, values } = parseCommandArgs(context.args, { pgdata: { type: 'string' } }, 1);
@@ -127,14 +128,17 @@ end of the archive. wal-fetch starts it in the background; one runs per data dir
     if (!name || parseWalFileName(name)?.kind !== 'segment')
       throw new UsageError('NAME must be a WAL segment name');
     const { config, storage } = await setUp(context);
+    const dataDir = values.pgdata ?? walDataDir(config, context.env);
+    const stillWanted = await serverStillRecovering(dataDir);
     await prefetchAhead({
       storage,
       cluster: config.cluster,
       identities: await readIdentityFile(config.identityFile),
-      spool: new WalSpool(config.spoolDir, config.cluster, values.pgdata ?? walDataDir(config, context.env)),
+      spool: new WalSpool(config.spoolDir, config.cluster, dataDir),
       after: name,
       count: config.wal.fetchPrefetch,
       retry: walRetryPolicy(config),
+      ...(stillWanted ? { stillWanted } : {}),
     });
     return ExitCode.ok;
   },
