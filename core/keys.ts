@@ -188,6 +188,12 @@ export function replicationCursorKey(target: string): string {
   return `${replicationPrefix(target)}cursor.json`;
 }
 
+/** What the freshness function has seen of `cluster` (core/freshness-state.ts). */
+export function freshnessStateKey(cluster: string): string {
+  assertClusterName(cluster);
+  return `${PIPELINE_PREFIX}freshness/${cluster}.json`;
+}
+
 /** The cursors a run proposes for `target`, committed once what they pass over is copied. */
 export function pendingCursorKey(target: string, runId: string): string {
   return `${replicationPrefix(target)}pending/${runId}.json`;
