@@ -83,17 +83,27 @@ export interface PrefetchOptions {
   readonly stillWanted?: () => Promise<boolean>;
 }
 
+/** The pid of the postmaster running on `dataDir`, as its postmaster.pid names it, if any. */
+export async function postmasterPid(dataDir: string): Promise<number | undefined> {
+  return await readPidFile(join(dataDir, 'postmaster.pid'));
+}
+
 /**
- * A check that the server recovering `dataDir` still does: the postmaster that postmaster.pid
- * names now is alive and still named there (a clean stop removes the file; a killed server leaves
- * it naming a dead pid), and recovery.signal or standby.signal, if one is there now, still is
- * (PostgreSQL removes it when recovery ends, after which restore_command is not called). Undefined
- * when no server runs on `dataDir` (wal-fetch run by hand): nothing to watch then.
+ * A check that the server recovering `dataDir` still does: its postmaster (`postmaster`, which
+ * wal-fetch saw while PostgreSQL ran it, else the one postmaster.pid names now) is alive and still
+ * named in postmaster.pid (a clean stop removes the file; a killed server leaves it naming a dead
+ * pid), and recovery.signal or standby.signal is still there (PostgreSQL removes it when recovery
+ * ends, after which restore_command is not called). Undefined when no server runs on `dataDir`
+ * (wal-fetch run by hand): nothing to watch then.
  */
-export async function serverStillRecovering(dataDir: string): Promise<(() => Promise<boolean>) | undefined> {
+export async function serverStillRecovering(
+  dataDir: string,
+  postmaster?: number,
+): Promise<(() => Promise<boolean>) | undefined> {
   const pidFile = join(dataDir, 'postmaster.pid');
-  const postmaster = await readPidFile(pidFile);
-  if (postmaster === undefined || !processAlive(postmaster)) return undefined;
+  // A server that stopped between wal-fetch and this start is gone already: the check says so.
+  const pid = postmaster ?? (await readPidFile(pidFile));
+  if (pid === undefined || (postmaster === undefined && !processAlive(pid))) return undefined;
   const signalFiles = ['recovery.signal', 'standby.signal'].map((f) => join(dataDir, f));
   const recovering = async () =>
     (
@@ -106,11 +116,10 @@ export async function serverStillRecovering(dataDir: string): Promise<(() => Pro
         ),
       )
     ).some(Boolean);
-  const watchRecovery = await recovering();
+  // wal-fetch passes the postmaster only when PostgreSQL ran it, i.e. in recovery.
+  const watchRecovery = postmaster !== undefined || (await recovering());
   return async () =>
-    (await readPidFile(pidFile)) === postmaster &&
-    processAlive(postmaster) &&
-    (!watchRecovery || (await recovering()));
+    (await readPidFile(pidFile)) === pid && processAlive(pid) && (!watchRecovery || (await recovering()));
 }
 
 /** Makes `pid` the holder of the prefetch lock unless a live process holds it; true when it does. */

@@ -4,7 +4,7 @@
  * directory within a few seconds (its idle time is 30 s; nothing could take its files any more).
  */
 import { execFile } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +25,9 @@ let primary: PgCluster;
 const started: PgCluster[] = [];
 /** An LSN just after the base backup, with 8 archived segments after it. */
 let earlyLsn = '';
+/** The postmaster of the server stopped during recovery, and its data directory. */
+let stoppedPostmaster = 0;
+let stoppedDir = '';
 
 /** The command lines of running processes that prefetch for `dataDir`. */
 async function prefetchers(dataDir: string): Promise<string[]> {
@@ -75,6 +78,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of started) await c.destroy().catch(() => {});
+  // A pgkeep process ending now (an archive_command's wal-push) still writes Node's compile cache
+  // into the spool as it exits: let it end before the directory goes.
+  await waitFor(
+    'no process of the test left',
+    async () =>
+      (await execFileAsync('ps', ['-eo', 'args'])).stdout.split('\n').every((l) => !l.includes(h.dir)),
+    10_000,
+  ).catch(() => undefined);
   await rm(h.dir, { recursive: true, force: true });
 });
 
@@ -88,6 +99,10 @@ describe('the WAL prefetcher of a restored server', () => {
     );
     // The archive goes on past the target: the prefetcher has a full window and is idle, not done.
     expect(await prefetchers(restored.dataDir)).toHaveLength(1);
+    stoppedPostmaster = Number(
+      (await readFile(join(restored.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0],
+    );
+    stoppedDir = restored.dataDir;
     await restored.stop();
     const took = await waitFor(
       'the prefetcher ends after its server stopped',
@@ -110,5 +125,23 @@ describe('the WAL prefetcher of a restored server', () => {
     );
     expect(await restored.sql('select count(*) from t')).toBe('1000');
     await restored.stop();
+  });
+
+  it('a prefetcher that starts after its server stopped (wal-fetch saw it running) ends at once', async () => {
+    expect(stoppedPostmaster).toBeGreaterThan(0);
+    const segment = await primary.sql(`select pg_walfile_name('${earlyLsn}')`);
+    const started = Date.now();
+    const run = await h.pgkeep([
+      'wal-prefetch',
+      '--pgdata',
+      stoppedDir,
+      '--postmaster',
+      String(stoppedPostmaster),
+      segment,
+    ]);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    // Its idle time is 30 s: without the postmaster to watch it would wait that long.
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });
