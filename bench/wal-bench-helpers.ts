@@ -24,6 +24,37 @@ export async function timedShell(command: string, cwd: string, env: NodeJS.Proce
   return performance.now() - started;
 }
 
+/**
+ * `command` under GNU time: wall milliseconds and the CPU milliseconds (user + system) of the whole
+ * command tree, which the load of other processes on the machine disturbs far less than the wall
+ * clock (GNU time counts in 10 ms steps, so only medians over many runs mean anything).
+ */
+export async function timedShellCpu(
+  command: string,
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ wallMs: number; cpuMs: number }> {
+  const started = performance.now();
+  const stderr = await new Promise<string>((resolve, reject) => {
+    const child = spawn('/usr/bin/time', ['-f', 'CPU %U %S', 'sh', '-c', command], {
+      cwd,
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let text = '';
+    child.stderr.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    child.once('close', (code) =>
+      code === 0 ? resolve(text) : reject(new Error(`${command} exited ${code}: ${text}`)),
+    );
+  });
+  const wallMs = performance.now() - started;
+  const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(stderr);
+  if (!m) throw new Error(`no CPU time from GNU time in: ${stderr}`);
+  return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 };
+}
+
 export const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 /**
@@ -65,4 +96,55 @@ pg1-user=postgres
 `,
   );
   return brConfig;
+}
+
+/**
+ * Prints the per-segment table of every row, the synchronous rows' CPU time, and each comparison
+ * as a ratio beside its reference.
+ */
+export function printComparison(
+  segments: number,
+  results: Record<string, number[]>,
+  cpu: Record<string, number[]>,
+  agentTotal: number,
+): void {
+  console.log(`\n${segments} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
+  console.log(`${'command'.padEnd(40)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'mean'.padStart(8)}`);
+  for (const [name, times] of Object.entries(results)) {
+    const cells = [median(times), p90(times), mean(times)].map((x) => x.toFixed(0).padStart(8));
+    console.log(`${name.padEnd(40)} ${cells.join(' ')}`);
+  }
+  const vs = (ours: string, theirs: string) => {
+    const a = results[ours] as number[];
+    const b = results[theirs] as number[];
+    return `median ${(median(a) / median(b)).toFixed(2)}x, p90 ${(p90(a) / p90(b)).toFixed(2)}x the time`;
+  };
+  const ours = cpu['pgkeep wal-push (alone, synchronous)'] as number[];
+  const theirs = cpu['pgbackrest archive-push'] as number[];
+  console.log(
+    `\nCPU ms per segment (user + system of the command tree, 10 ms steps), synchronous, alternating: ` +
+      `pgbackrest archive-push median ${median(theirs).toFixed(0)}, p90 ${p90(theirs).toFixed(0)}; ` +
+      `pgkeep wal-push median ${median(ours).toFixed(0)}, p90 ${p90(ours).toFixed(0)}: ` +
+      `${(median(ours) / median(theirs)).toFixed(2)}x at the median`,
+  );
+  console.log(
+    `\nsynchronous: pgkeep wal-push (asyncSeconds 0) vs pgbackrest archive-push: ${vs('pgkeep wal-push (alone, synchronous)', 'pgbackrest archive-push')}` +
+      `\nasynchronous, called back to back: pgkeep (transient pusher) vs pgbackrest archive-async: ${vs('pgkeep wal-push (alone)', 'pgbackrest archive-push (async)')}` +
+      `\npgkeep + agent, backlog: ${(agentTotal / segments).toFixed(0)} ms per segment from the agent's start` +
+      `\nwal-fetch (prefetch) vs archive-get: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get')}` +
+      `\nwal-fetch (prefetch) vs archive-get async: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get (async)')}`,
+  );
+}
+
+/** Prints each tool's recovery times and pgkeep's ratio to each pgBackRest mode. */
+export function printRecovery(segments: number, replays: Record<string, number[]>): void {
+  const secs = (xs: number[] | undefined) => (xs ?? []).map((x) => (x / 1000).toFixed(2)).join(', ');
+  const replayRatio = (tool: string) =>
+    (mean(replays.pgkeep as number[]) / mean(replays[tool] as number[])).toFixed(2);
+  console.log(
+    `\nrecovery from a base backup replaying the ${segments} archived segments to the end (s, two rounds each): ` +
+      `pgBackRest archive-get ${secs(replays.pgbackrest)}; pgBackRest async ${secs(replays['pgbackrest async'])}; ` +
+      `pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; pgkeep takes ${replayRatio('pgbackrest')}x ` +
+      `pgBackRest's time, ${replayRatio('pgbackrest async')}x pgBackRest async's`,
+  );
 }

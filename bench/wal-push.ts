@@ -16,7 +16,8 @@
  *   pgkeep wal-fetch                 the same, with the background prefetch of following segments
  *
  * Targets (issue 11): synchronous against synchronous, pgkeep <= 1.3x pgBackRest per segment
- * (median and p90). wal-fetch with prefetch not slower than archive-get, sync or async, measured
+ * (median and p90); these two rows run segment by segment in alternating order and also record
+ * the CPU time of each command tree, which a shared machine's load disturbs less than the wall clock. wal-fetch with prefetch not slower than archive-get, sync or async, measured
  * both as restore_command calls back to back and as a real recovery from a base backup replaying
  * the archived segments. Then, under a sustained pgbench load, the archive lag (seconds from
  * `.ready` to archived) of pgkeep's default (transient pusher) against pgBackRest async: no
@@ -33,7 +34,15 @@ import * as age from 'age-encryption';
 import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
-import { log, mean, median, p90, q, timedShell, writePgbackrestConfig } from './wal-bench-helpers.ts';
+import {
+  log,
+  printComparison,
+  printRecovery,
+  q,
+  timedShell,
+  timedShellCpu,
+  writePgbackrestConfig,
+} from './wal-bench-helpers.ts';
 import { archiveUnderLoad, describeLoad, LOAD_HEADER, setArchiveCommand } from './wal-load-helpers.ts';
 
 const execFileAsync = promisify(execFile);
@@ -129,50 +138,66 @@ try {
   }
 
   const results: Record<string, number[]> = {};
+  /** CPU ms (user + system of the command tree) of the rows that record it. */
+  const cpu: Record<string, number[]> = {};
   const walPath = (s: string) => `pg_wal/${s}`;
   if (parts.has('compare')) {
-    for (const [row, config] of [
-      ['pgbackrest archive-push', brConfig],
-      ['pgbackrest archive-push (async)', brAsyncConfig],
-    ] as const) {
-      log(`${row}...`);
-      const times: number[] = [];
-      results[row] = times;
-      for (const s of segments) {
-        const command = `pgbackrest --config=${q(config)} --stanza=bench archive-push ${walPath(s)}`;
-        times.push(await timedShell(command, pg.dataDir, brEnv));
-      }
-    }
-
-    // Without the service, as PostgreSQL runs the generated archive_command line: first strictly
-    // synchronous (wal.asyncSeconds 0: one cold Node process per segment), then as configured by
+    // Without the service, as PostgreSQL runs the generated archive_command line: strictly
+    // synchronous (wal.asyncSeconds 0: one cold Node process per segment), or as configured by
     // default, where the first wal-push starts a transient pusher that pushes the following
     // segments ahead (like pgBackRest's archive-async) and later calls find its markers.
-    const aloneRuns = [
-      ['pgkeep wal-push (alone, synchronous)', 'alone-sync', { asyncSeconds: 0 }],
-      ['pgkeep wal-push (alone)', 'alone', {}],
-    ] as const;
     const spools: Record<string, Awaited<ReturnType<typeof pgkeepConfig>>> = {};
-    for (const [row, name, wal] of aloneRuns) {
-      log(`${row}...`);
+    const aloneLine = async (name: string, wal: Record<string, unknown>) => {
       const alone = await pgkeepConfig(name, wal);
       spools[name] = alone;
-      const aloneLine = archiveCommandLine({
+      const line = archiveCommandLine({
         nodePath: NODE,
         bundlePath: PGKEEP_BUNDLE,
         spoolDir: alone.spool,
         cluster: 'bench',
         configPath: alone.config,
       });
-      const times: number[] = [];
-      results[row] = times;
-      for (const s of segments) {
-        const command = aloneLine.replaceAll('%p', walPath(s)).replaceAll('%f', s);
-        times.push(await timedShell(command, pg.dataDir, alone.env));
+      return (s: string) => line.replaceAll('%p', walPath(s)).replaceAll('%f', s);
+    };
+    const brPush = (config: string, s: string) =>
+      `pgbackrest --config=${q(config)} --stanza=bench archive-push ${walPath(s)}`;
+
+    // Synchronous against synchronous, segment by segment in alternating order, so that the load
+    // of a shared machine drifts over both alike; wall and CPU time of each command tree.
+    log('pgbackrest archive-push and pgkeep wal-push (alone, synchronous), alternating...');
+    const syncLine = await aloneLine('alone-sync', { asyncSeconds: 0 });
+    const sync = {
+      'pgbackrest archive-push': (s: string) => timedShellCpu(brPush(brConfig, s), pg.dataDir, brEnv),
+      'pgkeep wal-push (alone, synchronous)': (s: string) =>
+        timedShellCpu(syncLine(s), pg.dataDir, spools['alone-sync']?.env ?? {}),
+    };
+    for (const row of Object.keys(sync)) [results[row], cpu[row]] = [[], []];
+    for (const [i, s] of segments.entries()) {
+      const rows = Object.entries(sync);
+      for (const [row, run] of i % 2 === 0 ? rows : rows.reverse()) {
+        const { wallMs, cpuMs } = await run(s);
+        results[row]?.push(wallMs);
+        cpu[row]?.push(cpuMs);
       }
-      await stopWalPusher(alone.spool, 'bench', pg.dataDir);
+    }
+
+    log('pgbackrest archive-push (async)...');
+    results['pgbackrest archive-push (async)'] = [];
+    for (const s of segments) {
+      results['pgbackrest archive-push (async)'].push(
+        await timedShell(brPush(brAsyncConfig, s), pg.dataDir, brEnv),
+      );
+    }
+    log('pgkeep wal-push (alone)...');
+    const defaultLine = await aloneLine('alone', {});
+    results['pgkeep wal-push (alone)'] = [];
+    for (const s of segments) {
+      results['pgkeep wal-push (alone)'].push(
+        await timedShell(defaultLine(s), pg.dataDir, spools.alone?.env ?? {}),
+      );
     }
     const alone = spools.alone as Awaited<ReturnType<typeof pgkeepConfig>>;
+    await stopWalPusher(alone.spool, 'bench', pg.dataDir);
 
     log('pgkeep with the agent pushing ahead...');
     const withAgent = await pgkeepConfig('agent');
@@ -289,33 +314,8 @@ try {
       }
     }
 
-    console.log(`\n${segments.length} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
-    console.log(`${'command'.padEnd(40)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'mean'.padStart(8)}`);
-    for (const [name, times] of Object.entries(results)) {
-      const cells = [median(times), p90(times), mean(times)].map((x) => x.toFixed(0).padStart(8));
-      console.log(`${name.padEnd(40)} ${cells.join(' ')}`);
-    }
-    const vs = (ours: string, theirs: string) => {
-      const a = results[ours] as number[];
-      const b = results[theirs] as number[];
-      return `median ${(median(a) / median(b)).toFixed(2)}x, p90 ${(p90(a) / p90(b)).toFixed(2)}x the time`;
-    };
-    console.log(
-      `\nsynchronous: pgkeep wal-push (asyncSeconds 0) vs pgbackrest archive-push: ${vs('pgkeep wal-push (alone, synchronous)', 'pgbackrest archive-push')}` +
-        `\nasynchronous, called back to back: pgkeep (transient pusher) vs pgbackrest archive-async: ${vs('pgkeep wal-push (alone)', 'pgbackrest archive-push (async)')}` +
-        `\npgkeep + agent, backlog: ${(agentTotal / segments.length).toFixed(0)} ms per segment from the agent's start` +
-        `\nwal-fetch (prefetch) vs archive-get: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get')}` +
-        `\nwal-fetch (prefetch) vs archive-get async: ${vs('pgkeep wal-fetch (prefetch)', 'pgbackrest archive-get (async)')}`,
-    );
-    const secs = (xs: number[] | undefined) => (xs ?? []).map((x) => (x / 1000).toFixed(2)).join(', ');
-    const replayRatio = (tool: string) =>
-      (mean(replays.pgkeep as number[]) / mean(replays[tool] as number[])).toFixed(2);
-    console.log(
-      `\nrecovery from a base backup replaying the ${segments.length} archived segments to the end (s, two rounds each): ` +
-        `pgBackRest archive-get ${secs(replays.pgbackrest)}; pgBackRest async ${secs(replays['pgbackrest async'])}; ` +
-        `pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; pgkeep takes ${replayRatio('pgbackrest')}x ` +
-        `pgBackRest's time, ${replayRatio('pgbackrest async')}x pgBackRest async's`,
-    );
+    printComparison(segments.length, results, cpu, agentTotal);
+    printRecovery(segments.length, replays);
   }
 
   // Sustained load: the archive lag of each tool as PostgreSQL's archive_command, run as postgres.

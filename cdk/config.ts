@@ -275,6 +275,8 @@ export const DeployConfigSchema = z
 
 export type DeployConfig = z.infer<typeof DeployConfigSchema>;
 export type TargetConfig = z.infer<typeof TargetSchema>;
+/** The restore-verification settings of a deploy config. */
+export type VerificationConfig = DeployConfig['verification'];
 export type RetentionPolicy = z.infer<typeof RetentionPolicySchema>;
 
 /** The config is not valid; `field` is the dotted path of the first offending field. */

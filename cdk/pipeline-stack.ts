@@ -6,6 +6,7 @@ import type { Construct } from 'constructs';
 import type { DeployConfig } from './config.ts';
 import { Freshness } from './constructs/freshness.ts';
 import { AlertTopic, Monitoring } from './constructs/monitoring.ts';
+import { PipelineTargets } from './constructs/pipeline-targets.ts';
 import { Replication } from './constructs/replication.ts';
 import { Retention } from './constructs/retention.ts';
 import { PipelineSchedules } from './constructs/schedules.ts';
@@ -39,24 +40,35 @@ export class PipelineStack extends Stack {
     const bucket = s3.Bucket.fromBucketName(this, 'IngestBucket', ingestBucketName(config.name));
     this.alerts = new AlertTopic(this, 'Alerts', { emails: config.alerts.emails });
     const alertTopic = this.alerts.topic;
-    this.replication = new Replication(this, 'Replication', { config, bucket, targetSecrets, alertTopic });
-    this.retention = new Retention(this, 'Retention', {
-      config,
+    const targets = new PipelineTargets(this, 'Targets', {
       bucket,
+      clusterNames: config.clusters.map((c) => c.name),
+      targets: config.targets,
       targetSecrets,
       targetDeleteSecrets: props.targetDeleteSecrets ?? new Map(),
+    });
+    this.replication = new Replication(this, 'Replication', {
+      stateMachineName: `${config.name}-replication`,
+      targets,
+      alertTopic,
+    });
+    this.retention = new Retention(this, 'Retention', {
+      stateMachineName: `${config.name}-retention`,
+      targets,
       alertTopic,
     });
     this.verification = new Verification(this, 'Verification', {
-      config,
-      bucket,
+      deploymentName: config.name,
+      clusterNames: config.clusters.map((c) => c.name),
+      settings: config.verification,
+      targets,
       key,
       alertTopic,
-      targetSecrets,
     });
-    this.freshness = new Freshness(this, 'Freshness', { config, bucket, targetSecrets });
+    this.freshness = new Freshness(this, 'Freshness', { targets });
     this.schedules = new PipelineSchedules(this, 'Schedules', {
-      config,
+      timeZone: config.schedules.timeZone,
+      expressions: config.schedules,
       bucket,
       replication: this.replication.stateMachine,
       retention: this.retention.stateMachine,
@@ -64,7 +76,13 @@ export class PipelineStack extends Stack {
       freshness: this.freshness.function.function,
     });
     this.monitoring = new Monitoring(this, 'Monitoring', {
-      config,
+      dashboardName: `${config.name}-backups`,
+      clusterNames: config.clusters.map((c) => c.name),
+      targetNames: config.targets.map((t) => t.name),
+      maxDumpAgeHours: config.freshness.maxDumpAgeHours,
+      maxWalAgeMinutes: config.freshness.maxWalAgeMinutes,
+      maxReplicationLagMinutes: config.freshness.maxReplicationLagMinutes,
+      maxVerificationAgeDays: config.freshness.maxVerificationAgeDays,
       topic: alertTopic,
       stateMachines: {
         replication: this.replication.stateMachine,

@@ -38,6 +38,12 @@ export function clusterPrefix(cluster: string): string {
   return `${FORMAT_PREFIX}/${cluster}/`;
 }
 
+/** The cluster a key under `v1/<cluster>/` belongs to; undefined for any other key. */
+export function clusterOfKey(key: string): string | undefined {
+  const [format, cluster] = key.split('/');
+  return format === FORMAT_PREFIX && cluster ? cluster : undefined;
+}
+
 /**
  * Database names may hold any character; in keys they are percent-encoded, and a leading "_" is
  * encoded too so that no database can collide with the reserved `_globals` folder.

@@ -17,7 +17,7 @@ import { archiveCommandLine } from '../agent/wal/spool.ts';
 import { awsLocations, type Location, type LocationFactory } from '../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../lambdas/lib/pipeline-env.ts';
 import { createS3Client, S3Storage } from '../storage/s3-storage.ts';
-import { replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
+import { providerTarget, replicationBindings, retentionBindings } from '../test/support/local-pipeline.ts';
 import { makeServerDir, PG_BIN, type PgCluster, startCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
 import { S3RVER_CREDENTIALS, type S3Server, startS3Server } from '../test/support/s3-server.ts';
@@ -161,20 +161,11 @@ try {
 
   step('Synthesizing the CDK app (offline) to get the real state machine definitions');
   const synth = synthPipeline();
-  const targets: RuntimeTarget[] = [
-    {
-      name: 'b2',
-      type: 's3-compatible',
-      endpoint: b2Server.endpoint,
-      bucket: 'offsite',
-      region: 'us-east-1',
-      forcePathStyle: true,
-      prefix: '',
-      credentialsSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/targets/b2',
-    },
-  ];
   // The example deploy config (deploy/pgkeep.deploy.example.yaml) names these two targets.
-  targets.unshift({ name: 'dr-aws', type: 'aws-s3', bucket: 'dr', region: 'us-west-2', prefix: '' });
+  const targets: RuntimeTarget[] = [
+    { name: 'dr-aws', type: 'aws-s3', bucket: 'dr', region: 'us-west-2', prefix: '' },
+    providerTarget(b2Server.endpoint),
+  ];
   const pipelineEnv: PipelineEnv = {
     ingestBucket: 'ingest',
     ingestRegion: 'us-east-1',

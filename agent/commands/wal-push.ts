@@ -9,12 +9,11 @@ import { ExitCode } from '../exit-codes.ts';
 import { refuseRestoredDataDir } from '../physical/restored-marker.ts';
 import { claimPidFile, livePidFileHolder, processAlive } from '../pid-lock.ts';
 import {
-  backlogLevel,
   backlogWarnBytes,
+  measureBacklog,
   mib,
   publishDroppedWal,
   rememberDroppedWal,
-  walBacklogBytes,
 } from '../wal/backlog.ts';
 import { pushWalFile, sha256OfFile } from '../wal/push.ts';
 import { type PushedMarker, WalSpool } from '../wal/spool.ts';
@@ -94,8 +93,7 @@ nothing to push (PGKEEP_WAL_ASYNC_SECONDS; 0 turns it off).`,
       if (sha256 === waited.plaintextSha256) return ExitCode.ok;
     }
 
-    const backlog = await walBacklogBytes(join(dataDir, 'pg_wal'));
-    const level = backlogLevel(config.wal, backlog);
+    const { bytes: backlog, level } = await measureBacklog(config.wal, join(dataDir, 'pg_wal'));
     const limit = `wal.maxBacklogBytes (${mib(config.wal.maxBacklogBytes)})`;
     if (level !== 'ok') {
       context.stderr.write(

@@ -50,6 +50,20 @@ export function backlogLevel(settings: BacklogSettings, bytes: number): BacklogL
   return warn !== undefined && bytes >= warn ? 'warn' : 'ok';
 }
 
+/**
+ * The backlog of `pgWalDir` against the settings. Without a threshold (the default) nothing is
+ * compared, so pg_wal is not scanned: the scan stats every `.ready` segment, a cost wal-push would
+ * otherwise pay per segment for a figure it throws away.
+ */
+export async function measureBacklog(
+  settings: BacklogSettings,
+  pgWalDir: string,
+): Promise<{ readonly bytes: number; readonly level: BacklogLevel }> {
+  if (backlogWarnBytes(settings) === undefined) return { bytes: 0, level: 'ok' };
+  const bytes = await walBacklogBytes(pgWalDir);
+  return { bytes, level: backlogLevel(settings, bytes) };
+}
+
 /** `123.4 MiB` for messages. */
 export function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;

@@ -17,14 +17,14 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { DEFAULT_ZSTD_LEVEL } from '../../core/codec.ts';
 import { WAL_HASH_PREFIX_HEX, walFilePrefix, walKey } from '../../core/keys.ts';
-import { mustParseWalFileName } from '../../core/wal-names.ts';
+import { mustParseWalFileName, type WalFileName } from '../../core/wal-names.ts';
 import { ObjectExistsError, type Storage } from '../../storage/storage.ts';
 import { storeCompressed, storeObject } from '../object-store.ts';
 import { defaultDataDir, ensureClusterIdentity, localSystemIdentifier } from './cluster-identity.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from './retry.ts';
 import { storedWalVersions, verifyStored } from './stored-wal.ts';
 import { ForeignWalError, WalConflictError } from './wal-errors.ts';
-import { checkFacts, inspect, readCompressed } from './wal-read.ts';
+import { checkFacts, IN_MEMORY_MAX_BYTES, inspect, readCompressed } from './wal-read.ts';
 
 export { ensureClusterIdentity, localSystemIdentifier, readClusterIdentity } from './cluster-identity.ts';
 export { storedWalVersions, verifyStored } from './stored-wal.ts';
@@ -80,25 +80,28 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
   const { storage, cluster } = options;
   const retry = options.retry ?? DEFAULT_RETRY_POLICY;
   const wal = mustParseWalFileName(basename(options.path));
-  const inMemory = await oneAtATime(() =>
-    readCompressed(options.path, options.zstdLevel ?? DEFAULT_ZSTD_LEVEL),
-  );
-  const facts = inMemory
-    ? checkFacts(options.path, wal, inMemory.sha256, inMemory.sizeBytes, inMemory.head)
-    : await inspect(options.path, wal);
-
-  const dataDir = options.dataDir ?? defaultDataDir(options.path);
-  const local = dataDir === undefined ? undefined : await localSystemIdentifier(dataDir);
-  if (facts.header && local !== undefined && facts.header.systemIdentifier !== local) {
-    throw new ForeignWalError(
-      `WAL segment ${options.path} was written by system identifier ${facts.header.systemIdentifier}, ` +
-        `but the data directory ${dataDir} is system ${local}: refusing WAL of another cluster`,
+  // What the repository holds of this name is asked while the file is read and compressed: a
+  // repository round trip (S3) then costs no time of its own. Any version another push stores
+  // after this listing is found by the listing after the write.
+  const listing = new AbortController();
+  const listVersions = (signal?: AbortSignal) =>
+    withRetry(
+      `listing ${walFilePrefix(cluster, wal.name)}`,
+      retry,
+      () => storedWalVersions(storage, cluster, wal.name),
+      signal,
     );
+  const before = listVersions(listing.signal);
+  before.catch(() => undefined);
+  let prepared: Awaited<ReturnType<typeof readAndCheck>>;
+  try {
+    prepared = await readAndCheck(options, wal, retry);
+  } catch (error) {
+    // A file that cannot be pushed ends the command now, not once the listing's retries give up.
+    listing.abort(error);
+    throw error;
   }
-  const systemIdentifier = facts.header?.systemIdentifier ?? local;
-  if (systemIdentifier !== undefined) {
-    await ensureClusterIdentity(storage, cluster, systemIdentifier, retry, options.cacheDir);
-  }
+  const { inMemory, facts, systemIdentifier } = prepared;
 
   const key = walKey(cluster, wal.name, facts.sha256);
   const ourPrefix = facts.sha256.slice(0, WAL_HASH_PREFIX_HEX);
@@ -109,10 +112,10 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
     plaintextSizeBytes: facts.sizeBytes,
     ...(systemIdentifier === undefined ? {} : { systemIdentifier }),
   };
-  const checkExisting = async (): Promise<'absent' | 'same'> => {
-    const versions = await withRetry(`listing ${walFilePrefix(cluster, wal.name)}`, retry, () =>
-      storedWalVersions(storage, cluster, wal.name),
-    );
+  const checkExisting = async (
+    listed: ReturnType<typeof listVersions> = listVersions(),
+  ): Promise<'absent' | 'same'> => {
+    const versions = await listed;
     const other = versions.find((v) => v.hashPrefix !== ourPrefix);
     if (other) {
       throw new WalConflictError(
@@ -124,7 +127,7 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
     return versions.length > 0 ? 'same' : 'absent';
   };
 
-  if ((await checkExisting()) === 'same') return { ...base, outcome: 'already-stored' };
+  if ((await checkExisting(before)) === 'same') return { ...base, outcome: 'already-stored' };
 
   let stored: Awaited<ReturnType<typeof storeObject>> | undefined;
   try {
@@ -158,8 +161,41 @@ export async function pushWalFile(options: WalPushOptions): Promise<WalPushResul
         'something else is writing to pg_wal',
     );
   }
-  if (options.readBack ?? true) await verifyStored(storage, key, stored.sizeBytes, stored.sha256, retry);
-  // Two pushers of different content could both have passed the first check; the loser says so.
-  await checkExisting();
+  // Both read what is now stored, so they run together: the object read back with its hash
+  // checked, and the listing that catches a concurrent push of other content (two pushers could
+  // both have passed the first check; the loser says so).
+  const written = stored;
+  await Promise.all([
+    (options.readBack ?? true)
+      ? verifyStored(storage, key, written.sizeBytes, written.sha256, retry)
+      : undefined,
+    checkExisting(),
+  ]);
   return { ...base, outcome: 'stored', sizeBytes: stored.sizeBytes };
+}
+
+/**
+ * Reads (and, up to {@link IN_MEMORY_MAX_BYTES}, compresses) the file, checks its header against
+ * its name and the local pg_control, and binds the cluster name to its system identifier.
+ */
+async function readAndCheck(options: WalPushOptions, wal: WalFileName, retry: RetryPolicy) {
+  const inMemory = await oneAtATime(() =>
+    readCompressed(options.path, options.zstdLevel ?? DEFAULT_ZSTD_LEVEL),
+  );
+  const facts = inMemory
+    ? checkFacts(options.path, wal, inMemory.sha256, inMemory.sizeBytes, inMemory.head)
+    : await inspect(options.path, wal);
+  const dataDir = options.dataDir ?? defaultDataDir(options.path);
+  const local = dataDir === undefined ? undefined : await localSystemIdentifier(dataDir);
+  if (facts.header && local !== undefined && facts.header.systemIdentifier !== local) {
+    throw new ForeignWalError(
+      `WAL segment ${options.path} was written by system identifier ${facts.header.systemIdentifier}, ` +
+        `but the data directory ${dataDir} is system ${local}: refusing WAL of another cluster`,
+    );
+  }
+  const systemIdentifier = facts.header?.systemIdentifier ?? local;
+  if (systemIdentifier !== undefined) {
+    await ensureClusterIdentity(options.storage, options.cluster, systemIdentifier, retry, options.cacheDir);
+  }
+  return { inMemory, facts, systemIdentifier };
 }

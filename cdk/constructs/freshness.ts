@@ -2,15 +2,15 @@ import { Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import { PIPELINE_PREFIX, VERIFY_REPORT_ROOT } from '../../core/keys.ts';
-import {
-  BUCKET_LIST_ACTIONS,
-  FRESHNESS_STATE_ACTIONS,
-  OBJECT_READ_ACTIONS,
-  TARGET_READ_ACTIONS,
-} from '../iam-actions.ts';
+import { BUCKET_LIST_ACTIONS, FRESHNESS_STATE_ACTIONS, OBJECT_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
-import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
+import type { PipelineTargets } from './pipeline-targets.ts';
+
+export interface FreshnessProps {
+  /** Ingest and the targets, which the function reads. */
+  readonly targets: PipelineTargets;
+}
 
 /**
  * Freshness: a scheduled Lambda that looks at what is actually in the buckets (newest dump, newest
@@ -20,23 +20,25 @@ import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './
 export class Freshness extends Construct {
   readonly function: PipelineFunction;
 
-  constructor(scope: Construct, id: string, props: PipelineTargetsProps) {
+  constructor(scope: Construct, id: string, props: FreshnessProps) {
     super(scope, id);
+    const { targets } = props;
+    const { bucket } = targets;
     this.function = new PipelineFunction(this, 'Measure', {
       handler: 'freshness/measure',
       description:
         'pgkeep freshness: newest dump, newest WAL, replication lag and last passed verification, from the buckets',
       timeout: Duration.minutes(5),
       memorySizeMiB: 512,
-      environment: pipelineEnvironment(props),
+      environment: targets.environment(),
     });
-    grantTargets(this.function.role, props, TARGET_READ_ACTIONS, this.function);
+    targets.grantRead(this.function);
     // The time since the last passed verification comes from the verifier's reports.
-    const reports = props.bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`);
+    const reports = bucket.arnForObjects(`${VERIFY_REPORT_ROOT}/*`);
     this.function.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         actions: [...OBJECT_READ_ACTIONS, ...BUCKET_LIST_ACTIONS],
-        resources: [props.bucket.bucketArn, reports],
+        resources: [bucket.bucketArn, reports],
       }),
     );
     acknowledgeWildcardResources(
@@ -45,7 +47,7 @@ export class Freshness extends Construct {
       reports,
     );
     // Its own state (newest dump, WAL walked, gaps found), under a prefix no host may write.
-    const stateObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}freshness/*`);
+    const stateObjects = bucket.arnForObjects(`${PIPELINE_PREFIX}freshness/*`);
     this.function.role.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: [...FRESHNESS_STATE_ACTIONS], resources: [stateObjects] }),
     );
@@ -55,7 +57,7 @@ export class Freshness extends Construct {
       stateObjects,
     );
     // Replication's cursors: the lag is measured from them.
-    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    const cursorObjects = bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
     this.function.role.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [cursorObjects] }),
     );

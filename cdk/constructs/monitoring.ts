@@ -6,7 +6,6 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { INGEST_SOURCE } from '../../lambdas/verification/sources.ts';
-import type { DeployConfig } from '../config.ts';
 import { METRIC_NAMESPACE, METRICS } from '../names.ts';
 
 export interface AlertTopicProps {
@@ -25,7 +24,18 @@ export class AlertTopic extends Construct {
 }
 
 export interface MonitoringProps {
-  readonly config: DeployConfig;
+  /** The dashboard's name. */
+  readonly dashboardName: string;
+  readonly clusterNames: readonly string[];
+  readonly targetNames: readonly string[];
+  /** A cluster's newest logical dump older than this alarms. */
+  readonly maxDumpAgeHours: number;
+  /** No WAL of a cluster reaching ingest for this long alarms. */
+  readonly maxWalAgeMinutes: number;
+  /** A target this far behind ingest (two periods running) alarms. */
+  readonly maxReplicationLagMinutes: number;
+  /** No passed restore verification from a source for this long alarms. */
+  readonly maxVerificationAgeDays: number;
   readonly topic: sns.ITopic;
   readonly stateMachines: Readonly<Record<'replication' | 'retention' | 'verification', sfn.IStateMachine>>;
 }
@@ -38,12 +48,16 @@ const ALARMS_PER_NESTED_STACK = 400;
  * as many clusters as fit, so a deployment of hundreds of clusters stays within CloudFormation's
  * 500 resources per stack.
  */
-function clusterAlarmScopes(parent: Construct, config: DeployConfig): (index: number) => Construct {
+function clusterAlarmScopes(
+  parent: Construct,
+  clusters: number,
+  targets: number,
+): (index: number) => Construct {
   // Dump age, WAL age, archive gaps, one lag per target, one verification age per source (ingest
   // and each target).
-  const perCluster = 3 + config.targets.length + (1 + config.targets.length);
+  const perCluster = 3 + targets + (1 + targets);
   const clustersPerStack = Math.max(1, Math.floor(ALARMS_PER_NESTED_STACK / perCluster));
-  if (config.clusters.length * perCluster <= ALARMS_PER_NESTED_STACK / 2) return () => parent;
+  if (clusters * perCluster <= ALARMS_PER_NESTED_STACK / 2) return () => parent;
   const stacks = new Map<number, Construct>();
   return (index) => {
     const n = Math.floor(index / clustersPerStack);
@@ -68,7 +82,6 @@ export class Monitoring extends Construct {
 
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
-    const { config } = props;
     const action = new cwActions.SnsAction(props.topic);
     const alarm = (alarmId: string, alarmProps: cloudwatch.AlarmProps, scope: Construct = this) => {
       const created = new cloudwatch.Alarm(scope, alarmId, alarmProps);
@@ -107,17 +120,17 @@ export class Monitoring extends Construct {
     }
 
     const freshnessWidgets: cloudwatch.IWidget[] = [];
-    const scopeOf = clusterAlarmScopes(this, config);
-    for (const [index, cluster] of config.clusters.entries()) {
+    const scopeOf = clusterAlarmScopes(this, props.clusterNames.length, props.targetNames.length);
+    for (const [index, cluster] of props.clusterNames.entries()) {
       const scope = scopeOf(index);
-      const dump = metric(METRICS.dumpAgeSeconds, { Cluster: cluster.name });
-      const wal = metric(METRICS.walAgeSeconds, { Cluster: cluster.name });
+      const dump = metric(METRICS.dumpAgeSeconds, { Cluster: cluster });
+      const wal = metric(METRICS.walAgeSeconds, { Cluster: cluster });
       alarm(
-        `StaleDump-${cluster.name}`,
+        `StaleDump-${cluster}`,
         {
-          alarmDescription: `pgkeep: the newest logical dump of cluster ${cluster.name} in ingest is older than ${config.freshness.maxDumpAgeHours} h`,
+          alarmDescription: `pgkeep: the newest logical dump of cluster ${cluster} in ingest is older than ${props.maxDumpAgeHours} h`,
           metric: dump,
-          threshold: config.freshness.maxDumpAgeHours * 3600,
+          threshold: props.maxDumpAgeHours * 3600,
           evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
           treatMissingData: cloudwatch.TreatMissingData.BREACHING,
@@ -125,11 +138,11 @@ export class Monitoring extends Construct {
         scope,
       );
       alarm(
-        `StaleWal-${cluster.name}`,
+        `StaleWal-${cluster}`,
         {
-          alarmDescription: `pgkeep: no WAL from cluster ${cluster.name} has reached ingest for ${config.freshness.maxWalAgeMinutes} min`,
+          alarmDescription: `pgkeep: no WAL from cluster ${cluster} has reached ingest for ${props.maxWalAgeMinutes} min`,
           metric: wal,
-          threshold: config.freshness.maxWalAgeMinutes * 60,
+          threshold: props.maxWalAgeMinutes * 60,
           evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
           treatMissingData: cloudwatch.TreatMissingData.BREACHING,
@@ -139,10 +152,10 @@ export class Monitoring extends Construct {
       // A gap is for good (ingest is create-only): it alarms until a window without it starts.
       // Missing data is not a gap; StaleWal already alarms when nothing is measured.
       alarm(
-        `ArchiveGaps-${cluster.name}`,
+        `ArchiveGaps-${cluster}`,
         {
-          alarmDescription: `pgkeep: the WAL archive of cluster ${cluster.name} in ingest has a gap; pgkeep check --archive names it, and recovery across it stops there: take a new base backup`,
-          metric: metric(METRICS.archiveGaps, { Cluster: cluster.name }),
+          alarmDescription: `pgkeep: the WAL archive of cluster ${cluster} in ingest has a gap; pgkeep check --archive names it, and recovery across it stops there: take a new base backup`,
+          metric: metric(METRICS.archiveGaps, { Cluster: cluster }),
           threshold: 0,
           evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -151,15 +164,15 @@ export class Monitoring extends Construct {
         scope,
       );
       const lagMetrics: cloudwatch.IMetric[] = [];
-      for (const target of config.targets) {
-        const lag = metric(METRICS.replicationLagSeconds, { Cluster: cluster.name, Target: target.name });
+      for (const target of props.targetNames) {
+        const lag = metric(METRICS.replicationLagSeconds, { Cluster: cluster, Target: target });
         lagMetrics.push(lag);
         alarm(
-          `ReplicationLag-${cluster.name}-${target.name}`,
+          `ReplicationLag-${cluster}-${target}`,
           {
-            alarmDescription: `pgkeep: target ${target.name} is more than ${config.freshness.maxReplicationLagMinutes} min behind ingest for cluster ${cluster.name}`,
+            alarmDescription: `pgkeep: target ${target} is more than ${props.maxReplicationLagMinutes} min behind ingest for cluster ${cluster}`,
             metric: lag,
-            threshold: config.freshness.maxReplicationLagMinutes * 60,
+            threshold: props.maxReplicationLagMinutes * 60,
             evaluationPeriods: 2,
             comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treatMissingData: cloudwatch.TreatMissingData.BREACHING,
@@ -167,13 +180,13 @@ export class Monitoring extends Construct {
           scope,
         );
       }
-      for (const source of [INGEST_SOURCE, ...config.targets.map((t) => t.name)]) {
+      for (const source of [INGEST_SOURCE, ...props.targetNames]) {
         alarm(
-          `VerificationAge-${cluster.name}-${source}`,
+          `VerificationAge-${cluster}-${source}`,
           {
-            alarmDescription: `pgkeep: no restore of cluster ${cluster.name} from ${source} has passed verification for ${config.freshness.maxVerificationAgeDays} days`,
-            metric: metric(METRICS.verificationAgeSeconds, { Cluster: cluster.name, Source: source }),
-            threshold: config.freshness.maxVerificationAgeDays * 86_400,
+            alarmDescription: `pgkeep: no restore of cluster ${cluster} from ${source} has passed verification for ${props.maxVerificationAgeDays} days`,
+            metric: metric(METRICS.verificationAgeSeconds, { Cluster: cluster, Source: source }),
+            threshold: props.maxVerificationAgeDays * 86_400,
             evaluationPeriods: 1,
             comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treatMissingData: cloudwatch.TreatMissingData.BREACHING,
@@ -183,12 +196,12 @@ export class Monitoring extends Construct {
       }
       freshnessWidgets.push(
         new cloudwatch.GraphWidget({
-          title: `${cluster.name}: age of newest dump and WAL (s)`,
+          title: `${cluster}: age of newest dump and WAL (s)`,
           left: [dump, wal],
           width: 12,
         }),
         new cloudwatch.GraphWidget({
-          title: `${cluster.name}: replication lag (s)`,
+          title: `${cluster}: replication lag (s)`,
           left: lagMetrics,
           width: 12,
         }),
@@ -224,7 +237,7 @@ export class Monitoring extends Construct {
       });
 
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
-      dashboardName: `${config.name}-backups`,
+      dashboardName: props.dashboardName,
       defaultInterval: Duration.days(7),
     });
     this.dashboard.addWidgets(

@@ -5,6 +5,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { type HandlerId, handlerEntry } from '../../lambdas/registry.ts';
 import { LOG_WRITE_ACTIONS } from '../iam-actions.ts';
 import { acknowledge } from '../nag.ts';
 
@@ -14,8 +15,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const HANDLER_TAG = 'pgkeep:handler';
 
 export interface PipelineFunctionProps {
-  /** The handler module under lambdas/, without extension: `replication/copy-batch` -> lambdas/replication/copy-batch.ts. */
-  readonly handler: string;
+  /** The registered handler (lambdas/registry.ts): `replication/copy-batch` -> lambdas/replication/copy-batch.ts. */
+  readonly handler: HandlerId;
   readonly description: string;
   /** Hard limit per invocation; the state machine's task timeout is set a little above it. */
   readonly timeout: Duration;
@@ -34,7 +35,7 @@ export class PipelineFunction extends Construct {
   readonly function: NodejsFunction;
   readonly role: iam.Role;
   readonly logGroup: logs.LogGroup;
-  readonly handlerId: string;
+  readonly handlerId: HandlerId;
 
   constructor(scope: Construct, id: string, props: PipelineFunctionProps) {
     super(scope, id);
@@ -51,7 +52,7 @@ export class PipelineFunction extends Construct {
       new iam.PolicyStatement({ actions: [...LOG_WRITE_ACTIONS], resources: [this.logGroup.logGroupArn] }),
     );
     this.function = new NodejsFunction(this, 'Function', {
-      entry: `${REPO_ROOT}lambdas/${props.handler}.ts`,
+      entry: handlerEntry(props.handler),
       handler: 'handler',
       projectRoot: REPO_ROOT,
       depsLockFilePath: `${REPO_ROOT}package-lock.json`,

@@ -5,20 +5,16 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { PIPELINE_PREFIX } from '../../core/keys.ts';
 import { EMPTY_SUMMARY } from '../../lambdas/replication/types.ts';
-import { CURSOR_ACTIONS, TARGET_WRITE_ACTIONS } from '../iam-actions.ts';
+import { CURSOR_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
-import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './pipeline-targets.ts';
+import type { PipelineTargets } from './pipeline-targets.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
 
-export {
-  grantTargets,
-  type PipelineTargetsProps,
-  pipelineEnvironment,
-  runtimeTargets,
-} from './pipeline-targets.ts';
-
-export interface ReplicationProps extends PipelineTargetsProps {
+export interface ReplicationProps {
+  readonly stateMachineName: string;
+  /** Ingest and the targets: the functions read the one and write the others. */
+  readonly targets: PipelineTargets;
   readonly alertTopic: sns.ITopic;
 }
 
@@ -34,7 +30,7 @@ export class Replication extends Construct {
 
   constructor(scope: Construct, id: string, props: ReplicationProps) {
     super(scope, id);
-    const environment = pipelineEnvironment(props);
+    const environment = props.targets.environment();
     const plan = new PipelineFunction(this, 'PlanCopies', {
       handler: 'replication/plan-copies',
       description: 'pgkeep replication: list objects in ingest that a target lacks, in batches',
@@ -64,9 +60,9 @@ export class Replication extends Construct {
       environment,
     });
     this.functions = [plan, copy, manifests, large];
-    for (const fn of this.functions) grantTargets(fn.role, props, TARGET_WRITE_ACTIONS, fn);
+    for (const fn of this.functions) props.targets.grantWrite(fn);
     // The cursors: the pipeline's own state in ingest, under a prefix no host may write.
-    const cursorObjects = props.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    const cursorObjects = props.targets.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
     for (const fn of [plan, manifests]) {
       fn.role.addToPrincipalPolicy(
         new iam.PolicyStatement({ actions: [...CURSOR_ACTIONS], resources: [cursorObjects] }),
@@ -78,7 +74,7 @@ export class Replication extends Construct {
       );
     }
 
-    const targetNames = props.config.targets.map((t) => t.name);
+    const targetNames = props.targets.names;
     const alert = alertStep(
       this,
       'Alert replication failure',
@@ -316,7 +312,7 @@ export class Replication extends Construct {
       .otherwise(new sfn.Succeed(this, 'No targets to replicate to'));
 
     this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
-      stateMachineName: `${props.config.name}-replication`,
+      stateMachineName: props.stateMachineName,
       comment: 'pgkeep: copy every new object in ingest to every target, manifests last',
       definition: start.next(anyTargets),
       invokes: this.functions.map((f) => f.function),

@@ -1,14 +1,15 @@
 import { Duration } from 'aws-cdk-lib';
-import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { SECRET_READ_ACTIONS, TARGET_DELETE_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
 import { PipelineFunction } from './pipeline-function.ts';
-import { grantTargets, type PipelineTargetsProps, pipelineEnvironment } from './replication.ts';
+import type { PipelineTargets } from './pipeline-targets.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
 
-export interface RetentionProps extends PipelineTargetsProps {
+export interface RetentionProps {
+  readonly stateMachineName: string;
+  /** Ingest and the targets: only the delete step may delete, and learn the delete-capable keys. */
+  readonly targets: PipelineTargets;
   readonly alertTopic: sns.ITopic;
 }
 
@@ -24,7 +25,7 @@ export class Retention extends Construct {
 
   constructor(scope: Construct, id: string, props: RetentionProps) {
     super(scope, id);
-    const environment = pipelineEnvironment(props);
+    const environment = props.targets.environment({ deleteCredentials: true });
     const plan = new PipelineFunction(this, 'PlanRetention', {
       handler: 'retention/plan-retention',
       description: 'pgkeep retention: plan what a target keeps from its manifests and policy',
@@ -40,21 +41,10 @@ export class Retention extends Construct {
       environment,
     });
     this.functions = [plan, prune];
-    // The planner asks each planned deletion for its Object Lock retention (HeadObject returns it
-    // only with s3:GetObjectRetention), so a locked object is skipped, not attempted.
-    const readLock = TARGET_DELETE_ACTIONS.filter((a) => a === 's3:GetObjectRetention');
-    grantTargets(plan.role, props, [...TARGET_READ_ACTIONS, ...readLock], plan);
-    grantTargets(prune.role, props, [...TARGET_READ_ACTIONS, ...TARGET_DELETE_ACTIONS], prune);
-    // The delete-capable provider keys: this step's role alone may read them.
-    const deleteSecrets = [...(props.targetDeleteSecrets ?? new Map()).values()];
-    if (deleteSecrets.length > 0)
-      prune.role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'ReadDeleteCapableProviderKeys',
-          actions: [...SECRET_READ_ACTIONS],
-          resources: deleteSecrets.map((s) => s.secretArn),
-        }),
-      );
+    // The planner asks each planned deletion for its Object Lock retention, so a locked object is
+    // skipped, not attempted; the delete-capable provider keys go to the delete step alone.
+    props.targets.grantRead(plan, { objectLockState: true });
+    props.targets.grantDelete(prune);
 
     const alert = alertStep(
       this,
@@ -143,14 +133,14 @@ export class Retention extends Construct {
       .otherwise(new sfn.Succeed(this, 'Retention complete'));
 
     const start = new sfn.Pass(this, 'Load retention targets', {
-      parameters: { targets: props.config.targets.map((t) => t.name), 'input.$': '$' },
+      parameters: { targets: props.targets.names, 'input.$': '$' },
     });
     const anyTargets = new sfn.Choice(this, 'Any retention targets?')
       .when(sfn.Condition.isPresent('$.targets[0]'), perTarget.next(summarize).next(verdict))
       .otherwise(new sfn.Succeed(this, 'No targets to prune'));
 
     this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
-      stateMachineName: `${props.config.name}-retention`,
+      stateMachineName: props.stateMachineName,
       comment: "pgkeep: apply each target's retention policy, never dropping what a kept backup needs",
       definition: start.next(anyTargets),
       invokes: this.functions.map((f) => f.function),

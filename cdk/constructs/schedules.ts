@@ -8,11 +8,22 @@ import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { FORMAT_PREFIX } from '../../core/keys.ts';
-import type { DeployConfig } from '../config.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 
+/** What runs on a schedule. */
+export type ScheduleName =
+  | 'replication'
+  | 'replicationVerify'
+  | 'replicationReconcile'
+  | 'retention'
+  | 'verification'
+  | 'freshness';
+
 export interface PipelineSchedulesProps {
-  readonly config: DeployConfig;
+  /** IANA time zone the expressions are read in (`Europe/Berlin`). */
+  readonly timeZone: string;
+  /** EventBridge Scheduler expressions (`cron(…)`, `rate(…)`) by what they start. */
+  readonly expressions: Readonly<Record<ScheduleName, string>>;
   readonly bucket: s3.IBucket;
   readonly replication: sfn.IStateMachine;
   readonly retention: sfn.IStateMachine;
@@ -27,22 +38,12 @@ export interface PipelineSchedulesProps {
  */
 export class PipelineSchedules extends Construct {
   /** Capability -> its schedule, for tests and outputs. */
-  readonly schedules: Readonly<
-    Record<
-      | 'replication'
-      | 'replicationVerify'
-      | 'replicationReconcile'
-      | 'retention'
-      | 'verification'
-      | 'freshness',
-      scheduler.Schedule
-    >
-  >;
+  readonly schedules: Readonly<Record<ScheduleName, scheduler.Schedule>>;
 
   constructor(scope: Construct, id: string, props: PipelineSchedulesProps) {
     super(scope, id);
-    const { schedules } = props.config;
-    const timeZone = TimeZone.of(schedules.timeZone);
+    const schedules = props.expressions;
+    const timeZone = TimeZone.of(props.timeZone);
     const expression = (value: string) => scheduler.ScheduleExpression.expression(value, timeZone);
     // A missed run is replaced by the next one (every run is idempotent), so no dead-letter queue.
     const targetProps = { retryAttempts: 2, maxEventAge: Duration.hours(1) };

@@ -19,7 +19,10 @@ export const TRANSIENT_ERRORS = ['StorageUnavailableError', 'States.Timeout'];
 export interface LambdaStepOptions {
   /** Where the result goes. @default '$' (replaces the state) */
   readonly resultPath?: string;
-  /** The Lambda's input. @default the whole state */
+  /**
+   * The Lambda's input; `run` (the execution's name, the run id of the decision log) is added.
+   * @default the whole state
+   */
   readonly payload?: Record<string, unknown>;
   /** Slightly above the function's own timeout, so the function's error is what gets reported. */
   readonly timeout: Duration;
@@ -39,7 +42,9 @@ export function lambdaStep(
   const step = new tasks.LambdaInvoke(scope, name, {
     lambdaFunction: fn,
     payloadResponseOnly: true,
-    payload: options.payload ? sfn.TaskInput.fromObject(options.payload) : undefined,
+    payload: options.payload
+      ? sfn.TaskInput.fromObject({ ...options.payload, 'run.$': '$$.Execution.Name' })
+      : undefined,
     resultPath: options.resultPath,
     taskTimeout: sfn.Timeout.duration(options.timeout),
     retryOnServiceExceptions: true,

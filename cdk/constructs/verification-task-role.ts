@@ -11,7 +11,7 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
 import { clusterPrefix, verifyReportPrefix } from '../../core/keys.ts';
 import { AUTOMATION_IDENTITY_CONTEXT } from '../../core/verify-task.ts';
-import type { DeployConfig } from '../config.ts';
+import type { TargetConfig } from '../config.ts';
 import {
   BUCKET_LIST_ACTIONS,
   OBJECT_READ_ACTIONS,
@@ -23,9 +23,11 @@ import { acknowledgeWildcardResources } from '../nag.ts';
 import { verificationTaskRoleName, verificationTaskRolePath } from '../names.ts';
 
 export interface VerificationTaskRoleProps {
-  readonly config: DeployConfig;
+  /** The deployment's name, which the role's name starts with. */
+  readonly deploymentName: string;
   readonly bucket: s3.IBucket;
   readonly key: kms.IKey;
+  readonly targets: readonly TargetConfig[];
   readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
 }
 
@@ -34,8 +36,8 @@ export function verificationTaskRole(
   props: VerificationTaskRoleProps,
   clusterName: string,
 ): iam.Role {
-  const { config, bucket } = props;
-  const awsTargets = config.targets.filter((t) => t.type === 'aws-s3');
+  const { bucket } = props;
+  const awsTargets = props.targets.filter((t) => t.type === 'aws-s3');
   const secrets = [...props.targetSecrets.values()];
   const own = clusterPrefix(clusterName);
   const reports = verifyReportPrefix(clusterName);
@@ -95,7 +97,7 @@ export function verificationTaskRole(
     }),
   );
   const role = new iam.Role(scope, `TaskRole-${clusterName}`, {
-    roleName: verificationTaskRoleName(config.name, clusterName),
+    roleName: verificationTaskRoleName(props.deploymentName, clusterName),
     path: verificationTaskRolePath(),
     assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
     description: `pgkeep restore verification of cluster ${clusterName}: reads only its objects, may unseal the automation identity`,

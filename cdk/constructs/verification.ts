@@ -6,19 +6,17 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import type * as s3 from 'aws-cdk-lib/aws-s3';
-import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { VERIFY_REPORT_ROOT } from '../../core/keys.ts';
 import { VERIFY_TASK_ENV } from '../../core/verify-task.ts';
-import type { DeployConfig } from '../config.ts';
-import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS, TARGET_READ_ACTIONS } from '../iam-actions.ts';
+import type { VerificationConfig } from '../config.ts';
+import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledge, acknowledgeWildcardResources } from '../nag.ts';
 import { verificationTaskRoleArn } from '../names.ts';
 import { PipelineFunction } from './pipeline-function.ts';
-import { grantTargets, pipelineEnvironment } from './replication.ts';
+import type { PipelineTargets } from './pipeline-targets.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
 import { verificationTaskRole } from './verification-task-role.ts';
 
@@ -46,12 +44,14 @@ function taskDefinitionFamilyArn(taskDefinition: ecs.TaskDefinition): string {
 }
 
 export interface VerificationProps {
-  readonly config: DeployConfig;
-  readonly bucket: s3.IBucket;
+  /** The deployment's name: prefixes the state machine, task families and task roles. */
+  readonly deploymentName: string;
+  readonly clusterNames: readonly string[];
+  readonly settings: VerificationConfig;
+  /** Ingest and the targets: a run may restore from any target's copy. */
+  readonly targets: PipelineTargets;
   readonly key: kms.IKey;
   readonly alertTopic: sns.ITopic;
-  /** The S3-compatible targets' credentials: a run may restore from any target's copy. */
-  readonly targetSecrets: ReadonlyMap<string, secretsmanager.ISecret>;
 }
 
 /**
@@ -74,7 +74,8 @@ export class Verification extends Construct {
 
   constructor(scope: Construct, id: string, props: VerificationProps) {
     super(scope, id);
-    const { config, bucket } = props;
+    const { deploymentName, settings, targets } = props;
+    const { bucket } = targets;
 
     const flowLogs = new logs.LogGroup(this, 'FlowLogs', {
       retention: logs.RetentionDays.ONE_MONTH,
@@ -112,8 +113,21 @@ export class Verification extends Construct {
     });
 
     const taskRoles = new Map<string, iam.Role>();
-    for (const { name: clusterName } of config.clusters)
-      taskRoles.set(clusterName, verificationTaskRole(this, props, clusterName));
+    for (const clusterName of props.clusterNames)
+      taskRoles.set(
+        clusterName,
+        verificationTaskRole(
+          this,
+          {
+            deploymentName,
+            bucket,
+            key: props.key,
+            targets: targets.targets,
+            targetSecrets: targets.targetSecrets,
+          },
+          clusterName,
+        ),
+      );
     this.taskRoles = taskRoles;
 
     const containerLogs = new logs.LogGroup(this, 'TaskLogs', {
@@ -126,7 +140,7 @@ export class Verification extends Construct {
       description: 'pgkeep restore verification: the task definitions default role; every run overrides it',
     });
     const taskDefinitions = new Map<string, ecs.FargateTaskDefinition>();
-    for (const major of config.verification.postgresMajorVersions) {
+    for (const major of settings.postgresMajorVersions) {
       const image = new ecrAssets.DockerImageAsset(this, `ImagePg${major}`, {
         directory: REPO_ROOT,
         file: 'verify/Dockerfile',
@@ -139,10 +153,10 @@ export class Verification extends Construct {
       // One task definition per major for every cluster: the run's cluster picks the task role
       // (RunTask's TaskRoleArn override), so a deployment's size does not grow with task definitions.
       const taskDefinition = new ecs.FargateTaskDefinition(this, `TaskPg${major}`, {
-        family: `${config.name}-verify-pg${major}`,
-        cpu: config.verification.cpu,
-        memoryLimitMiB: config.verification.memoryMiB,
-        ephemeralStorageGiB: config.verification.ephemeralStorageGiB,
+        family: `${deploymentName}-verify-pg${major}`,
+        cpu: settings.cpu,
+        memoryLimitMiB: settings.memoryMiB,
+        ephemeralStorageGiB: settings.ephemeralStorageGiB,
         taskRole: baseTaskRole,
         runtimePlatform: {
           cpuArchitecture: ecs.CpuArchitecture.X86_64,
@@ -164,8 +178,7 @@ export class Verification extends Construct {
     this.taskDefinitions = taskDefinitions;
 
     // Picking a source reads each target's manifests; recording reads the report in ingest.
-    const targetsProps = { config, bucket, targetSecrets: props.targetSecrets };
-    const environment = pipelineEnvironment(targetsProps);
+    const environment = targets.environment();
     const pick = new PipelineFunction(this, 'PickBackup', {
       handler: 'verification/pick-backup',
       description: 'pgkeep verification: choose the backup and source to restore and where its report goes',
@@ -173,7 +186,7 @@ export class Verification extends Construct {
       memorySizeMiB: 512,
       environment: {
         ...environment,
-        PGKEEP_VERIFY_MAJOR_VERSIONS: JSON.stringify(config.verification.postgresMajorVersions),
+        PGKEEP_VERIFY_MAJOR_VERSIONS: JSON.stringify(settings.postgresMajorVersions),
       },
     });
     const record = new PipelineFunction(this, 'RecordResult', {
@@ -184,7 +197,7 @@ export class Verification extends Construct {
       environment,
     });
     this.functions = [pick, record];
-    grantTargets(pick.role, targetsProps, TARGET_READ_ACTIONS, pick);
+    targets.grantRead(pick);
     for (const fn of this.functions) {
       fn.role.addToPrincipalPolicy(
         new iam.PolicyStatement({
@@ -246,7 +259,7 @@ export class Verification extends Construct {
     const whichMajor = new sfn.Choice(this, 'Which PostgreSQL major version?');
     const ingestUrl = `s3://${bucket.bucketName}/?region=${Aws.REGION}`;
     const subnets = this.cluster.vpc.selectSubnets({ subnetType: ec2.SubnetType.PUBLIC }).subnetIds;
-    const roleArnPrefix = verificationTaskRoleArn(config.name, 'x').slice(0, -1);
+    const roleArnPrefix = verificationTaskRoleArn(deploymentName, 'x').slice(0, -1);
     for (const [major, taskDefinition] of taskDefinitions) {
       const environment = [
         [VERIFY_TASK_ENV.repository, '$.backup.repository'],
@@ -260,8 +273,8 @@ export class Verification extends Construct {
       for (const [name, value] of [
         [VERIFY_TASK_ENV.reportRepository, ingestUrl],
         [VERIFY_TASK_ENV.kmsKeyArn, props.key.keyArn],
-        [VERIFY_TASK_ENV.sealedIdentity, config.verification.sealedIdentity ?? ''],
-        [VERIFY_TASK_ENV.assertions, JSON.stringify(config.verification.assertions)],
+        [VERIFY_TASK_ENV.sealedIdentity, settings.sealedIdentity ?? ''],
+        [VERIFY_TASK_ENV.assertions, JSON.stringify(settings.assertions)],
       ] as const)
         environment.push({ Name: name, Value: value } as never);
       // RunTask (.sync) as raw JSON: CDK's EcsRunTask cannot override the task role, and the role is
@@ -314,7 +327,7 @@ export class Verification extends Construct {
     );
 
     this.stateMachine = pipelineStateMachine(this, 'StateMachine', {
-      stateMachineName: `${config.name}-verification`,
+      stateMachineName: `${deploymentName}-verification`,
       comment: 'pgkeep: restore a backup on Fargate, run the checks, record the outcome',
       definition: pickStep.next(whichMajor),
       timeout: Duration.hours(8),

@@ -16,13 +16,12 @@ import { archiveGapCount } from '../../core/freshness-state.ts';
 import { clusterPrefix } from '../../core/keys.ts';
 import type { TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
-import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
+import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { findNewWork, readCursors } from '../replication/cursors.ts';
 import { verificationSources } from '../verification/sources.ts';
 import { readFreshnessState, updateFreshnessState, writeFreshnessState } from './archive-state.ts';
@@ -135,9 +134,10 @@ export async function measureFreshness(
   return { metrics };
 }
 
-export async function handler(): Promise<FreshnessOutput> {
-  const { env, locations } = lambdaDefaults();
-  const result = await mapTransient(() => measureFreshness(env, locations, new Date(), readPolicies()));
-  publishMetrics(env.metricNamespace, result.metrics);
-  return result;
-}
+export const measureFreshnessTask = defineTask({
+  id: 'freshness/measure',
+  run: (_input, { env, locations, policies, now }) => measureFreshness(env, locations, now?.(), policies),
+  publish: (output, _input, env) => publishMetrics(env.metricNamespace, output.metrics),
+});
+
+export const handler = lambdaHandler(measureFreshnessTask);

@@ -30,12 +30,10 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   CopyIntegrityError,
@@ -46,13 +44,9 @@ import {
   SourceChangedError,
   TargetConflictError,
 } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { type ExpectedObject, verifyCopy } from '../lib/verify-copy.ts';
-import {
-  type CopyBatchInput,
-  CopyBatchInputSchema,
-  type CopyBatchOutput,
-  type LargeObject,
-} from './types.ts';
+import type { CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
 const MAX_FAILED_KEYS = 5;
@@ -181,6 +175,8 @@ export async function copyBatch(
       if (object.sizeBytes > tuning.largeObjectBytes) {
         const before = await verifyCopy(copy, expected);
         refuseReplacing(copy, before);
+        const decided = before.status === 'ok' ? 'skipped' : 'large copy planned';
+        logDecision(decided, { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
         if (before.status === 'ok') out.skipped += 1;
         else
           out.large.push({
@@ -192,6 +188,7 @@ export async function copyBatch(
         continue;
       }
       const result = await replicateObject(source, copy, expected, { partSizeBytes: tuning.copyPartBytes });
+      logDecision(result.action, { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
       if (result.action === 'skipped') out.skipped += 1;
       else {
         out.copied += 1;
@@ -203,6 +200,11 @@ export async function copyBatch(
         throw error;
       if (conflict) out.tampered += 1;
       out.failed += 1;
+      logDecision(conflict ? 'kept tampered copy' : 'copy failed its check', {
+        cluster: batch.cluster,
+        key: object.key,
+        reason: (error as Error).message,
+      });
       if (out.failedKeys.length < MAX_FAILED_KEYS) out.failedKeys.push(object.key);
       const time = object.lastModified.toISOString();
       if (out.oldestFailed === undefined || time < out.oldestFailed) out.oldestFailed = time;
@@ -212,9 +214,9 @@ export async function copyBatch(
   return { ...rest, cluster: batch.cluster, ...(oldestFailed ? { oldestFailed } : {}) };
 }
 
-export async function handler(input: CopyBatchInput): Promise<CopyBatchOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    copyBatch(parseInput(CopyBatchInputSchema, input, 'replication/copy-batch'), env, locations),
-  );
-}
+export const copyBatchTask = defineTask({
+  id: 'replication/copy-batch',
+  run: (input, { env, locations }) => copyBatch(input, env, locations),
+});
+
+export const handler = lambdaHandler(copyBatchTask);

@@ -14,10 +14,9 @@
  * Every input and output is small JSON: the copy state, part numbers, part ETags.
  */
 
-import { mapTransient } from '../../storage/failure.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
+import { clusterOfKey } from '../../core/keys.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import {
   abortCopy,
@@ -31,8 +30,9 @@ import {
   partNumberBatches,
   startCopy,
 } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { verifyCopy } from '../lib/verify-copy.ts';
-import { type CopyLargeInput, CopyLargeInputSchema } from './types.ts';
+import type { CopyLargeInput } from './types.ts';
 
 /** Parts per large copy at most: keeps every part's ETag within a Step Functions payload (~70 bytes each). */
 export const MAX_LARGE_COPY_PARTS = 1000;
@@ -80,6 +80,12 @@ export async function copyLarge(
         throw new CopyIntegrityError(
           `large copy of ${input.object.key} at ${target.name} failed its check (${JSON.stringify(check)}); copies are never replaced, so later runs report it as a conflict: delete it at ${target.name} to have it copied again`,
         );
+      logDecision('copied', {
+        cluster: clusterOfKey(input.object.key),
+        key: input.object.key,
+        sizeBytes: input.object.sizeBytes,
+        verifiedBy: check.method,
+      });
       return { copied: 1, bytes: input.object.sizeBytes, verifiedBy: check.method };
     }
     case 'abort':
@@ -88,9 +94,9 @@ export async function copyLarge(
   }
 }
 
-export async function handler(input: CopyLargeInput): Promise<CopyLargeOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    copyLarge(parseInput(CopyLargeInputSchema, input, 'replication/copy-large'), env, locations),
-  );
-}
+export const copyLargeTask = defineTask({
+  id: 'replication/copy-large',
+  run: (input, { env, locations }) => copyLarge(input, env, locations),
+});
+
+export const handler = lambdaHandler(copyLargeTask);

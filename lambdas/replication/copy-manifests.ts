@@ -9,19 +9,18 @@
  * It also adds up what the round's batches did into the target's summary (the execution output).
  */
 
+import { clusterOfKey } from '../../core/keys.ts';
 import type { TargetCursors } from '../../core/replication-cursor.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { commitCursors } from './cursors.ts';
 import {
   type CopyManifestsInput,
-  CopyManifestsInputSchema,
   type CopyManifestsOutput,
   EMPTY_SUMMARY,
   type TargetSummary,
@@ -86,7 +85,7 @@ function dirtyClusters(input: CopyManifestsInput, waiting: readonly { key: strin
   const dirty = new Set<string>();
   for (const { batch } of input.batches ?? [])
     if (batch.failed > 0 && batch.cluster) dirty.add(batch.cluster);
-  for (const { key } of waiting) dirty.add(key.split('/')[1] as string);
+  for (const { key } of waiting) dirty.add(clusterOfKey(key) as string);
   return dirty;
 }
 
@@ -111,6 +110,7 @@ export async function copyManifests(
     const read = await readManifestOrReject(ingest.storage, key);
     if (!isStoredManifest(read)) {
       rejected.push(read);
+      logDecision('manifest rejected', { cluster: clusterOfKey(key), key, reason: read.reason });
       continue;
     }
     const { manifest, bytes, sha256 } = read;
@@ -121,6 +121,7 @@ export async function copyManifests(
     }
     if (missingObjects > 0) {
       waiting.push({ key, missingObjects });
+      logDecision('manifest waits', { cluster: clusterOfKey(key), key, missingObjects });
       continue;
     }
     const result = await replicateObject(objectIn(ingest.storage, key), objectIn(target.storage, key), {
@@ -129,6 +130,7 @@ export async function copyManifests(
     });
     if (result.action === 'copied') copied += 1;
     else skipped += 1;
+    logDecision(`manifest ${result.action}`, { cluster: clusterOfKey(key), key });
   }
 
   const cursors = proposed ?? input.cursors;
@@ -146,13 +148,13 @@ export async function copyManifests(
   };
 }
 
-export async function handler(input: CopyManifestsInput): Promise<CopyManifestsOutput> {
-  const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    copyManifests(parseInput(CopyManifestsInputSchema, input, 'replication/copy-manifests'), env, locations),
-  );
+export const copyManifestsTask = defineTask({
+  id: 'replication/copy-manifests',
+  run: (input, { env, locations }) => copyManifests(input, env, locations),
   // The summary is a running total over the execution's rounds: a later round publishes it again,
   // which the alarm (any violation at all) does not mind.
-  publishMetrics(env.metricNamespace, trustViolationMetrics('replication', output.summary.trustViolations));
-  return output;
-}
+  publish: (output, _input, env) =>
+    publishMetrics(env.metricNamespace, trustViolationMetrics('replication', output.summary.trustViolations)),
+});
+
+export const handler = lambdaHandler(copyManifestsTask);

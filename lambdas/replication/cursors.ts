@@ -30,6 +30,7 @@ import {
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { ObjectNotFoundError } from '../../storage/storage.ts';
 import { type Location, listFrom } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 
 async function readJson(location: Location, key: string): Promise<string | undefined> {
   try {
@@ -84,7 +85,11 @@ export async function commitCursors(
       replicationCursorKey(target),
       Readable.from([JSON.stringify({ ...current, clusters })]),
     );
+    for (const cluster of changed) logDecision('cursor advanced', { cluster, target });
   }
+  for (const cluster of dirty)
+    if (next.clusters[cluster])
+      logDecision('cursor kept', { cluster, target, reason: 'an object failed or a manifest waits' });
   if (typeof proposed === 'string') await ingest.storage.delete(proposed);
 }
 

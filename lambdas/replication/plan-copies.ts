@@ -17,7 +17,7 @@
  * are done (here or by "Copy and verify manifests").
  */
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { backupIdOfManifestKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
+import { backupIdOfManifestKey, clusterOfKey, clusterPrefix, parseWalKey } from '../../core/keys.ts';
 import {
   advanceStream,
   type ClusterCursor,
@@ -25,23 +25,17 @@ import {
   type TargetCursors,
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { keysPolicyDrops, readPolicies } from '../lib/backups.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
+import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { copyBatch } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
 import { findNewWork, type NewObject, readCursors, writePending } from './cursors.ts';
-import {
-  type CopyBatch,
-  type PlanCopiesInput,
-  PlanCopiesInputSchema,
-  type PlanCopiesOutput,
-} from './types.ts';
+import type { CopyBatch, PlanCopiesInput, PlanCopiesOutput } from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -242,6 +236,19 @@ function clustersOfRun(env: PipelineEnv, input: PlanCopiesInput, reconcile: bool
   return env.clusters.filter((c) => c === cluster);
 }
 
+/** The "planned copies" decision of one cluster: what its batches and manifests hold. */
+function logPlanned(plan: Plan, cluster: string, mode: string): void {
+  const batches = plan.batches.filter((b) => b.cluster === cluster);
+  logDecision('planned copies', {
+    cluster,
+    mode,
+    objects: batches.reduce((n, b) => n + b.count, 0),
+    batches: batches.length,
+    manifests: plan.manifestKeys.filter((k) => clusterOfKey(k) === cluster).length,
+    more: plan.more,
+  });
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
@@ -267,7 +274,9 @@ export async function planCopies(
   };
   const staleUploads = { aborted: 0, errors: [] as string[] };
   const capacity = env.maxBatchesPerRun * env.batchSize;
+  const planned: string[] = [];
   for (const cluster of clustersOfRun(env, input, reconcile)) {
+    planned.push(cluster);
     const cursor = cursors.clusters[cluster];
     if (reconcile || !cursor) {
       // Orphaned uploads are old by definition: looking for them daily is soon enough.
@@ -299,6 +308,8 @@ export async function planCopies(
     }
     if (plan.more) break;
   }
+  for (const cluster of planned)
+    logPlanned(plan, cluster, verify ? 'verify' : reconcile ? 'reconcile' : 'cursor');
   const base = {
     target: input.target,
     objectCount: plan.objectCount,
@@ -345,21 +356,17 @@ export async function planCopies(
   return { ...base, batches: plan.batches, manifestKeys: plan.manifestKeys, done: false, pendingCursors };
 }
 
-export async function handler(input: PlanCopiesInput): Promise<PlanCopiesOutput> {
-  const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    planCopies(
-      parseInput(PlanCopiesInputSchema, input, 'replication/plan-copies'),
-      env,
-      locations,
-      readPolicies(),
-    ),
-  );
+export const planCopiesTask = defineTask({
+  id: 'replication/plan-copies',
+  run: (input, { env, locations, policies, now }) => planCopies(input, env, locations, policies, now?.()),
   // As "Copy and verify manifests" does when it runs as its own step.
-  if (output.manifests)
-    publishMetrics(
-      env.metricNamespace,
-      trustViolationMetrics('replication', output.manifests.summary.trustViolations),
-    );
-  return output;
-}
+  publish: (output, _input, env) => {
+    if (output.manifests)
+      publishMetrics(
+        env.metricNamespace,
+        trustViolationMetrics('replication', output.manifests.summary.trustViolations),
+      );
+  },
+});
+
+export const handler = lambdaHandler(planCopiesTask);

@@ -4,13 +4,12 @@
  * planner's order matters: a manifest goes before its objects).
  */
 import { clusterPrefix } from '../../core/keys.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { assertObjectKey } from '../../storage/object-keys.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
-import { type DeleteBatchInput, DeleteBatchInputSchema, type DeleteBatchOutput } from './types.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
+import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
 
 /**
  * S3 refuses to delete a locked object version with 403 AccessDenied and a message naming Object
@@ -50,17 +49,19 @@ export async function deleteBatch(
     try {
       await target.storage.delete(key);
       deleted += 1;
+      logDecision('deleted', { cluster, key });
     } catch (error) {
       if (!isObjectLockRefusal(error)) throw error;
       locked.push(key);
+      logDecision('kept locked object', { cluster, key, reason: 'Object Lock refused the delete' });
     }
   }
   return { deleted, locked };
 }
 
-export async function handler(input: DeleteBatchInput): Promise<DeleteBatchOutput> {
-  const { env, locations } = lambdaDefaults();
-  return mapTransient(() =>
-    deleteBatch(parseInput(DeleteBatchInputSchema, input, 'retention/delete-batch'), env, locations),
-  );
-}
+export const deleteBatchTask = defineTask({
+  id: 'retention/delete-batch',
+  run: (input, { env, locations }) => deleteBatch(input, env, locations),
+});
+
+export const handler = lambdaHandler(deleteBatchTask);

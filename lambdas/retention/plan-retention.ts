@@ -16,20 +16,14 @@
  */
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { planRetention, type RetentionPolicy } from '../../core/retention-planner.ts';
-import { mapTransient } from '../../storage/failure.ts';
-import { clusterBackups, readPolicies } from '../lib/backups.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
+import { clusterBackups } from '../lib/backups.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
-import {
-  type DeleteBatch,
-  type PlanRetentionInput,
-  PlanRetentionInputSchema,
-  type PlanRetentionOutput,
-} from './types.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
+import type { DeleteBatch, PlanRetentionInput, PlanRetentionOutput } from './types.ts';
 
 /** Keys per "Delete expired batch" and per run: what fits a Step Functions payload with room to spare. */
 export const DELETE_BATCH_SIZE = 250;
@@ -97,6 +91,23 @@ export async function planTargetRetention(
     for (const d of first.deletions) if (await lockOf(target, d.key, now)) lockedKeys.push(d.key);
     const plan =
       lockedKeys.length === 0 ? first : planRetention({ backups, walFiles, policy, now, lockedKeys });
+    // One line per backup: kept (by which rules), deleted or left locked, and why.
+    for (const b of plan.backups)
+      logDecision(`backup ${b.action === 'keep' ? 'kept' : b.action === 'delete' ? 'deleted' : 'locked'}`, {
+        cluster,
+        backupId: b.backupId,
+        kind: b.kind,
+        keptBy: b.keptBy.join(',') || undefined,
+        reason: b.reason,
+        dryRun,
+      });
+    logDecision('wal planned', {
+      cluster,
+      kept: plan.wal.keptCount,
+      deleted: plan.wal.deletedCount,
+      keepFrom: plan.wal.keepFrom?.walFileName,
+      reason: plan.wal.keepAllReason,
+    });
     deletions.push(...plan.deletions.map((d) => ({ cluster, key: d.key, reason: d.reason })));
     locked.push(...plan.locked.map((l) => ({ key: l.key, reason: l.reason })));
     warnings.push(...plan.warnings.map((w) => `${cluster}: ${w}`));
@@ -128,16 +139,12 @@ export async function planTargetRetention(
   };
 }
 
-export async function handler(input: PlanRetentionInput): Promise<PlanRetentionOutput> {
-  const { env, locations } = lambdaDefaults();
-  const output = await mapTransient(() =>
-    planTargetRetention(
-      parseInput(PlanRetentionInputSchema, input, 'retention/plan-retention'),
-      env,
-      locations,
-      readPolicies(),
-    ),
-  );
-  publishMetrics(env.metricNamespace, trustViolationMetrics('retention', output.rejected.count));
-  return output;
-}
+export const planRetentionTask = defineTask({
+  id: 'retention/plan-retention',
+  run: (input, { env, locations, policies, now, lockOf }) =>
+    planTargetRetention(input, env, locations, policies, now?.(), lockOf),
+  publish: (output, _input, env) =>
+    publishMetrics(env.metricNamespace, trustViolationMetrics('retention', output.rejected.count)),
+});
+
+export const handler = lambdaHandler(planRetentionTask);

@@ -7,13 +7,12 @@
  */
 
 import { backupIdOfManifestKey, manifestKey, manifestsPrefix, verifyReportKey } from '../../core/keys.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import { readManifest } from '../../storage/manifests.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { Location, LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
 import {
   INGEST_SOURCE,
   lastRunBySource,
@@ -21,7 +20,7 @@ import {
   type VerificationSource,
   verificationSources,
 } from './sources.ts';
-import { type PickBackupInput, PickBackupInputSchema, type PickedBackup } from './types.ts';
+import type { PickBackupInput, PickedBackup } from './types.ts';
 
 /** Nothing to verify: no manifest in ingest for the cluster(s). */
 export class NoBackupToVerifyError extends Error {
@@ -109,6 +108,7 @@ export async function pickBackup(
       .toISOString()
       .replace(/[-:]/g, '')
       .replace(/\.\d{3}Z$/, 'Z')}-${backupId}`;
+    logDecision('picked backup to verify', { cluster: chosen.cluster, backupId, source: source.name, runId });
     return {
       cluster: chosen.cluster,
       backupId,
@@ -128,12 +128,10 @@ export async function pickBackup(
   );
 }
 
-export async function handler(input: PickBackupInput): Promise<PickedBackup> {
-  const { env, locations } = lambdaDefaults();
-  const { cluster, backupId, source } = parseInput(
-    PickBackupInputSchema,
-    input ?? {},
-    'verification/pick-backup',
-  );
-  return mapTransient(() => pickBackup({ cluster, backupId, source }, env, locations));
-}
+export const pickBackupTask = defineTask({
+  id: 'verification/pick-backup',
+  run: ({ cluster, backupId, source }, { env, locations, now }) =>
+    pickBackup({ cluster, backupId, source }, env, locations, now?.()),
+});
+
+export const handler = lambdaHandler(pickBackupTask);

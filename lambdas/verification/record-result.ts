@@ -5,13 +5,11 @@
  */
 import { text } from 'node:stream/consumers';
 import { parseVerifyReport } from '../../core/verify-report.ts';
-import { mapTransient } from '../../storage/failure.ts';
-import { lambdaDefaults } from '../lib/defaults.ts';
-import { parseInput } from '../lib/input.ts';
 import type { LocationFactory } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
-import type { PipelineEnv } from '../lib/pipeline-env.ts';
-import { type RecordResultInput, RecordResultInputSchema, type RecordResultOutput } from './types.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
+import type { RecordResultInput, RecordResultOutput } from './types.ts';
 
 const MAX_SUMMARY = 500;
 
@@ -82,10 +80,20 @@ export function verificationMetrics(result: RecordResultOutput, cluster: string 
   return metrics;
 }
 
-export async function handler(input: RecordResultInput): Promise<RecordResultOutput> {
-  const { env, locations }: { env: PipelineEnv; locations: LocationFactory } = lambdaDefaults();
-  const parsed = parseInput(RecordResultInputSchema, input, 'verification/record-result');
-  const result = await mapTransient(() => recordResult(parsed, locations));
-  publishMetrics(env.metricNamespace, verificationMetrics(result, parsed.backup?.cluster));
-  return result;
-}
+export const recordResultTask = defineTask({
+  id: 'verification/record-result',
+  run: async (input, { locations }) => {
+    const result = await recordResult(input, locations);
+    logDecision(result.passed ? 'verification passed' : 'verification failed', {
+      cluster: input.backup?.cluster,
+      backupId: input.backup?.backupId,
+      source: input.backup?.source,
+      summary: result.summary,
+    });
+    return result;
+  },
+  publish: (output, input, env) =>
+    publishMetrics(env.metricNamespace, verificationMetrics(output, input.backup?.cluster)),
+});
+
+export const handler = lambdaHandler(recordResultTask);

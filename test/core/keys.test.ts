@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   backupIdOfManifestKey,
   backupIdTime,
+  clusterOfKey,
   decodeDatabaseName,
   encodeDatabaseName,
   globalsKey,
@@ -48,5 +49,14 @@ describe('key layout', () => {
   it('rejects cluster names that would break the layout', () => {
     expect(() => manifestKey('Main', 'x')).toThrow(/invalid cluster name "Main"/);
     expect(() => manifestKey('a/b', 'x')).toThrow(/invalid cluster name/);
+  });
+});
+
+describe('clusterOfKey', () => {
+  it('names the cluster of a key under v1/<cluster>/ and nothing for any other key', () => {
+    expect(clusterOfKey(manifestKey('main', '20251101T000000Z-0001'))).toBe('main');
+    expect(clusterOfKey('v1/acme/wal/000000010000000000000001-ab.zst.age')).toBe('acme');
+    expect(clusterOfKey('verify/main/report.json')).toBeUndefined();
+    expect(clusterOfKey('v1/')).toBeUndefined();
   });
 });

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { buffer, text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logicalDumpKey, manifestKey, verifyReportKey, walKey } from '../../core/keys.ts';
-import { type Manifest, serializeManifest } from '../../core/manifest.ts';
+import { serializeManifest } from '../../core/manifest.ts';
 import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
@@ -18,6 +18,7 @@ import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
 import { recordResult } from '../../lambdas/verification/record-result.ts';
 import {
   replicationBindings as localReplicationBindings,
+  providerTarget,
   retentionBindings,
 } from '../support/local-pipeline.ts';
 import { S3RVER_CREDENTIALS, type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
@@ -28,6 +29,7 @@ import {
   synthPipeline,
   type TaskBindings,
 } from '../support/state-machines.ts';
+import { manifestOf } from '../support/test-manifests.ts';
 
 const CLUSTER = 'main';
 const MIB = 1024 * 1024;
@@ -47,16 +49,7 @@ beforeAll(async () => {
   synth = synthPipeline();
   const targets: RuntimeTarget[] = [
     { name: 'dr-aws', type: 'aws-s3', bucket: 'dr', region: 'us-east-1', prefix: 'copies/' },
-    {
-      name: 'b2',
-      type: 's3-compatible',
-      endpoint: provider.endpoint,
-      bucket: 'offsite',
-      region: 'us-east-1',
-      forcePathStyle: true,
-      prefix: '',
-      credentialsSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/targets/b2-AbCdEf',
-    },
+    providerTarget(provider.endpoint),
   ];
   env = {
     ingestBucket: 'ingest',
@@ -113,31 +106,14 @@ async function writeLogicalBackup(
   const ingest = await locations.ingest();
   const key = logicalDumpKey(CLUSTER, 'shop', backupId);
   await put(ingest, key, dump);
-  const manifest: Manifest = {
-    format: 'pgkeep.manifest.v1',
+  const manifest = manifestOf(
+    CLUSTER,
     backupId,
-    cluster: CLUSTER,
-    kind: 'logical',
-    pgVersionNum,
-    systemIdentifier: '7300000000000000001',
-    startTime: stopTime,
     stopTime,
-    objects: [
-      {
-        key,
-        role: 'dump',
-        database: 'shop',
-        sizeBytes: dump.length,
-        sha256: sha256(dump),
-        plaintextSizeBytes: dump.length,
-        plaintextSha256: sha256(dump),
-        codec: 'zstd',
-        encryption: 'age-v1',
-      },
-    ],
-    recipientFingerprints: ['0123456789abcdef'],
-    agentVersion: '0.1.0',
-  };
+    [{ key, role: 'dump', body: dump }],
+    undefined,
+    pgVersionNum,
+  );
   await put(ingest, manifestKey(CLUSTER, backupId), serializeManifest(manifest));
 }
 

@@ -18,7 +18,7 @@ import {
   verifyReportKey,
   walKey,
 } from '../../core/keys.ts';
-import { type Manifest, serializeManifest } from '../../core/manifest.ts';
+import { serializeManifest } from '../../core/manifest.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
@@ -33,6 +33,7 @@ import {
   type SynthesizedPipeline,
   synthPipeline,
 } from '../support/state-machines.ts';
+import { manifestOf } from '../support/test-manifests.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
 let ingestServer: S3Server;
@@ -88,39 +89,6 @@ async function keysAt(location: Location, prefix: string): Promise<string[]> {
 }
 
 const bytesAt = async (location: Location, key: string) => buffer(await location.storage.get(key));
-
-function manifestOf(
-  cluster: string,
-  backupId: string,
-  stopTime: string,
-  objects: { key: string; role: 'dump' | 'base'; body: Buffer }[],
-  base?: { startWalFile: string; stopWalFile: string },
-): Manifest {
-  return {
-    format: 'pgkeep.manifest.v1',
-    backupId,
-    cluster,
-    kind: base ? 'base' : 'logical',
-    pgVersionNum: 170004,
-    systemIdentifier: '7300000000000000001',
-    startTime: stopTime,
-    stopTime,
-    ...(base ? { timeline: 1, ...base } : {}),
-    objects: objects.map((o) => ({
-      key: o.key,
-      role: o.role,
-      ...(o.role === 'dump' ? { database: 'shop' } : {}),
-      sizeBytes: o.body.length,
-      sha256: sha256(o.body),
-      plaintextSizeBytes: o.body.length,
-      plaintextSha256: sha256(o.body),
-      codec: 'zstd',
-      encryption: 'age-v1',
-    })),
-    recipientFingerprints: ['0123456789abcdef'],
-    agentVersion: '0.1.0',
-  };
-}
 
 /** A logical backup of database "shop" as the agent writes it: the dump, then the manifest; stored at `at`. */
 async function logicalBackup(cluster: string, backupId: string, at: Date): Promise<string[]> {

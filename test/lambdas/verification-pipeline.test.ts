@@ -15,12 +15,11 @@ import { measureFreshness } from '../../lambdas/freshness/measure.ts';
 import { awsLocations, type Location, type LocationFactory } from '../../lambdas/lib/locations.ts';
 import { METRICS } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
-import { pickBackup } from '../../lambdas/verification/pick-backup.ts';
-import { recordResult } from '../../lambdas/verification/record-result.ts';
 import { copyRepository, flipByte, leftovers } from '../agent/verify/verify-support.ts';
 import { referenceKeyPairs } from '../support/age-keys.ts';
 import { type AwsJsonServer, startLocalSecretsManager } from '../support/aws-json-server.ts';
 import { type LocalKms, localKms } from '../support/local-kms.ts';
+import { localTasks } from '../support/local-pipeline.ts';
 import { startLocalStepFunctions } from '../support/local-step-functions.ts';
 import { PG_BIN, type PgCluster, startCluster } from '../support/pg-cluster.ts';
 import { runPgkeep } from '../support/pgkeep-cli.ts';
@@ -207,10 +206,7 @@ function bindings(alerts: unknown[]): TaskBindings {
     name.startsWith('Restore on PostgreSQL'),
   )!;
   return {
-    lambdas: {
-      'verification/pick-backup': (input) => pickBackup(input as never, env, locations),
-      'verification/record-result': (input) => recordResult(input as never, locations),
-    },
+    lambdas: localTasks('verification', { env, locations, policies: {} }),
     states: { [restore]: runTask, 'Alert verification failure': (input) => alerts.push(input) },
   };
 }

@@ -6,14 +6,31 @@
  */
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { LocationFactory } from '../../lambdas/lib/locations.ts';
-import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
-import { copyBatch } from '../../lambdas/replication/copy-batch.ts';
-import { copyLarge } from '../../lambdas/replication/copy-large.ts';
-import { copyManifests } from '../../lambdas/replication/copy-manifests.ts';
-import { planCopies } from '../../lambdas/replication/plan-copies.ts';
-import { deleteBatch } from '../../lambdas/retention/delete-batch.ts';
-import { planTargetRetention } from '../../lambdas/retention/plan-retention.ts';
-import type { TaskBindings } from './state-machines.ts';
+import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
+import { invokeTask, type TaskDeps } from '../../lambdas/lib/task.ts';
+import { HANDLER_IDS, type HandlerId } from '../../lambdas/registry.ts';
+import { TASKS } from '../../lambdas/tasks.ts';
+import type { LocalHandler, TaskBindings } from './state-machines.ts';
+
+/**
+ * The registered task `id` run as the deployed handler runs it (its input parsed), with `deps`.
+ * The decision log is dropped unless `deps.logWrite` takes it: test output stays readable.
+ */
+export function localTask(id: HandlerId, deps: TaskDeps): LocalHandler {
+  const task = TASKS[id];
+  const quiet: TaskDeps = { logWrite: () => {}, ...deps };
+  return (input) => invokeTask(task as Parameters<typeof invokeTask>[0], input, quiet);
+}
+
+/** Every registered task of one state machine (`replication/…`), bound with `deps`. */
+export function localTasks(
+  capability: 'replication' | 'retention' | 'verification',
+  deps: TaskDeps,
+): Partial<Record<HandlerId, LocalHandler>> {
+  return Object.fromEntries(
+    HANDLER_IDS.filter((id) => id.startsWith(`${capability}/`)).map((id) => [id, localTask(id, deps)]),
+  );
+}
 
 /**
  * The replication machine's tasks; SNS alerts are collected in `alerts`. `policies` are the
@@ -24,14 +41,11 @@ export function replicationBindings(
   locations: LocationFactory,
   alerts: unknown[],
   policies: Record<string, RetentionPolicy> = {},
+  options: { readonly logWrite?: TaskDeps['logWrite'] } = {},
 ): TaskBindings {
+  const { logWrite } = options;
   return {
-    lambdas: {
-      'replication/plan-copies': (input) => planCopies(input as never, env, locations, policies),
-      'replication/copy-batch': (input) => copyBatch(input as never, env, locations),
-      'replication/copy-manifests': (input) => copyManifests(input as never, env, locations),
-      'replication/copy-large': (input) => copyLarge(input as never, env, locations),
-    },
+    lambdas: localTasks('replication', { env, locations, policies, ...(logWrite ? { logWrite } : {}) }),
     states: { 'Alert replication failure': (input) => alerts.push(input) },
   };
 }
@@ -39,9 +53,11 @@ export function replicationBindings(
 export interface RetentionBindingOptions {
   readonly now?: Date;
   /** Stands in for Object Lock where the local server has none. */
-  readonly lockOf?: Parameters<typeof planTargetRetention>[5];
+  readonly lockOf?: TaskDeps['lockOf'];
   /** Sees every delete batch before it runs. */
   readonly onDelete?: (input: unknown) => void;
+  /** Where the decision log goes. @default stdout */
+  readonly logWrite?: TaskDeps['logWrite'];
 }
 
 /** The retention machine's tasks with `policies` by target name; SNS alerts are collected in `alerts`. */
@@ -52,23 +68,45 @@ export function retentionBindings(
   alerts: unknown[],
   options: RetentionBindingOptions = {},
 ): TaskBindings {
+  const { now, lockOf, onDelete, logWrite } = options;
+  const deps: TaskDeps = {
+    env,
+    locations,
+    policies,
+    ...(now ? { now: () => now } : {}),
+    ...(lockOf ? { lockOf } : {}),
+    ...(logWrite ? { logWrite } : {}),
+  };
+  const deleteBatch = localTask('retention/delete-batch', deps);
   return {
     lambdas: {
-      'retention/plan-retention': (input) =>
-        planTargetRetention(
-          input as never,
-          env,
-          locations,
-          policies,
-          options.now ?? new Date(),
-          options.lockOf,
-        ),
+      ...localTasks('retention', deps),
       'retention/delete-batch': (input) => {
-        options.onDelete?.(input);
-        return deleteBatch(input as never, env, locations);
+        onDelete?.(input);
+        return deleteBatch(input);
       },
     },
     states: { 'Alert retention failure': (input) => alerts.push(input) },
+  };
+}
+
+/**
+ * The example config's S3-compatible target "b2" on a local server (bucket `offsite`), its key in a
+ * Secrets Manager secret as in a deployment: the production location factory reads it.
+ */
+export function providerTarget(
+  endpoint: string,
+  credentialsSecretArn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:pgkeep/targets/b2-AbCdEf',
+): RuntimeTarget {
+  return {
+    name: 'b2',
+    type: 's3-compatible',
+    endpoint,
+    bucket: 'offsite',
+    region: 'us-east-1',
+    forcePathStyle: true,
+    prefix: '',
+    credentialsSecretArn,
   };
 }
 

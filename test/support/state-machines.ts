@@ -12,6 +12,7 @@
  *   const run = await runStateMachine(machine, { lambdas: { 'replication/plan-copies': plan, ... },
  *     states: { 'Alert replication failure': alert } }, {});
  */
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,6 +22,7 @@ import { StateMachine } from 'aws-local-stepfunctions';
 import { DEFAULT_DEPLOY_CONFIG_PATH, type DeployConfig, parseDeployConfig } from '../../cdk/config.ts';
 import { HANDLER_TAG } from '../../cdk/constructs/pipeline-function.ts';
 import { addPgkeepStacks, type PgkeepStacks } from '../../cdk/pgkeep-app.ts';
+import type { HandlerId } from '../../lambdas/registry.ts';
 
 export const FAKE_ACCOUNT = '123456789012';
 export const FAKE_REGION = 'us-east-1';
@@ -42,7 +44,7 @@ export interface SynthesizedStateMachine {
   readonly logicalId: string;
   readonly definition: AslDefinition;
   /** Lambda ARN in the definition -> handler id (`replication/copy-batch`). */
-  readonly handlerOfArn: ReadonlyMap<string, string>;
+  readonly handlerOfArn: ReadonlyMap<string, HandlerId>;
 }
 
 export interface AslState {
@@ -174,12 +176,12 @@ function stateMachineFromTemplate(
   const definition = JSON.parse(
     resolveIntrinsics(template, resource.Properties?.DefinitionString as Json),
   ) as AslDefinition;
-  const handlerOfArn = new Map<string, string>();
+  const handlerOfArn = new Map<string, HandlerId>();
   for (const [id, r] of Object.entries(template.Resources)) {
     if (r.Type !== 'AWS::Lambda::Function') continue;
     const tags = (r.Properties?.Tags ?? []) as { Key: string; Value: string }[];
     const handler = tags.find((t) => t.Key === HANDLER_TAG)?.Value;
-    if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler);
+    if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler as HandlerId);
   }
   return { capability, logicalId, definition, handlerOfArn };
 }
@@ -198,7 +200,7 @@ export type LocalHandler = (input: unknown) => unknown;
 
 export interface TaskBindings {
   /** Handler id (`replication/copy-batch`) -> the function to run for every Task invoking it. */
-  readonly lambdas?: Readonly<Record<string, LocalHandler>>;
+  readonly lambdas?: Readonly<Partial<Record<HandlerId, LocalHandler>>>;
   /** State name -> function, for non-Lambda tasks (ECS RunTask, SNS Publish) or to override one state. */
   readonly states?: Readonly<Record<string, LocalHandler>>;
 }
@@ -233,6 +235,8 @@ export function loadStateMachine(machine: SynthesizedStateMachine): StateMachine
 }
 
 export interface Execution {
+  /** The execution's name (`$$.Execution.Name`): the run id of the decision log. */
+  readonly name: string;
   readonly output: unknown;
   /** Names of the states entered, in order (from the execution's event log). */
   readonly statesEntered: string[];
@@ -263,8 +267,15 @@ export async function runStateMachine(
   const retryIntervalOverrides: Record<string, number> = {};
   for (const [name, state] of allStates(machine.definition))
     if (state.Retry) retryIntervalOverrides[name] = 0;
+  const name = `local-${randomUUID()}`;
   const execution = stateMachine.run(input as never, {
     overrides: { taskResourceLocalHandlers: localTaskHandlers(machine, bindings), retryIntervalOverrides },
+    context: {
+      Execution: {
+        Id: `arn:aws:states:${FAKE_REGION}:${FAKE_ACCOUNT}:execution:${machine.logicalId}:${name}`,
+        Name: name,
+      },
+    },
   });
   const statesEntered: string[] = [];
   const collecting = (async () => {
@@ -276,7 +287,7 @@ export async function runStateMachine(
   try {
     const output = await execution.result;
     await collecting;
-    return { output, statesEntered };
+    return { name, output, statesEntered };
   } catch (error) {
     await collecting.catch(() => {});
     const cause = (error as { cause?: { name?: string; message?: string } }).cause;

@@ -106,6 +106,24 @@ describe('backup.parallelism 2', () => {
     expect(await filesUnder(repo)).toEqual([]);
   });
 
+  it('fails when the globals dump fails, naming it, and writes no manifest', async () => {
+    // A real fault: a role that may dump its database but not read pg_authid, which
+    // pg_dumpall --globals-only needs.
+    await pg.sql('create role dumper login');
+    await pg.sql('grant select on t to dumper', 'big');
+    const repo = join(work, 'repo-globals');
+    await mkdir(repo);
+    try {
+      const result = await runPgkeep(['backup', '--db', 'big'], envFor(repo, { PGUSER: 'dumper' }));
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toMatch(/pg_dumpall.*permission denied for table pg_authid/s);
+      expect((await filesUnder(repo)).filter((f) => f.includes('/manifests/'))).toEqual([]);
+    } finally {
+      await pg.sql('revoke select on t from dumper', 'big');
+      await pg.sql('drop role dumper');
+    }
+  });
+
   it('refuses a parallelism below 1, naming the variable', async () => {
     const repo = join(work, 'repo-bad');
     await mkdir(repo);
