@@ -143,5 +143,8 @@ export const BUCKET_LIST_ACTIONS = ['s3:ListBucket'] as const;
 /** Replication reads, writes and drops its cursors under pipeline/replication/ in ingest. */
 export const CURSOR_ACTIONS = ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] as const;
 
+/** The freshness function's state objects in ingest: read and rewritten, never deleted. */
+export const FRESHNESS_STATE_ACTIONS = ['s3:GetObject', 's3:PutObject'] as const;
+
 /** Lambda logging into its own log group (instead of the AWSLambdaBasicExecutionRole managed policy). */
 export const LOG_WRITE_ACTIONS = ['logs:CreateLogStream', 'logs:PutLogEvents'] as const;

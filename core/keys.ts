@@ -199,6 +199,12 @@ export function storedPlanKey(target: string, runId: string): string {
   return `${replicationPrefix(target)}plans/${runId}.json`;
 }
 
+/** What the freshness function has seen of `cluster` (core/freshness-state.ts). */
+export function freshnessStateKey(cluster: string): string {
+  assertClusterName(cluster);
+  return `${PIPELINE_PREFIX}freshness/${cluster}.json`;
+}
+
 /** The cursors a run proposes for `target`, committed once what they pass over is copied. */
 export function pendingCursorKey(target: string, runId: string): string {
   return `${replicationPrefix(target)}pending/${runId}.json`;

@@ -12,9 +12,10 @@ import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decryptStream, encryptBuffer } from '../../core/age-stream.ts';
+import { gapsInWindows } from '../../core/wal-gaps.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { archiveFacts, archivingCluster } from '../physical/archive-preflight.ts';
-import { gapsInWindows, scanWalArchive } from '../physical/wal-archive.ts';
+import { scanWalArchive } from '../physical/wal-archive.ts';
 import { type PgEnv, pgProgram, queryRows } from '../postgres.ts';
 import { listManifests } from '../repository.ts';
 import { readClusterIdentity, storedWalVersions } from '../wal/push.ts';
@@ -196,7 +197,7 @@ export async function checkArchiveGaps(
     scanWalArchive(storage, cluster),
     listManifests(storage, cluster),
   ]);
-  const windows = gapsInWindows(archive, manifests);
+  const windows = gapsInWindows(archive.timelines, manifests);
   if (windows.length === 0) return [{ name: 'archive gaps', ok: true, detail: 'no archived WAL yet' }];
   return windows.map((w) => {
     const window = `${w.from} to ${w.to}${w.baseBackupId ? ` (from base backup ${w.baseBackupId})` : ''}`;

@@ -1,8 +1,9 @@
 import { verifyReportPrefix } from '../../core/keys.ts';
 import type { VerifyReport } from '../../core/verify-report.ts';
+import { gapsInWindows } from '../../core/wal-gaps.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
-import { gapsInWindows, scanWalArchive } from '../physical/wal-archive.ts';
+import { scanWalArchive } from '../physical/wal-archive.ts';
 import { listManifests } from '../repository.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './command.ts';
@@ -37,7 +38,7 @@ pg_basebackup produced); and the last restore verification, or "never".
       plaintextBytes: m.objects.reduce((sum, o) => sum + o.plaintextSizeBytes, 0),
       databases: m.objects.flatMap((o) => (o.database ? [o.database] : [])),
     }));
-    const windows = gapsInWindows(archive, manifests);
+    const windows = gapsInWindows(archive.timelines, manifests);
     const timelines = archive.timelines.map((t, i) => {
       const oldestBase = manifests.find((m) => m.kind === 'base' && m.timeline === t.timeline);
       return {

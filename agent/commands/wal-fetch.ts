@@ -2,13 +2,16 @@ import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { parseWalFileName } from '../../core/wal-names.ts';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.ts';
+import { parsePidText } from '../pid-lock.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { fetchWalFile } from '../wal/fetch.ts';
 import {
   notePrefetchWanted,
+  postmasterPid,
   prefetchAhead,
   prefetcherRunning,
   reservePrefetch,
+  serverStillRecovering,
   takePrefetched,
 } from '../wal/prefetch.ts';
 import { WalSpool } from '../wal/spool.ts';
@@ -100,12 +103,14 @@ async function startPrefetcher(
 ): Promise<void> {
   const script = process.argv[1];
   if (!script || (await prefetcherRunning(spool))) return;
+  const postmaster = await postmasterPid(dataDir);
   const args = [
     script,
     ...(context.configPath ? ['--config', context.configPath] : []),
     'wal-prefetch',
     '--pgdata',
     dataDir,
+    ...(postmaster !== undefined ? ['--postmaster', String(postmaster)] : []),
     after,
   ];
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
@@ -116,25 +121,39 @@ async function startPrefetcher(
 
 export const walPrefetch: Command = {
   summary: 'download the WAL segments after NAME into the spool (started by wal-fetch)',
-  usage: `pgkeep wal-prefetch [--pgdata DIR] NAME
+  usage: `pgkeep wal-prefetch [--pgdata DIR] [--postmaster PID] NAME
 
 Downloads the wal.fetchPrefetch segments after NAME that are not in the spool yet, stopping at the
-end of the archive. wal-fetch starts it in the background; one runs per data directory at a time.
-  --pgdata DIR   the data directory being recovered (default: as wal-fetch finds it)`,
+end of the archive, and at once when the server recovering DIR stops or leaves recovery.
+wal-fetch starts it in the background; one runs per data directory at a time.
+  --pgdata DIR       the data directory being recovered (default: as wal-fetch finds it)
+  --postmaster PID   the server's postmaster, as wal-fetch saw it (default: DIR/postmaster.pid's)`,
   async run(context) {
-    const { positionals, values } = parseCommandArgs(context.args, { pgdata: { type: 'string' } }, 1);
+    const { positionals, values } = parseCommandArgs(
+      context.args,
+      { pgdata: { type: 'string' }, postmaster: { type: 'string' } },
+      1,
+    );
     const name = positionals[0];
     if (!name || parseWalFileName(name)?.kind !== 'segment')
       throw new UsageError('NAME must be a WAL segment name');
+    const postmaster = values.postmaster === undefined ? undefined : parsePidText(values.postmaster);
+    if (values.postmaster !== undefined && postmaster === undefined)
+      throw new UsageError(
+        `--postmaster "${values.postmaster}" is not a pid: give the postmaster's process id`,
+      );
     const { config, storage } = await setUp(context);
+    const dataDir = values.pgdata ?? walDataDir(config, context.env);
+    const stillWanted = await serverStillRecovering(dataDir, postmaster);
     await prefetchAhead({
       storage,
       cluster: config.cluster,
       identities: await readIdentityFile(config.identityFile),
-      spool: new WalSpool(config.spoolDir, config.cluster, values.pgdata ?? walDataDir(config, context.env)),
+      spool: new WalSpool(config.spoolDir, config.cluster, dataDir),
       after: name,
       count: config.wal.fetchPrefetch,
       retry: walRetryPolicy(config),
+      ...(stillWanted ? { stillWanted } : {}),
     });
     return ExitCode.ok;
   },

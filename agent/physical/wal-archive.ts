@@ -4,6 +4,7 @@
  * own modification times); no object is opened and no key is needed.
  */
 import { parseWalKey, walPrefix } from '../../core/keys.ts';
+import { gapsBetween, type WalGap } from '../../core/wal-gaps.ts';
 import {
   DEFAULT_WAL_SEGMENT_SIZE_BYTES,
   parseWalFileName,
@@ -11,14 +12,6 @@ import {
   walSegmentFileNameFromNumber,
 } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
-
-export interface WalGap {
-  /** The first missing segment. */
-  readonly from: string;
-  /** The last missing segment. */
-  readonly to: string;
-  readonly missingSegments: number;
-}
 
 export interface TimelineArchive {
   readonly timeline: number;
@@ -68,13 +61,7 @@ export async function scanWalArchive(
     const last = numbers[numbers.length - 1];
     if (first === undefined || last === undefined) continue;
     const name = (n: number) => walSegmentFileNameFromNumber(timeline, n, segmentSizeBytes);
-    const gaps: WalGap[] = [];
-    for (let i = 1; i < numbers.length; i++) {
-      const prev = numbers[i - 1] as number;
-      const next = numbers[i] as number;
-      if (next - prev > 1)
-        gaps.push({ from: name(prev + 1), to: name(next - 1), missingSegments: next - prev - 1 });
-    }
+    const gaps = gapsBetween(timeline, numbers, segmentSizeBytes);
     timelines.push({
       timeline,
       segments: numbers.length,
@@ -97,43 +84,4 @@ export async function scanWalArchive(
  */
 export function newestArchivedSegment(archive: WalArchive): TimelineArchive | undefined {
   return [...archive.timelines].sort((a, b) => b.newestStoredAt.getTime() - a.newestStoredAt.getTime())[0];
-}
-
-/** A base backup as far as the archive window is concerned. */
-export interface WindowStart {
-  readonly backupId: string;
-  readonly kind: string;
-  readonly timeline?: number;
-  readonly startWalFile?: string;
-}
-
-/** The gaps of one timeline that a recovery from its oldest base backup would run into. */
-export interface TimelineWindowGaps {
-  readonly timeline: number;
-  /** The oldest base backup on the timeline, where the window starts; absent when there is none. */
-  readonly baseBackupId?: string;
-  /** The first segment of the window: the base backup's start segment, else the oldest stored. */
-  readonly from: string;
-  readonly to: string;
-  readonly gaps: readonly WalGap[];
-}
-
-/**
- * Every gap per timeline between the oldest base backup on it (listed oldest first in `bases`)
- * and its newest segment; a timeline without a base backup is checked over all its segments,
- * since a recovery from an older timeline's backup replays it too.
- */
-export function gapsInWindows(archive: WalArchive, bases: readonly WindowStart[]): TimelineWindowGaps[] {
-  return archive.timelines.map((t) => {
-    const base = bases.find((b) => b.kind === 'base' && b.timeline === t.timeline);
-    const start = base?.startWalFile;
-    const from = start !== undefined && start.slice(8) > t.oldestSegment.slice(8) ? start : t.oldestSegment;
-    return {
-      timeline: t.timeline,
-      ...(base ? { baseBackupId: base.backupId } : {}),
-      from,
-      to: t.newestSegment,
-      gaps: t.gaps.filter((g) => g.to.slice(8) >= from.slice(8)),
-    };
-  });
 }

@@ -16,14 +16,16 @@
  * `prefetch.lock` holds the live prefetcher's pid (one per data directory). restore_command's
  * shell line waits, bounded, while the prefetcher named there is alive and has a temp file for the segment
  * asked for, instead of starting Node to download the same segment a second time. The prefetcher
- * stops at the first missing segment (the end of the archive), on an error it cannot retry, or
- * when recovery has taken nothing for a while; it removes its temp files when it stops.
+ * stops at the first missing segment (the end of the archive), on an error it cannot retry, when
+ * recovery has taken nothing for a while, or at once when the server it prefetches for has stopped
+ * or left recovery (see serverStillRecovering): nobody can take its files then, and a server stopped
+ * and its directory removed must not leave a process behind. It removes its temp files when it stops.
  */
-import { copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { nextWalSegmentFileName, parseWalFileName } from '../../core/wal-names.ts';
 import type { Storage } from '../../storage/storage.ts';
-import { claimPidFile, livePidFileHolder, releasePidFile } from '../pid-lock.ts';
+import { claimPidFile, livePidFileHolder, processAlive, readPidFile, releasePidFile } from '../pid-lock.ts';
 import { fetchWalFile, fsyncDir, tempPathFor } from './fetch.ts';
 import type { RetryPolicy } from './retry.ts';
 import type { WalSpool } from './spool.ts';
@@ -73,6 +75,51 @@ export interface PrefetchOptions {
   /** Downloads at once. @default 2 */
   readonly parallelism?: number;
   readonly retry: RetryPolicy;
+  /**
+   * Whether recovery can still take prefetched files (see {@link serverStillRecovering}), asked
+   * every `watchMs`; once false the prefetcher stops at once, aborting its downloads.
+   * @default - only the idle time and the end of the archive stop it
+   */
+  readonly stillWanted?: () => Promise<boolean>;
+}
+
+/** The pid of the postmaster running on `dataDir`, as its postmaster.pid names it, if any. */
+export async function postmasterPid(dataDir: string): Promise<number | undefined> {
+  return await readPidFile(join(dataDir, 'postmaster.pid'));
+}
+
+/**
+ * A check that the server recovering `dataDir` still does: its postmaster (`postmaster`, which
+ * wal-fetch saw while PostgreSQL ran it, else the one postmaster.pid names now) is alive and still
+ * named in postmaster.pid (a clean stop removes the file; a killed server leaves it naming a dead
+ * pid), and recovery.signal or standby.signal is still there (PostgreSQL removes it when recovery
+ * ends, after which restore_command is not called). Undefined when no server runs on `dataDir`
+ * (wal-fetch run by hand): nothing to watch then.
+ */
+export async function serverStillRecovering(
+  dataDir: string,
+  postmaster?: number,
+): Promise<(() => Promise<boolean>) | undefined> {
+  const pidFile = join(dataDir, 'postmaster.pid');
+  // A server that stopped between wal-fetch and this start is gone already: the check says so.
+  const pid = postmaster ?? (await readPidFile(pidFile));
+  if (pid === undefined || (postmaster === undefined && !processAlive(pid))) return undefined;
+  const signalFiles = ['recovery.signal', 'standby.signal'].map((f) => join(dataDir, f));
+  const recovering = async () =>
+    (
+      await Promise.all(
+        signalFiles.map((f) =>
+          access(f).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      )
+    ).some(Boolean);
+  // wal-fetch passes the postmaster only when PostgreSQL ran it, i.e. in recovery.
+  const watchRecovery = postmaster !== undefined || (await recovering());
+  return async () =>
+    (await readPidFile(pidFile)) === pid && processAlive(pid) && (!watchRecovery || (await recovering()));
 }
 
 /** Makes `pid` the holder of the prefetch lock unless a live process holds it; true when it does. */
@@ -137,12 +184,16 @@ const TEMP_FILE = /^(.+)\.pgkeep-(\d+)\.tmp$/;
  * after `idleMs` in which recovery took nothing. Resolves to the number of files downloaded.
  */
 export async function prefetchAhead(
-  options: PrefetchOptions & { idleMs?: number; pollMs?: number },
+  options: PrefetchOptions & { idleMs?: number; pollMs?: number; watchMs?: number },
 ): Promise<number> {
   const { spool } = options;
   if (!(await claimLock(spool, process.pid))) return 0;
   const idleMs = options.idleMs ?? 30_000;
   const pollMs = options.pollMs ?? 25;
+  const watchMs = options.watchMs ?? 250;
+  let lastWatch = Date.now();
+  /** Aborts the downloads under way when the server is gone. */
+  const abandon = new AbortController();
   const mine = (name: string) => tempPathFor(spool.prefetchPath(name));
   let fetched = 0;
   let stopping = false;
@@ -195,6 +246,7 @@ export async function prefetchAhead(
           destination: spool.prefetchPath(name),
           retry: options.retry,
           durable: spool.prefetchDurable,
+          signal: abandon.signal,
         });
         if (outcome === 'missing') {
           // The end of the archive: nothing after it is fetched, and the shell line stops waiting.
@@ -208,7 +260,7 @@ export async function prefetchAhead(
         }
       } catch (error) {
         stopping = true;
-        failure ??= { error };
+        if (!abandon.signal.aborted) failure ??= { error };
       } finally {
         inFlight.delete(name);
         wakeWorkers();
@@ -273,6 +325,13 @@ export async function prefetchAhead(
           await rm(spool.prefetchPath(file), { force: true });
       }
       if (stopping || Date.now() - lastProgress > idleMs) break;
+      if (options.stillWanted && Date.now() - lastWatch >= watchMs) {
+        lastWatch = Date.now();
+        if (!(await options.stillWanted())) {
+          abandon.abort();
+          break;
+        }
+      }
       // Queued segments get their temp file now, so the shell line waits for them.
       const temps = new Set(files.filter((f) => f.endsWith('.tmp')));
       for (const name of window) {

@@ -2,7 +2,7 @@ import { Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 import { PIPELINE_PREFIX, VERIFY_REPORT_ROOT } from '../../core/keys.ts';
-import { BUCKET_LIST_ACTIONS, OBJECT_READ_ACTIONS } from '../iam-actions.ts';
+import { BUCKET_LIST_ACTIONS, FRESHNESS_STATE_ACTIONS, OBJECT_READ_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import type { PipelineTargets } from './pipeline-targets.ts';
@@ -13,9 +13,9 @@ export interface FreshnessProps {
 }
 
 /**
- * Freshness: a scheduled Lambda that looks at what is actually in the buckets (newest dump and
- * newest WAL per cluster in ingest, newest object per cluster at each target) and publishes the
- * ages as metrics. The alarms in Monitoring watch them; no data counts as stale.
+ * Freshness: a scheduled Lambda that looks at what is actually in the buckets (newest dump, newest
+ * WAL and the gaps in the WAL archive per cluster in ingest, newest object per cluster at each
+ * target) and publishes them as metrics. The alarms in Monitoring watch them; no age counts as stale.
  */
 export class Freshness extends Construct {
   readonly function: PipelineFunction;
@@ -46,7 +46,17 @@ export class Freshness extends Construct {
       "freshness reads every cluster's verification reports (verify/*) to measure the time since the last passed verification",
       reports,
     );
-    // Replication's cursors: the lag and the newest WAL are measured from them.
+    // Its own state (newest dump, WAL walked, gaps found), under a prefix no host may write.
+    const stateObjects = bucket.arnForObjects(`${PIPELINE_PREFIX}freshness/*`);
+    this.function.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: [...FRESHNESS_STATE_ACTIONS], resources: [stateObjects] }),
+    );
+    acknowledgeWildcardResources(
+      this.function,
+      'freshness keeps one state object per cluster under pipeline/freshness/',
+      stateObjects,
+    );
+    // Replication's cursors: the lag is measured from them.
     const cursorObjects = bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
     this.function.role.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [cursorObjects] }),

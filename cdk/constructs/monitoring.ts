@@ -53,8 +53,9 @@ function clusterAlarmScopes(
   clusters: number,
   targets: number,
 ): (index: number) => Construct {
-  // Dump age, WAL age, one lag per target, one verification age per source (ingest and each target).
-  const perCluster = 2 + targets + (1 + targets);
+  // Dump age, WAL age, archive gaps, one lag per target, one verification age per source (ingest
+  // and each target).
+  const perCluster = 3 + targets + (1 + targets);
   const clustersPerStack = Math.max(1, Math.floor(ALARMS_PER_NESTED_STACK / perCluster));
   if (clusters * perCluster <= ALARMS_PER_NESTED_STACK / 2) return () => parent;
   const stacks = new Map<number, Construct>();
@@ -145,6 +146,20 @@ export class Monitoring extends Construct {
           evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
           treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        },
+        scope,
+      );
+      // A gap is for good (ingest is create-only): it alarms until a window without it starts.
+      // Missing data is not a gap; StaleWal already alarms when nothing is measured.
+      alarm(
+        `ArchiveGaps-${cluster}`,
+        {
+          alarmDescription: `pgkeep: the WAL archive of cluster ${cluster} in ingest has a gap; pgkeep check --archive names it, and recovery across it stops there: take a new base backup`,
+          metric: metric(METRICS.archiveGaps, { Cluster: cluster }),
+          threshold: 0,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
         },
         scope,
       );

@@ -1,20 +1,21 @@
 /**
  * Freshness, measured from the buckets rather than from what the agent claims: per cluster, the
  * age of the newest logical dump (its manifest's stop time) and of the newest WAL object in ingest,
- * and per target the replication lag (age of the oldest ingest object the target still lacks; 0
- * when it lacks nothing), and per source the time since its last passed restore verification.
- * Published as metrics; a cluster with no dump or no WAL publishes no
- * value, and the alarms treat missing data as breaching.
+ * the number of gaps in its WAL archive (counted as `pgkeep check --archive` counts them), per
+ * target the replication lag (age of the oldest ingest object the target still lacks; 0 when it
+ * lacks nothing), and per source the time since its last passed restore verification. Published as
+ * metrics; a cluster with no dump or no WAL publishes no age, and the alarms treat missing data as
+ * breaching.
  *
- * Cost: from replication's cursors (lambdas/replication/cursors.ts), the lag and the newest WAL
- * need only what ingest has after them, whatever the archive holds; a cluster without a cursor yet
- * (before its first reconciliation) is measured by a full merge of two listings.
+ * Cost: the dump, the WAL and the gaps come from freshness's own state (archive-state.ts), the lag
+ * from replication's cursors (lambdas/replication/cursors.ts): each needs only what ingest has
+ * after it, whatever the archive holds; a cluster without a replication cursor yet (before its
+ * first reconciliation) has its lag measured by a full merge of two listings.
  */
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { backupIdOfManifestKey, clusterPrefix, manifestsPrefix, walPrefix } from '../../core/keys.ts';
+import { archiveGapCount } from '../../core/freshness-state.ts';
+import { clusterPrefix } from '../../core/keys.ts';
 import type { TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
@@ -23,6 +24,7 @@ import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { findNewWork, readCursors } from '../replication/cursors.ts';
 import { verificationSources } from '../verification/sources.ts';
+import { readFreshnessState, updateFreshnessState, writeFreshnessState } from './archive-state.ts';
 
 export interface FreshnessOutput {
   readonly metrics: MetricValue[];
@@ -30,51 +32,6 @@ export interface FreshnessOutput {
 
 /** Objects after a cursor looked at for the lag: more than a day's WAL behind is lag enough to alarm. */
 const MAX_LAG_OBJECTS = 2_000;
-
-/** Manifests read at most, newest first, looking for the newest logical one. */
-const MAX_MANIFESTS_READ = 50;
-
-async function newestDumpStop(ingest: Location, cluster: string): Promise<Date | undefined> {
-  const keys: string[] = [];
-  for await (const object of ingest.storage.list(manifestsPrefix(cluster)))
-    if (backupIdOfManifestKey(object.key) !== undefined) keys.push(object.key);
-  keys.sort().reverse();
-  for (const key of keys.slice(0, MAX_MANIFESTS_READ)) {
-    // A manifest that fails validation proves no dump (retention and replication report it).
-    const read = await readManifestOrReject(ingest.storage, key);
-    if (isStoredManifest(read) && read.manifest.kind === 'logical') return new Date(read.manifest.stopTime);
-  }
-  return undefined;
-}
-
-async function newestWal(
-  ingest: Location,
-  cluster: string,
-  cursors: readonly TargetCursors[],
-): Promise<Date | undefined> {
-  // Only the highest timeline can hold the newest WAL: list the timeline folders, then that one.
-  const { storage } = ingest;
-  const folders = await storage.client.send(
-    new ListObjectsV2Command({
-      Bucket: storage.bucket,
-      Prefix: storage.prefix + walPrefix(cluster),
-      Delimiter: '/',
-    }),
-  );
-  const timelines = (folders.CommonPrefixes ?? [])
-    .map((p) => p.Prefix?.slice(storage.prefix.length + walPrefix(cluster).length, -1))
-    .filter((t): t is string => t !== undefined && /^[0-9A-F]{8}$/.test(t))
-    .sort();
-  const highest = timelines.at(-1);
-  if (highest === undefined) return undefined;
-  // Every key up to a cursor is older than what follows it: start from the least advanced one.
-  const afters = cursors.map((c) => c.clusters[cluster]?.wal[highest]?.after);
-  const after = afters.includes(undefined) ? undefined : (afters as string[]).sort()[0];
-  let newest = after ? (await ingest.storage.head(after))?.lastModified : undefined;
-  for await (const object of listFrom(ingest, walPrefix(cluster, highest), after))
-    if (!newest || object.lastModified > newest) newest = object.lastModified;
-  return newest;
-}
 
 async function replicationLagSeconds(
   ingest: Location,
@@ -118,22 +75,32 @@ export async function measureFreshness(
   const cursors = new Map<string, TargetCursors>();
   for (const target of env.targets) cursors.set(target.name, await readCursors(ingest, target.name));
   for (const cluster of env.clusters) {
-    const dump = await newestDumpStop(ingest, cluster);
-    if (dump)
+    const read = await readFreshnessState(ingest, cluster);
+    const state = await updateFreshnessState(ingest, cluster, read.state, now);
+    await writeFreshnessState(ingest, cluster, state, read.json);
+    if (state.newestDump)
       metrics.push({
         name: METRICS.dumpAgeSeconds,
-        value: age(dump),
+        value: age(new Date(state.newestDump.stopTime)),
         unit: 'Seconds',
         dimensions: { Cluster: cluster },
       });
-    const wal = await newestWal(ingest, cluster, [...cursors.values()]);
+    // Only the highest timeline can hold the newest WAL.
+    const highest = Object.keys(state.wal).sort().at(-1);
+    const wal = highest === undefined ? undefined : state.wal[highest]?.newestStoredAt;
     if (wal)
       metrics.push({
         name: METRICS.walAgeSeconds,
-        value: age(wal),
+        value: age(new Date(wal)),
         unit: 'Seconds',
         dimensions: { Cluster: cluster },
       });
+    metrics.push({
+      name: METRICS.archiveGaps,
+      value: archiveGapCount(state),
+      unit: 'Count',
+      dimensions: { Cluster: cluster },
+    });
     // From the verifier's own reports only (verify/<cluster>/ in ingest, which no host may write);
     // a source never verified publishes nothing, which the alarm treats as stale.
     const reports = await readVerifyReports(ingest.storage, cluster);

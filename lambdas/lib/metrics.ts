@@ -10,6 +10,8 @@ export const METRIC_NAMESPACE = 'pgkeep';
 export const METRICS = {
   dumpAgeSeconds: 'NewestDumpAgeSeconds',
   walAgeSeconds: 'NewestWalAgeSeconds',
+  /** Per cluster: gaps in ingest's WAL archive, counted as `pgkeep check --archive` counts them. */
+  archiveGaps: 'ArchiveGaps',
   replicationLagSeconds: 'ReplicationLagSeconds',
   verificationSucceeded: 'VerificationSucceeded',
   verificationFailed: 'VerificationFailed',

@@ -377,8 +377,9 @@ describe('schedules, alarms, outputs', () => {
   it('every alarm notifies the alert topic, and each kind of staleness has one', () => {
     const [[topic]] = resources(pipeline, 'AWS::SNS::Topic') as [[string, Resource]];
     const alarms = resources(pipeline, 'AWS::CloudWatch::Alarm');
-    // Per cluster: dump age, WAL age, one lag per target, one verification age per source (ingest and each target).
-    const perCluster = 2 + config.targets.length + (1 + config.targets.length);
+    // Per cluster: dump age, WAL age, archive gaps, one lag per target, one verification age per
+    // source (ingest and each target).
+    const perCluster = 3 + config.targets.length + (1 + config.targets.length);
     // 3 failed-run alarms, per-cluster freshness, verification, and one trust alarm per step.
     expect(alarms).toHaveLength(3 + config.clusters.length * perCluster + 1 + 2);
     for (const [id, alarm] of alarms) {
@@ -390,6 +391,7 @@ describe('schedules, alarms, outputs', () => {
       [
         'NewestDumpAgeSeconds',
         'NewestWalAgeSeconds',
+        'ArchiveGaps',
         'ReplicationLagSeconds',
         'ReplicationLagSeconds',
         'VerificationFailed',
@@ -421,6 +423,14 @@ describe('schedules, alarms, outputs', () => {
       MetricName: 'NewestDumpAgeSeconds',
       Threshold: config.freshness.maxDumpAgeHours * 3600,
       TreatMissingData: 'breaching',
+    });
+    // Any gap alarms; a run that measures nothing is StaleWal's to report, not a gap.
+    pipeline.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ArchiveGaps',
+      Dimensions: [{ Name: 'Cluster', Value: 'main' }],
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      TreatMissingData: 'notBreaching',
     });
     pipeline.hasResourceProperties('AWS::SNS::Subscription', {
       Protocol: 'email',

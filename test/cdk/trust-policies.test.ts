@@ -209,4 +209,18 @@ describe('provider credentials: copying and deleting are separate', () => {
           expect(role, `${role} ${JSON.stringify(s.Resource)}`).toMatch(/^RetentionDeleteBatch/);
     }
   });
+
+  it('only the freshness function writes its state under pipeline/freshness/, and nothing else in ingest', () => {
+    const writers: string[] = [];
+    for (const [role, statements] of statementsByRole(split.pipeline))
+      for (const s of statements) {
+        const resource = JSON.stringify(s.Resource);
+        if (s.Effect !== 'Allow' || !actions(s).includes('s3:PutObject')) continue;
+        if (resource.endsWith('"/pipeline/freshness/*"]]}')) writers.push(role);
+        if (role.startsWith('FreshnessMeasure'))
+          expect(resource).toMatch(/"\/pipeline\/freshness\/\*"\]\]\}$/);
+      }
+    expect(writers).toHaveLength(1);
+    expect(writers[0]).toMatch(/^FreshnessMeasure/);
+  });
 });

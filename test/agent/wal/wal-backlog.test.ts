@@ -127,6 +127,12 @@ describe('WAL backlog at wal.maxBacklogBytes', () => {
     expect(restore.code).not.toBe(0);
     expect(restore.stderr).toContain(`recorded WAL gap ${first}`);
     const check = await h.pgkeep(['check', '--archive'], pg.env);
-    expect(check.stdout).toContain(`${first} to ${second} missing (2 segments)`);
+    // Under load the backlog may hold more segments when it is dropped: a reported gap covers the
+    // two dropped here, whatever else was dropped with them.
+    const gaps = [...check.stdout.matchAll(/([0-9A-F]{24}) to ([0-9A-F]{24}) missing/g)];
+    expect(
+      gaps.some(([, from = '', to = '']) => from <= first && second <= to),
+      check.stdout,
+    ).toBe(true);
   });
 });

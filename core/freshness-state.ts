@@ -1,0 +1,152 @@
+/**
+ * What the freshness function has seen of one cluster in ingest, so a run lists only what is new
+ * (S3's StartAfter) instead of the whole archive: the manifests read (the newest dump, the oldest
+ * base backup per timeline) and, per WAL timeline, how far it has walked and the gaps found on the
+ * way. The pipeline stores it under `pipeline/` (core/keys.ts freshnessStateKey), where no host
+ * may write. docs/architecture.md, "Freshness".
+ *
+ * A WAL gap is judged only between settled keys (core/replication-cursor.ts isSettled): a parallel
+ * push may store segment N after N+1, so a segment missing from the unsettled tail may still come;
+ * the tail is listed again by the next run. Pure: no I/O.
+ */
+import { z } from 'zod';
+import { parseWalKey } from './keys.ts';
+import type { Manifest } from './manifest.ts';
+import { advanceStream, ClusterCursorSchema, isSettled, type ListedKey } from './replication-cursor.ts';
+import { gapsBetween, gapsInWindows, type TimelineSpan, type WindowStart } from './wal-gaps.ts';
+import { parseWalFileName, segmentNumberOf } from './wal-names.ts';
+
+const TIMELINE = z.string().regex(/^[0-9A-F]{8}$/);
+const GapSchema = z.strictObject({
+  from: z.string(),
+  to: z.string(),
+  missingSegments: z.number().int().positive(),
+});
+const TimelineStateSchema = z.strictObject({
+  /** Every key up to this one has been walked, and nothing new can still arrive before it. */
+  after: z.string().min(1).optional(),
+  /** The first and the last segment walked (settled). */
+  oldestSegment: z.string().optional(),
+  lastSegment: z.string().optional(),
+  /** When ingest stored the newest object seen on the timeline, settled or not (ISO). */
+  newestStoredAt: z.iso.datetime().optional(),
+  gaps: z.array(GapSchema).default([]),
+});
+export const FreshnessStateSchema = z.strictObject({
+  format: z.literal('pgkeep.freshness-state.v1'),
+  /** Manifests read: `after` as replication's manifest cursor, `copied` = read after it. */
+  manifests: ClusterCursorSchema.shape.manifests,
+  newestDump: z.strictObject({ key: z.string(), stopTime: z.iso.datetime() }).optional(),
+  /** Per timeline, the oldest base backup read: where its gap window starts. */
+  bases: z.record(TIMELINE, z.strictObject({ backupId: z.string(), startWalFile: z.string() })).default({}),
+  wal: z.record(TIMELINE, TimelineStateSchema).default({}),
+});
+
+export type FreshnessState = z.infer<typeof FreshnessStateSchema>;
+export type TimelineState = z.infer<typeof TimelineStateSchema>;
+
+export const EMPTY_FRESHNESS_STATE: FreshnessState = {
+  format: 'pgkeep.freshness-state.v1',
+  manifests: { copied: [] },
+  bases: {},
+  wal: {},
+};
+
+export function parseFreshnessState(json: string, source: string): FreshnessState {
+  const parsed = FreshnessStateSchema.safeParse(JSON.parse(json));
+  if (!parsed.success)
+    throw new Error(
+      `invalid freshness state ${source}: ${parsed.error.issues[0]?.message ?? 'wrong shape'}; delete it and the next run walks the archive again`,
+    );
+  return parsed.data;
+}
+
+/** The state once the validated manifest at `key` has been read. */
+export function noteManifest(state: FreshnessState, key: string, manifest: Manifest): FreshnessState {
+  let next = state;
+  if (manifest.kind === 'logical' && (state.newestDump === undefined || key > state.newestDump.key))
+    next = { ...next, newestDump: { key, stopTime: manifest.stopTime } };
+  const { timeline, startWalFile } = manifest;
+  if (manifest.kind === 'base' && timeline !== undefined && startWalFile !== undefined) {
+    const hex = timeline.toString(16).toUpperCase().padStart(8, '0');
+    const known = next.bases[hex];
+    if (known === undefined || manifest.backupId < known.backupId)
+      next = { ...next, bases: { ...next.bases, [hex]: { backupId: manifest.backupId, startWalFile } } };
+  }
+  return next;
+}
+
+/** The state once the manifests listed after its cursor (ascending) have been read. */
+export function advanceManifests(
+  state: FreshnessState,
+  listed: readonly ListedKey[],
+  now: Date,
+): FreshnessState {
+  return { ...state, manifests: advanceStream(state.manifests, listed, now, true) };
+}
+
+/**
+ * One timeline's state once the keys listed after its `after` (ascending) have been walked: the
+ * settled ones at the start are passed, and the gaps between their segments (and the last segment
+ * passed before) recorded; the rest only count for the newest storage time.
+ */
+export function walkTimeline(
+  state: TimelineState | undefined,
+  timeline: number,
+  listed: readonly ListedKey[],
+  now: Date,
+): TimelineState {
+  let newest = state?.newestStoredAt === undefined ? undefined : new Date(state.newestStoredAt);
+  for (const object of listed) if (!newest || object.lastModified > newest) newest = object.lastModified;
+  let settled = 0;
+  while (settled < listed.length && isSettled(listed[settled] as ListedKey, now)) settled++;
+  const walked = state?.lastSegment ? [state.lastSegment] : [];
+  for (const object of listed.slice(0, settled)) {
+    const name = parseWalFileName(parseWalKey(object.key)?.walFileName ?? '');
+    // Ascending keys; a name stored twice (which wal-push refuses) counts once.
+    if (name?.kind === 'segment' && name.timeline === timeline && !(name.name <= (walked.at(-1) ?? '')))
+      walked.push(name.name);
+  }
+  const gaps = gapsBetween(
+    timeline,
+    walked.map((name) => segmentNumberOf(name)),
+  );
+  const after = advanceStream(
+    state?.after ? { after: state.after, copied: [] } : undefined,
+    listed.slice(0, settled),
+    now,
+    false,
+  ).after;
+  const oldestSegment = state?.oldestSegment ?? walked[0];
+  const lastSegment = walked.at(-1);
+  return {
+    ...(after ? { after } : {}),
+    ...(oldestSegment ? { oldestSegment } : {}),
+    ...(lastSegment ? { lastSegment } : {}),
+    ...(newest ? { newestStoredAt: newest.toISOString() } : {}),
+    gaps: [...(state?.gaps ?? []), ...gaps],
+  };
+}
+
+/**
+ * The gaps that count (core/wal-gaps.ts gapsInWindows, as `pgkeep check --archive` counts them):
+ * per timeline, those between the oldest base backup read on it and its last walked segment.
+ */
+export function archiveGapCount(state: FreshnessState): number {
+  const spans: TimelineSpan[] = [];
+  for (const [hex, t] of Object.entries(state.wal))
+    if (t.oldestSegment && t.lastSegment)
+      spans.push({
+        timeline: Number.parseInt(hex, 16),
+        oldestSegment: t.oldestSegment,
+        newestSegment: t.lastSegment,
+        gaps: t.gaps,
+      });
+  const bases: WindowStart[] = Object.entries(state.bases).map(([hex, b]) => ({
+    backupId: b.backupId,
+    kind: 'base',
+    timeline: Number.parseInt(hex, 16),
+    startWalFile: b.startWalFile,
+  }));
+  return gapsInWindows(spans, bases).reduce((sum, w) => sum + w.gaps.length, 0);
+}
