@@ -3,6 +3,8 @@
  * single transaction in a database created for it. If anything fails — a damaged object, a wrong
  * identity, pg_restore itself — the new database is dropped again: a restore is complete or absent.
  */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Manifest, ManifestObject } from '../../core/manifest.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { ObjectIntegrityError, restoreObject } from '../object-store.ts';
@@ -85,7 +87,7 @@ export async function runLogicalRestore(options: LogicalRestoreOptions): Promise
     if (!stdin) throw new RestoreError('pg_restore has no stdin');
     const streamed = restoreObject(
       { storage: options.storage, key: object.key, identities: options.identities, expected: object },
-      stdin,
+      untilConsumerCloses(stdin),
     );
     const [stream, pgRestore] = await Promise.allSettled([
       streamed.catch((error: unknown) => {
@@ -106,6 +108,37 @@ export async function runLogicalRestore(options: LogicalRestoreOptions): Promise
     throw error;
   }
   return { backupId: manifest.backupId, object };
+}
+
+/**
+ * Writes into `stdin` until the consumer closes it, then discards the rest. pg_restore may exit,
+ * done, before the last bytes of the object (the archive's tail) are written, and the object must
+ * still be read to its end for its size and sha256 checks. Whether the restore worked is
+ * pg_restore's exit status, which the caller checks; a consumer that stopped early on an error
+ * exits non-zero.
+ */
+export function untilConsumerCloses(stdin: Writable): Writable {
+  let open = true;
+  const closed = () => {
+    open = false;
+  };
+  stdin.once('close', closed);
+  // EPIPE once pg_restore has exited: its exit status says whether that was a failure.
+  stdin.on('error', closed);
+  return new Writable({
+    write(chunk, _encoding, callback) {
+      if (!open) return callback();
+      stdin.write(chunk, () => callback());
+    },
+    final(callback) {
+      if (!open) return callback();
+      stdin.end();
+      finished(stdin).then(
+        () => callback(),
+        () => callback(),
+      );
+    },
+  });
 }
 
 /** Quotes a value for a libpq connection string. */
