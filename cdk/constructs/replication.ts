@@ -63,6 +63,16 @@ export class Replication extends Construct {
     });
     this.functions = [plan, copy, manifests, large];
     for (const fn of this.functions) props.targets.grantWrite(fn);
+    // A plan too large to pass between states is stored there; each batch copy reads its batch from it.
+    const storedPlans = props.targets.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*/plans/*`);
+    copy.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [storedPlans] }),
+    );
+    acknowledgeWildcardResources(
+      copy,
+      'each batch copy reads its batch of a stored replication plan',
+      storedPlans,
+    );
     // The cursors: the pipeline's own state in ingest, under a prefix no host may write.
     const cursorObjects = props.targets.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
     for (const fn of [plan, manifests]) {
@@ -211,6 +221,8 @@ export class Replication extends Construct {
         'plan.$': '$.plan',
         'summary.$': '$.manifests.summary',
         'cursors.$': '$.plan.pendingCursors',
+        // A plan passed by reference: the manifest keys are read from it, and it is deleted after.
+        'stored.$': '$.plan.stored',
       },
       resultPath: '$.manifests',
       timeout: Duration.minutes(6),
@@ -267,15 +279,7 @@ export class Replication extends Construct {
       inputPath: '$.plan.manifests',
       resultPath: '$.manifests',
     }).next(anyFailed);
-    // A plan too large for the first step's output was stored in ingest; this reads it (and plans
-    // the target again if it is gone).
-    const readStoredPlan = lambdaStep(this, 'Read the stored plan', plan.function, {
-      payload: { 'target.$': '$.target', 'stored.$': '$.plan.stored', 'execution.$': '$.execution' },
-      resultPath: '$.plan',
-      timeout: Duration.minutes(6),
-    }).addCatch(alert, CATCH_ALL);
     const planDone = new sfn.Choice(this, 'Copied by the plan?')
-      .when(sfn.Condition.isPresent('$.plan.stored'), readStoredPlan)
       .when(sfn.Condition.not(sfn.Condition.isPresent('$.plan.done')), listMissing)
       .when(
         sfn.Condition.and(
@@ -287,7 +291,6 @@ export class Replication extends Construct {
       .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
       .otherwise(copyBatches.next(copyManifests).next(more));
     listMissing.next(planDone);
-    readStoredPlan.next(planDone);
     perTarget.itemProcessor(planDone);
 
     const summarize = new sfn.Pass(this, 'Summarize targets', {

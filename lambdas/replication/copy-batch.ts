@@ -50,6 +50,7 @@ import {
 } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { type ExpectedObject, isNotFound, verifyCopy } from '../lib/verify-copy.ts';
+import { readStoredPlan } from './cursors.ts';
 import type { CopyBatch, CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
@@ -182,6 +183,17 @@ export async function copyBatch(
   env: PipelineEnv,
   locations: LocationFactory,
 ): Promise<CopyBatchOutput> {
+  if ('stored' in input.batch) {
+    // A plan passed by reference: this item is one of its batches (the plan is checked to be this target's).
+    const { stored, index } = input.batch;
+    const plan = await readStoredPlan(await locations.ingest(), input.target, stored);
+    const batch = plan.batches[index];
+    if (batch === undefined)
+      throw new Error(
+        `stored plan ${stored} has no batch ${index} (it has ${plan.batches.length}); the state machine passes the indexes of the plan's batches`,
+      );
+    return copyBatch({ ...input, batch }, env, locations);
+  }
   if (!Array.isArray(input.batch)) return copyClusterBatch({ ...input, batch: input.batch }, env, locations);
   const results: CopyBatchOutput[] = [];
   for (const batch of input.batch) results.push(await copyClusterBatch({ ...input, batch }, env, locations));

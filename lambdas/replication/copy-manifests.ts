@@ -18,7 +18,7 @@ import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import { commitCursors } from './cursors.ts';
+import { commitCursors, deleteStoredPlan, readStoredPlan } from './cursors.ts';
 import {
   type CopyManifestsInput,
   type CopyManifestsOutput,
@@ -107,7 +107,11 @@ export async function copyManifests(
   let skipped = 0;
   const waiting: CopyManifestsOutput['waiting'] = [];
   const rejected: CopyManifestsOutput['rejected'] = [];
-  for (const key of input.manifestKeys) {
+  // A plan passed by reference: its manifest keys are in the stored plan, read before anything is copied.
+  const manifestKeys = input.stored
+    ? (await readStoredPlan(ingest, input.target, input.stored)).manifestKeys
+    : input.manifestKeys;
+  for (const key of manifestKeys) {
     const read = await readManifestOrReject(ingest.storage, key);
     if (!isStoredManifest(read)) {
       rejected.push(read);
@@ -136,6 +140,8 @@ export async function copyManifests(
 
   const cursors = proposed ?? input.cursors;
   if (cursors) await commitCursors(ingest, input.target, cursors, dirtyClusters(input, waiting));
+  // The run is through with its stored plan: a "More to copy?" round plans anew.
+  if (input.stored) await deleteStoredPlan(ingest, input.target, input.stored);
   const summary = addUpTarget(
     input,
     { copied, skipped, waiting: waiting.length, rejected: rejected.map((r) => r.key) },

@@ -37,6 +37,7 @@ import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.
 import { ObjectNotFoundError } from '../../storage/storage.ts';
 import { type Location, listFrom } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
+import { type StoredPlan, StoredPlanSchema } from './types.ts';
 
 async function readJson(location: Location, key: string): Promise<string | undefined> {
   try {
@@ -54,27 +55,63 @@ export async function readCursors(ingest: Location, target: string): Promise<Tar
   return json === undefined ? EMPTY_CURSORS : parseTargetCursors(json, key);
 }
 
-/** Stores a plan for the run's Map (pipeline state: no host can write it); returns its key. */
+/**
+ * Stores a plan too large to pass between states (pipeline state: no host can write it, so no host
+ * can forge one); returns its key, which the copy and manifest steps read it by.
+ */
 export async function storePlan(ingest: Location, target: string, plan: unknown): Promise<string> {
   const key = storedPlanKey(target, randomUUID());
   await ingest.storage.put(key, Readable.from([JSON.stringify(plan)]));
   return key;
 }
 
-/**
- * The plan stored at `key` for `target`, deleted once read; undefined when it is gone (a retried
- * step already took it): then the caller plans again.
- */
-export async function takeStoredPlan(ingest: Location, target: string, key: string): Promise<unknown> {
+/** Refuses a key that is not one of `target`'s stored plans: a step reads its own target's plan only. */
+function checkStoredPlanKey(target: string, key: string): void {
   const runId = key.slice(key.lastIndexOf('/') + 1, -'.json'.length);
   if (key !== storedPlanKey(target, runId))
     throw new Error(
       `stored plan ${key} is not one of target ${target}'s; the state machine passes ${storedPlanKey(target, '<run id>')}`,
     );
+}
+
+/**
+ * The plan stored at `key` for `target`. It is deleted only when its run is through (or by the
+ * daily sweep), so a retried step finds it; gone means the run cannot go on: the next run plans again.
+ */
+export async function readStoredPlan(ingest: Location, target: string, key: string): Promise<StoredPlan> {
+  checkStoredPlanKey(target, key);
   const json = await readJson(ingest, key);
-  if (json === undefined) return undefined;
+  if (json === undefined)
+    throw new Error(
+      `stored plan ${key} of target ${target} is gone (deleted by an earlier attempt or the sweep of old plans); the next run plans the target again`,
+    );
+  const plan = StoredPlanSchema.safeParse(JSON.parse(json));
+  if (!plan.success || plan.data.target !== target)
+    throw new Error(
+      `stored plan ${key} is not a replication plan of target ${target}; the next run plans again`,
+    );
+  return plan.data;
+}
+
+/** Deletes the plan stored at `key` once its run is through with it. */
+export async function deleteStoredPlan(ingest: Location, target: string, key: string): Promise<void> {
+  checkStoredPlanKey(target, key);
   await ingest.storage.delete(key);
-  return JSON.parse(json);
+}
+
+/** A stored plan older than this belongs to a run long over (a run times out after 2 hours). */
+const STALE_PLAN_MS = 24 * 60 * 60 * 1000;
+
+/** Deletes `target`'s stored plans that a failed run left behind; returns how many. */
+export async function deleteStalePlans(ingest: Location, target: string, now: Date): Promise<number> {
+  const prefix = storedPlanKey(target, '').slice(0, -'.json'.length);
+  let deleted = 0;
+  for await (const object of listFrom(ingest, prefix))
+    if (now.getTime() - object.lastModified.getTime() > STALE_PLAN_MS) {
+      await ingest.storage.delete(object.key);
+      deleted += 1;
+    }
+  return deleted;
 }
 
 /** Stores the cursors a run proposes; returns the key to commit later. */

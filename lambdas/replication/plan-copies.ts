@@ -36,14 +36,14 @@ import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { copyBatch, packBatches } from './copy-batch.ts';
 import { copyManifests } from './copy-manifests.ts';
 import {
+  deleteStalePlans,
   findNewWork,
   type NewObject,
   readCursors,
   storePlan,
-  takeStoredPlan,
   writePending,
 } from './cursors.ts';
-import { planTargets, trustViolationsOf } from './plan-targets.ts';
+import { passable, planTargets, trustViolationsOf } from './plan-targets.ts';
 import { abortStaleUploads } from './stale-uploads.ts';
 import type {
   CopyBatch,
@@ -238,6 +238,11 @@ export async function planCopies(
   };
   const staleUploads = { aborted: 0, errors: [] as string[] };
   const capacity = env.maxBatchesPerRun * env.batchSize;
+  // Plans a failed run left behind: the daily run deletes them, as it aborts orphaned uploads.
+  if (reconcile) {
+    const deleted = await deleteStalePlans(ingest, input.target, now);
+    if (deleted > 0) logDecision('stale plans deleted', { deleted });
+  }
   const planned: string[] = [];
   for (const cluster of clustersOfRun(env, input, reconcile)) {
     planned.push(cluster);
@@ -313,7 +318,15 @@ export async function planCopies(
         now,
         next,
       );
-      return { ...base, batches: [], manifestKeys: [], done: true, pendingCursors: null, manifests };
+      return {
+        ...base,
+        batches: [],
+        manifestKeys: [],
+        done: true,
+        pendingCursors: null,
+        stored: null,
+        manifests,
+      };
     }
   }
   const pendingCursors =
@@ -324,13 +337,14 @@ export async function planCopies(
     manifestKeys: plan.manifestKeys,
     done: false,
     pendingCursors,
+    stored: null,
   };
 }
 
 /**
- * The plan function's three entries: one target (`{target}`, the per-target Map's step), every
- * target at once (`{targets}`, the first step of a run; ./plan-targets.ts), or a plan the first
- * step stored because it was too large to pass on (`{stored}`; planned again if it is gone).
+ * The plan function's two entries: one target (`{target}`, the per-target Map's step) or every
+ * target at once (`{targets}`, the first step of a run; ./plan-targets.ts). A plan too large to
+ * pass between states is stored in ingest and passed by reference (./plan-targets.ts `passable`).
  */
 export async function planStep(
   input: PlanStepInput,
@@ -341,17 +355,10 @@ export async function planStep(
 ): Promise<PlanCopiesOutput | PlanTargetsOutput> {
   const one = (i: PlanCopiesInput) =>
     withTargetLog(i.target, () => mapTransient(() => planCopies(i, env, locations, policies, now)));
-  if ('targets' in input) {
-    const store = async (target: string, plan: PlanCopiesOutput) =>
-      mapTransient(async () => storePlan(await locations.ingest(), target, plan));
-    return planTargets(input, one, store);
-  }
-  if ('stored' in input) {
-    const { target, stored, execution } = input;
-    const plan = await mapTransient(async () => takeStoredPlan(await locations.ingest(), target, stored));
-    return (plan as PlanCopiesOutput | undefined) ?? one({ target, ...(execution ? { execution } : {}) });
-  }
-  return one(input);
+  const store = async (target: string, plan: PlanCopiesOutput) =>
+    mapTransient(async () => storePlan(await locations.ingest(), target, plan));
+  if ('targets' in input) return planTargets(input, one, store);
+  return passable(await one(input), store);
 }
 
 export const planCopiesTask = defineTask({

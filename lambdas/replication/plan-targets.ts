@@ -23,10 +23,29 @@ import {
 } from './types.ts';
 
 /**
- * A plan's JSON above this many bytes is stored in ingest and handed to the Map by its key: a
- * state's data is at most 256 KiB, and this step's output carries every target's plan.
+ * A plan's JSON above this many bytes is stored in ingest and passed by reference: a state's data
+ * is at most 256 KiB, and the first step's output carries every target's plan (two of this size
+ * leave room for the rest), as "Copy and verify manifests" carries the plan and the batches' results.
  */
 export const PLAN_PAYLOAD_BYTES = 96 * 1024;
+
+/** All the first step's plans together stay under this, however many targets there are. */
+const PLANS_PAYLOAD_BYTES = 2 * PLAN_PAYLOAD_BYTES;
+
+/**
+ * `plan` as the state machine passes it: whole when small (or finished), else stored by `store`
+ * and replaced by references, one per Map item, to its batches; its manifest keys are read from
+ * the stored plan too. Everything else (the counts, the pending cursors' key) stays as it is.
+ */
+export async function passable(
+  plan: PlanCopiesOutput,
+  store: (target: string, plan: PlanCopiesOutput) => Promise<string>,
+  limitBytes = PLAN_PAYLOAD_BYTES,
+): Promise<PlanCopiesOutput> {
+  if (plan.done || Buffer.byteLength(JSON.stringify(plan)) <= limitBytes) return plan;
+  const stored = await store(plan.target, plan);
+  return { ...plan, batches: plan.batches.map((_, index) => ({ stored, index })), manifestKeys: [], stored };
+}
 
 /** The line of one target in the execution output. */
 export function targetRecord(target: string, summary: TargetSummary): TargetRecord {
@@ -50,7 +69,7 @@ function finished(
 export async function planTargets(
   input: PlanTargetsInput,
   planOne: (input: PlanCopiesInput) => Promise<PlanCopiesOutput>,
-  /** Stores a plan too large to pass on; returns the key "Read the stored plan" reads. */
+  /** Stores a plan too large to pass on; returns its key. */
   store: (target: string, plan: PlanCopiesOutput) => Promise<string>,
 ): Promise<PlanTargetsOutput> {
   const execution = input.execution;
@@ -58,9 +77,8 @@ export async function planTargets(
     input.targets.map(async (target): Promise<PlannedTarget> => {
       try {
         const plan = await planOne({ target, ...(execution ? { execution } : {}) });
-        if (!finished(plan) && JSON.stringify(plan).length > PLAN_PAYLOAD_BYTES)
-          return { target, plan: { stored: await store(target, plan) } };
-        return { target, plan };
+        const limit = Math.min(PLAN_PAYLOAD_BYTES, Math.floor(PLANS_PAYLOAD_BYTES / input.targets.length));
+        return { target, plan: await passable(plan, store, limit) };
       } catch (error) {
         const e = asStorageUnavailable(error) as Error;
         return { target, plan: null, firstAttempt: { error: e.name || 'Error', cause: e.message } };

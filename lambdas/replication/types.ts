@@ -44,12 +44,21 @@ export const CopyBatchInputSchema = z.object({
 export const PackedCopyBatchInputSchema = CopyBatchInputSchema.extend({
   batch: z.array(CopyBatchSchema).min(1),
 });
-/** The copy function's input: one batch, or several packed into one invocation. */
-export const CopyBatchStepInputSchema = schemaByShape((input) =>
-  hasField(input, 'batch') && Array.isArray((input as { batch: unknown }).batch)
-    ? PackedCopyBatchInputSchema
-    : CopyBatchInputSchema,
-);
+/** A Map item of a plan passed by reference: batch `index` of the plan stored at `stored`. */
+export const StoredBatchRefSchema = z.object({ stored: key, index: z.number().int().nonnegative() });
+export const StoredCopyBatchInputSchema = CopyBatchInputSchema.extend({ batch: StoredBatchRefSchema });
+/** The copy function's input: one batch, several packed into one invocation, or one of a stored plan. */
+export const CopyBatchStepInputSchema = schemaByShape((input) => {
+  const batch = hasField(input, 'batch') ? (input as { batch: unknown }).batch : undefined;
+  if (Array.isArray(batch)) return PackedCopyBatchInputSchema;
+  return hasField(batch, 'stored') ? StoredCopyBatchInputSchema : CopyBatchInputSchema;
+});
+/** What the copy and manifest steps read of a stored plan (the pipeline wrote it; checked all the same). */
+export const StoredPlanSchema = z.looseObject({
+  target: z.string().min(1),
+  batches: z.array(z.union([CopyBatchSchema, z.array(CopyBatchSchema)])),
+  manifestKeys: z.array(key),
+});
 export const LargeObjectSchema = z.object({
   key,
   sizeBytes: z.number().int().nonnegative(),
@@ -141,6 +150,8 @@ export const CopyManifestsInputSchema = z.object({
   summary: SummarySchema.optional(),
   /** The cursors the plan proposed (a key in ingest): committed for every cluster without a failure. */
   cursors: z.string().nullable().optional(),
+  /** The stored plan the manifest keys are read from (then `manifestKeys` is empty); deleted once done. */
+  stored: z.string().min(1).nullable().optional(),
 });
 
 /**
@@ -176,8 +187,11 @@ export interface PlanCopiesInput {
 
 export interface PlanCopiesOutput {
   readonly target: string;
-  /** What each "Copy batch to target" invocation copies: a batch, or small batches of several clusters. */
-  readonly batches: (CopyBatch | CopyBatch[])[];
+  /**
+   * What each "Copy batch to target" invocation copies: a batch, small batches of several clusters,
+   * or, when the plan is stored (`stored`), a reference to one of its batches.
+   */
+  readonly batches: (CopyBatch | CopyBatch[] | StoredBatchRef)[];
   /** Manifests the target lacks; copied last by "Copy and verify manifests". */
   readonly manifestKeys: string[];
   /** Objects in `batches` (not counting manifests). */
@@ -202,26 +216,18 @@ export interface PlanCopiesOutput {
   readonly manifests?: CopyManifestsOutput;
   /** Where the proposed cursors wait for "Copy and verify manifests" to commit them. */
   readonly pendingCursors: string | null;
+  /**
+   * Where the plan is kept in ingest when it is too large to pass between states (its batches are
+   * then references and its manifest keys are read from there); null when it is passed whole.
+   */
+  readonly stored: string | null;
 }
 
 export type PlanTargetsInput = z.infer<typeof PlanTargetsInputSchema>;
 
-/** "Read the stored plan": a plan the first step stored because it was too large to pass on. */
-export const ReadStoredPlanInputSchema = z.object({
-  target: z.string().min(1),
-  stored: z.string().min(1),
-  /** The execution's input, to plan again if the stored plan is gone. */
-  execution: PlanCopiesInputSchema.shape.execution,
-});
-export type ReadStoredPlanInput = z.infer<typeof ReadStoredPlanInputSchema>;
-
-/** The plan function's input: every target, a stored plan, or one target (lambdas/replication/plan-copies.ts `planStep`). */
+/** The plan function's input: every target (the first step of a run) or one target (lambdas/replication/plan-copies.ts `planStep`). */
 export const PlanStepInputSchema = schemaByShape((input) =>
-  hasField(input, 'targets')
-    ? PlanTargetsInputSchema
-    : hasField(input, 'stored')
-      ? ReadStoredPlanInputSchema
-      : PlanCopiesInputSchema,
+  hasField(input, 'targets') ? PlanTargetsInputSchema : PlanCopiesInputSchema,
 );
 export type PlanStepInput = z.output<typeof PlanStepInputSchema>;
 
@@ -229,10 +235,10 @@ export type PlanStepInput = z.output<typeof PlanStepInputSchema>;
 export interface PlannedTarget {
   readonly target: string;
   /**
-   * The target's plan; where it is stored when too large for the state's payload; null when
-   * planning failed here, so the Map plans it again with retries and alerts.
+   * The target's plan (by reference when too large for the state's payload); null when planning
+   * failed here, so the Map plans it again with retries and alerts.
    */
-  readonly plan: PlanCopiesOutput | { readonly stored: string } | null;
+  readonly plan: PlanCopiesOutput | null;
   /** Why planning failed in the first step (the Map's own attempt decides whether to alert). */
   readonly firstAttempt?: { readonly error: string; readonly cause: string };
 }
@@ -265,9 +271,12 @@ export type TargetRecord = { readonly target: string; readonly status: 'ok' | 'f
   (typeof TARGET_RECORD_FIELDS)[number]
 >;
 
+export type StoredBatchRef = z.infer<typeof StoredBatchRefSchema>;
+export type StoredPlan = z.infer<typeof StoredPlanSchema>;
+
 export interface CopyBatchInput {
   readonly target: string;
-  readonly batch: CopyBatch | CopyBatch[];
+  readonly batch: CopyBatch | CopyBatch[] | StoredBatchRef;
   readonly verify?: boolean;
 }
 

@@ -47,7 +47,6 @@ function planFn(one: (input: PlanCopiesInput) => unknown) {
   return (input: unknown) => {
     if ('targets' in (input as object))
       return planTargets(input as PlanTargetsInput, async (i) => (await one(i)) as PlanCopiesOutput, store);
-    if ('stored' in (input as object)) return stored.get((input as { stored: string }).stored);
     return one(input as PlanCopiesInput);
   };
 }
@@ -103,6 +102,7 @@ describe('replication', () => {
     // These plans go through the batch Map; "a small plan is copied by the plan step" is tested below.
     done: false,
     pendingCursors: null,
+    stored: null,
   });
   const batchResult = (copied: number, large: unknown[] = []) => ({
     copied,
@@ -224,31 +224,75 @@ describe('replication', () => {
     });
   });
 
-  it('a plan too large to pass on is stored by the first step and read by the Map, not planned again', async () => {
+  it('a plan too large to pass on is stored by the first step and passed by reference: small Map items, not planned again', async () => {
     const plans: string[] = [];
     const keys = Array.from(
       { length: 3000 },
       (_, i) => `v1/main/wal/00000001/${String(i).padStart(24, '0')}`,
     );
     const big = { cluster: 'main', firstKey: keys[0], lastKey: keys.at(-1), count: 3000, keys };
+    const copies: unknown[] = [];
+    const manifests: unknown[] = [];
+    const map = smallOrMap(() => false);
     const run = await runStateMachine(
       pipeline.stateMachine('replication'),
       {
-        ...smallOrMap(() => false),
+        ...map,
         lambdas: {
-          ...smallOrMap(() => false).lambdas,
+          ...map.lambdas,
           'replication/plan-copies': planFn(({ target }) => {
             plans.push(target);
-            return plan(target, [big]);
+            return plan(target, [big, big], false, ['v1/main/manifests/20261122T021500Z-1a2b.json']);
           }),
+          'replication/copy-batch': (input) => {
+            copies.push((input as { batch: unknown }).batch);
+            return batchResult(2);
+          },
+          'replication/copy-manifests': (input) => {
+            manifests.push(input);
+            return manifestsStub(input);
+          },
         },
       },
       {},
     );
     expect(plans.sort()).toEqual(['b2', 'dr-aws']);
-    expect(run.statesEntered.filter((s) => s === 'Read the stored plan')).toHaveLength(2);
-    expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(2);
+    // Each invocation gets the stored plan's key and its batch's index, never the keys themselves.
+    expect(copies).toHaveLength(4);
+    for (const batch of copies)
+      expect(batch).toEqual({
+        stored: expect.stringMatching(/^pipeline\/replication\/(b2|dr-aws)\/plans\//),
+        index: expect.any(Number),
+      });
+    expect(manifests).toEqual([
+      expect.objectContaining({ manifestKeys: [], stored: expect.stringContaining('/plans/') }),
+      expect.objectContaining({ manifestKeys: [], stored: expect.stringContaining('/plans/') }),
+    ]);
+    expect(run.largestPayload.bytes).toBeLessThan(16 * 1024);
     expect(run.output).toMatchObject({ anyFailed: false });
+  });
+
+  it('a run whose state data outgrows 256 KiB fails as in AWS, naming the state', async () => {
+    const keys = Array.from(
+      { length: 4000 },
+      (_, i) => `v1/main/wal/00000001/${String(i).padStart(64, '0')}`,
+    );
+    const map = smallOrMap(() => false);
+    const failed = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        ...map,
+        lambdas: {
+          ...map.lambdas,
+          // A planner that ignores the limit and returns every key in its result.
+          'replication/plan-copies': () => ({ targets: [], anyLeft: true, keys }),
+        },
+      },
+      {},
+    ).catch((error: unknown) => error);
+    expect(failed).toBeInstanceOf(ExecutionFailed);
+    expect((failed as ExecutionFailed).error).toBe('States.DataLimitExceeded');
+    expect((failed as Error).message).toMatch(/result of state "Plan and copy every target" is \d+ bytes/);
   });
 
   it('plans, copies every batch and the manifests of every target, and succeeds with a per-target summary', async () => {

@@ -234,12 +234,42 @@ export function loadStateMachine(machine: SynthesizedStateMachine): StateMachine
   });
 }
 
+/** Step Functions' quota on a state's input or output (and so each Map item and result): 256 KiB of UTF-8 JSON. */
+export const STATE_PAYLOAD_LIMIT_BYTES = 256 * 1024;
+
 export interface Execution {
   /** The execution's name (`$$.Execution.Name`): the run id of the decision log. */
   readonly name: string;
   readonly output: unknown;
   /** Names of the states entered, in order (from the execution's event log). */
   readonly statesEntered: string[];
+  /** The largest payload the run passed (state input or output, Lambda input or result) and where. */
+  readonly largestPayload: { readonly bytes: number; readonly where: string };
+}
+
+/**
+ * Checks every payload against {@link STATE_PAYLOAD_LIMIT_BYTES}: aws-local-stepfunctions does not,
+ * while AWS fails the execution with States.DataLimitExceeded (a terminal error no Catch handles).
+ */
+class PayloadWatch {
+  largest = { bytes: 0, where: '(none)' };
+  exceeded: string | undefined;
+  private readonly onExceeded: () => void;
+  constructor(onExceeded: () => void) {
+    this.onExceeded = onExceeded;
+  }
+
+  /** Whether `value` fits; the first one that does not is remembered and ends the run. */
+  check(where: string, value: unknown): boolean {
+    const bytes = Buffer.byteLength(JSON.stringify(value) ?? 'null', 'utf8');
+    if (bytes > this.largest.bytes) this.largest = { bytes, where };
+    if (bytes <= STATE_PAYLOAD_LIMIT_BYTES) return true;
+    if (this.exceeded === undefined) {
+      this.exceeded = `the ${where} is ${bytes} bytes, above the ${STATE_PAYLOAD_LIMIT_BYTES}-byte limit of a state's data; pass it by reference`;
+      this.onExceeded();
+    }
+    return false;
+  }
 }
 
 /** The error of a failed execution: the Fail state's Error and Cause. */
@@ -268,8 +298,22 @@ export async function runStateMachine(
   for (const [name, state] of allStates(machine.definition))
     if (state.Retry) retryIntervalOverrides[name] = 0;
   const name = `local-${randomUUID()}`;
+  let abort = () => {};
+  const watch = new PayloadWatch(() => abort());
+  // Every Lambda's input (after Parameters) and result, which the event log does not show.
+  const handlers = Object.fromEntries(
+    Object.entries(localTaskHandlers(machine, bindings)).map(([state, handler]) => [
+      state,
+      async (value: JsonValue) => {
+        if (!watch.check(`input of state "${state}"`, value)) throw new Error('States.DataLimitExceeded');
+        const result = await handler(value);
+        if (!watch.check(`result of state "${state}"`, result)) throw new Error('States.DataLimitExceeded');
+        return result;
+      },
+    ]),
+  );
   const execution = stateMachine.run(input as never, {
-    overrides: { taskResourceLocalHandlers: localTaskHandlers(machine, bindings), retryIntervalOverrides },
+    overrides: { taskResourceLocalHandlers: handlers, retryIntervalOverrides },
     context: {
       Execution: {
         Id: `arn:aws:states:${FAKE_REGION}:${FAKE_ACCOUNT}:execution:${machine.logicalId}:${name}`,
@@ -277,19 +321,32 @@ export async function runStateMachine(
       },
     },
   });
+  abort = execution.abort;
   const statesEntered: string[] = [];
   const collecting = (async () => {
     for await (const event of execution.eventLogs) {
-      const e = event as { type: string; state?: { name: string } };
-      if (e.type === 'StateEntered' && e.state) statesEntered.push(e.state.name);
+      const e = event as { type: string; state?: { name: string; input: unknown; output?: unknown } };
+      if (e.type === 'StateEntered' && e.state) {
+        statesEntered.push(e.state.name);
+        // Inside a Map, the first state's input is the item (after ItemSelector).
+        watch.check(`input of state "${e.state.name}"`, e.state.input);
+      }
+      // A Map's output holds its results.
+      if (e.type === 'StateExited' && e.state)
+        watch.check(`output of state "${e.state.name}"`, e.state.output);
     }
   })();
+  const limitExceeded = () =>
+    new ExecutionFailed('States.DataLimitExceeded', watch.exceeded as string, statesEntered);
   try {
     const output = await execution.result;
     await collecting;
-    return { name, output, statesEntered };
+    if (watch.exceeded !== undefined) throw limitExceeded();
+    return { name, output, statesEntered, largestPayload: watch.largest };
   } catch (error) {
     await collecting.catch(() => {});
+    if (error instanceof ExecutionFailed) throw error;
+    if (watch.exceeded !== undefined) throw limitExceeded();
     const cause = (error as { cause?: { name?: string; message?: string } }).cause;
     throw new ExecutionFailed(cause?.name ?? 'Error', cause?.message ?? String(error), statesEntered);
   }

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { replicationCursorKey, walKey } from '../../../core/keys.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
-import { handler as copyBatchHandler } from '../../../lambdas/replication/copy-batch.ts';
-import { storePlan, takeStoredPlan } from '../../../lambdas/replication/cursors.ts';
+import { copyBatch, handler as copyBatchHandler } from '../../../lambdas/replication/copy-batch.ts';
+import { deleteStoredPlan, readStoredPlan, storePlan } from '../../../lambdas/replication/cursors.ts';
 import type { CopyBatchOutput } from '../../../lambdas/replication/types.ts';
 import { localPipelineEnv, replicationBindings } from '../../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
@@ -103,18 +103,34 @@ it('packs many clusters’ small batches into few invocations; a failure is repo
   }
 }, 120_000);
 
-it('a plan too large to pass on is stored in ingest, taken once by its target, and refused for another', async () => {
+it('a plan too large to pass on is stored in ingest, read by its target only, and refused once deleted or malformed', async () => {
   const ingest = await locations.ingest();
-  const plan = { target: 'b2', batches: [{ cluster: 'db-00', keys: ['a', 'b'] }] };
+  const batch = {
+    cluster: 'db-00',
+    firstKey: 'v1/db-00/a',
+    lastKey: 'v1/db-00/b',
+    count: 2,
+    keys: ['v1/db-00/a', 'v1/db-00/b'],
+  };
+  const plan = { target: 'b2', batches: [batch], manifestKeys: ['v1/db-00/manifests/m.json'] };
   const key = await storePlan(ingest, 'b2', plan);
   expect(key).toMatch(/^pipeline\/replication\/b2\/plans\/[0-9a-f-]{36}\.json$/);
-  await expect(takeStoredPlan(ingest, 'dr-aws', key)).rejects.toThrow(
+  await expect(readStoredPlan(ingest, 'dr-aws', key)).rejects.toThrow(
     /stored plan pipeline\/replication\/b2\/plans\/.+ is not one of target dr-aws's/,
   );
-  expect(await takeStoredPlan(ingest, 'b2', key)).toEqual(plan);
-  // Taken: deleted, so a retried step plans again instead.
-  expect(await ingest.storage.head(key)).toBeUndefined();
-  expect(await takeStoredPlan(ingest, 'b2', key)).toBeUndefined();
+  // Read as often as a retried step needs it.
+  expect(await readStoredPlan(ingest, 'b2', key)).toEqual(plan);
+  expect(await readStoredPlan(ingest, 'b2', key)).toEqual(plan);
+  // A batch copy is told which of the plan's batches: one it does not have is refused.
+  await expect(copyBatch({ target: 'b2', batch: { stored: key, index: 1 } }, env, locations)).rejects.toThrow(
+    `stored plan ${key} has no batch 1 (it has 1)`,
+  );
+  await deleteStoredPlan(ingest, 'b2', key);
+  await expect(readStoredPlan(ingest, 'b2', key)).rejects.toThrow(
+    /is gone .*the next run plans the target again/,
+  );
+  const other = await storePlan(ingest, 'b2', { target: 'dr-aws', batches: [], manifestKeys: [] });
+  await expect(readStoredPlan(ingest, 'b2', other)).rejects.toThrow(/is not a replication plan of target b2/);
 });
 
 it('the copy step refuses a malformed packed batch before touching any bucket, naming the field', async () => {
