@@ -15,6 +15,7 @@ import type { Location, LocationFactory } from '../../lambdas/lib/locations.ts';
 import type { MetricValue } from '../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../lambdas/lib/pipeline-env.ts';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.ts';
+import { localPipelineEnv } from '../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../support/s3-server.ts';
 
 const CLUSTER = 'gaps';
@@ -24,18 +25,8 @@ let server: S3Server;
 let proxy: FaultProxy;
 let ingest: Location;
 let locations: LocationFactory;
-const env: PipelineEnv = {
-  ingestBucket: 'ingest',
-  ingestRegion: 'us-east-1',
-  clusters: [CLUSTER],
-  targets: [],
-  batchSize: 60,
-  maxBatchesPerRun: 40,
-  metricNamespace: 'pgkeep',
-  largeObjectBytes: 64 * 1024 * 1024,
-  copyPartBytes: 5 * 1024 * 1024,
-  partsPerInvocation: 2,
-};
+// The pipeline's local settings with no targets: freshness's own state and the archive only.
+const env: PipelineEnv = { ...localPipelineEnv([CLUSTER], { drAws: 'unused', b2: 'unused' }), targets: [] };
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
 const segment = (n: number) => walSegmentFileNameFromNumber(1, n);
