@@ -25,7 +25,6 @@ import {
   type TargetCursors,
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { mapTransient } from '../../storage/failure.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
@@ -353,10 +352,11 @@ export async function planStep(
   policies: Readonly<Record<string, RetentionPolicy>> = {},
   now?: Date,
 ): Promise<PlanCopiesOutput | PlanTargetsOutput> {
+  // Transient failures are named once: per target by planTargets, for the whole step by the task runner.
   const one = (i: PlanCopiesInput) =>
-    withTargetLog(i.target, () => mapTransient(() => planCopies(i, env, locations, policies, now)));
+    withTargetLog(i.target, () => planCopies(i, env, locations, policies, now));
   const store = async (target: string, plan: PlanCopiesOutput) =>
-    mapTransient(async () => storePlan(await locations.ingest(), target, plan));
+    storePlan(await locations.ingest(), target, plan);
   if ('targets' in input) return planTargets(input, one, store);
   return passable(await one(input), store);
 }
