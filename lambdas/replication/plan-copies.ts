@@ -288,6 +288,7 @@ export async function planCopies(
     alreadyPresent: plan.alreadyPresent,
     expired: plan.expired,
     ...(plan.oldestMissing ? { oldestMissing: plan.oldestMissing.toISOString() } : {}),
+    listedAt: now.toISOString(),
     verify,
     reconcile,
     staleUploads,
