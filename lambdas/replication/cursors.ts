@@ -200,6 +200,24 @@ export interface NewWork {
   readonly truncated: boolean;
 }
 
+/**
+ * A `findNewWork` for one plan step that lists each cluster once for every target whose cursor is
+ * at the same place (the usual case): the targets share the LISTs and manifest reads of one.
+ * Callers must not change what it returns.
+ */
+export function sharedFindNewWork(): typeof findNewWork {
+  const listings = new Map<string, Promise<NewWork>>();
+  return (ingest, cluster, cursor, now, limit) => {
+    const key = JSON.stringify([cluster, cursor, now.getTime(), limit]);
+    let listing = listings.get(key);
+    if (!listing) {
+      listing = findNewWork(ingest, cluster, cursor, now, limit);
+      listings.set(key, listing);
+    }
+    return listing;
+  };
+}
+
 /** What `cluster` has in ingest after `cursor`, at most `limit` objects (manifests included). */
 export async function findNewWork(
   ingest: Location,
