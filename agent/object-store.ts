@@ -3,7 +3,7 @@
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
 import { createHash } from 'node:crypto';
-import { Readable, Transform, type Writable } from 'node:stream';
+import { type Duplex, Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptBuffer, encryptStream } from '../core/age-stream.ts';
@@ -68,25 +68,54 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   // Imported here: it brings node:child_process, which archive_command's WAL path never needs.
   const { zstdCompress } = await import('./zstd-compress.ts');
   const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
-  const putOptions: PutOptions = CREATE_ONLY;
-  // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
-  // driver sees its body fail and removes whatever it had begun.
-  await pipeline(
+  await pipeIntoStorage(options.storage, options.key, [
     options.source,
     plaintext,
     compress,
     encrypt,
     ciphertext,
-    async (body: AsyncIterable<Buffer>) => {
-      await options.storage.put(options.key, Readable.from(body, { objectMode: false }), putOptions);
-    },
-  );
+  ]);
   return {
     key: options.key,
     sizeBytes: ciphertext.sizeBytes,
     sha256: ciphertext.sha256,
     plaintextSizeBytes: plaintext.sizeBytes,
   };
+}
+
+/**
+ * Runs `stages` while the storage driver reads the last one as the object's body, create-only.
+ * The driver gets that stream itself: wrapping it in an async iterator and `Readable.from`, as a
+ * pipeline's last function stage would, costs a promise and two stream hops per chunk (~0.13 s of
+ * CPU per 200 MB of 64 KiB chunks, bench/ and docs/performance.md). An error anywhere destroys
+ * every stage; the driver sees its body fail and removes whatever it had begun, and this resolves
+ * or rejects only once both sides have settled, so nothing is left half-written behind it.
+ */
+async function pipeIntoStorage(
+  storage: Storage,
+  key: string,
+  stages: [Readable, ...Duplex[]],
+  signal?: AbortSignal,
+): Promise<void> {
+  const body = stages[stages.length - 1] as Readable;
+  const produced = pipeline(stages, ...(signal ? [{ signal }] : []));
+  const stored = storage.put(key, body, CREATE_ONLY).catch((error: unknown) => {
+    // A driver that gave up without reading to the end must not leave the stages blocked.
+    body.destroy(error as Error);
+    throw error;
+  });
+  const [production, storing] = await Promise.allSettled([produced, stored]);
+  // The first failure is the cause: a driver's refusal shows up in the pipeline only as a
+  // premature close of its body, a failed stage reaches the driver as its body's error.
+  if (storing.status === 'rejected') {
+    if (production.status === 'fulfilled' || isPrematureClose(production.reason)) throw storing.reason;
+  }
+  if (production.status === 'rejected') throw production.reason;
+  if (storing.status === 'rejected') throw storing.reason;
+}
+
+function isPrematureClose(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
 }
 
 export interface StoreProducedOptions
@@ -140,25 +169,11 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
   producer.done.catch(() => {});
   // zstd ends when the producer closes its stdout, crashed or not: the object is complete only
   // once the producer is known to have exited 0.
-  const producerSucceeded = new Transform({
-    transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
-    flush: (callback) => {
-      producer.done.then(() => callback(), callback);
-    },
-  });
+  zstd.endsAfter(producer.done);
   const stop = () => producer.stop();
   options.signal?.addEventListener('abort', stop, { once: true });
   try {
-    await pipeline(
-      zstd.output,
-      producerSucceeded,
-      encrypt,
-      ciphertext,
-      async (body: AsyncIterable<Buffer>) => {
-        await options.storage.put(options.key, Readable.from(body, { objectMode: false }), CREATE_ONLY);
-      },
-      ...(options.signal ? [{ signal: options.signal }] : []),
-    );
+    await pipeIntoStorage(options.storage, options.key, [zstd.output, encrypt, ciphertext], options.signal);
   } finally {
     options.signal?.removeEventListener('abort', stop);
     producer.stop();
