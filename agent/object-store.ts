@@ -3,7 +3,7 @@
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
 import { createHash } from 'node:crypto';
-import { type Duplex, Readable, type Transform, type Writable } from 'node:stream';
+import { type Duplex, Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptBuffer, encryptStream } from '../core/age-stream.ts';
@@ -131,6 +131,12 @@ export interface StoreProducedOptions
   readonly onStoredBytes?: (storedBytes: number) => void;
   /** Stops the producer and fails the store (nothing left at `key`). */
   readonly signal?: AbortSignal;
+  /**
+   * The object is completed only once this resolves, and not at all if it rejects (the store then
+   * fails with its reason, nothing left at `key`): for an object that must not exist without
+   * others. The data is written meanwhile; only the end waits. @default - no wait
+   */
+  readonly completeAfter?: Promise<unknown>;
 }
 
 /**
@@ -142,8 +148,13 @@ export interface StoreProducedOptions
 export async function storeProduced(options: StoreProducedOptions): Promise<StoredObject> {
   const { zstdChild, zstdProgram } = await import('./zstd-compress.ts');
   const program = zstdProgram();
+  const gate = options.completeAfter;
+  // Rejected early, it is reported when the stream would end; until then it is not unhandled.
+  gate?.catch(() => {});
   if (program === null) {
-    const source = options.produce.pipe();
+    const produced = options.produce.pipe();
+    const source = gate ? produced.pipe(endsAfter(gate)) : produced;
+    if (gate) produced.once('error', (error) => source.destroy(error));
     const stop = () => source.destroy(options.signal?.reason as Error);
     options.signal?.addEventListener('abort', stop, { once: true });
     try {
@@ -169,7 +180,7 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
   producer.done.catch(() => {});
   // zstd ends when the producer closes its stdout, crashed or not: the object is complete only
   // once the producer is known to have exited 0.
-  zstd.endsAfter(producer.done);
+  zstd.endsAfter(gate ? Promise.all([producer.done, gate]).then(() => {}) : producer.done);
   const stop = () => producer.stop();
   options.signal?.addEventListener('abort', stop, { once: true });
   try {
@@ -184,6 +195,16 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
     sha256: ciphertext.sha256,
     plaintextSizeBytes: zstd.plaintextSizeBytes(),
   };
+}
+
+/** A pass-through that ends only once `gate` resolved, and fails with its reason otherwise. */
+function endsAfter(gate: Promise<unknown>): Transform {
+  return new Transform({
+    transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
+    flush: (callback) => {
+      gate.then(() => callback(), callback);
+    },
+  });
 }
 
 export interface StoreCompressedOptions {

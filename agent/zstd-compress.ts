@@ -145,6 +145,8 @@ export function zstdChild(level: number, program: string): ZstdChild {
     output,
     release: () => stdin.destroy(),
     endsAfter: (done) => {
+      // Awaited only when zstd has finished; a rejection before then is not unhandled.
+      done.catch(() => {});
       producerDone = done;
     },
     plaintextSizeBytes: () => {

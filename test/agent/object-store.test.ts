@@ -198,6 +198,40 @@ describe('storeProduced: a producer writing straight into zstd', () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 
+  it('completes the object only once completeAfter resolves, and not at all if it rejects', async () => {
+    const key = 'v1/t/gated.zst.age';
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const stored = storeProduced({
+      storage,
+      key,
+      produce: shell('head -c 1000000 /dev/urandom'),
+      recipients: [recipient],
+      completeAfter: gate,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The producer has long finished; the object is still not there.
+    expect(await storage.head(key)).toBeUndefined();
+    release();
+    expect((await stored).plaintextSizeBytes).toBe(1_000_000);
+    expect((await readBack(key)).length).toBe(1_000_000);
+
+    const refused = new Error('the server facts could not be read');
+    await expect(
+      storeProduced({
+        storage,
+        key: 'v1/t/gate-refused.zst.age',
+        produce: shell('head -c 1000000 /dev/urandom'),
+        recipients: [recipient],
+        completeAfter: new Promise((_resolve, reject) => setTimeout(() => reject(refused), 300)),
+      }),
+    ).rejects.toBe(refused);
+    expect(await readdir(join(dir, 'v1/t'))).not.toContain('gate-refused.zst.age');
+    expect((await readdir(join(dir, 'v1/t'))).filter((name) => name.startsWith('.pgkeep-tmp'))).toEqual([]);
+  });
+
   it('stops the producer and stores nothing when aborted', async () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(new Error('another dump failed')), 300);
