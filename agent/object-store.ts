@@ -264,6 +264,9 @@ export function readStages(options: Omit<OpenObjectOptions, 'storage'>): Transfo
   let seen = 0;
   const stages: Transform[] = [
     new HashingStream({
+      // Without a manifest's hash to compare (a WAL segment: its key names its plaintext's hash),
+      // a digest of the ciphertext would be computed for nothing.
+      hash: expected?.sha256 !== undefined,
       onProgress: (bytes) => {
         scavenge(bytes - seen);
         seen = bytes;
