@@ -154,8 +154,13 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
   if (program === null) {
     const produced = options.produce.pipe();
     const source = gate ? produced.pipe(endsAfter(gate)) : produced;
-    if (gate) produced.once('error', (error) => source.destroy(error));
-    const stop = () => source.destroy(options.signal?.reason as Error);
+    if (gate) {
+      // pipe() passes neither a failure forward nor a stop back: the producer's output, destroyed,
+      // stops the producer.
+      produced.once('error', (error) => source.destroy(error));
+      source.once('close', () => produced.destroy());
+    }
+    const stop = () => produced.destroy(options.signal?.reason as Error);
     options.signal?.addEventListener('abort', stop, { once: true });
     try {
       return await storeObject({ ...options, source });
