@@ -86,8 +86,8 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
 /**
  * Runs `stages` while the storage driver reads the last one as the object's body, create-only.
  * The driver gets that stream itself: wrapping it in an async iterator and `Readable.from`, as a
- * pipeline's last function stage would, costs a promise and two stream hops per chunk (~0.13 s of
- * CPU per 200 MB of 64 KiB chunks, bench/ and docs/performance.md). An error anywhere destroys
+ * pipeline's last function stage would, costs a promise and two stream hops per chunk, a
+ * measurable share of the agent's CPU on a dump (docs/performance.md). An error anywhere destroys
  * every stage; the driver sees its body fail and removes whatever it had begun, and this resolves
  * or rejects only once both sides have settled, so nothing is left half-written behind it.
  */

@@ -77,8 +77,8 @@ function makeHeader(recipients: readonly AgeRecipient[]): { header: Buffer; file
 }
 
 /**
- * A KeyObject, not bytes: every 64 KiB chunk takes a new cipher, and a key given as bytes is turned
- * into a key object again for each one (~10% of the payload's encryption CPU).
+ * A KeyObject, not bytes: every 64 KiB chunk takes a new cipher, and a key given as bytes would be
+ * turned into a key object again for each one.
  */
 function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): KeyObject {
   return createSecretKey(Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32)));

@@ -341,8 +341,8 @@ function isMissing(error: unknown): boolean {
 /**
  * Bytes written between background flushes. The page cache holds a whole dump otherwise (nothing
  * makes the kernel write it back sooner on a host with memory to spare), and the fsync at the end
- * then writes all of it while the backup waits: 0.14 s for 208 MB here, after the dump had ended.
- * Flushing as the object grows overlaps that with the dump; the final fsync finds little left.
+ * then writes all of it while the backup waits, after the dump has ended. Flushing as the object
+ * grows overlaps that with the dump; the final fsync finds little left (docs/performance.md).
  */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
