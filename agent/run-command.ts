@@ -23,7 +23,9 @@ export async function runCommand(
     return ExitCode.ok;
   }
   try {
-    return await command.run({ ...io, args, configPath });
+    // Not spread: that would read io's getters (processIo) now.
+    const context = Object.defineProperties({ args, configPath }, Object.getOwnPropertyDescriptors(io));
+    return await command.run(context as CommandContext);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     const code = exitCodeFor(error);
@@ -34,13 +36,23 @@ export async function runCommand(
   }
 }
 
-/** This process's standard streams and environment. */
+/**
+ * This process's standard streams and environment. The streams are getters: Node builds each on
+ * first use (for a pipe, as archive_command's stderr usually is, loading node:net), and a
+ * successful push writes nothing.
+ */
 export function processIo(): CommandIo {
   return {
     env: process.env,
-    stdout: process.stdout,
-    stderr: process.stderr,
-    interactive: process.stderr.isTTY === true,
+    get stdout() {
+      return process.stdout;
+    },
+    get stderr() {
+      return process.stderr;
+    },
+    get interactive() {
+      return process.stderr.isTTY === true;
+    },
   };
 }
 
