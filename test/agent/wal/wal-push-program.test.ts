@@ -148,6 +148,17 @@ describe('wal-push from its own bundle, as archive_command', () => {
     expect(result.stderr).toMatch(/^pgkeep wal-push: .*invalid recipient "age1notarecipient"/);
   });
 
+  it('takes --config before the command name, as the CLI does', async () => {
+    const missing = join(h.dir, 'no-such.yaml');
+    const name = '000000010000000000000015';
+    await walFile(name, walSegment(name, SYSID));
+    const result = await sh(
+      `${NODE} ${join(bundle, 'pgkeep.mjs')} --config=${missing} wal-push pg_wal/${name}`,
+    );
+    expect(result.code).toBe(ExitCode.config);
+    expect(result.stderr).toContain(`config file ${missing} does not exist`);
+  });
+
   it('exits 2 (usage) without a path, printing the usage line', async () => {
     const result = await sh(`PGKEEP_CONFIG=${h.configPath} ${NODE} ${join(bundle, 'pgkeep.mjs')} wal-push`);
     expect(result.code).toBe(ExitCode.usage);
