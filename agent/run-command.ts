@@ -2,8 +2,8 @@
  * Runs one command as the CLI does: its `--help`, its failures printed and mapped to exit codes
  * (agent/exit-codes.ts), and the process's exit code set from the result. Shared by the whole CLI
  * (agent/main.ts) and the WAL push program (agent/wal-push-program.ts), which is bundled on its own
- * so that archive_command loads one file. Failures are told apart by their name (exit-codes.ts),
- * never by `instanceof`: each bundle carries its own copy of the error classes.
+ * so that archive_command loads a few files, not the CLI's ~24. Failures are told apart by their
+ * name (exit-codes.ts), never by `instanceof`: each bundle carries its own copy of the classes.
  */
 import type { Command, CommandContext } from './commands/command.ts';
 import { ExitCode, type ExitCodeValue, exitCodeFor } from './exit-codes.ts';
