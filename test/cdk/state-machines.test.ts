@@ -130,7 +130,7 @@ describe('replication', () => {
 
   /** A plan the plan step copied itself: one batch of 2 objects and one manifest. */
   const copiedPlan = (target: string) => {
-    const copied = { batch: { ...batchResult(2), large: [], cluster: 'main' }, large: [] };
+    const copied = { ...batchResult(2), large: [], cluster: 'main' };
     const summary = addUpTarget(
       { batches: [copied], plan: { alreadyPresent: 3, more: false } },
       { copied: 1, skipped: 0, waiting: 0, rejected: [] },
@@ -363,7 +363,7 @@ describe('replication', () => {
         'Anything left to copy?',
         'Replicate to each target',
         'Copy batch to target',
-        'Batch copied',
+        'Large objects to copy?',
         'Copy and verify manifests',
         'Replication complete',
       ]),
