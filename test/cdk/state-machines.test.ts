@@ -486,13 +486,9 @@ describe('replication', () => {
       const mine = events
         .filter((e) => e.startsWith(`${target} `))
         .map((e) => e.split(' ').slice(1).join(' '));
-      expect(mine).toEqual([
-        'batch',
-        'batch',
-        'batch',
-        ...['base', '16385', '16386'].map((n) => `large ${large(n).key}`),
-        'manifests',
-      ]);
+      expect(mine.slice(0, 3)).toEqual(['batch', 'batch', 'batch']);
+      expect(mine.slice(3, 6).sort()).toEqual(['16385', '16386', 'base'].map((n) => `large ${large(n).key}`));
+      expect(mine.slice(6)).toEqual(['manifests']);
     }
     expect(largeCopies).toEqual([
       [
