@@ -51,9 +51,9 @@ export function roundEntries(
       continue;
     }
     const failed = batches
-      .filter(({ batch }) => batch.failed > 0)
-      .filter(({ batch }) => batch.cluster === cluster || batch.failedClusters?.includes(cluster))
-      .map(({ batch }) => batch.oldestFailed)
+      .filter((batch) => batch.failed > 0)
+      .filter((batch) => batch.cluster === cluster || batch.failedClusters?.includes(cluster))
+      .map((batch) => batch.oldestFailed)
       .filter((t): t is string => t !== undefined)
       .sort()[0];
     entries[cluster] = { listedAt, oldestMissing: failed ?? oldestPlanned ?? listedAt };
