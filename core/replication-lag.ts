@@ -69,14 +69,12 @@ export function mergeLag(current: TargetLag, incoming: Readonly<Record<string, L
  * they stop); else 0, the target has all ingest has.
  *
  * A listing gives LastModified in whole seconds, so an object stored in the second the listing
- * started may or may not have been listed: it counts as unlisted (a lag shown until the next run
- * lists again, rather than one hidden).
+ * started counts as listed. If it was not, its lag shows once ingest stores the next object (a WAL
+ * segment a minute at least, with `archive_timeout`) or the next run lists it, whichever is first.
  */
 export function lagSeconds(entry: LagEntry, newestStoredAt: Date | undefined, now: Date): number {
   const listedAt = new Date(entry.listedAt);
-  const listedSecond = Math.floor(listedAt.getTime() / 1000) * 1000;
-  const unlisted =
-    newestStoredAt !== undefined && newestStoredAt.getTime() >= listedSecond ? listedAt : undefined;
+  const unlisted = newestStoredAt !== undefined && newestStoredAt > listedAt ? listedAt : undefined;
   const missing = entry.oldestMissing === undefined ? undefined : new Date(entry.oldestMissing);
   const oldest = [missing, unlisted].filter((t): t is Date => t !== undefined).sort((a, b) => +a - +b)[0];
   return oldest === undefined ? 0 : Math.max(0, (now.getTime() - oldest.getTime()) / 1000);

@@ -69,6 +69,15 @@ afterAll(async () => {
  * New WAL segments in `cluster`, one after another; returns their keys. `storedAt` backdates them
  * (s3rver reports its file's mtime): settled, so the cursors pass them once copied.
  */
+/**
+ * Waits for the second after the one a listing started in: listings give LastModified in whole
+ * seconds, and an object stored in the listing's own second counts as listed (core/replication-lag.ts).
+ */
+async function afterListingSecond(listedAt: string): Promise<void> {
+  const next = Math.floor(Date.parse(listedAt) / 1000) * 1000 + 1000;
+  if (Date.now() < next) await new Promise((resolve) => setTimeout(resolve, next - Date.now()));
+}
+
 async function pushWal(cluster: string, count: number, spacingMs = 0, storedAt?: Date): Promise<string[]> {
   const keys: string[] = [];
   for (let i = 0; i < count; i++) {
@@ -159,7 +168,9 @@ describe("replication lag from replication's own record", () => {
 
   it('grows while no run lists what ingest stored after the last one, and is 0 again once a run copied it', async () => {
     const [cluster, quiet] = CLUSTERS as [string, string];
-    const listedAt = Date.parse((await lagRecord('dr-aws')).clusters[cluster]?.listedAt as string);
+    const recorded = (await lagRecord('dr-aws')).clusters[cluster]?.listedAt as string;
+    const listedAt = Date.parse(recorded);
+    await afterListingSecond(recorded);
     await pushWal(cluster, 1);
     const later = await lags(new Date(listedAt + 10 * MINUTE));
     const muchLater = await lags(new Date(listedAt + 70 * MINUTE));
@@ -179,6 +190,7 @@ describe("replication lag from replication's own record", () => {
   it("a run that fails for a target leaves that target's record as it was: its lag keeps growing", async () => {
     const cluster = CLUSTERS[1] as string;
     const before = await lagRecord('b2');
+    await afterListingSecond(before.clusters[cluster]?.listedAt as string);
     await pushWal(cluster, 1);
     const offsite = servers.get('offsite') as S3Server;
     await offsite.kill();
