@@ -1,0 +1,205 @@
+/**
+ * WAL bundles: one object at a replication target holding several WAL segments of one cluster and
+ * timeline, so a target stores (and is charged for) one PUT per run instead of one per segment
+ * (docs/architecture.md, "WAL bundles at targets"). Ingest keeps one object per segment; only the
+ * pipeline writes bundles, only at targets, and never rewrites one.
+ *
+ *   v1/<cluster>/wal-bundles/<timeline>/<last wal name>-<first wal name>-<index sha256 prefix>.pgkb
+ *
+ * Keys sort by the last segment, so one listing with StartAfter `<name>` reaches the bundle
+ * holding `<name>` first. The body is the members' ciphertext exactly as ingest holds it
+ * (concatenated age files: the pipeline cannot decrypt), then a JSON index, then a fixed-size
+ * locator, so a reader gets the index with one small ranged GET of the object's tail:
+ *
+ *   member bytes … | index JSON | "PGKB1IDX" + index offset (u64 BE) + index length (u64 BE)
+ *
+ * The index names each member's ingest key, offset, length and ciphertext sha256; its own sha256
+ * prefix is in the key, so a changed index is found before any member is read, and a changed
+ * member by its sha256. Pure: no I/O.
+ */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { clusterPrefix, parseWalKey, walPrefix } from './keys.ts';
+import { parseWalFileName } from './wal-names.ts';
+
+export const BUNDLE_SUFFIX = '.pgkb';
+const LOCATOR_MAGIC = Buffer.from('PGKB1IDX', 'ascii');
+/** Bytes of the locator at the end of every bundle. */
+export const LOCATOR_BYTES = LOCATOR_MAGIC.length + 16;
+/** Hex digits of the index's sha256 in the key. */
+const INDEX_DIGEST_HEX = 16;
+/** Segments per bundle at most: bounds the index and how far a reader looks past a name. */
+export const MAX_BUNDLE_MEMBERS = 256;
+
+/** A bundle found invalid: its key, index or a member's bytes are not what the pipeline wrote. */
+export class BundleIntegrityError extends Error {
+  override name = 'BundleIntegrityError';
+}
+
+export interface BundleMember {
+  /** The segment's key in ingest (`v1/<cluster>/wal/<timeline>/<name>-<hash>.zst.age`). */
+  readonly key: string;
+  /** Byte offset of its ciphertext in the bundle. */
+  readonly offset: number;
+  readonly length: number;
+  /** sha256 (hex) of its ciphertext. */
+  readonly sha256: string;
+}
+
+export interface ParsedBundleKey {
+  readonly cluster: string;
+  readonly timeline: string;
+  readonly first: string;
+  readonly last: string;
+  readonly digest: string;
+}
+
+const IndexSchema = z.strictObject({
+  format: z.literal('pgkeep.wal-bundle.v1'),
+  members: z
+    .array(
+      z.strictObject({
+        key: z.string().min(1),
+        offset: z.number().int().nonnegative(),
+        length: z.number().int().nonnegative(),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      }),
+    )
+    .min(1)
+    .max(MAX_BUNDLE_MEMBERS),
+});
+
+/** Where a cluster's bundles live, all timelines or one. */
+export function walBundlesPrefix(cluster: string, timelineHex?: string): string {
+  return `${clusterPrefix(cluster)}wal-bundles/${timelineHex === undefined ? '' : `${timelineHex}/`}`;
+}
+
+/** The key of a bundle whose index serializes to `index` (see {@link encodeBundleIndex}). */
+export function walBundleKey(
+  cluster: string,
+  timeline: string,
+  first: string,
+  last: string,
+  index: Buffer,
+): string {
+  const digest = createHash('sha256').update(index).digest('hex').slice(0, INDEX_DIGEST_HEX);
+  return `${walBundlesPrefix(cluster, timeline)}${last}-${first}-${digest}${BUNDLE_SUFFIX}`;
+}
+
+const BUNDLE_KEY =
+  /^v1\/([^/]+)\/wal-bundles\/([0-9A-F]{8})\/([0-9A-F]{24})-([0-9A-F]{24})-([0-9a-f]{16})\.pgkb$/;
+
+/** The parts of a bundle key, or undefined when `key` is not one. */
+export function parseWalBundleKey(key: string): ParsedBundleKey | undefined {
+  const m = BUNDLE_KEY.exec(key);
+  if (!m?.[1] || !m[2] || !m[3] || !m[4] || !m[5]) return undefined;
+  const [, cluster, timeline, last, first, digest] = m as unknown as string[];
+  if (first! > last! || !first!.startsWith(timeline!) || !last!.startsWith(timeline!)) return undefined;
+  return { cluster: cluster!, timeline: timeline!, first: first!, last: last!, digest: digest! };
+}
+
+/** Whether a WAL key may go into a bundle: a whole segment (not .history, .partial or .backup). */
+export function isBundleableWalKey(key: string): boolean {
+  const parsed = parseWalKey(key);
+  return parsed !== undefined && parseWalFileName(parsed.walFileName)?.kind === 'segment';
+}
+
+/** The index bytes of members laid out one after another from offset 0, in the order given. */
+export function encodeBundleIndex(members: readonly Omit<BundleMember, 'offset'>[]): {
+  readonly index: Buffer;
+  readonly members: BundleMember[];
+} {
+  let offset = 0;
+  const placed = members.map((m) => {
+    const member = { key: m.key, offset, length: m.length, sha256: m.sha256 };
+    offset += m.length;
+    return member;
+  });
+  return {
+    index: Buffer.from(JSON.stringify({ format: 'pgkeep.wal-bundle.v1', members: placed })),
+    members: placed,
+  };
+}
+
+/** The index followed by its locator: what goes after the members' bytes. */
+export function bundleTail(index: Buffer, membersBytes: number): Buffer {
+  const locator = Buffer.alloc(LOCATOR_BYTES);
+  LOCATOR_MAGIC.copy(locator, 0);
+  locator.writeBigUInt64BE(BigInt(membersBytes), LOCATOR_MAGIC.length);
+  locator.writeBigUInt64BE(BigInt(index.length), LOCATOR_MAGIC.length + 8);
+  return Buffer.concat([index, locator]);
+}
+
+/** Where the index is, from the locator (the bundle's last {@link LOCATOR_BYTES} bytes). */
+export function parseLocator(
+  key: string,
+  locator: Buffer,
+  sizeBytes: number,
+): { readonly offset: number; readonly length: number } {
+  if (locator.length !== LOCATOR_BYTES || !locator.subarray(0, LOCATOR_MAGIC.length).equals(LOCATOR_MAGIC))
+    throw new BundleIntegrityError(
+      `WAL bundle ${key} does not end with a bundle locator: it was changed or cut short at the target; restore from another target`,
+    );
+  const offset = Number(locator.readBigUInt64BE(LOCATOR_MAGIC.length));
+  const length = Number(locator.readBigUInt64BE(LOCATOR_MAGIC.length + 8));
+  if (offset + length + LOCATOR_BYTES !== sizeBytes)
+    throw new BundleIntegrityError(
+      `WAL bundle ${key} has ${sizeBytes} bytes but its locator places the index at ${offset}+${length}: the object was changed at the target; restore from another target`,
+    );
+  return { offset, length };
+}
+
+/**
+ * The members of the bundle at `key`, from its index bytes: checked against the digest in the key,
+ * and every member checked to be a segment of the bundle's cluster and timeline within its range,
+ * laid out without gaps or overlaps before the index.
+ */
+export function parseBundleIndex(key: string, index: Buffer, indexOffset: number): BundleMember[] {
+  const parsedKey = parseWalBundleKey(key);
+  if (!parsedKey) throw new BundleIntegrityError(`${key} is not a WAL bundle key`);
+  const digest = createHash('sha256').update(index).digest('hex').slice(0, INDEX_DIGEST_HEX);
+  if (digest !== parsedKey.digest)
+    throw new BundleIntegrityError(
+      `WAL bundle ${key}: its index hashes to ${digest}, not to the ${parsedKey.digest} in its key; the bundle was changed at the target; restore from another target`,
+    );
+  let json: unknown;
+  try {
+    json = JSON.parse(index.toString('utf8'));
+  } catch (error) {
+    throw new BundleIntegrityError(`WAL bundle ${key}: its index is not JSON`, { cause: error });
+  }
+  const parsed = IndexSchema.safeParse(json);
+  if (!parsed.success)
+    throw new BundleIntegrityError(`WAL bundle ${key}: invalid index (${parsed.error.issues[0]?.message})`);
+  const prefix = walPrefix(parsedKey.cluster, parsedKey.timeline);
+  let expectedOffset = 0;
+  let previous = '';
+  for (const member of parsed.data.members) {
+    const wal = parseWalKey(member.key);
+    if (
+      !member.key.startsWith(prefix) ||
+      !wal ||
+      !isBundleableWalKey(member.key) ||
+      wal.walFileName < parsedKey.first ||
+      wal.walFileName > parsedKey.last ||
+      member.key <= previous ||
+      member.offset !== expectedOffset
+    )
+      throw new BundleIntegrityError(
+        `WAL bundle ${key}: member ${member.key} at ${member.offset} is not a segment of ${prefix} from ${parsedKey.first} to ${parsedKey.last} in order`,
+      );
+    previous = member.key;
+    expectedOffset += member.length;
+  }
+  if (expectedOffset !== indexOffset)
+    throw new BundleIntegrityError(
+      `WAL bundle ${key}: its members end at byte ${expectedOffset} but the index starts at ${indexOffset}`,
+    );
+  return parsed.data.members;
+}
+
+/** The timeline folder and WAL file name a WAL key is stored under, for finding its bundle. */
+export function walNameOfKey(key: string): { readonly timeline: string; readonly name: string } | undefined {
+  const parsed = parseWalKey(key);
+  return parsed ? { timeline: parsed.walFileName.slice(0, 8), name: parsed.walFileName } : undefined;
+}

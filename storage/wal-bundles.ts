@@ -1,0 +1,332 @@
+/**
+ * The one reader of WAL bundles (core/wal-bundle.ts): a Storage that presents each member of a
+ * bundle at a target as if it were the per-segment object ingest holds, so the agent (wal-fetch,
+ * its prefetcher, restore, `check --archive`, verify) and the pipeline (retention, reconciliation,
+ * freshness) read a bundled target exactly as a per-segment one. docs/architecture.md, "WAL bundles
+ * at targets".
+ *
+ * - `list` yields the real objects and, merged in key order, the members of the bundles that hold
+ *   keys under the prefix; a key that is both a real object and a member is yielded once (the real
+ *   one). A listing of one WAL file name (`…/wal/<tl>/<name>-`, what wal-fetch asks) finds its
+ *   bundle with one listing after `<name>`; any other listing reads the index of every bundle it
+ *   covers (one small ranged GET each, cached for the life of the object).
+ * - `get`/`head` of a member key read its byte range of the bundle. A member's bytes are checked
+ *   against the sha256 the index records before any of them is returned, and the index against
+ *   the digest in the bundle's key: a bundle changed at the provider fails with
+ *   {@link BundleIntegrityError} naming the bundle, never with WAL other than what was archived.
+ * - `put` and `delete` go to the driver unchanged: bundles are written only by replication and
+ *   deleted only whole, by retention.
+ *
+ * Bundles of one timeline never overlap except that a later one may repeat an earlier one's
+ * segments from the same first segment (a run whose cursor was not committed bundles them again):
+ * so the first bundle after `<name>` that starts after `<name>` ends the search.
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import {
+  BundleIntegrityError,
+  type BundleMember,
+  LOCATOR_BYTES,
+  parseBundleIndex,
+  parseLocator,
+  parseWalBundleKey,
+  walBundlesPrefix,
+  walNameOfKey,
+} from '../core/wal-bundle.ts';
+import type { ByteRange, ListOptions, ObjectInfo, PutOptions, Storage } from './storage.ts';
+import { ObjectNotFoundError } from './storage.ts';
+
+export { BundleIntegrityError } from '../core/wal-bundle.ts';
+
+/** A member as found in its bundle: where to read it, and the bundle's time as its own. */
+export interface LocatedMember extends BundleMember {
+  readonly bundle: string;
+  readonly lastModified: Date;
+}
+
+/** Bytes of a bundle's tail read at once: the locator and, for a bundle of ~100 members, the index. */
+const TAIL_BYTES = 16 * 1024;
+/** Cached indexes: a month of bundles of one cluster is ~4,300. */
+const MAX_CACHED_BUNDLES = 20_000;
+
+const WAL_LISTING = /^(v1\/[^/]+\/)wal\/(.*)$/;
+/** Prefixes short enough that a listing of them holds a cluster's bundles and its WAL keys alike. */
+const ABOVE_WAL = /^(?:|v|v1|v1\/|v1\/[^/]+|v1\/[^/]+\/(?:w|wa|wal)?)$/;
+
+async function readBytes(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Presents WAL bundle members as per-segment objects (see the module comment). */
+export class WalBundleStorage implements Storage {
+  readonly displayUrl: string;
+  readonly inner: Storage;
+  readonly #indexes = new Map<string, Promise<LocatedMember[]>>();
+  readonly #members = new Map<string, LocatedMember>();
+
+  constructor(inner: Storage) {
+    this.inner = inner;
+    this.displayUrl = inner.displayUrl;
+  }
+
+  put(key: string, body: Readable, options?: PutOptions): Promise<void> {
+    return this.inner.put(key, body, options);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+
+  async serverTime(): Promise<Date | undefined> {
+    return await this.inner.serverTime?.();
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const real = await this.inner.head(key);
+    if (real) return real;
+    const member = await this.findMember(key);
+    return member ? { key, sizeBytes: member.length, lastModified: member.lastModified } : undefined;
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const known = this.#members.get(key);
+    if (!known) {
+      try {
+        return await this.inner.get(key, range);
+      } catch (error) {
+        if (!(error instanceof ObjectNotFoundError)) throw error;
+        const member = await this.findMember(key);
+        if (!member) throw error;
+        return this.readMember(member, range);
+      }
+    }
+    return this.readMember(known, range);
+  }
+
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
+    const wal = WAL_LISTING.exec(prefix);
+    if (wal) {
+      yield* this.merge(
+        this.inner.list(prefix, options),
+        this.membersUnder(prefix, wal[1] as string, wal[2] as string),
+        prefix,
+        options,
+      );
+      return;
+    }
+    if (!ABOVE_WAL.test(prefix)) {
+      yield* this.inner.list(prefix, options);
+      return;
+    }
+    // A cluster's bundles (`…/wal-bundles/`) sort before its WAL (`…/wal/`), so their members
+    // are known before the first WAL key of the same cluster comes.
+    const pending: LocatedMember[] = [];
+    const self = this;
+    async function* real(): AsyncIterable<ObjectInfo> {
+      for await (const object of self.inner.list(prefix, options)) {
+        if (parseWalBundleKey(object.key)) {
+          pending.push(...(await self.bundleMembers(object)));
+          pending.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+        }
+        yield object;
+      }
+    }
+    async function* queued(): AsyncIterable<LocatedMember> {
+      while (pending.length > 0) yield pending.shift() as LocatedMember;
+    }
+    yield* this.mergeLive(real(), pending, prefix, options, queued);
+  }
+
+  /** Every member of the bundles under `bundlePrefix` (all of a cluster's when omitted), in key order. */
+  async *members(cluster: string, timeline?: string): AsyncIterable<LocatedMember> {
+    const all: LocatedMember[] = [];
+    for await (const object of this.inner.list(walBundlesPrefix(cluster, timeline)))
+      if (parseWalBundleKey(object.key)) all.push(...(await this.bundleMembers(object)));
+    all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    let previous: string | undefined;
+    for (const member of all) {
+      if (member.key === previous) continue;
+      previous = member.key;
+      yield member;
+    }
+  }
+
+  /** The member at `key`, from a bundle that holds its WAL file name; undefined when none does. */
+  async findMember(key: string): Promise<LocatedMember | undefined> {
+    const known = this.#members.get(key);
+    if (known) return known;
+    const wal = walNameOfKey(key);
+    const cluster = key.split('/')[1];
+    if (!wal || !cluster) return undefined;
+    for (const member of await this.membersNamed(cluster, wal.timeline, wal.name))
+      if (member.key === key) return member;
+    return undefined;
+  }
+
+  /** The members with WAL file name `name`: one listing of the timeline's bundles after `name`. */
+  async membersNamed(cluster: string, timeline: string, name: string): Promise<LocatedMember[]> {
+    const found: LocatedMember[] = [];
+    const prefix = walBundlesPrefix(cluster, timeline);
+    for await (const object of this.inner.list(prefix, { startAfter: `${prefix}${name}` })) {
+      const bundle = parseWalBundleKey(object.key);
+      if (!bundle) continue;
+      if (bundle.first > name) break;
+      for (const member of await this.bundleMembers(object))
+        if (walNameOfKey(member.key)?.name === name && !found.some((m) => m.key === member.key))
+          found.push(member);
+    }
+    return found;
+  }
+
+  /** The members of one bundle (its index read once, checked, and cached). */
+  bundleMembers(bundle: ObjectInfo): Promise<LocatedMember[]> {
+    let members = this.#indexes.get(bundle.key);
+    if (!members) {
+      if (this.#indexes.size >= MAX_CACHED_BUNDLES) {
+        this.#indexes.clear();
+        this.#members.clear();
+      }
+      members = this.readIndex(bundle);
+      members.catch(() => this.#indexes.delete(bundle.key));
+      this.#indexes.set(bundle.key, members);
+    }
+    return members;
+  }
+
+  private async readIndex(bundle: ObjectInfo): Promise<LocatedMember[]> {
+    const { key, sizeBytes } = bundle;
+    if (sizeBytes < LOCATOR_BYTES)
+      throw new BundleIntegrityError(
+        `WAL bundle ${key} at ${this.displayUrl} has ${sizeBytes} bytes, too few for a bundle: it was cut short at the target; restore from another target`,
+      );
+    const tailStart = Math.max(0, sizeBytes - TAIL_BYTES);
+    let tail = await readBytes(await this.inner.get(key, { start: tailStart, end: sizeBytes - 1 }));
+    const locator = parseLocator(key, tail.subarray(tail.length - LOCATOR_BYTES), sizeBytes);
+    if (locator.offset < tailStart)
+      tail = Buffer.concat([
+        await readBytes(await this.inner.get(key, { start: locator.offset, end: tailStart - 1 })),
+        tail,
+      ]);
+    const from = tail.length - LOCATOR_BYTES - locator.length;
+    const index = tail.subarray(from, tail.length - LOCATOR_BYTES);
+    const located = parseBundleIndex(key, index, locator.offset).map((m) => ({
+      ...m,
+      bundle: key,
+      lastModified: bundle.lastModified,
+    }));
+    for (const member of located) if (!this.#members.has(member.key)) this.#members.set(member.key, member);
+    return located;
+  }
+
+  private async readMember(member: LocatedMember, range?: ByteRange): Promise<Readable> {
+    const bytes =
+      member.length === 0
+        ? Buffer.alloc(0)
+        : await readBytes(
+            await this.inner.get(member.bundle, {
+              start: member.offset,
+              end: member.offset + member.length - 1,
+            }),
+          );
+    const digest = createHash('sha256').update(bytes).digest('hex');
+    if (bytes.length !== member.length || digest !== member.sha256)
+      throw new BundleIntegrityError(
+        `WAL bundle ${member.bundle} at ${this.displayUrl}: member ${member.key} reads as ${bytes.length} bytes with sha256 ${digest}, but its index says ${member.length} bytes with sha256 ${member.sha256}; the bundle was changed at the target; restore from another target`,
+      );
+    if (range && range.start >= bytes.length) throw new ObjectNotFoundError(member.key);
+    return Readable.from([range ? bytes.subarray(range.start, range.end + 1) : bytes]);
+  }
+
+  /** The members under a WAL prefix (`<cluster>/wal/<rest>`), in key order. */
+  private async *membersUnder(
+    prefix: string,
+    clusterRoot: string,
+    rest: string,
+  ): AsyncIterable<LocatedMember> {
+    const cluster = clusterRoot.split('/')[1] as string;
+    const timeline = /^([0-9A-F]{8})\/([0-9A-F]{24})-?$/.exec(rest);
+    if (timeline?.[1] && timeline[2]) {
+      const named = await this.membersNamed(cluster, timeline[1], timeline[2]);
+      yield* named.filter((m) => m.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : 1));
+      return;
+    }
+    const folder = /^([0-9A-F]{8})\//.exec(rest)?.[1];
+    for await (const member of this.members(cluster, folder)) if (member.key.startsWith(prefix)) yield member;
+  }
+
+  /** Real objects and members merged by key; a member that is also a real object is dropped. */
+  private async *merge(
+    real: AsyncIterable<ObjectInfo>,
+    members: AsyncIterable<LocatedMember>,
+    prefix: string,
+    options: ListOptions,
+  ): AsyncIterable<ObjectInfo> {
+    const it = members[Symbol.asyncIterator]();
+    let next = await this.nextMember(it, prefix, options);
+    for await (const object of real) {
+      while (next && next.key < object.key) {
+        yield this.asObject(next);
+        next = await this.nextMember(it, prefix, options);
+      }
+      if (next && next.key === object.key) next = await this.nextMember(it, prefix, options);
+      yield object;
+    }
+    while (next) {
+      yield this.asObject(next);
+      next = await this.nextMember(it, prefix, options);
+    }
+  }
+
+  /** As {@link merge}, for members that become known while the real listing goes on (they always sort after it). */
+  private async *mergeLive(
+    real: AsyncIterable<ObjectInfo>,
+    pending: LocatedMember[],
+    prefix: string,
+    options: ListOptions,
+    rest: () => AsyncIterable<LocatedMember>,
+  ): AsyncIterable<ObjectInfo> {
+    let last: string | undefined;
+    const wanted = (m: LocatedMember) =>
+      m.key.startsWith(prefix) && (options.startAfter === undefined || m.key > options.startAfter);
+    for await (const object of real) {
+      while (pending.length > 0 && (pending[0] as LocatedMember).key <= object.key) {
+        const member = pending.shift() as LocatedMember;
+        if (member.key !== object.key && member.key !== last && wanted(member)) yield this.asObject(member);
+        last = member.key;
+      }
+      yield object;
+      last = object.key;
+    }
+    for await (const member of rest())
+      if (member.key !== last && wanted(member)) {
+        yield this.asObject(member);
+        last = member.key;
+      }
+  }
+
+  private async nextMember(
+    it: AsyncIterator<LocatedMember>,
+    prefix: string,
+    options: ListOptions,
+  ): Promise<LocatedMember | undefined> {
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      const member = r.value;
+      if (!member.key.startsWith(prefix)) continue;
+      if (options.startAfter !== undefined && member.key <= options.startAfter) continue;
+      return member;
+    }
+    return undefined;
+  }
+
+  private asObject(member: LocatedMember): ObjectInfo {
+    this.#members.set(member.key, member);
+    return { key: member.key, sizeBytes: member.length, lastModified: member.lastModified };
+  }
+}
+
+/** `storage` with WAL bundle members presented as objects (the same object when it already is one). */
+export function withWalBundles(storage: Storage): WalBundleStorage {
+  return storage instanceof WalBundleStorage ? storage : new WalBundleStorage(storage);
+}
