@@ -13,9 +13,11 @@
  *
  *   member bytes … | index JSON | "PGKB1IDX" + index offset (u64 BE) + index length (u64 BE)
  *
- * The index names each member's ingest key, offset, length and ciphertext sha256; its own sha256
- * prefix is in the key, so a changed index is found before any member is read, and a changed
- * member by its sha256. Pure: no I/O.
+ * The index names each member's ingest key, offset, length and ciphertext sha256. The key carries a
+ * digest of the members' keys and lengths (known before any byte is read, so a bundle is streamed
+ * to its final key in one pass): an index naming other members or lengths is found before any
+ * member is read, and a changed member, or a changed sha256 in the index, by the member's sha256.
+ * Pure: no I/O.
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
@@ -74,16 +76,22 @@ export function walBundlesPrefix(cluster: string, timelineHex?: string): string 
   return `${clusterPrefix(cluster)}wal-bundles/${timelineHex === undefined ? '' : `${timelineHex}/`}`;
 }
 
-/** The key of a bundle whose index serializes to `index` (see {@link encodeBundleIndex}). */
+/** The digest in a bundle's key: of its members' keys and lengths, in order. */
+export function bundleDigest(members: readonly { readonly key: string; readonly length: number }[]): string {
+  const hash = createHash('sha256');
+  for (const m of members) hash.update(`${m.key}\n${m.length}\n`);
+  return hash.digest('hex').slice(0, INDEX_DIGEST_HEX);
+}
+
+/** The key of the bundle of `members` (ascending keys of one cluster and timeline, `first` to `last`). */
 export function walBundleKey(
   cluster: string,
   timeline: string,
   first: string,
   last: string,
-  index: Buffer,
+  members: readonly { readonly key: string; readonly length: number }[],
 ): string {
-  const digest = createHash('sha256').update(index).digest('hex').slice(0, INDEX_DIGEST_HEX);
-  return `${walBundlesPrefix(cluster, timeline)}${last}-${first}-${digest}${BUNDLE_SUFFIX}`;
+  return `${walBundlesPrefix(cluster, timeline)}${last}-${first}-${bundleDigest(members)}${BUNDLE_SUFFIX}`;
 }
 
 const BUNDLE_KEY =
@@ -157,11 +165,6 @@ export function parseLocator(
 export function parseBundleIndex(key: string, index: Buffer, indexOffset: number): BundleMember[] {
   const parsedKey = parseWalBundleKey(key);
   if (!parsedKey) throw new BundleIntegrityError(`${key} is not a WAL bundle key`);
-  const digest = createHash('sha256').update(index).digest('hex').slice(0, INDEX_DIGEST_HEX);
-  if (digest !== parsedKey.digest)
-    throw new BundleIntegrityError(
-      `WAL bundle ${key}: its index hashes to ${digest}, not to the ${parsedKey.digest} in its key; the bundle was changed at the target; restore from another target`,
-    );
   let json: unknown;
   try {
     json = JSON.parse(index.toString('utf8'));
@@ -171,6 +174,11 @@ export function parseBundleIndex(key: string, index: Buffer, indexOffset: number
   const parsed = IndexSchema.safeParse(json);
   if (!parsed.success)
     throw new BundleIntegrityError(`WAL bundle ${key}: invalid index (${parsed.error.issues[0]?.message})`);
+  const digest = bundleDigest(parsed.data.members);
+  if (digest !== parsedKey.digest)
+    throw new BundleIntegrityError(
+      `WAL bundle ${key}: its index names members that digest to ${digest}, not to the ${parsedKey.digest} in its key; the bundle was changed at the target; restore from another target`,
+    );
   const prefix = walPrefix(parsedKey.cluster, parsedKey.timeline);
   let expectedOffset = 0;
   let previous = '';

@@ -50,8 +50,10 @@ const TAIL_BYTES = 16 * 1024;
 const MAX_CACHED_BUNDLES = 20_000;
 
 const WAL_LISTING = /^(v1\/[^/]+\/)wal\/(.*)$/;
-/** Prefixes short enough that a listing of them holds a cluster's bundles and its WAL keys alike. */
-const ABOVE_WAL = /^(?:|v|v1|v1\/|v1\/[^/]+|v1\/[^/]+\/(?:w|wa|wal)?)$/;
+/** A listing of one cluster that holds its WAL keys: `v1/<cluster>/`, up to `v1/<cluster>/wal`. */
+const CLUSTER_LISTING = /^v1\/([^/]+)\/(?:w|wa|wal)?$/;
+/** Prefixes above every cluster: their listings hold many clusters' bundles and WAL keys. */
+const ABOVE_CLUSTER = /^(?:|v|v1|v1\/[^/]*)$/;
 
 async function readBytes(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -108,24 +110,29 @@ export class WalBundleStorage implements Storage {
   async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const wal = WAL_LISTING.exec(prefix);
     if (wal) {
-      yield* this.merge(
-        this.inner.list(prefix, options),
-        this.membersUnder(prefix, wal[1] as string, wal[2] as string),
-        prefix,
-        options,
-      );
+      const members = this.membersUnder(prefix, wal[1] as string, wal[2] as string);
+      yield* this.merge(this.inner.list(prefix, options), members, prefix, options);
       return;
     }
-    if (!ABOVE_WAL.test(prefix)) {
+    const cluster = CLUSTER_LISTING.exec(prefix)?.[1];
+    if (cluster) {
+      yield* this.merge(this.inner.list(prefix, options), this.members(cluster), prefix, options);
+      return;
+    }
+    if (!ABOVE_CLUSTER.test(prefix)) {
       yield* this.inner.list(prefix, options);
       return;
     }
+    if (options.startAfter !== undefined)
+      throw new Error(
+        `listing ${prefix} after ${options.startAfter} with WAL bundles is not supported: list one cluster's prefix (v1/<cluster>/) instead`,
+      );
     // A cluster's bundles (`…/wal-bundles/`) sort before its WAL (`…/wal/`), so their members
     // are known before the first WAL key of the same cluster comes.
     const pending: LocatedMember[] = [];
     const self = this;
     async function* real(): AsyncIterable<ObjectInfo> {
-      for await (const object of self.inner.list(prefix, options)) {
+      for await (const object of self.inner.list(prefix)) {
         if (parseWalBundleKey(object.key)) {
           pending.push(...(await self.bundleMembers(object)));
           pending.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -133,10 +140,7 @@ export class WalBundleStorage implements Storage {
         yield object;
       }
     }
-    async function* queued(): AsyncIterable<LocatedMember> {
-      while (pending.length > 0) yield pending.shift() as LocatedMember;
-    }
-    yield* this.mergeLive(real(), pending, prefix, options, queued);
+    yield* this.mergeLive(real(), pending, prefix);
   }
 
   /** Every member of the bundles under `bundlePrefix` (all of a cluster's when omitted), in key order. */
@@ -279,31 +283,28 @@ export class WalBundleStorage implements Storage {
     }
   }
 
-  /** As {@link merge}, for members that become known while the real listing goes on (they always sort after it). */
+  /** As {@link merge}, for members that become known while the real listing goes on (always after it). */
   private async *mergeLive(
     real: AsyncIterable<ObjectInfo>,
     pending: LocatedMember[],
     prefix: string,
-    options: ListOptions,
-    rest: () => AsyncIterable<LocatedMember>,
   ): AsyncIterable<ObjectInfo> {
     let last: string | undefined;
-    const wanted = (m: LocatedMember) =>
-      m.key.startsWith(prefix) && (options.startAfter === undefined || m.key > options.startAfter);
-    for await (const object of real) {
-      while (pending.length > 0 && (pending[0] as LocatedMember).key <= object.key) {
+    const take = function* (this: WalBundleStorage, upTo?: string): Generator<ObjectInfo> {
+      while (pending.length > 0 && (upTo === undefined || (pending[0] as LocatedMember).key <= upTo)) {
         const member = pending.shift() as LocatedMember;
-        if (member.key !== object.key && member.key !== last && wanted(member)) yield this.asObject(member);
-        last = member.key;
+        if (member.key !== upTo && member.key !== last && member.key.startsWith(prefix)) {
+          last = member.key;
+          yield this.asObject(member);
+        }
       }
+    }.bind(this);
+    for await (const object of real) {
+      yield* take(object.key);
       yield object;
       last = object.key;
     }
-    for await (const member of rest())
-      if (member.key !== last && wanted(member)) {
-        yield this.asObject(member);
-        last = member.key;
-      }
+    yield* take();
   }
 
   private async nextMember(

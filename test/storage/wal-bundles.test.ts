@@ -70,6 +70,8 @@ describe('WAL bundles presented as per-segment objects', () => {
     expect(await keys(storage, clusterPrefix('c'))).toEqual([bundle, ...wal]);
     expect(await keys(storage, '')).toEqual([bundle, ...wal]);
     expect(await keys(storage, walPrefix('c'), { startAfter: members[1]?.key })).toEqual(wal.slice(2));
+    // A range of one cluster from a key on, as a copy batch lists it.
+    expect(await keys(storage, clusterPrefix('c'), { startAfter: members[0]?.key })).toEqual(wal.slice(1));
     expect(await keys(storage, walFilePrefix('c', segment(3)))).toEqual([members[2]?.key]);
     expect(await keys(storage, walFilePrefix('c', segment(5)))).toEqual([]);
     expect(await keys(storage, walFilePrefix('c', segment(6)))).toEqual([single.key]);
@@ -136,7 +138,7 @@ describe('WAL bundles presented as per-segment objects', () => {
     bytes.write('"length":1003', at);
     await writeFile(file, bytes);
     await expect(keys(storage, walPrefix('c'))).rejects.toThrow(
-      /its index hashes to [0-9a-f]{16}, not to the/,
+      /its index names members that digest to [0-9a-f]{16}, not to the/,
     );
     await expect(storage.get(members[0]?.key as string)).rejects.toBeInstanceOf(BundleIntegrityError);
   });

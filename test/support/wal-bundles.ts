@@ -12,7 +12,7 @@ export function bundleOf(
 ): { key: string; body: Buffer } {
   const sorted = [...members].sort((a, b) => (a.key < b.key ? -1 : 1));
   const names = sorted.map((m) => parseWalKey(m.key)?.walFileName as string);
-  const { index } = encodeBundleIndex(
+  const { index, members: placed } = encodeBundleIndex(
     sorted.map((m) => ({
       key: m.key,
       length: m.bytes.length,
@@ -28,7 +28,7 @@ export function bundleOf(
       sorted.reduce((n, m) => n + m.bytes.length, 0),
     ),
   ]);
-  return { key: walBundleKey(cluster, first.slice(0, 8), first, last, index), body };
+  return { key: walBundleKey(cluster, first.slice(0, 8), first, last, placed), body };
 }
 
 /** Stores the bundle of `members` in `storage`; returns its key. */
