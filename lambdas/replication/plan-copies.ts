@@ -26,6 +26,7 @@ import {
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
+import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { logDecision, withTargetLog } from '../lib/log.ts';
@@ -104,13 +105,16 @@ async function reconcileCluster(
   policy: RetentionPolicy | undefined,
   verify: boolean,
   now: Date,
+  bundling: boolean,
 ): Promise<ClusterCursor | undefined> {
   const prefix = clusterPrefix(cluster);
+  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts).
+  const atTarget = bundling ? withWalBundles(target.storage).list(prefix) : listFrom(target, prefix);
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
   let current: { firstKey: string; lastKey: string; count: number } | undefined;
-  for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
+  for await (const { object, present } of compare(listFrom(ingest, prefix), atTarget)) {
     const isManifest = backupIdOfManifestKey(object.key) !== undefined;
     const walFile = parseWalKey(object.key);
     const planned = () => {
@@ -165,12 +169,24 @@ async function reconcileCluster(
   };
 }
 
+/**
+ * Per timeline, the last WAL key the proposed cursor passes: only settled segments go into a
+ * bundle, so each is bundled once (a run that cannot commit its cursor bundles them again).
+ */
+function bundleThrough(next: ClusterCursor): Record<string, string> {
+  const through: Record<string, string> = {};
+  for (const [timeline, stream] of Object.entries(next.wal))
+    if (stream.after) through[timeline] = stream.after;
+  return through;
+}
+
 /** The hot path's new objects of one cluster as batches naming their keys. */
 function batchNewObjects(
   plan: Plan,
   cluster: string,
   objects: readonly NewObject[],
   batchSize: number,
+  bundleThrough?: Record<string, string>,
 ): void {
   const byKey = new Map(objects.map((o) => [o.key, o]));
   const keys = [...byKey.keys()].sort();
@@ -182,6 +198,7 @@ function batchNewObjects(
       lastKey: chunk[chunk.length - 1] as string,
       count: chunk.length,
       keys: chunk,
+      ...(bundleThrough && Object.keys(bundleThrough).length > 0 ? { bundleThrough } : {}),
     });
   }
   for (const object of byKey.values()) noteMissing(plan, object);
@@ -221,7 +238,9 @@ export async function planCopies(
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
   const reconcile = verify || input.execution?.reconcile === true;
-  const target = await locations.target(findTarget(env, input.target));
+  const runtimeTarget = findTarget(env, input.target);
+  const bundling = runtimeTarget.walBundles === true;
+  const target = await locations.target(runtimeTarget);
   const ingest = await locations.ingest();
   const cursors = await readCursors(ingest, input.target);
   const next: TargetCursors = { ...cursors, clusters: {} };
@@ -261,6 +280,7 @@ export async function planCopies(
         policies[input.target],
         verify,
         now,
+        bundling,
       );
       if (after) next.clusters[cluster] = after;
     } else {
@@ -268,7 +288,13 @@ export async function planCopies(
       if (room <= 0) plan.more = true;
       else {
         const work = await findNewWork(ingest, cluster, cursor, now, room);
-        batchNewObjects(plan, cluster, work.objects, env.batchSize);
+        batchNewObjects(
+          plan,
+          cluster,
+          work.objects,
+          env.batchSize,
+          bundling ? bundleThrough(work.next) : undefined,
+        );
         plan.manifestKeys.push(...work.manifestKeys);
         next.clusters[cluster] = work.next;
         if (work.truncated) plan.more = true;

@@ -13,6 +13,11 @@ export const CopyBatchSchema = z.object({
   count: z.number().int(),
   /** The hot path's batches name their keys: new objects, not a range holding older ones too. */
   keys: z.array(key).optional(),
+  /**
+   * For a target with WAL bundles, per timeline the last WAL key the proposed cursor passes:
+   * segments up to it are settled and go into one bundle; those after it wait for a later run.
+   */
+  bundleThrough: z.record(z.string().regex(/^[0-9A-F]{8}$/), key).optional(),
 });
 export const PlanCopiesInputSchema = z.object({
   target: z.string().min(1),
@@ -171,6 +176,8 @@ export interface CopyBatch {
    * keys may hold older ones (another database's dumps), which retention may have deleted.
    */
   readonly keys?: string[];
+  /** Per timeline, the last WAL key to bundle (targets with WAL bundles; see the schema). */
+  readonly bundleThrough?: Record<string, string>;
 }
 
 export interface PlanCopiesInput {

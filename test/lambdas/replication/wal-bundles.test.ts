@@ -1,0 +1,165 @@
+/**
+ * WAL bundles at replication targets, through the synthesized replication machine with the real
+ * handlers on s3rver: each target's requests are counted at a proxy, as its provider bills them
+ * (docs/costs.md, "Per-object requests").
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replicationCursorKey, walKey, walPrefix } from '../../../core/keys.ts';
+import { parseWalBundleKey, walBundlesPrefix } from '../../../core/wal-bundle.ts';
+import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
+import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
+import { WalBundleStorage } from '../../../storage/wal-bundles.ts';
+import { readAll } from '../../storage/storage-contract.ts';
+import { type FaultProxy, startFaultProxy } from '../../support/fault-proxy.ts';
+import { localPipelineEnv, localTasks } from '../../support/local-pipeline.ts';
+import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
+import { cursorsAt, sha256, walName } from '../../support/seeded-archive.ts';
+import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../../support/state-machines.ts';
+
+const CLUSTERS = ['app-a', 'app-b', 'app-c'];
+const SETTLED = 20 * 60 * 1000;
+let server: S3Server;
+const proxies: Record<string, FaultProxy> = {};
+let env: PipelineEnv;
+let locations: LocationFactory;
+let machine: SynthesizedPipeline;
+const buckets: Record<string, string> = { 'dr-aws': 'dr', b2: 'offsite' };
+const written = new Map<string, Buffer>();
+let next = 101;
+
+beforeAll(async () => {
+  server = await startS3Server({ buckets: ['ingest', 'dr', 'offsite'] });
+  for (const name of Object.keys(buckets)) proxies[name] = await startFaultProxy(server.endpoint);
+  const base = localPipelineEnv(CLUSTERS, { drAws: 'dr', b2: 'offsite' });
+  env = { ...base, targets: base.targets.map((t) => ({ ...t, walBundles: true })) };
+  const ingest: Location = { name: 'ingest', storage: s3rverStorage(server.endpoint, 'ingest') };
+  locations = {
+    ingest: async () => ingest,
+    target: async (target) => ({
+      name: target.name,
+      storage: s3rverStorage((proxies[target.name] as FaultProxy).endpoint, buckets[target.name] as string),
+    }),
+  };
+  for (const target of Object.keys(buckets))
+    await ingest.storage.put(
+      replicationCursorKey(target),
+      Readable.from([JSON.stringify(cursorsAt(CLUSTERS, 100))]),
+    );
+  machine = synthPipeline();
+}, 60_000);
+afterAll(async () => {
+  machine?.dispose();
+  await Promise.all(Object.values(proxies).map((p) => p.stop()));
+  await server?.stop();
+});
+
+/** `count` new segments in every cluster, as the hosts push them. */
+async function push(count: number): Promise<string[]> {
+  const ingest = await locations.ingest();
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++, next++)
+    for (const cluster of CLUSTERS) {
+      const body = randomBytes(20_000 + i);
+      const key = walKey(cluster, walName(next), sha256(body));
+      await ingest.storage.put(key, Readable.from([body]));
+      written.set(key, body);
+      keys.push(key);
+    }
+  return keys;
+}
+
+/** One replication run at `now`; returns its output and each target's requests by operation. */
+async function run(now: Date, input: unknown = {}) {
+  const before = Object.fromEntries(Object.entries(proxies).map(([n, p]) => [n, { ...p.operations }]));
+  const alerts: unknown[] = [];
+  const execution = await runStateMachine(
+    machine.stateMachine('replication'),
+    {
+      lambdas: localTasks('replication', { env, locations, policies: {}, now: () => now }),
+      states: { 'Alert replication failure': (i) => alerts.push(i) },
+    },
+    input,
+  );
+  const requests = Object.fromEntries(
+    Object.entries(proxies).map(([name, p]) => [
+      name,
+      Object.fromEntries(
+        Object.entries(p.operations)
+          .map(([op, n]) => [op, n - (before[name]?.[op] ?? 0)] as const)
+          .filter(([, n]) => n > 0),
+      ),
+    ]),
+  );
+  return {
+    output: execution.output as { targets: { target: string; objectsCopied: number }[] },
+    requests,
+    alerts,
+  };
+}
+
+const reader = (target: string) =>
+  new WalBundleStorage(s3rverStorage(server.endpoint, buckets[target] as string));
+
+async function bundleKeys(target: string, cluster: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const o of s3rverStorage(server.endpoint, buckets[target] as string).list(
+    walBundlesPrefix(cluster),
+  ))
+    found.push(o.key);
+  return found;
+}
+
+describe('WAL bundles at replication targets', () => {
+  it('writes one bundle per cluster and run: one PUT per cluster at each target, not one per segment', async () => {
+    const keys = await push(10);
+    const { output, requests, alerts } = await run(new Date(Date.now() + SETTLED));
+    expect(alerts).toEqual([]);
+    for (const target of Object.keys(buckets)) {
+      expect(output.targets.find((t) => t.target === target)?.objectsCopied).toBe(30);
+      // 3 clusters: 3 bundles, each a create-only PUT (a HEAD first) confirmed by a read of its index.
+      expect(requests[target]).toEqual({ PUT: 3, HEAD: 3, GET: 3 });
+      for (const cluster of CLUSTERS) expect(await bundleKeys(target, cluster)).toHaveLength(1);
+      const storage = reader(target);
+      for (const key of keys) expect(await readAll(await storage.get(key))).toEqual(written.get(key));
+      const listed: string[] = [];
+      for await (const o of storage.list(walPrefix('app-b'))) listed.push(o.key);
+      expect(listed).toEqual(keys.filter((k) => k.includes('/app-b/')).sort());
+    }
+    console.info(`30 segments in 3 clusters to 2 bundled targets: ${JSON.stringify(requests)}`);
+  }, 120_000);
+
+  it('leaves segments that have not settled for a later run, which bundles them once', async () => {
+    const keys = await push(4);
+    const early = await run(new Date());
+    for (const target of Object.keys(buckets)) {
+      expect(early.requests[target]?.PUT).toBeUndefined();
+      expect(await reader(target).head(keys[0] as string)).toBeUndefined();
+    }
+    const later = await run(new Date(Date.now() + SETTLED));
+    for (const target of Object.keys(buckets)) {
+      expect(later.requests[target]?.PUT).toBe(3);
+      for (const key of keys)
+        expect((await reader(target).head(key))?.sizeBytes).toBe(written.get(key)?.length);
+      for (const cluster of CLUSTERS) {
+        const bundles = (await bundleKeys(target, cluster)).map((k) => parseWalBundleKey(k));
+        expect(bundles.map((b) => [b?.first, b?.last])).toEqual([
+          [walName(101), walName(110)],
+          [walName(111), walName(114)],
+        ]);
+      }
+    }
+    // Nothing new: nothing written.
+    const quiet = await run(new Date(Date.now() + SETTLED));
+    for (const target of Object.keys(buckets)) expect(quiet.requests[target]?.PUT).toBeUndefined();
+  }, 120_000);
+
+  it('the reconciliation counts bundled segments as present and copies nothing again', async () => {
+    const { output, requests } = await run(new Date(Date.now() + SETTLED), { reconcile: true });
+    for (const target of Object.keys(buckets)) {
+      expect(output.targets.find((t) => t.target === target)?.objectsCopied).toBe(0);
+      expect(requests[target]?.PUT).toBeUndefined();
+    }
+  }, 120_000);
+});
