@@ -6,17 +6,26 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { replicationCursorKey, walKey, walPrefix } from '../../../core/keys.ts';
+import {
+  baseBackupKey,
+  manifestKey,
+  newBackupId,
+  replicationCursorKey,
+  walKey,
+  walPrefix,
+} from '../../../core/keys.ts';
+import { serializeManifest } from '../../../core/manifest.ts';
 import { parseWalBundleKey, walBundlesPrefix } from '../../../core/wal-bundle.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
 import { WalBundleStorage } from '../../../storage/wal-bundles.ts';
 import { readAll } from '../../storage/storage-contract.ts';
 import { type FaultProxy, startFaultProxy } from '../../support/fault-proxy.ts';
-import { localPipelineEnv, localTasks } from '../../support/local-pipeline.ts';
+import { localPipelineEnv, localTasks, retentionBindings } from '../../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
 import { cursorsAt, sha256, walName } from '../../support/seeded-archive.ts';
 import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../../support/state-machines.ts';
+import { manifestOf } from '../../support/test-manifests.ts';
 
 const CLUSTERS = ['app-a', 'app-b', 'app-c'];
 const SETTLED = 20 * 60 * 1000;
@@ -161,5 +170,51 @@ describe('WAL bundles at replication targets', () => {
       expect(output.targets.find((t) => t.target === target)?.objectsCopied).toBe(0);
       expect(requests[target]?.PUT).toBeUndefined();
     }
+  }, 120_000);
+
+  it('retention deletes a bundle whole once every member precedes the kept base backup, and keeps one that straddles it', async () => {
+    // dr-aws holds one base backup of app-a that starts at segment 112: WAL before it is not needed.
+    const dr = s3rverStorage(server.endpoint, 'dr');
+    const id = newBackupId(new Date());
+    const body = randomBytes(1000);
+    const base = { key: baseBackupKey('app-a', id, 'base'), role: 'base' as const, body };
+    const manifest = manifestOf('app-a', id, new Date().toISOString(), [base], {
+      startWalFile: walName(112),
+      stopWalFile: walName(112),
+    });
+    await dr.put(base.key, Readable.from([body]));
+    await dr.put(manifestKey('app-a', id), Readable.from([serializeManifest(manifest)]));
+    const before = await bundleKeys('dr-aws', 'app-a');
+    const deleted: string[] = [];
+    const alerts: unknown[] = [];
+    const retained = runStateMachine(
+      machine.stateMachine('retention'),
+      retentionBindings(
+        env,
+        locations,
+        { 'dr-aws': { minimumKeep: 1, keepLast: 1 }, b2: { minimumKeep: 1, keepLast: 1 } },
+        alerts,
+        {
+          onDelete: (i) => deleted.push(...(i as { batch: { keys: string[] } }).batch.keys),
+        },
+      ),
+      {},
+    );
+    await expect(retained.catch((e: unknown) => ({ error: e, alerts }))).resolves.not.toHaveProperty('error');
+    // [101..110] precedes 112 whole: deleted as one object; [111..114] holds 111 but also 112: kept whole.
+    const [whole, straddling] = before;
+    expect(parseWalBundleKey(whole as string)?.last).toBe(walName(110));
+    expect(deleted).toEqual([whole]);
+    expect(await bundleKeys('dr-aws', 'app-a')).toEqual([straddling]);
+    const storage = reader('dr-aws');
+    const kept = [...written.keys()].filter(
+      (k) => k.includes('/app-a/') && k > walKey('app-a', walName(111), ''),
+    );
+    expect(kept).toHaveLength(4);
+    for (const key of kept) expect(await readAll(await storage.get(key))).toEqual(written.get(key));
+    expect(await storage.head(walKey('app-a', walName(105), sha256(Buffer.from('x'))))).toBeUndefined();
+    // Other clusters, and b2 (no backup there), keep everything.
+    expect(await bundleKeys('dr-aws', 'app-b')).toHaveLength(2);
+    expect(await bundleKeys('b2', 'app-a')).toHaveLength(2);
   }, 120_000);
 });
