@@ -60,7 +60,7 @@ the WAL it could not read); on a standby (PostgreSQL retries) it exits with pgke
 };
 
 async function fetchOne(context: CommandContext, name: string, path: string): Promise<ExitCodeValue> {
-  const { config, storage } = await setUp(context);
+  const { config, storage } = await setUp(context, { readsWal: true });
   const dataDir = walDataDir(config, context.env, path);
   const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);
   const prefetch = parseWalFileName(name)?.kind === 'segment' && config.wal.fetchPrefetch > 0;
@@ -142,7 +142,7 @@ wal-fetch starts it in the background; one runs per data directory at a time.
       throw new UsageError(
         `--postmaster "${values.postmaster}" is not a pid: give the postmaster's process id`,
       );
-    const { config, storage } = await setUp(context);
+    const { config, storage } = await setUp(context, { readsWal: true });
     const dataDir = values.pgdata ?? walDataDir(config, context.env);
     const stillWanted = await serverStillRecovering(dataDir, postmaster);
     await prefetchAhead({
