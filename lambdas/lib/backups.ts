@@ -1,5 +1,4 @@
 import { manifestsPrefix, parseWalKey, walPrefix } from '../../core/keys.ts';
-import { parseWalBundleKey, walBundlesPrefix } from '../../core/wal-bundle.ts';
 import {
   planRetention,
   type RetentionBackup,
@@ -7,6 +6,7 @@ import {
   type RetentionWalFile,
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
+import { parseWalBundleKey, walBundlesPrefix } from '../../core/wal-bundle.ts';
 import { listManifests, type RejectedManifest } from '../../storage/manifests.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
 import type { Location } from './locations.ts';

@@ -105,7 +105,9 @@ describe('restore from a target whose WAL is in bundles', () => {
     const env = { PGKEEP_REPOSITORY: provider.url('offsite'), ...providerKey };
     const check = await h.pgkeep(['check', '--archive'], env);
     // `check --archive` walks the WAL from the base backup on: every bundled segment is found.
-    expect(check.stdout).toMatch(/ok +archive gaps, timeline 1: no gap in 00000001[0-9A-F]{16} to 00000001[0-9A-F]{16}/);
+    expect(check.stdout).toMatch(
+      /ok +archive gaps, timeline 1: no gap in 00000001[0-9A-F]{16} to 00000001[0-9A-F]{16}/,
+    );
     const restored = await h.pgkeep(['restore', '--pgdata', dir, '--target-time', timeT], env);
     expect(restored.stderr).toBe('');
     expect(restored.code).toBe(0);
