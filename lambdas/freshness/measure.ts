@@ -17,6 +17,7 @@ import { clusterPrefix } from '../../core/keys.ts';
 import type { TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
+import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
@@ -42,6 +43,8 @@ async function replicationLagSeconds(
   cursors: TargetCursors,
 ): Promise<number> {
   const cursor = cursors.clusters[cluster];
+  // A segment in a WAL bundle at the target counts as copied (storage/wal-bundles.ts).
+  const copies = withWalBundles(target.storage);
   if (cursor) {
     // Everything up to the cursor is at the target; after it, what the target lacks is the lag.
     let oldest: Date | undefined;
@@ -49,7 +52,7 @@ async function replicationLagSeconds(
     const candidates = [...objects, ...manifestKeys.map((key) => ({ key, lastModified: now }))];
     for (const object of candidates) {
       if (oldest && object.lastModified >= oldest) continue;
-      if (!(await target.storage.head(object.key))) oldest = object.lastModified;
+      if (!(await copies.head(object.key))) oldest = object.lastModified;
     }
     return oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0;
   }
@@ -57,7 +60,7 @@ async function replicationLagSeconds(
   // What the target's policy drops is never copied (replication/plan-copies.ts): not a lag.
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   let oldestMissing: Date | undefined;
-  for await (const object of missingAt(listFrom(ingest, prefix), listFrom(target, prefix)))
+  for await (const object of missingAt(listFrom(ingest, prefix), copies.list(prefix)))
     if (!dropped.has(object.key) && (!oldestMissing || object.lastModified < oldestMissing))
       oldestMissing = object.lastModified;
   return oldestMissing ? Math.max(0, (now.getTime() - oldestMissing.getTime()) / 1000) : 0;
