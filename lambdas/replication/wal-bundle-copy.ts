@@ -143,18 +143,25 @@ export async function checkPresentMember(
   key: string,
   expected: ExpectedObject,
 ): Promise<'skipped' | undefined> {
-  const member = await bundles.findMember(key);
-  if (!member) return undefined;
-  let sha256 = member.sha256;
-  if (expected.sha256 !== undefined) {
-    const hash = createHash('sha256');
-    for await (const chunk of await bundles.get(key)) hash.update(chunk as Buffer);
-    sha256 = hash.digest('hex');
+  try {
+    const member = await bundles.findMember(key);
+    if (!member) return undefined;
+    let sha256 = member.sha256;
+    if (expected.sha256 !== undefined) {
+      const hash = createHash('sha256');
+      for await (const chunk of await bundles.get(key)) hash.update(chunk as Buffer);
+      sha256 = hash.digest('hex');
+    }
+    if (member.length !== expected.sizeBytes || (expected.sha256 !== undefined && sha256 !== expected.sha256))
+      throw new TargetConflictError(
+        key,
+        `WAL bundle ${member.bundle} holds ${key} with ${member.length} bytes and sha256 ${sha256}, but ingest has ${expected.sizeBytes} bytes${expected.sha256 ? ` with sha256 ${expected.sha256}` : ''}; the bundle is kept and not replaced`,
+      );
+    return 'skipped';
+  } catch (error) {
+    // A bundle changed at the provider: reported like any copy with other bytes, never replaced.
+    if (error instanceof BundleIntegrityError)
+      throw new TargetConflictError(key, `${error.message}; the bundle is kept and not replaced`);
+    throw error;
   }
-  if (member.length !== expected.sizeBytes || (expected.sha256 !== undefined && sha256 !== expected.sha256))
-    throw new TargetConflictError(
-      key,
-      `WAL bundle ${member.bundle} holds ${key} with ${member.length} bytes and sha256 ${sha256}, but ingest has ${expected.sizeBytes} bytes${expected.sha256 ? ` with sha256 ${expected.sha256}` : ''}; the bundle is kept and not replaced`,
-    );
-  return 'skipped';
 }

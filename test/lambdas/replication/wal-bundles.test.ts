@@ -4,6 +4,8 @@
  * (docs/costs.md, "Per-object requests").
  */
 import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -26,7 +28,12 @@ import { type FaultProxy, startFaultProxy } from '../../support/fault-proxy.ts';
 import { localPipelineEnv, localTasks, retentionBindings } from '../../support/local-pipeline.ts';
 import { type S3Server, s3rverStorage, startS3Server } from '../../support/s3-server.ts';
 import { cursorsAt, sha256, walName } from '../../support/seeded-archive.ts';
-import { runStateMachine, type SynthesizedPipeline, synthPipeline } from '../../support/state-machines.ts';
+import {
+  type ExecutionFailed,
+  runStateMachine,
+  type SynthesizedPipeline,
+  synthPipeline,
+} from '../../support/state-machines.ts';
 import { manifestOf } from '../../support/test-manifests.ts';
 
 const CLUSTERS = ['app-a', 'app-b', 'app-c'];
@@ -42,10 +49,14 @@ let next = 101;
 
 beforeAll(async () => {
   server = await startS3Server({ buckets: ['ingest', 'dr', 'offsite'] });
-  for (const name of Object.keys(buckets)) proxies[name] = await startFaultProxy(server.endpoint);
+  for (const name of [...Object.keys(buckets), 'ingest'])
+    proxies[name] = await startFaultProxy(server.endpoint);
   const base = localPipelineEnv(CLUSTERS, { drAws: 'dr', b2: 'offsite' });
   env = { ...base, targets: base.targets.map((t) => ({ ...t, walBundles: true })) };
-  const ingest: Location = { name: 'ingest', storage: s3rverStorage(server.endpoint, 'ingest') };
+  const ingest: Location = {
+    name: 'ingest',
+    storage: s3rverStorage((proxies.ingest as FaultProxy).endpoint, 'ingest'),
+  };
   locations = {
     ingest: async () => ingest,
     target: async (target) => ({
@@ -138,6 +149,9 @@ describe('WAL bundles at replication targets', () => {
       for await (const o of storage.list(walPrefix('app-b'))) listed.push(o.key);
       expect(listed).toEqual(keys.filter((k) => k.includes('/app-b/')).sort());
     }
+    // Ingest: per segment and target a HEAD (size, provider checksum) and a GET, as before bundles.
+    // (LIST: 3 per cluster and target; GET and PUT beyond that: the cursors.)
+    expect(requests.ingest).toEqual({ HEAD: 60, GET: 64, LIST: 18, PUT: 2 });
     console.info(`30 segments in 3 clusters to 2 bundled targets: ${JSON.stringify(requests)}`);
   }, 120_000);
 
@@ -229,5 +243,32 @@ describe('WAL bundles at replication targets', () => {
     // Other clusters, and b2 (no backup there), keep everything.
     expect(await bundleKeys('dr-aws', 'app-b')).toHaveLength(2);
     expect(await bundleKeys('b2', 'app-a')).toHaveLength(2);
+  }, 120_000);
+
+  it('a verify run reads every bundled segment back and reports one changed at the provider; a bundle key a host wrote to ingest is never copied', async () => {
+    // A host (holding its credentials) writes a bundle of its own making into ingest.
+    const ingest = await locations.ingest();
+    const forged = `${walBundlesPrefix('app-c', '00000001')}${walName(900)}-${walName(899)}-0123456789abcdef.pgkb`;
+    await ingest.storage.put(forged, Readable.from([randomBytes(100)]));
+    // b2's bundle of app-b is changed at the provider: one byte of its first member.
+    const [bundle] = await bundleKeys('b2', 'app-b');
+    const file = join(server.directory, 'offsite', `${bundle}._S3rver_object`);
+    const bytes = await readFile(file);
+    bytes[100] = (bytes[100] as number) ^ 0xff;
+    await writeFile(file, bytes);
+
+    const putsBefore = proxies.b2?.operations.PUT;
+    const now = new Date(Date.now() + SETTLED);
+    const failed = await run(now, { verify: true }).catch((error: unknown) => error as ExecutionFailed);
+    expect((failed as ExecutionFailed).error).toBe('ReplicationFailed');
+    for (const target of Object.keys(buckets))
+      expect(await s3rverStorage(server.endpoint, buckets[target] as string).head(forged)).toBeUndefined();
+    // At b2 only the three segments pushed since (not settled in time for a bundle, so the verify
+    // run's range copies them one by one): the changed bundle is kept, never replaced.
+    expect((proxies.b2?.operations.PUT ?? 0) - (putsBefore ?? 0)).toBe(3);
+    expect(await bundleKeys('b2', 'app-b')).toContain(bundle);
+    const storage = reader('b2');
+    const changed = [...written.keys()].filter((k) => k.includes('/app-b/')).sort()[0] as string;
+    await expect(storage.get(changed)).rejects.toThrow(/changed at the target; restore from another target/);
   }, 120_000);
 });
