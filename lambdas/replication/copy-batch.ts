@@ -253,9 +253,21 @@ async function copyClusterBatch(
         yield object;
       }
   }
+  // At a bundled target, a named segment the proposed cursor does not pass is not settled: a later
+  // run bundles it, and until then it costs no request at all.
+  const bundling = bundles && batch.keys && batch.bundleThrough ? batch.bundleThrough : undefined;
+  const waits = (key: string) => {
+    const wal = bundling && isBundleableWalKey(key) ? walNameOfKey(key) : undefined;
+    const through = wal && bundling?.[wal.timeline];
+    return wal !== undefined && (through === undefined || key > through);
+  };
   async function* named(keys: readonly string[]) {
     for (const key of keys) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
+      if (waits(key)) {
+        logDecision('left for a later bundle', { cluster: batch.cluster, key });
+        continue;
+      }
       // One HEAD gives the size and the provider's checksum (expectations needs no second one).
       // A 404 is asked again through the driver, which tells a missing bucket (thrown) from a
       // missing key.
@@ -310,12 +322,8 @@ async function copyClusterBatch(
       const expected = await expectedOf(object, verify);
       const wal = bundles && isBundleableWalKey(object.key) ? walNameOfKey(object.key) : undefined;
       if (bundles && wal) {
-        if (batch.keys && batch.bundleThrough) {
-          const through = batch.bundleThrough[wal.timeline];
-          if (through !== undefined && object.key <= through)
-            toBundle.set(wal.timeline, [...(toBundle.get(wal.timeline) ?? []), { object, expected }]);
-          // Not settled yet: a later run bundles it once the cursor can pass it.
-          else logDecision('left for a later bundle', { cluster: batch.cluster, key: object.key });
+        if (bundling) {
+          toBundle.set(wal.timeline, [...(toBundle.get(wal.timeline) ?? []), { object, expected }]);
           continue;
         }
         if ((await checkPresentMember(bundles, object.key, expected)) === 'skipped') {
