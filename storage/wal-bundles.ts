@@ -26,7 +26,9 @@ import { Readable } from 'node:stream';
 import {
   BundleIntegrityError,
   type BundleMember,
+  bundleDigest,
   LOCATOR_BYTES,
+  type ParsedBundleKey,
   parseBundleIndex,
   parseLocator,
   parseWalBundleKey,
@@ -37,6 +39,11 @@ import type { ByteRange, ListOptions, ObjectInfo, PutOptions, Storage } from './
 import { ObjectNotFoundError } from './storage.ts';
 
 export { BundleIntegrityError } from '../core/wal-bundle.ts';
+
+/** The members a caller expects a bundle to hold, in key order (see the constructor). */
+export type ExpectedMembers = (
+  bundle: ParsedBundleKey,
+) => readonly { readonly key: string; readonly length: number }[];
 
 /** A member as found in its bundle: where to read it, and the bundle's time as its own. */
 export interface LocatedMember extends BundleMember {
@@ -68,9 +75,18 @@ export class WalBundleStorage implements Storage {
   readonly #indexes = new Map<string, Promise<LocatedMember[]>>();
   readonly #members = new Map<string, LocatedMember>();
 
-  constructor(inner: Storage) {
+  readonly #expected: ExpectedMembers | undefined;
+
+  /**
+   * `expectedMembers`: for a listing only, the members a caller expects of a bundle (ingest's
+   * segments in its range, with their sizes); when they digest to the digest in the bundle's key,
+   * they are its members and its index is not read (a daily reconciliation reads no index unless
+   * something differs). Such members are listed, never read: a `get` still reads the index.
+   */
+  constructor(inner: Storage, options: { readonly expectedMembers?: ExpectedMembers } = {}) {
     this.inner = inner;
     this.displayUrl = inner.displayUrl;
+    this.#expected = options.expectedMembers;
   }
 
   put(key: string, body: Readable, options?: PutOptions): Promise<void> {
@@ -134,7 +150,7 @@ export class WalBundleStorage implements Storage {
     async function* real(): AsyncIterable<ObjectInfo> {
       for await (const object of self.inner.list(prefix)) {
         if (parseWalBundleKey(object.key)) {
-          pending.push(...(await self.bundleMembers(object)));
+          pending.push(...(await self.listedMembers(object)));
           pending.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
         }
         yield object;
@@ -147,7 +163,7 @@ export class WalBundleStorage implements Storage {
   async *members(cluster: string, timeline?: string): AsyncIterable<LocatedMember> {
     const all: LocatedMember[] = [];
     for await (const object of this.inner.list(walBundlesPrefix(cluster, timeline)))
-      if (parseWalBundleKey(object.key)) all.push(...(await this.bundleMembers(object)));
+      if (parseWalBundleKey(object.key)) all.push(...(await this.listedMembers(object)));
     all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     let previous: string | undefined;
     for (const member of all) {
@@ -182,6 +198,20 @@ export class WalBundleStorage implements Storage {
           found.push(member);
     }
     return found;
+  }
+
+  /** The members of one bundle for a listing: those the caller expected when they match its key. */
+  private async listedMembers(bundle: ObjectInfo): Promise<LocatedMember[]> {
+    const parsed = parseWalBundleKey(bundle.key);
+    const expected = parsed && this.#expected?.(parsed);
+    if (!parsed || !expected || expected.length === 0 || bundleDigest(expected) !== parsed.digest)
+      return this.bundleMembers(bundle);
+    let offset = 0;
+    return expected.map((m) => {
+      const member = { key: m.key, offset, length: m.length, sha256: '', bundle: bundle.key };
+      offset += m.length;
+      return { ...member, lastModified: bundle.lastModified };
+    });
   }
 
   /** The members of one bundle (its index read once, checked, and cached). */
@@ -322,7 +352,8 @@ export class WalBundleStorage implements Storage {
   }
 
   private asObject(member: LocatedMember): ObjectInfo {
-    this.#members.set(member.key, member);
+    // A member known only from the caller's expectation has no sha256 yet: a read finds its index.
+    if (member.sha256 !== '') this.#members.set(member.key, member);
     return { key: member.key, sizeBytes: member.length, lastModified: member.lastModified };
   }
 }

@@ -26,7 +26,7 @@ import {
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { withWalBundles } from '../../storage/wal-bundles.ts';
+import { WalBundleStorage } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { logDecision, withTargetLog } from '../lib/log.ts';
@@ -52,6 +52,7 @@ import type {
   PlanStepInput,
   PlanTargetsOutput,
 } from './types.ts';
+import { segmentsInRange } from './wal-bundle-copy.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -61,7 +62,7 @@ const MAX_MANIFESTS_PER_RUN = 200;
 
 /** Merges two ascending listings: each object of `source` with whether `destination` has it at the same size. */
 async function* compare(
-  source: AsyncIterable<ObjectInfo>,
+  source: Iterable<ObjectInfo> | AsyncIterable<ObjectInfo>,
   destination: AsyncIterable<ObjectInfo>,
 ): AsyncIterable<{ object: ObjectInfo; present: boolean }> {
   const dest = destination[Symbol.asyncIterator]();
@@ -108,13 +109,20 @@ async function reconcileCluster(
   bundling: boolean,
 ): Promise<ClusterCursor | undefined> {
   const prefix = clusterPrefix(cluster);
-  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts).
-  const atTarget = bundling ? withWalBundles(target.storage).list(prefix) : listFrom(target, prefix);
+  const inIngest: ObjectInfo[] = [];
+  for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
+  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts);
+  // a bundle holding exactly ingest's segments of its range is known by its key, without its index.
+  const atTarget = bundling
+    ? new WalBundleStorage(target.storage, verify ? {} : { expectedMembers: segmentsInRange(inIngest) }).list(
+        prefix,
+      )
+    : listFrom(target, prefix);
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
   let current: { firstKey: string; lastKey: string; count: number } | undefined;
-  for await (const { object, present } of compare(listFrom(ingest, prefix), atTarget)) {
+  for await (const { object, present } of compare(inIngest, atTarget)) {
     const isManifest = backupIdOfManifestKey(object.key) !== undefined;
     const walFile = parseWalKey(object.key);
     const planned = () => {

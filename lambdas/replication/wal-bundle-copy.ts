@@ -13,17 +13,24 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { walPrefix } from '../../core/keys.ts';
 import {
   BundleIntegrityError,
   bundleTail,
   encodeBundleIndex,
+  isBundleableWalKey,
   LOCATOR_BYTES,
   MAX_BUNDLE_MEMBERS,
   walBundleKey,
   walNameOfKey,
 } from '../../core/wal-bundle.ts';
-import { ObjectExistsError, ObjectNotFoundError, StorageError } from '../../storage/storage.ts';
-import type { LocatedMember, WalBundleStorage } from '../../storage/wal-bundles.ts';
+import {
+  ObjectExistsError,
+  type ObjectInfo,
+  ObjectNotFoundError,
+  StorageError,
+} from '../../storage/storage.ts';
+import type { ExpectedMembers, LocatedMember, WalBundleStorage } from '../../storage/wal-bundles.ts';
 import type { Location } from '../lib/locations.ts';
 import { CopyIntegrityError, SourceChangedError, TargetConflictError } from '../lib/s3-copy.ts';
 import type { ExpectedObject } from '../lib/verify-copy.ts';
@@ -164,4 +171,30 @@ export async function checkPresentMember(
       throw new TargetConflictError(key, `${error.message}; the bundle is kept and not replaced`);
     throw error;
   }
+}
+
+/**
+ * For the reconciliation: the segments of `objects` (one cluster's ingest listing, ascending) in
+ * a bundle's range, which are its members when they digest to its key (storage/wal-bundles.ts).
+ */
+export function segmentsInRange(objects: readonly ObjectInfo[]): ExpectedMembers {
+  const segments = objects.filter((o) => isBundleableWalKey(o.key));
+  return (bundle) => {
+    const from = `${walPrefix(bundle.cluster, bundle.timeline)}${bundle.first}`;
+    let lo = 0;
+    let hi = segments.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((segments[mid] as ObjectInfo).key < from) lo = mid + 1;
+      else hi = mid;
+    }
+    const found: { key: string; length: number }[] = [];
+    for (let i = lo; i < segments.length; i++) {
+      const object = segments[i] as ObjectInfo;
+      const wal = walNameOfKey(object.key);
+      if (!wal || wal.timeline !== bundle.timeline || wal.name > bundle.last) break;
+      found.push({ key: object.key, length: object.sizeBytes });
+    }
+    return found;
+  };
 }
