@@ -150,4 +150,20 @@ describe('WAL bundles presented as per-segment objects', () => {
     await writeFile(file, bytes.subarray(0, bytes.length - 3));
     await expect(keys(storage, walPrefix('c'))).rejects.toThrow(/does not end with a bundle locator/);
   });
+
+  it('lists a bundle by the members a caller expects when they match its key, and reads its index when they do not', async () => {
+    const { counting, members, single } = await repository();
+    const expected = members.map((m) => ({ key: m.key, length: m.bytes.length }));
+    const matching = new WalBundleStorage(counting, { expectedMembers: () => expected });
+    const before = counting.gets;
+    expect(await keys(matching, walPrefix('c'))).toEqual([...members.map((m) => m.key), single.key]);
+    expect(counting.gets).toBe(before);
+    // A segment that arrived late in the bundle's range is not in it: the index says what is.
+    const late = { key: walKey('c', segment(2), 'f'.repeat(64)), length: 10 };
+    const differing = new WalBundleStorage(counting, {
+      expectedMembers: () => [...expected, late].sort((a, b) => (a.key < b.key ? -1 : 1)),
+    });
+    expect(await keys(differing, walPrefix('c'))).toEqual([...members.map((m) => m.key), single.key]);
+    expect(counting.gets).toBe(before + 1);
+  });
 });
