@@ -22,6 +22,7 @@ import { measureFreshness } from '../../../lambdas/freshness/measure.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import { METRICS } from '../../../lambdas/lib/metrics.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
+import { writeWalBundle } from '../../../lambdas/replication/wal-bundle-copy.ts';
 import { WalBundleStorage } from '../../../storage/wal-bundles.ts';
 import { readAll } from '../../storage/storage-contract.ts';
 import { type FaultProxy, startFaultProxy } from '../../support/fault-proxy.ts';
@@ -275,5 +276,32 @@ describe('WAL bundles at replication targets', () => {
     const storage = reader('b2');
     const changed = [...written.keys()].filter((k) => k.includes('/app-b/')).sort()[0] as string;
     await expect(storage.get(changed)).rejects.toThrow(/changed at the target; restore from another target/);
+  }, 120_000);
+
+  it('streams a bundle larger than one part as a multipart upload, members intact', async () => {
+    const ingest = await locations.ingest();
+    const target = await locations.target(env.targets[1] as never);
+    const members = [];
+    for (let n = 1; n <= 3; n++) {
+      const body = randomBytes(7 * 1024 * 1024 + n);
+      const key = walKey('big', walName(n), sha256(body));
+      await ingest.storage.put(key, Readable.from([body]));
+      written.set(key, body);
+      members.push({
+        object: { key, sizeBytes: body.length, lastModified: new Date() },
+        expected: { sizeBytes: body.length },
+      });
+    }
+    const before = { ...proxies.b2?.operations };
+    const bundle = await writeWalBundle(ingest, target, new WalBundleStorage(target.storage), 'big', members);
+    expect(bundle.members).toBe(3);
+    // CreateMultipartUpload and CompleteMultipartUpload, and two parts of 16 MiB or less.
+    expect((proxies.b2?.operations.POST ?? 0) - (before.POST ?? 0)).toBe(2);
+    expect((proxies.b2?.operations.PUT ?? 0) - (before.PUT ?? 0)).toBe(2);
+    const storage = reader('b2');
+    for (const { object } of members)
+      expect((await readAll(await storage.get(object.key))).equals(written.get(object.key) as Buffer)).toBe(
+        true,
+      );
   }, 120_000);
 });
