@@ -4,7 +4,7 @@
  * (docs/architecture.md, "WAL bundles at targets"). Ingest keeps one object per segment; only the
  * pipeline writes bundles, only at targets, and never rewrites one.
  *
- *   v1/<cluster>/wal-bundles/<timeline>/<last wal name>-<first wal name>-<index sha256 prefix>.pgkb
+ *   v1/<cluster>/wal-bundles/<timeline>/<last wal name>-<first wal name>-<digest>.pgkb   (core/keys.ts)
  *
  * Keys sort by the last segment, so one listing with StartAfter `<name>` reaches the bundle
  * holding `<name>` first. The body is the members' ciphertext exactly as ingest holds it
@@ -21,10 +21,12 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { clusterPrefix, parseWalKey, walPrefix } from './keys.ts';
+import { parseWalBundleKey, parseWalKey, walBundleKey, walPrefix } from './keys.ts';
+
+export { type ParsedBundleKey, parseWalBundleKey, walBundlesPrefix } from './keys.ts';
+
 import { parseWalFileName } from './wal-names.ts';
 
-export const BUNDLE_SUFFIX = '.pgkb';
 const LOCATOR_MAGIC = Buffer.from('PGKB1IDX', 'ascii');
 /** Bytes of the locator at the end of every bundle. */
 export const LOCATOR_BYTES = LOCATOR_MAGIC.length + 16;
@@ -48,14 +50,6 @@ export interface BundleMember {
   readonly sha256: string;
 }
 
-export interface ParsedBundleKey {
-  readonly cluster: string;
-  readonly timeline: string;
-  readonly first: string;
-  readonly last: string;
-  readonly digest: string;
-}
-
 const IndexSchema = z.strictObject({
   format: z.literal('pgkeep.wal-bundle.v1'),
   members: z
@@ -71,11 +65,6 @@ const IndexSchema = z.strictObject({
     .max(MAX_BUNDLE_MEMBERS),
 });
 
-/** Where a cluster's bundles live, all timelines or one. */
-export function walBundlesPrefix(cluster: string, timelineHex?: string): string {
-  return `${clusterPrefix(cluster)}wal-bundles/${timelineHex === undefined ? '' : `${timelineHex}/`}`;
-}
-
 /** The digest in a bundle's key: of its members' keys and lengths, in order. */
 export function bundleDigest(members: readonly { readonly key: string; readonly length: number }[]): string {
   const hash = createHash('sha256');
@@ -84,26 +73,14 @@ export function bundleDigest(members: readonly { readonly key: string; readonly 
 }
 
 /** The key of the bundle of `members` (ascending keys of one cluster and timeline, `first` to `last`). */
-export function walBundleKey(
+export function bundleKeyOf(
   cluster: string,
   timeline: string,
   first: string,
   last: string,
   members: readonly { readonly key: string; readonly length: number }[],
 ): string {
-  return `${walBundlesPrefix(cluster, timeline)}${last}-${first}-${bundleDigest(members)}${BUNDLE_SUFFIX}`;
-}
-
-const BUNDLE_KEY =
-  /^v1\/([^/]+)\/wal-bundles\/([0-9A-F]{8})\/([0-9A-F]{24})-([0-9A-F]{24})-([0-9a-f]{16})\.pgkb$/;
-
-/** The parts of a bundle key, or undefined when `key` is not one. */
-export function parseWalBundleKey(key: string): ParsedBundleKey | undefined {
-  const m = BUNDLE_KEY.exec(key);
-  if (!m?.[1] || !m[2] || !m[3] || !m[4] || !m[5]) return undefined;
-  const [, cluster, timeline, last, first, digest] = m as unknown as string[];
-  if (first! > last! || !first!.startsWith(timeline!) || !last!.startsWith(timeline!)) return undefined;
-  return { cluster: cluster!, timeline: timeline!, first: first!, last: last!, digest: digest! };
+  return walBundleKey(cluster, timeline, first, last, bundleDigest(members));
 }
 
 /** Whether a WAL key may go into a bundle: a whole segment (not .history, .partial or .backup). */

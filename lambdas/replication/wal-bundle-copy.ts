@@ -16,12 +16,12 @@ import { Readable } from 'node:stream';
 import { walPrefix } from '../../core/keys.ts';
 import {
   BundleIntegrityError,
+  bundleKeyOf,
   bundleTail,
   encodeBundleIndex,
   isBundleableWalKey,
   LOCATOR_BYTES,
   MAX_BUNDLE_MEMBERS,
-  walBundleKey,
   walNameOfKey,
 } from '../../core/wal-bundle.ts';
 import {
@@ -77,7 +77,7 @@ export async function writeWalBundle(
       `a WAL bundle needs segments of one timeline; got ${candidates.map((c) => c.object.key).join(', ')}`,
     );
   const lengths = candidates.map((c) => ({ key: c.object.key, length: c.expected.sizeBytes }));
-  const key = walBundleKey(cluster, first.timeline, first.name, last.name, lengths);
+  const key = bundleKeyOf(cluster, first.timeline, first.name, last.name, lengths);
   const hashes: string[] = [];
   const membersBytes = lengths.reduce((n, m) => n + m.length, 0);
   async function* body(): AsyncIterable<Buffer> {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { walKey } from '../../core/keys.ts';
 import {
   BundleIntegrityError,
+  bundleKeyOf,
   bundleTail,
   encodeBundleIndex,
   isBundleableWalKey,
@@ -9,7 +10,6 @@ import {
   parseBundleIndex,
   parseLocator,
   parseWalBundleKey,
-  walBundleKey,
 } from '../../core/wal-bundle.ts';
 
 const a = '000000010000000000000003';
@@ -22,7 +22,7 @@ const member = (name: string, length: number) => ({
 
 describe('WAL bundle format', () => {
   it('keys sort by the last segment, so a listing after a name reaches its bundle first', () => {
-    const key = walBundleKey('c', '00000001', a, b, [member(a, 5), member(b, 7)]);
+    const key = bundleKeyOf('c', '00000001', a, b, [member(a, 5), member(b, 7)]);
     expect(key).toMatch(
       /^v1\/c\/wal-bundles\/00000001\/000000010000000000000007-000000010000000000000003-[0-9a-f]{16}\.pgkb$/,
     );
@@ -42,7 +42,7 @@ describe('WAL bundle format', () => {
   it('round-trips the index through the tail and checks it against the key', () => {
     const { index, members } = encodeBundleIndex([member(a, 5), member(b, 7)]);
     expect(members.map((m) => m.offset)).toEqual([0, 5]);
-    const key = walBundleKey('c', '00000001', a, b, members);
+    const key = bundleKeyOf('c', '00000001', a, b, members);
     const tail = bundleTail(index, 12);
     const size = 12 + tail.length;
     const locator = parseLocator(key, tail.subarray(tail.length - LOCATOR_BYTES), size);
@@ -60,7 +60,7 @@ describe('WAL bundle format', () => {
       [{ ...member(a, 5), key: walKey('other', a, 'ab'.repeat(32)) }],
     ]) {
       const { index } = encodeBundleIndex(members);
-      const key = walBundleKey('c', '00000001', a, b, members);
+      const key = bundleKeyOf('c', '00000001', a, b, members);
       expect(() => parseBundleIndex(key, index, 12)).toThrow(/is not a segment of v1\/c\/wal\/00000001\//);
     }
   });

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { parseWalKey } from '../../core/keys.ts';
-import { bundleTail, encodeBundleIndex, walBundleKey } from '../../core/wal-bundle.ts';
+import { bundleKeyOf, bundleTail, encodeBundleIndex } from '../../core/wal-bundle.ts';
 import type { Storage } from '../../storage/storage.ts';
 
 /** The bundle key and bytes holding `members` (ingest keys with their ciphertext), in key order. */
@@ -28,7 +28,7 @@ export function bundleOf(
       sorted.reduce((n, m) => n + m.bytes.length, 0),
     ),
   ]);
-  return { key: walBundleKey(cluster, first.slice(0, 8), first, last, placed), body };
+  return { key: bundleKeyOf(cluster, first.slice(0, 8), first, last, placed), body };
 }
 
 /** Stores the bundle of `members` in `storage`; returns its key. */
