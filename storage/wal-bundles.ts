@@ -36,7 +36,7 @@ import {
   walNameOfKey,
 } from '../core/wal-bundle.ts';
 import type { ByteRange, ListOptions, ObjectInfo, PutOptions, Storage } from './storage.ts';
-import { ObjectNotFoundError } from './storage.ts';
+import { ObjectNotFoundError, StorageError } from './storage.ts';
 
 export { BundleIntegrityError } from '../core/wal-bundle.ts';
 
@@ -269,7 +269,10 @@ export class WalBundleStorage implements Storage {
       throw new BundleIntegrityError(
         `WAL bundle ${member.bundle} at ${this.displayUrl}: member ${member.key} reads as ${bytes.length} bytes with sha256 ${digest}, but its index says ${member.length} bytes with sha256 ${member.sha256}; the bundle was changed at the target; restore from another target`,
       );
-    if (range && range.start >= bytes.length) throw new ObjectNotFoundError(member.key);
+    if (range && range.start >= bytes.length)
+      throw new StorageError(
+        `byte range ${range.start}-${range.end} starts past the end of ${member.key} (${bytes.length} bytes): ask for a range within the object`,
+      );
     return Readable.from([range ? bytes.subarray(range.start, range.end + 1) : bytes]);
   }
 
