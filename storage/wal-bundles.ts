@@ -76,6 +76,8 @@ export class WalBundleStorage implements Storage {
   readonly #members = new Map<string, LocatedMember>();
 
   readonly #expected: ExpectedMembers | undefined;
+  /** Per cluster and timeline, the bundles the last lookup by name found (see membersNamed). */
+  readonly #scans = new Map<string, { from: string; bundles: (ObjectInfo & { last: string })[] }>();
 
   /**
    * `expectedMembers`: for a listing only, the members a caller expects of a bundle (ingest's
@@ -185,18 +187,32 @@ export class WalBundleStorage implements Storage {
     return undefined;
   }
 
-  /** The members with WAL file name `name`: one listing of the timeline's bundles after `name`. */
+  /**
+   * The members with WAL file name `name`: one listing of the timeline's bundles after `name`, or
+   * none when the last listing's bundles hold it (the prefetcher asks for one name after another).
+   * That listing found every bundle holding its name (they share their first segment), so for a
+   * later name it still knows every bundle holding that one up to their last segment.
+   */
   async membersNamed(cluster: string, timeline: string, name: string): Promise<LocatedMember[]> {
+    const scope = `${cluster}/${timeline}`;
+    const last = this.#scans.get(scope);
+    let holding = last && last.from <= name ? last.bundles.filter((b) => name <= b.last) : [];
+    if (holding.length === 0) {
+      holding = [];
+      const prefix = walBundlesPrefix(cluster, timeline);
+      for await (const object of this.inner.list(prefix, { startAfter: `${prefix}${name}` })) {
+        const bundle = parseWalBundleKey(object.key);
+        if (!bundle) continue;
+        if (bundle.first > name) break;
+        holding.push({ ...object, last: bundle.last });
+      }
+      if (holding.length > 0) this.#scans.set(scope, { from: name, bundles: holding });
+    }
     const found: LocatedMember[] = [];
-    const prefix = walBundlesPrefix(cluster, timeline);
-    for await (const object of this.inner.list(prefix, { startAfter: `${prefix}${name}` })) {
-      const bundle = parseWalBundleKey(object.key);
-      if (!bundle) continue;
-      if (bundle.first > name) break;
+    for (const object of holding)
       for (const member of await this.bundleMembers(object))
         if (walNameOfKey(member.key)?.name === name && !found.some((m) => m.key === member.key))
           found.push(member);
-    }
     return found;
   }
 

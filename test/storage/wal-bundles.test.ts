@@ -94,8 +94,13 @@ describe('WAL bundles presented as per-segment objects', () => {
     // The real objects of the name, then the bundles after it; the tail of one bundle.
     expect({ lists: counting.lists, gets: counting.gets }).toEqual({ lists: 2, gets: 1 });
     await readAll(await storage.get(members[1]?.key as string));
+    // The next name, as the prefetcher asks: its real objects only; the bundle is known.
+    expect(await keys(storage, walFilePrefix('c', segment(3)))).toEqual([members[2]?.key]);
     await readAll(await storage.get(members[2]?.key as string));
-    expect(counting.gets).toBe(3);
+    expect({ lists: counting.lists, gets: counting.gets }).toEqual({ lists: 3, gets: 3 });
+    // A name past the bundle: looked up again.
+    expect(await keys(storage, walFilePrefix('c', segment(5)))).toEqual([]);
+    expect(counting.lists).toBe(5);
   });
 
   it('lists a member that is also a real object once, and a member repeated by a later bundle once', async () => {
