@@ -18,6 +18,10 @@
  *   one); in a `verify` run, the sha256 of the ingest object is computed first, so a copy corrupted
  *   at the target is found even when its size is right.
  *
+ * At a target with `walBundles`, the hot path's settled WAL segments go into one bundle per
+ * timeline instead (./wal-bundle-copy.ts), those not settled wait for a later run, and a range
+ * batch counts a segment already in a bundle as present (docs/architecture.md, "WAL bundles at targets").
+ *
  * Objects above the large-object threshold are not copied here: they are returned in `large` for
  * the "Copy large objects" fan-out, where part ranges are spread over several invocations so no
  * one Lambda needs more than its 15 minutes.
