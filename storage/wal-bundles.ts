@@ -74,8 +74,13 @@ export class WalBundleStorage implements Storage {
   readonly inner: Storage;
   readonly #indexes = new Map<string, Promise<LocatedMember[]>>();
   readonly #members = new Map<string, LocatedMember>();
+  /** The indexes read so far, for what must be looked up without waiting. */
+  readonly #read = new Map<string, LocatedMember[]>();
 
   readonly #expected: ExpectedMembers | undefined;
+  readonly #readAheadBytes: number;
+  /** The run of members read ahead (see readAhead). */
+  #ahead: { members: string[]; bytes: Promise<Map<string, Buffer | Error>> } | undefined;
   /** Per cluster and timeline, the bundles the last lookup by name found (see membersNamed). */
   readonly #scans = new Map<string, { from: string; bundles: (ObjectInfo & { last: string })[] }>();
 
@@ -84,11 +89,19 @@ export class WalBundleStorage implements Storage {
    * segments in its range, with their sizes); when they digest to the digest in the bundle's key,
    * they are its members and its index is not read (a daily reconciliation reads no index unless
    * something differs). Such members are listed, never read: a `get` still reads the index.
+   *
+   * `readAheadBytes`: a `get` of a member also reads the members after it in its bundle, up to
+   * this many bytes, with the same GET, and keeps them for their own `get` (the prefetcher's).
+   * @default 0 - each member is read on its own
    */
-  constructor(inner: Storage, options: { readonly expectedMembers?: ExpectedMembers } = {}) {
+  constructor(
+    inner: Storage,
+    options: { readonly expectedMembers?: ExpectedMembers; readonly readAheadBytes?: number } = {},
+  ) {
     this.inner = inner;
     this.displayUrl = inner.displayUrl;
     this.#expected = options.expectedMembers;
+    this.#readAheadBytes = options.readAheadBytes ?? 0;
   }
 
   put(key: string, body: Readable, options?: PutOptions): Promise<void> {
@@ -237,6 +250,7 @@ export class WalBundleStorage implements Storage {
       if (this.#indexes.size >= MAX_CACHED_BUNDLES) {
         this.#indexes.clear();
         this.#members.clear();
+        this.#read.clear();
       }
       members = this.readIndex(bundle);
       members.catch(() => this.#indexes.delete(bundle.key));
@@ -267,29 +281,84 @@ export class WalBundleStorage implements Storage {
       lastModified: bundle.lastModified,
     }));
     for (const member of located) if (!this.#members.has(member.key)) this.#members.set(member.key, member);
+    this.#read.set(key, located);
     return located;
   }
 
   private async readMember(member: LocatedMember, range?: ByteRange): Promise<Readable> {
-    const bytes =
-      member.length === 0
-        ? Buffer.alloc(0)
-        : await readBytes(
-            await this.inner.get(member.bundle, {
-              start: member.offset,
-              end: member.offset + member.length - 1,
-            }),
-          );
-    const digest = createHash('sha256').update(bytes).digest('hex');
-    if (bytes.length !== member.length || digest !== member.sha256)
-      throw new BundleIntegrityError(
-        `WAL bundle ${member.bundle} at ${this.displayUrl}: member ${member.key} reads as ${bytes.length} bytes with sha256 ${digest}, but its index says ${member.length} bytes with sha256 ${member.sha256}; the bundle was changed at the target; restore from another target`,
-      );
+    const bytes = (await this.readAhead(member)) ?? (await this.readRun(member, [member])).get(member.key);
+    if (bytes instanceof Error) throw bytes;
+    if (bytes === undefined) throw new ObjectNotFoundError(member.key);
     if (range && range.start >= bytes.length)
       throw new StorageError(
         `byte range ${range.start}-${range.end} starts past the end of ${member.key} (${bytes.length} bytes): ask for a range within the object`,
       );
     return Readable.from([range ? bytes.subarray(range.start, range.end + 1) : bytes]);
+  }
+
+  /**
+   * With `readAheadBytes`, a member and those after it in its bundle (up to that many bytes) are
+   * read with one GET and kept until asked for (each once): the prefetcher then reads a bundle of
+   * ~10 segments with one request. Only the newest such run is kept, so memory stays bounded.
+   */
+  private async readAhead(member: LocatedMember): Promise<Buffer | Error | undefined> {
+    // Everything up to setting #ahead is synchronous: the prefetcher's concurrent reads share one run.
+    const ahead = this.#ahead;
+    if (ahead?.members.includes(member.key)) {
+      const kept = await ahead.bytes;
+      const found = kept.get(member.key);
+      if (found !== undefined) {
+        kept.delete(member.key);
+        return found;
+      }
+    }
+    if (this.#readAheadBytes <= 0 || member.sha256 === '') return undefined;
+    const all = this.#read.get(member.bundle) ?? [member];
+    const run: LocatedMember[] = [];
+    let bytes = 0;
+    for (const next of all.slice(all.findIndex((m) => m.key === member.key))) {
+      if (run.length > 0 && bytes + next.length > this.#readAheadBytes) break;
+      run.push(next);
+      bytes += next.length;
+    }
+    if (run.length < 2) return undefined;
+    const read = this.readRun(member, run);
+    this.#ahead = { members: run.map((m) => m.key), bytes: read };
+    // A failed read is not kept: the next attempt reads again.
+    read.catch(() => {
+      if (this.#ahead?.bytes === read) this.#ahead = undefined;
+    });
+    const got = (await read).get(member.key);
+    (await read).delete(member.key);
+    return got;
+  }
+
+  /** The bytes of consecutive members `run` with one ranged GET, each checked against its sha256. */
+  private async readRun(
+    asked: LocatedMember,
+    run: readonly LocatedMember[],
+  ): Promise<Map<string, Buffer | Error>> {
+    const first = run[0] as LocatedMember;
+    const lastMember = run[run.length - 1] as LocatedMember;
+    const end = lastMember.offset + lastMember.length;
+    const bytes =
+      end === first.offset
+        ? Buffer.alloc(0)
+        : await readBytes(await this.inner.get(asked.bundle, { start: first.offset, end: end - 1 }));
+    const out = new Map<string, Buffer | Error>();
+    for (const m of run) {
+      const own = bytes.subarray(m.offset - first.offset, m.offset - first.offset + m.length);
+      const digest = createHash('sha256').update(own).digest('hex');
+      out.set(
+        m.key,
+        own.length === m.length && digest === m.sha256
+          ? own
+          : new BundleIntegrityError(
+              `WAL bundle ${m.bundle} at ${this.displayUrl}: member ${m.key} reads as ${own.length} bytes with sha256 ${digest}, but its index says ${m.length} bytes with sha256 ${m.sha256}; the bundle was changed at the target; restore from another target`,
+            ),
+      );
+    }
+    return out;
   }
 
   /** The members under a WAL prefix (`<cluster>/wal/<rest>`), in key order. */
@@ -377,7 +446,13 @@ export class WalBundleStorage implements Storage {
   }
 }
 
-/** `storage` with WAL bundle members presented as objects (the same object when it already is one). */
-export function withWalBundles(storage: Storage): WalBundleStorage {
-  return storage instanceof WalBundleStorage ? storage : new WalBundleStorage(storage);
+/**
+ * `storage` with WAL bundle members presented as objects (the same object when it already is one);
+ * `readAheadBytes` as for the constructor.
+ */
+export function withWalBundles(
+  storage: Storage,
+  options: { readonly readAheadBytes?: number } = {},
+): WalBundleStorage {
+  return storage instanceof WalBundleStorage ? storage : new WalBundleStorage(storage, options);
 }

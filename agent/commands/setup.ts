@@ -19,6 +19,8 @@ export interface SetUpOptions {
    * @default false
    */
   readonly readsWal?: boolean;
+  /** With `readsWal`: a bundled segment's read also reads the next ones of its bundle, up to this many bytes (the prefetcher). @default 0 */
+  readonly walReadAheadBytes?: number;
 }
 
 export async function setUp(context: CommandContext, options: SetUpOptions = {}): Promise<Setup> {
@@ -32,7 +34,10 @@ export async function setUp(context: CommandContext, options: SetUpOptions = {})
     });
   }
   // Loaded on demand: wal-push, started once per segment, never pays for the module.
-  if (options.readsWal) storage = (await import('../../storage/wal-bundles.ts')).withWalBundles(storage);
+  if (options.readsWal)
+    storage = (await import('../../storage/wal-bundles.ts')).withWalBundles(storage, {
+      readAheadBytes: options.walReadAheadBytes ?? 0,
+    });
   return { config, storage, pg: { pgBin: config.pgBin, env: context.env } };
 }
 

@@ -171,4 +171,33 @@ describe('WAL bundles presented as per-segment objects', () => {
     expect(await keys(differing, walPrefix('c'))).toEqual([...members.map((m) => m.key), single.key]);
     expect(counting.gets).toBe(before + 1);
   });
+
+  it('reads ahead: the members after the one asked for come with the same GET, each checked, each once', async () => {
+    const { root, counting, members, bundle } = await repository();
+    const storage = new WalBundleStorage(counting, { readAheadBytes: 1024 * 1024 });
+    expect(await keys(storage, walPrefix('c'))).toHaveLength(5);
+    const before = counting.gets;
+    // As the prefetcher asks: several at once, then the rest.
+    const [first, second] = await Promise.all(
+      members.slice(0, 2).map(async (m) => readAll(await storage.get(m.key))),
+    );
+    expect([first, second]).toEqual([members[0]?.bytes, members[1]?.bytes]);
+    for (const m of members.slice(2)) expect(await readAll(await storage.get(m.key))).toEqual(m.bytes);
+    expect(counting.gets - before).toBe(1);
+    // Asked again: read again (nothing is kept twice).
+    expect(await readAll(await storage.get(members[3]?.key as string))).toEqual(members[3]?.bytes);
+    expect(counting.gets - before).toBe(2);
+
+    // A member changed at the provider fails when it is asked for, not its neighbours.
+    const file = path.join(root, ...bundle.split('/'));
+    const bytes = await readFile(file);
+    const at = (members[0]?.bytes.length as number) + 5;
+    bytes[at] = (bytes[at] as number) ^ 0xff;
+    await writeFile(file, bytes);
+    const fresh = new WalBundleStorage(counting, { readAheadBytes: 1024 * 1024 });
+    expect(await keys(fresh, walPrefix('c'))).toHaveLength(5);
+    expect(await readAll(await fresh.get(members[0]?.key as string))).toEqual(members[0]?.bytes);
+    await expect(fresh.get(members[1]?.key as string)).rejects.toBeInstanceOf(BundleIntegrityError);
+    expect(await readAll(await fresh.get(members[2]?.key as string))).toEqual(members[2]?.bytes);
+  });
 });
