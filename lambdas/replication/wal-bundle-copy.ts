@@ -24,6 +24,7 @@ import {
   MAX_BUNDLE_MEMBERS,
   walNameOfKey,
 } from '../../core/wal-bundle.ts';
+import { S3Storage } from '../../storage/s3-storage.ts';
 import {
   ObjectExistsError,
   type ObjectInfo,
@@ -105,8 +106,16 @@ export async function writeWalBundle(
     yield bundleTail(index, membersBytes);
   }
   let existed = false;
+  // As every copy: If-None-Match only where the target is known to honour it, a HEAD first anyway.
+  const writer =
+    target.conditionalWrites === true
+      ? target.storage
+      : new S3Storage(
+          { bucket: target.storage.bucket, prefix: target.storage.prefix, conditionalWrites: false },
+          target.storage.client,
+        );
   try {
-    await target.storage.put(key, Readable.from(body()), { ifAbsent: true });
+    await writer.put(key, Readable.from(body()), { ifAbsent: true });
   } catch (error) {
     if (!(error instanceof ObjectExistsError)) throw error;
     existed = true;

@@ -49,7 +49,8 @@ const written = new Map<string, Buffer>();
 let next = 101;
 
 beforeAll(async () => {
-  server = await startS3Server({ buckets: ['ingest', 'dr', 'offsite'] });
+  // dr-aws honours If-None-Match, as AWS S3 does; b2 is not known to (no header sent).
+  server = await startS3Server({ buckets: ['ingest', 'dr', 'offsite'], conditionalWrites: true });
   for (const name of [...Object.keys(buckets), 'ingest'])
     proxies[name] = await startFaultProxy(server.endpoint);
   const base = localPipelineEnv(CLUSTERS, { drAws: 'dr', b2: 'offsite' });
@@ -63,6 +64,7 @@ beforeAll(async () => {
     target: async (target) => ({
       name: target.name,
       storage: s3rverStorage((proxies[target.name] as FaultProxy).endpoint, buckets[target.name] as string),
+      conditionalWrites: target.name === 'dr-aws',
     }),
   };
   for (const target of Object.keys(buckets))
