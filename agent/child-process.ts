@@ -2,23 +2,41 @@
 import type { ChildProcess } from 'node:child_process';
 import { Transform, type TransformCallback } from 'node:stream';
 
+export interface CheckedOutputOptions {
+  /** Sees each chunk of stdout. */
+  readonly onChunk?: (chunk: Buffer) => void;
+  /**
+   * Runs once the child exited 0, before the stream ends; the stream fails if it throws or
+   * rejects. For checks of what the child reported, and for other processes the output depends on.
+   */
+  readonly beforeEnd?: (stderr: string) => void | Promise<void>;
+}
+
 /**
  * The child's stdout as a stream that ends only if the child exits 0; otherwise it fails, before
  * ending, with `makeError(detail)` (detail = how it exited and the tail of its stderr). Destroying
  * the stream (a consumer that gave up) stops the child.
  */
-export function checkedOutput(child: ChildProcess, makeError: (detail: string) => Error): Transform {
+export function checkedOutput(
+  child: ChildProcess,
+  makeError: (detail: string) => Error,
+  options: CheckedOutputOptions = {},
+): Transform {
   const stderr = collectTail(child);
   const exit = exitOf(child);
+  const { onChunk, beforeEnd } = options;
   const output = new Transform({
     transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
+      onChunk?.(chunk);
       callback(null, chunk);
     },
     flush(callback: TransformCallback) {
-      exit.then(({ code, signal }) => {
-        if (code === 0) callback();
-        else callback(makeError(`${describeExit(code, signal)}: ${stderr().trim()}`));
-      }, callback);
+      exit
+        .then(async ({ code, signal }) => {
+          if (code !== 0) throw makeError(`${describeExit(code, signal)}: ${stderr().trim()}`);
+          await beforeEnd?.(stderr());
+        })
+        .then(() => callback(), callback);
     },
   });
   output.on('close', () => {

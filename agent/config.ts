@@ -6,10 +6,11 @@
  * The commented example is pgkeep.example.yaml at the repository root.
  */
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { type Stats, statSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertRecipients } from '../core/age-stream.ts';
+import { recipientPayload, rememberRecipientPayload } from '../core/recipient-payload.ts';
 import { ConfigError, ENV_BINDINGS, type EnvBinding } from './config-env.ts';
 import type { AgentConfig } from './config-schema.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -85,11 +86,14 @@ async function readConfigFile(path: string, explicit: boolean): Promise<string |
 }
 
 /** Bump when the cached form changes meaning. */
-const CACHE_FORMAT = 2;
+const CACHE_FORMAT = 3;
 
 /**
  * One cached validation per config path, under `<spoolDir>/config-cache/`, valid for exactly the
- * inputs it came from. Only ever a cache: any failure to read or write it falls back to validating.
+ * inputs it came from, with the recipients' decoded keys (core/recipient-payload.ts). Only ever a
+ * cache: any failure to read or write it falls back to validating. Whoever can write it chooses
+ * the keys every object is encrypted to, so an entry is read only from a file and directory that
+ * belong to this user and that no other user can write.
  */
 function validationCache(
   spoolDir: string | undefined,
@@ -111,8 +115,21 @@ function validationCache(
   return {
     async read(): Promise<AgentConfig | undefined> {
       try {
-        const entry = JSON.parse(await readFile(file, 'utf8')) as { key: string; config: AgentConfig };
-        return entry.key === key ? entry.config : undefined;
+        const handle = await open(file, 'r');
+        let text: string;
+        try {
+          if (!ownPrivate(await handle.stat()) || !ownPrivate(await stat(dir))) return undefined;
+          text = await handle.readFile('utf8');
+        } finally {
+          await handle.close();
+        }
+        const entry = JSON.parse(text) as CacheEntry;
+        if (entry.key !== key) return undefined;
+        entry.config.recipients.forEach((r, i) => {
+          const payload = entry.recipientPayloads?.[i];
+          if (payload) rememberRecipientPayload(r, payload);
+        });
+        return entry.config;
       } catch {
         return undefined;
       }
@@ -121,13 +138,35 @@ function validationCache(
       const tmp = `${file}.${process.pid}.tmp`;
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
-        await writeFile(tmp, JSON.stringify({ key, config }), { mode: 0o600 });
+        const entry: CacheEntry = { key, config, recipientPayloads: recipientPayloadsOf(config) };
+        await writeFile(tmp, JSON.stringify(entry), { mode: 0o600 });
         await rename(tmp, file);
       } catch {
         await rm(tmp, { force: true }).catch(() => undefined);
       }
     },
   };
+}
+
+interface CacheEntry {
+  readonly key: string;
+  readonly config: AgentConfig;
+  /** Each of `config.recipients` decoded, in order; absent when one is invalid. */
+  readonly recipientPayloads?: readonly string[];
+}
+
+function recipientPayloadsOf(config: AgentConfig): readonly string[] | undefined {
+  try {
+    return config.recipients.map(recipientPayload);
+  } catch {
+    // An invalid recipient fails where it is used (requireRecipients), with its message.
+    return undefined;
+  }
+}
+
+/** This user's, and writable by no one else (neither group nor others). */
+function ownPrivate(info: Stats): boolean {
+  return info.uid === process.getuid?.() && (info.mode & 0o022) === 0;
 }
 
 /** Refuses to run without a recipient, naming how to get one. */

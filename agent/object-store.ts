@@ -3,7 +3,7 @@
  * plaintext -> sha256 -> zstd -> age -> sha256 -> storage, and back.
  */
 import { createHash } from 'node:crypto';
-import { Readable, Transform, type Writable } from 'node:stream';
+import { type Duplex, Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createZstdDecompress } from 'node:zlib';
 import { AgeDecryptError, decryptStream, encryptBuffer, encryptStream } from '../core/age-stream.ts';
@@ -68,25 +68,54 @@ export async function storeObject(options: StoreObjectOptions): Promise<StoredOb
   // Imported here: it brings node:child_process, which archive_command's WAL path never needs.
   const { zstdCompress } = await import('./zstd-compress.ts');
   const compress = zstdCompress(options.zstdLevel ?? DEFAULT_ZSTD_LEVEL, options.zstdProgram);
-  const putOptions: PutOptions = CREATE_ONLY;
-  // The last stage hands the stream to the driver; an error anywhere destroys every stage, and the
-  // driver sees its body fail and removes whatever it had begun.
-  await pipeline(
+  await pipeIntoStorage(options.storage, options.key, [
     options.source,
     plaintext,
     compress,
     encrypt,
     ciphertext,
-    async (body: AsyncIterable<Buffer>) => {
-      await options.storage.put(options.key, Readable.from(body, { objectMode: false }), putOptions);
-    },
-  );
+  ]);
   return {
     key: options.key,
     sizeBytes: ciphertext.sizeBytes,
     sha256: ciphertext.sha256,
     plaintextSizeBytes: plaintext.sizeBytes,
   };
+}
+
+/**
+ * Runs `stages` while the storage driver reads the last one as the object's body, create-only.
+ * The driver gets that stream itself: wrapping it in an async iterator and `Readable.from`, as a
+ * pipeline's last function stage would, costs a promise and two stream hops per chunk, a
+ * measurable share of the agent's CPU on a dump (docs/performance.md). An error anywhere destroys
+ * every stage; the driver sees its body fail and removes whatever it had begun, and this resolves
+ * or rejects only once both sides have settled, so nothing is left half-written behind it.
+ */
+async function pipeIntoStorage(
+  storage: Storage,
+  key: string,
+  stages: [Readable, ...Duplex[]],
+  signal?: AbortSignal,
+): Promise<void> {
+  const body = stages[stages.length - 1] as Readable;
+  const produced = pipeline(stages, ...(signal ? [{ signal }] : []));
+  const stored = storage.put(key, body, CREATE_ONLY).catch((error: unknown) => {
+    // A driver that gave up without reading to the end must not leave the stages blocked.
+    body.destroy(error as Error);
+    throw error;
+  });
+  const [production, storing] = await Promise.allSettled([produced, stored]);
+  // The first failure is the cause: a driver's refusal shows up in the pipeline only as a
+  // premature close of its body, a failed stage reaches the driver as its body's error.
+  if (storing.status === 'rejected') {
+    if (production.status === 'fulfilled' || isPrematureClose(production.reason)) throw storing.reason;
+  }
+  if (production.status === 'rejected') throw production.reason;
+  if (storing.status === 'rejected') throw storing.reason;
+}
+
+function isPrematureClose(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
 }
 
 export interface StoreProducedOptions
@@ -102,6 +131,12 @@ export interface StoreProducedOptions
   readonly onStoredBytes?: (storedBytes: number) => void;
   /** Stops the producer and fails the store (nothing left at `key`). */
   readonly signal?: AbortSignal;
+  /**
+   * The object is completed only once this resolves, and not at all if it rejects (the store then
+   * fails with its reason, nothing left at `key`): for an object that must not exist without
+   * others. The data is written meanwhile; only the end waits. @default - no wait
+   */
+  readonly completeAfter?: Promise<unknown>;
 }
 
 /**
@@ -113,9 +148,19 @@ export interface StoreProducedOptions
 export async function storeProduced(options: StoreProducedOptions): Promise<StoredObject> {
   const { zstdChild, zstdProgram } = await import('./zstd-compress.ts');
   const program = zstdProgram();
+  const gate = options.completeAfter;
+  // Rejected early, it is reported when the stream would end; until then it is not unhandled.
+  gate?.catch(() => {});
   if (program === null) {
-    const source = options.produce.pipe();
-    const stop = () => source.destroy(options.signal?.reason as Error);
+    const produced = options.produce.pipe();
+    const source = gate ? produced.pipe(endsAfter(gate)) : produced;
+    if (gate) {
+      // pipe() passes neither a failure forward nor a stop back: the producer's output, destroyed,
+      // stops the producer.
+      produced.once('error', (error) => source.destroy(error));
+      source.once('close', () => produced.destroy());
+    }
+    const stop = () => produced.destroy(options.signal?.reason as Error);
     options.signal?.addEventListener('abort', stop, { once: true });
     try {
       return await storeObject({ ...options, source });
@@ -140,25 +185,11 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
   producer.done.catch(() => {});
   // zstd ends when the producer closes its stdout, crashed or not: the object is complete only
   // once the producer is known to have exited 0.
-  const producerSucceeded = new Transform({
-    transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
-    flush: (callback) => {
-      producer.done.then(() => callback(), callback);
-    },
-  });
+  zstd.endsAfter(gate ? Promise.all([producer.done, gate]).then(() => {}) : producer.done);
   const stop = () => producer.stop();
   options.signal?.addEventListener('abort', stop, { once: true });
   try {
-    await pipeline(
-      zstd.output,
-      producerSucceeded,
-      encrypt,
-      ciphertext,
-      async (body: AsyncIterable<Buffer>) => {
-        await options.storage.put(options.key, Readable.from(body, { objectMode: false }), CREATE_ONLY);
-      },
-      ...(options.signal ? [{ signal: options.signal }] : []),
-    );
+    await pipeIntoStorage(options.storage, options.key, [zstd.output, encrypt, ciphertext], options.signal);
   } finally {
     options.signal?.removeEventListener('abort', stop);
     producer.stop();
@@ -169,6 +200,16 @@ export async function storeProduced(options: StoreProducedOptions): Promise<Stor
     sha256: ciphertext.sha256,
     plaintextSizeBytes: zstd.plaintextSizeBytes(),
   };
+}
+
+/** A pass-through that ends only once `gate` resolved, and fails with its reason otherwise. */
+function endsAfter(gate: Promise<unknown>): Transform {
+  return new Transform({
+    transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
+    flush: (callback) => {
+      gate.then(() => callback(), callback);
+    },
+  });
 }
 
 export interface StoreCompressedOptions {
@@ -228,6 +269,9 @@ export function readStages(options: Omit<OpenObjectOptions, 'storage'>): Transfo
   let seen = 0;
   const stages: Transform[] = [
     new HashingStream({
+      // Without a manifest's hash to compare (a WAL segment: its key names its plaintext's hash),
+      // a digest of the ciphertext would be computed for nothing.
+      hash: expected?.sha256 !== undefined,
       onProgress: (bytes) => {
         scavenge(bytes - seen);
         seen = bytes;

@@ -8,9 +8,9 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { Duplex, type Readable, Transform, type Writable } from 'node:stream';
+import { Duplex, type Readable, type Writable } from 'node:stream';
 import { constants, createZstdCompress } from 'node:zlib';
-import { checkedOutput, collectTail } from './child-process.ts';
+import { checkedOutput } from './child-process.ts';
 
 let found: string | null | undefined;
 
@@ -89,10 +89,18 @@ export function zstdCompress(level: number, program: string | null = zstdProgram
 export interface ZstdChild {
   /** zstd's stdin: hand it to the producer as its stdout, then call {@link release}. */
   readonly stdin: Writable;
-  /** The compressed bytes; fails before it ends if zstd fails or its byte counts disagree. */
+  /**
+   * The compressed bytes; fails before it ends if zstd fails, its byte counts disagree, or the
+   * promise given to {@link endsAfter} rejects.
+   */
   readonly output: Readable;
   /** Closes this process's end of zstd's stdin, so zstd sees the end when the producer exits. */
   release(): void;
+  /**
+   * `output` ends only once `done` (the producer's exit) resolved, and fails with its reason
+   * otherwise: zstd ends when its stdin closes, also when the producer crashed.
+   */
+  endsAfter(done: Promise<void>): void;
   /** Once `output` has ended: the exact number of plaintext bytes zstd read. */
   plaintextSizeBytes(): number;
 }
@@ -105,47 +113,42 @@ const SUMMARY = /\(\s*(\d+) B =>\s*(\d+) B,/;
  * process (two copies of every byte fewer, the largest CPU cost of a dump after zstd itself). The
  * plaintext size the manifest needs comes from zstd's own summary (-vv), checked against the
  * compressed bytes counted here, so a summary that cannot be read fails the object, never
- * silently records a wrong size.
+ * silently records a wrong size. One stream stage does all of it: each stage costs CPU per chunk.
  */
 export function zstdChild(level: number, program: string): ZstdChild {
   const child = spawn(program, ['-vv', '-c', `-${level}`], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const stderr = collectTail(child);
-  const checked = checkedOutput(child, (detail) => new CompressionError(`zstd ${detail}`));
   const stdin = child.stdin;
   if (!stdin) throw new CompressionError('zstd has no stdin');
   stdin.on('error', () => {});
   let compressed = 0;
   let plaintext: number | undefined;
-  const output = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
+  let producerDone: Promise<void> = Promise.resolve();
+  const output = checkedOutput(child, (detail) => new CompressionError(`zstd ${detail}`), {
+    onChunk: (chunk) => {
       compressed += chunk.length;
-      callback(null, chunk);
     },
-    flush(callback) {
-      // checkedOutput ends only after zstd exited 0, so its summary is complete here.
-      const m = SUMMARY.exec(stderr());
+    // checkedOutput runs this only after zstd exited 0, so its summary is complete here.
+    beforeEnd: async (stderr) => {
+      const m = SUMMARY.exec(stderr);
       if (!m || Number(m[2]) !== compressed) {
-        callback(
-          new CompressionError(
-            `zstd's summary does not give the size it read (wrote ${compressed} bytes; stderr: ${stderr().trim().slice(-300)}): ` +
-              "this zstd prints its byte counts in a form pgkeep does not read (it reads zstd 1.5's); take it off the agent's PATH to use the built-in codec",
-          ),
+        throw new CompressionError(
+          `zstd's summary does not give the size it read (wrote ${compressed} bytes; stderr: ${stderr.trim().slice(-300)}): ` +
+            "this zstd prints its byte counts in a form pgkeep does not read (it reads zstd 1.5's); take it off the agent's PATH to use the built-in codec",
         );
-        return;
       }
+      await producerDone;
       plaintext = Number(m[1]);
-      callback();
     },
   });
-  checked.on('error', (error) => output.destroy(error));
-  // A consumer that gave up (an error elsewhere, an abort) stops zstd too: left running, it would
-  // block on its full stdout and keep the process alive.
-  output.on('close', () => checked.destroy());
-  checked.pipe(output);
   return {
     stdin,
     output,
     release: () => stdin.destroy(),
+    endsAfter: (done) => {
+      // Awaited only when zstd has finished; a rejection before then is not unhandled.
+      done.catch(() => {});
+      producerDone = done;
+    },
     plaintextSizeBytes: () => {
       if (plaintext === undefined) throw new CompressionError('zstd has not finished');
       return plaintext;

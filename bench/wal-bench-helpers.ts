@@ -1,6 +1,7 @@
 /** Helpers of the WAL benchmark (wal-push.ts): timing a shell line, figures, pgBackRest's setup. */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -24,10 +25,13 @@ export async function timedShell(command: string, cwd: string, env: NodeJS.Proce
   return performance.now() - started;
 }
 
+/** Whether `perf stat` can count this process tree's task-clock here (finer than GNU time's 10 ms). */
+const PERF = spawnSync('perf', ['stat', '-x,', '-e', 'task-clock', 'true']).status === 0;
+
 /**
- * `command` under GNU time: wall milliseconds and the CPU milliseconds (user + system) of the whole
- * command tree, which the load of other processes on the machine disturbs far less than the wall
- * clock (GNU time counts in 10 ms steps, so only medians over many runs mean anything).
+ * `command` with its wall milliseconds and the CPU milliseconds of the whole command tree (perf's
+ * task-clock, or GNU time's user + system in 10 ms steps where perf is missing), which the load of
+ * other processes on the machine disturbs far less than the wall clock.
  */
 export async function timedShellCpu(
   command: string,
@@ -35,8 +39,11 @@ export async function timedShellCpu(
   env: NodeJS.ProcessEnv,
 ): Promise<{ wallMs: number; cpuMs: number }> {
   const started = performance.now();
+  const counter = PERF
+    ? ['perf', 'stat', '-x,', '-e', 'task-clock', '--']
+    : ['/usr/bin/time', '-f', 'CPU %U %S', '--'];
   const stderr = await new Promise<string>((resolve, reject) => {
-    const child = spawn('/usr/bin/time', ['-f', 'CPU %U %S', 'sh', '-c', command], {
+    const child = spawn(counter[0] as string, [...counter.slice(1), 'sh', '-c', command], {
       cwd,
       env,
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -50,9 +57,60 @@ export async function timedShellCpu(
     );
   });
   const wallMs = performance.now() - started;
+  const perf = /^([\d.]+),msec,task-clock/m.exec(stderr);
+  if (perf) return { wallMs, cpuMs: Number(perf[1]) };
   const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(stderr);
-  if (!m) throw new Error(`no CPU time from GNU time in: ${stderr}`);
+  if (!m) throw new Error(`no CPU time from perf or GNU time in: ${stderr}`);
   return { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 };
+}
+
+/**
+ * Runs each row once per segment, the rows' order rotating from segment to segment so that the
+ * load of a shared machine drifts over all alike; wall and CPU ms of each run, by row.
+ */
+export type TimedRows = Record<string, (segment: string) => Promise<{ wallMs: number; cpuMs: number }>>;
+
+export async function alternate(
+  segments: readonly string[],
+  rows: TimedRows,
+  results: Record<string, number[]>,
+  cpu: Record<string, number[]>,
+): Promise<void> {
+  const entries = Object.entries(rows);
+  for (const [row] of entries) [results[row], cpu[row]] = [[], []];
+  for (const [i, s] of segments.entries()) {
+    const order = [...entries.slice(i % entries.length), ...entries.slice(0, i % entries.length)];
+    for (const [row, run] of order) {
+      const { wallMs, cpuMs } = await run(s);
+      results[row]?.push(wallMs);
+      cpu[row]?.push(cpuMs);
+    }
+  }
+}
+
+/** The synchronous rows' wall and CPU medians, each as a ratio to pgBackRest's `reference` row. */
+export function printSynchronous(
+  reference: string,
+  results: Record<string, number[]>,
+  cpu: Record<string, number[]>,
+): void {
+  const unit = PERF ? 'perf task-clock' : 'GNU time user + system, 10 ms steps';
+  console.log(`\nsynchronous, alternating, ms per segment (CPU: ${unit}, whole command tree):`);
+  console.log(
+    `${'command'.padEnd(48)} ${'wall p50'.padStart(9)} ${'wall p90'.padStart(9)} ${'CPU p50'.padStart(8)} ${'CPU p90'.padStart(8)}  ratio to ${reference} (wall, CPU)`,
+  );
+  const base = { wall: median(results[reference] ?? []), cpu: median(cpu[reference] ?? []) };
+  for (const [row, times] of Object.entries(cpu)) {
+    const wall = results[row] ?? [];
+    const cells = [median(wall), p90(wall), median(times), p90(times)].map((x) => x.toFixed(0).padStart(8));
+    const ratio = `${(median(wall) / base.wall).toFixed(2)}x, ${(median(times) / base.cpu).toFixed(2)}x`;
+    console.log(`${row.padEnd(48)}  ${cells.join(' ')}  ${row === reference ? '' : ratio}`);
+  }
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
 }
 
 export const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
@@ -108,6 +166,7 @@ export function printComparison(
   cpu: Record<string, number[]>,
   agentTotal: number,
 ): void {
+  printSynchronous('pgbackrest archive-push', results, cpu);
   console.log(`\n${segments} segments of 16 MiB (pgbench), sequential invocations, ms per segment:`);
   console.log(`${'command'.padEnd(40)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'mean'.padStart(8)}`);
   for (const [name, times] of Object.entries(results)) {
@@ -119,14 +178,6 @@ export function printComparison(
     const b = results[theirs] as number[];
     return `median ${(median(a) / median(b)).toFixed(2)}x, p90 ${(p90(a) / p90(b)).toFixed(2)}x the time`;
   };
-  const ours = cpu['pgkeep wal-push (alone, synchronous)'] as number[];
-  const theirs = cpu['pgbackrest archive-push'] as number[];
-  console.log(
-    `\nCPU ms per segment (user + system of the command tree, 10 ms steps), synchronous, alternating: ` +
-      `pgbackrest archive-push median ${median(theirs).toFixed(0)}, p90 ${p90(theirs).toFixed(0)}; ` +
-      `pgkeep wal-push median ${median(ours).toFixed(0)}, p90 ${p90(ours).toFixed(0)}: ` +
-      `${(median(ours) / median(theirs)).toFixed(2)}x at the median`,
-  );
   console.log(
     `\nsynchronous: pgkeep wal-push (asyncSeconds 0) vs pgbackrest archive-push: ${vs('pgkeep wal-push (alone, synchronous)', 'pgbackrest archive-push')}` +
       `\nasynchronous, called back to back: pgkeep (transient pusher) vs pgbackrest archive-async: ${vs('pgkeep wal-push (alone)', 'pgbackrest archive-push (async)')}` +
@@ -147,4 +198,29 @@ export function printRecovery(segments: number, replays: Record<string, number[]
       `pgkeep wal-fetch with prefetch ${secs(replays.pgkeep)}; pgkeep takes ${replayRatio('pgbackrest')}x ` +
       `pgBackRest's time, ${replayRatio('pgbackrest async')}x pgBackRest async's`,
   );
+}
+
+export interface PgkeepBenchConfig {
+  readonly repo: string;
+  readonly spool: string;
+  readonly config: string;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** A pgkeep config of its own (`work`/pgkeep-`name`.yaml) with a file:// repository and a spool. */
+export async function writePgkeepConfig(
+  work: string,
+  name: string,
+  keys: { readonly recipient: string; readonly identityFile: string },
+  wal: Record<string, unknown>,
+): Promise<PgkeepBenchConfig> {
+  const repo = join(work, `repo-${name}`);
+  const spool = join(work, `spool-${name}`);
+  await mkdir(repo);
+  await mkdir(spool);
+  const config = join(work, `pgkeep-${name}.yaml`);
+  const { recipient, identityFile } = keys;
+  const settings = { cluster: 'bench', repository: `file://${repo}`, recipients: [recipient], identityFile };
+  await writeFile(config, JSON.stringify({ ...settings, spoolDir: spool, wal }));
+  return { repo, spool, config, env: { PATH: process.env.PATH, PGKEEP_CONFIG: config } };
 }

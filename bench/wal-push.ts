@@ -15,15 +15,16 @@
  *   pgbackrest archive-get (async)   the same with archive-async=y and archive-get-queue-max (prefetch)
  *   pgkeep wal-fetch                 the same, with the background prefetch of following segments
  *
- * Targets (issue 11): synchronous against synchronous, pgkeep <= 1.3x pgBackRest per segment
- * (median and p90); these two rows run segment by segment in alternating order and also record
- * the CPU time of each command tree, which a shared machine's load disturbs less than the wall clock. wal-fetch with prefetch not slower than archive-get, sync or async, measured
- * both as restore_command calls back to back and as a real recovery from a base backup replaying
- * the archived segments. Then, under a sustained pgbench load, the archive lag (seconds from
+ * Targets (issue 11): synchronous against synchronous, pgkeep <= 1.3x pgBackRest per segment; these
+ * rows alternate segment by segment and record CPU time, which load disturbs less than the wall
+ * clock. wal-fetch with prefetch not slower than archive-get, sync or async, as restore_command
+ * calls back to back and as a real recovery from a base backup replaying the archived segments. Then, under a sustained pgbench load, the archive lag (seconds from
  * `.ready` to archived) of pgkeep's default (transient pusher) against pgBackRest async: no
  * worse at the median and p99 (wal-load-helpers.ts), and with the agent.
  * BENCH_SEGMENTS sets the number of segments (default 42); BENCH_LOAD_SECONDS the load (default 30),
  * BENCH_LOAD_WRITERS the bulk writers beside pgbench, one load phase per entry (default 1,2).
+ * BENCH_WAL_ROWS=sync runs only the synchronous rows; BENCH_WAL_BASELINE=/path/to/pgkeep.mjs adds
+ * another build to them, into a repository of its own (an A/B of a change).
  */
 import { execFile, spawn } from 'node:child_process';
 import { chown, cp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
@@ -35,13 +36,18 @@ import { archiveCommandLine, restoreCommandLine } from '../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, startCluster, startExistingCluster } from '../test/support/pg-cluster.ts';
 import { NODE, PGKEEP_BUNDLE, stopWalPusher } from '../test/support/pgkeep-cli.ts';
 import {
+  alternate,
   log,
+  type PgkeepBenchConfig,
   printComparison,
   printRecovery,
+  printSynchronous,
   q,
+  type TimedRows,
   timedShell,
   timedShellCpu,
   writePgbackrestConfig,
+  writePgkeepConfig,
 } from './wal-bench-helpers.ts';
 import { archiveUnderLoad, describeLoad, LOAD_HEADER, setArchiveCommand } from './wal-load-helpers.ts';
 
@@ -50,6 +56,10 @@ const segmentCount = Number(process.env.BENCH_SEGMENTS ?? 42);
 const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
 /** BENCH_PARTS=compare,load (default both): the side-by-side comparison, the sustained load. */
 const parts = new Set((process.env.BENCH_PARTS ?? 'compare,load').split(','));
+const onlySync = process.env.BENCH_WAL_ROWS === 'sync';
+const baseline = process.env.BENCH_WAL_BASELINE;
+/** Ends the run after the synchronous rows (BENCH_WAL_ROWS=sync) through the clean-up below. */
+class Done extends Error {}
 
 const work = await makeServerDir('pgkeep-bench-wal-');
 const socketDir = join(work, 'sock');
@@ -103,28 +113,11 @@ try {
   log(`using ${segments.length} segments ${segments[0]}..${segments[segments.length - 1]}`);
 
   const identity = await age.generateHybridIdentity();
-  const recipient = await age.identityToRecipient(identity);
   const identityFile = join(work, 'identity.txt');
   await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
-  const pgkeepConfig = async (name: string, wal: Record<string, unknown> = {}) => {
-    const repo = join(work, `repo-${name}`);
-    const spool = join(work, `spool-${name}`);
-    await mkdir(repo);
-    await mkdir(spool);
-    const config = join(work, `pgkeep-${name}.yaml`);
-    await writeFile(
-      config,
-      JSON.stringify({
-        cluster: 'bench',
-        repository: `file://${repo}`,
-        recipients: [recipient],
-        identityFile,
-        spoolDir: spool,
-        wal,
-      }),
-    );
-    return { repo, spool, config, env: { PATH: process.env.PATH, PGKEEP_CONFIG: config } };
-  };
+  const keys = { recipient: await age.identityToRecipient(identity), identityFile };
+  const pgkeepConfig = (name: string, wal: Record<string, unknown> = {}) =>
+    writePgkeepConfig(work, name, keys, wal);
 
   const br = join(work, 'pgbackrest');
   const brConfig = await writePgbackrestConfig(br, pg, socketDir);
@@ -146,13 +139,13 @@ try {
     // synchronous (wal.asyncSeconds 0: one cold Node process per segment), or as configured by
     // default, where the first wal-push starts a transient pusher that pushes the following
     // segments ahead (like pgBackRest's archive-async) and later calls find its markers.
-    const spools: Record<string, Awaited<ReturnType<typeof pgkeepConfig>>> = {};
-    const aloneLine = async (name: string, wal: Record<string, unknown>) => {
+    const spools: Record<string, PgkeepBenchConfig> = {};
+    const aloneLine = async (name: string, wal: Record<string, unknown>, bundlePath = PGKEEP_BUNDLE) => {
       const alone = await pgkeepConfig(name, wal);
       spools[name] = alone;
       const line = archiveCommandLine({
         nodePath: NODE,
-        bundlePath: PGKEEP_BUNDLE,
+        bundlePath,
         spoolDir: alone.spool,
         cluster: 'bench',
         configPath: alone.config,
@@ -162,23 +155,23 @@ try {
     const brPush = (config: string, s: string) =>
       `pgbackrest --config=${q(config)} --stanza=bench archive-push ${walPath(s)}`;
 
-    // Synchronous against synchronous, segment by segment in alternating order, so that the load
-    // of a shared machine drifts over both alike; wall and CPU time of each command tree.
+    // Synchronous against synchronous, in alternating order (wal-bench-helpers.ts alternate).
     log('pgbackrest archive-push and pgkeep wal-push (alone, synchronous), alternating...');
     const syncLine = await aloneLine('alone-sync', { asyncSeconds: 0 });
-    const sync = {
-      'pgbackrest archive-push': (s: string) => timedShellCpu(brPush(brConfig, s), pg.dataDir, brEnv),
-      'pgkeep wal-push (alone, synchronous)': (s: string) =>
+    const sync: TimedRows = {
+      'pgbackrest archive-push': (s) => timedShellCpu(brPush(brConfig, s), pg.dataDir, brEnv),
+      'pgkeep wal-push (alone, synchronous)': (s) =>
         timedShellCpu(syncLine(s), pg.dataDir, spools['alone-sync']?.env ?? {}),
     };
-    for (const row of Object.keys(sync)) [results[row], cpu[row]] = [[], []];
-    for (const [i, s] of segments.entries()) {
-      const rows = Object.entries(sync);
-      for (const [row, run] of i % 2 === 0 ? rows : rows.reverse()) {
-        const { wallMs, cpuMs } = await run(s);
-        results[row]?.push(wallMs);
-        cpu[row]?.push(cpuMs);
-      }
+    if (baseline) {
+      const baselineLine = await aloneLine('baseline-sync', { asyncSeconds: 0 }, baseline);
+      sync[`baseline ${baseline}`] = (s) =>
+        timedShellCpu(baselineLine(s), pg.dataDir, spools['baseline-sync']?.env ?? {});
+    }
+    await alternate(segments, sync, results, cpu);
+    if (onlySync) {
+      printSynchronous('pgbackrest archive-push', results, cpu);
+      throw new Done();
     }
 
     log('pgbackrest archive-push (async)...');
@@ -196,7 +189,7 @@ try {
         await timedShell(defaultLine(s), pg.dataDir, spools.alone?.env ?? {}),
       );
     }
-    const alone = spools.alone as Awaited<ReturnType<typeof pgkeepConfig>>;
+    const alone = spools.alone as PgkeepBenchConfig;
     await stopWalPusher(alone.spool, 'bench', pg.dataDir);
 
     log('pgkeep with the agent pushing ahead...');
@@ -266,7 +259,7 @@ try {
     // restore_command, until the archive ends and it promotes. pgkeep's repository is the one the
     // synchronous wal-push filled, which holds exactly these segments, as pgBackRest's does.
     log('recovery replaying the archive, restore_command by each tool...');
-    const replayFrom = spools['alone-sync'] as Awaited<ReturnType<typeof pgkeepConfig>>;
+    const replayFrom = spools['alone-sync'] as PgkeepBenchConfig;
     if (user) {
       for (const dir of [br, brAsync, replayFrom.repo, replayFrom.spool, replayFrom.config, identityFile])
         await execFileAsync('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
@@ -390,6 +383,8 @@ try {
     console.log(LOAD_HEADER);
     for (const l of lines) console.log(l);
   }
+} catch (error) {
+  if (!(error instanceof Done)) throw error;
 } finally {
   for (const a of agents) if (a.exitCode === null) a.kill('SIGTERM');
   await pg.destroy();

@@ -37,6 +37,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { base64nopad, bech32 } from '@scure/base';
+import { decodeRecipient, shownRecipient } from './recipient-payload.ts';
 
 /** A parsed `age1…` (X25519) or `age1pq1…` (ML-KEM-768 + X25519 hybrid) recipient. */
 export type AgeRecipient =
@@ -62,24 +63,20 @@ const MLKEM768_SPKI_PREFIX = Buffer.from('308204b2300b06096086480165030404020382
 const XWING_LABEL = Buffer.from('5c2e2f2f5e5c', 'hex'); // "\.//^\"
 const HPKE_KEM_MLKEM768_X25519 = 0x647a;
 
+/** Recipients already parsed in this process (the key objects are built once). */
+const parsedRecipients = new Map<string, AgeRecipient>();
+
 /** Throws with what is wrong unless `recipient` is an X25519 or hybrid age recipient. */
 export function parseRecipient(recipient: string): AgeRecipient {
-  const shown = `"${recipient.slice(0, 24)}${recipient.length > 24 ? '…' : ''}"`;
-  let prefix: string;
-  let bytes: Uint8Array;
-  try {
-    // Hybrid recipients are ~1950 characters, far past bech32's 90-character limit.
-    const decoded = bech32.decode(recipient as `${string}1${string}`, false);
-    prefix = decoded.prefix;
-    bytes = bech32.fromWords(decoded.words);
-  } catch (cause) {
-    throw new Error(`invalid recipient ${shown}: not a bech32 string (${(cause as Error).message})`, {
-      cause,
-    });
-  }
-  if (recipient !== recipient.toLowerCase()) {
-    throw new Error(`invalid recipient ${shown}: age recipients are lower case`);
-  }
+  const known = parsedRecipients.get(recipient);
+  if (known) return known;
+  const { prefix, bytes } = decodeRecipient(recipient);
+  const parsed = recipientFromBytes(shownRecipient(recipient), prefix, bytes);
+  parsedRecipients.set(recipient, parsed);
+  return parsed;
+}
+
+function recipientFromBytes(shown: string, prefix: string, bytes: Uint8Array): AgeRecipient {
   if (prefix === 'age' && bytes.length === X25519_KEY_BYTES) {
     return { kind: 'x25519', publicKey: Buffer.from(bytes) };
   }

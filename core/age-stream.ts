@@ -9,7 +9,14 @@
  * only when something is decrypted. Byte compatibility with the library and the
  * `age` CLI is proven both ways in test/core/age-stream.test.ts.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createSecretKey,
+  hkdfSync,
+  type KeyObject,
+  randomBytes,
+} from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Decrypter } from 'age-encryption';
 import {
@@ -69,8 +76,12 @@ function makeHeader(recipients: readonly AgeRecipient[]): { header: Buffer; file
   };
 }
 
-function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
-  return Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32));
+/**
+ * A KeyObject, not bytes: every 64 KiB chunk takes a new cipher, and a key given as bytes would be
+ * turned into a key object again for each one.
+ */
+function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', fileKey, nonce, 'payload', 32)));
 }
 
 function chunkNonce(counter: number, last: boolean): Buffer {
@@ -82,7 +93,7 @@ function chunkNonce(counter: number, last: boolean): Buffer {
 }
 
 /** Seals one STREAM chunk: its ciphertext and tag. */
-function sealChunk(key: Buffer, counter: number, last: boolean, plaintext: Buffer): [Buffer, Buffer] {
+function sealChunk(key: KeyObject, counter: number, last: boolean, plaintext: Buffer): [Buffer, Buffer] {
   const cipher = createCipheriv('chacha20-poly1305', key, chunkNonce(counter, last), {
     authTagLength: TAG_BYTES,
   });
@@ -92,7 +103,7 @@ function sealChunk(key: Buffer, counter: number, last: boolean, plaintext: Buffe
 }
 
 /** The header, the payload nonce and the payload key of a new age file to `recipients`. */
-function begin(recipients: readonly string[]): { prefix: Buffer; key: Buffer } {
+function begin(recipients: readonly string[]): { prefix: Buffer; key: KeyObject } {
   const { header, fileKey } = makeHeader(assertRecipients(recipients));
   const nonce = randomBytes(NONCE_BYTES);
   return { prefix: Buffer.concat([header, nonce]), key: payloadKey(fileKey, nonce) };
@@ -120,12 +131,12 @@ export function encryptBuffer(recipients: readonly string[], plaintext: Buffer):
 }
 
 class StreamEncrypter extends Transform {
-  readonly #key: Buffer;
+  readonly #key: KeyObject;
   readonly #staged = Buffer.allocUnsafe(CHUNK_BYTES);
   #filled = 0;
   #counter = 0;
 
-  constructor(prefix: Buffer, key: Buffer) {
+  constructor(prefix: Buffer, key: KeyObject) {
     super();
     this.#key = key;
     this.push(prefix);
@@ -179,7 +190,7 @@ class StreamDecrypter extends Transform {
   readonly #decrypter: Promise<Decrypter>;
   /** Bytes before the payload key is known: the header and the nonce. */
   #prefix: Buffer | undefined = Buffer.alloc(0);
-  #key: Buffer | undefined;
+  #key: KeyObject | undefined;
   readonly #staged = Buffer.allocUnsafe(CHUNK_BYTES + TAG_BYTES);
   #filled = 0;
   #counter = 0;
@@ -272,7 +283,7 @@ class StreamDecrypter extends Transform {
   #open(last: boolean): void {
     const decipher = createDecipheriv(
       'chacha20-poly1305',
-      this.#key as Buffer,
+      this.#key as KeyObject,
       chunkNonce(this.#counter, last),
       {
         authTagLength: TAG_BYTES,

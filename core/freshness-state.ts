@@ -36,6 +36,8 @@ export const FreshnessStateSchema = z.strictObject({
   format: z.literal('pgkeep.freshness-state.v1'),
   /** Manifests read: `after` as replication's manifest cursor, `copied` = read after it. */
   manifests: ClusterCursorSchema.shape.manifests,
+  /** When ingest stored the newest manifest seen (ISO): with the WAL's, what replication's lag is judged by. */
+  newestManifestStoredAt: z.iso.datetime().optional(),
   newestDump: z.strictObject({ key: z.string(), stopTime: z.iso.datetime() }).optional(),
   /** Per timeline, the oldest base backup read: where its gap window starts. */
   bases: z.record(TIMELINE, z.strictObject({ backupId: z.string(), startWalFile: z.string() })).default({}),
@@ -82,7 +84,29 @@ export function advanceManifests(
   listed: readonly ListedKey[],
   now: Date,
 ): FreshnessState {
-  return { ...state, manifests: advanceStream(state.manifests, listed, now, true) };
+  let newest = state.newestManifestStoredAt;
+  for (const object of listed) {
+    const at = object.lastModified.toISOString();
+    if (newest === undefined || at > newest) newest = at;
+  }
+  return {
+    ...state,
+    manifests: advanceStream(state.manifests, listed, now, true),
+    ...(newest ? { newestManifestStoredAt: newest } : {}),
+  };
+}
+
+/**
+ * When ingest stored the newest object replication copies that this state has seen: a manifest
+ * (a backup's objects count from their manifest, as replication plans them) or a WAL file.
+ */
+export function newestStoredAt(state: FreshnessState): Date | undefined {
+  const times = [state.newestManifestStoredAt, ...Object.values(state.wal).map((t) => t.newestStoredAt)];
+  const newest = times
+    .filter((t): t is string => t !== undefined)
+    .sort()
+    .at(-1);
+  return newest === undefined ? undefined : new Date(newest);
 }
 
 /**

@@ -12,6 +12,8 @@
  *                                                 host's writable prefix, so no host can forge one
  *   pipeline/replication/<target>/cursor.json     how far replication to a target has got, per
  *                                                 cluster (ingest only; pipeline-written, like verify/)
+ *   pipeline/replication/<target>/lag.json        per cluster, when replication last listed and the
+ *                                                 oldest object it left missing (read by freshness)
  *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
  *   v1/<cluster>/wal-gaps/<first>-<last>.json     WAL the host dropped at its backlog limit (wal.onBacklogFull: drop)
  *   v1/<cluster>/wal-bundles/<timeline>/<last>-<first>-<digest>.pgkb
@@ -234,6 +236,14 @@ function replicationPrefix(target: string): string {
 /** Replication's cursors for `target`, one entry per cluster (lambdas/replication/cursors.ts). */
 export function replicationCursorKey(target: string): string {
   return `${replicationPrefix(target)}cursor.json`;
+}
+
+/**
+ * How far behind ingest each cluster's copy at `target` is, as replication's last rounds saw it
+ * (core/replication-lag.ts); freshness reads it instead of listing.
+ */
+export function replicationLagKey(target: string): string {
+  return `${replicationPrefix(target)}lag.json`;
 }
 
 /** A plan too large for a state's payload, handed from a run's first step to its Map. */

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -175,6 +174,8 @@ async function startPusher(
     walDir,
   ];
   await mkdir(spool.root, { recursive: true, mode: 0o700 });
+  // Loaded here: child_process is a dozen Node modules a synchronous push never needs.
+  const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: context.env });
   child.on('error', () => {});
   child.unref();

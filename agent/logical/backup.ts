@@ -36,22 +36,35 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
   const now = options.now ?? (() => new Date());
   const startTime = await backupStartTime(options.storage, options.now);
   const backupId = newBackupId(startTime);
-  const facts = await serverFacts(options.pg);
+  // Everything below runs at once and fails as a whole: the first failure stops the rest, and each
+  // store removes what it had begun. The host cannot delete, so an object may be completed only
+  // once nothing before the manifest can fail any more: the dumps once the server facts are known,
+  // the globals once the dumps are stored.
+  const run = new AbortController();
+  let firstFailure: { readonly error: unknown } | undefined;
+  const failRun = (error: unknown) => {
+    firstFailure ??= { error };
+    run.abort(error);
+    throw error;
+  };
+  // Beside the dumps rather than before them: pg_dump starts one psql round trip sooner.
+  const facts = serverFacts(options.pg).catch(failRun);
+  facts.catch(() => {});
   const databases = options.databases === 'all' ? await listDatabases(options.pg) : [...options.databases];
   if (databases.length === 0) throw new Error('no database to back up: name one with --db, or use --all');
 
-  const objects: ManifestObject[] = [];
   const store = async (
     what: string,
     key: string,
     program: string,
     args: string[],
     env: Record<string, string>,
-    signal?: AbortSignal,
+    signal: AbortSignal,
+    completeAfter: Promise<unknown>,
   ) => {
-    signal?.throwIfAborted();
+    signal.throwIfAborted();
     options.onEvent?.({ type: 'object-started', what });
-    // On `signal` (another dump failed) this one stops too: pg_dump is killed and the storage
+    // On `signal` (another part failed) this one stops too: its producer is killed and the storage
     // driver removes what it had begun, so the run fails fast and leaves nothing.
     const stored = await storeProduced({
       storage: options.storage,
@@ -69,7 +82,8 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
       recipients: options.recipients,
       zstdLevel: options.zstdLevel,
       onStoredBytes: (storedBytes) => options.onEvent?.({ type: 'progress', what, storedBytes }),
-      ...(signal ? { signal } : {}),
+      signal,
+      completeAfter,
     });
     options.onEvent?.({ type: 'object-stored', what, object: stored });
     return stored;
@@ -78,7 +92,7 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
   // Filled by position, so the manifest lists the dumps in the order the databases were named,
   // whichever finishes first.
   const dumps: ManifestObject[] = new Array(databases.length);
-  await runPool(
+  const dumped = runPool(
     databases.map((database, index) => ({ database, index })),
     options.parallelism ?? 1,
     undefined,
@@ -92,27 +106,40 @@ export async function runLogicalBackup(options: LogicalBackupOptions): Promise<M
         ['--format=custom', '--compress=0', '--no-password'],
         { PGDATABASE: database },
         signal,
+        facts,
       );
       dumps[index] = { ...stored, role: 'dump', database, codec: 'zstd', encryption: 'age-v1' };
     },
-  );
-  objects.push(...dumps);
-  const globals = await store(
+    run.signal,
+  ).catch(failRun);
+  // Dumped beside the databases (it is small and takes a connection only briefly), stored last.
+  const globals = store(
     'globals',
     globalsKey(options.cluster, backupId),
     'pg_dumpall',
     ['--globals-only', '--no-password'],
     {},
-  );
-  objects.push({ ...globals, role: 'globals', codec: 'zstd', encryption: 'age-v1' });
+    run.signal,
+    dumped,
+  ).catch(failRun);
+  const settled = await Promise.allSettled([facts, dumped, globals]);
+  if (firstFailure) throw firstFailure.error;
+  const [factsResult, , globalsResult] = settled;
+  if (factsResult.status !== 'fulfilled' || globalsResult.status !== 'fulfilled') {
+    throw new Error('logical backup: a part failed without a recorded cause');
+  }
+  const objects: ManifestObject[] = [
+    ...dumps,
+    { ...globalsResult.value, role: 'globals', codec: 'zstd', encryption: 'age-v1' },
+  ];
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     backupId,
     cluster: options.cluster,
     kind: 'logical',
-    pgVersionNum: facts.versionNum,
-    systemIdentifier: facts.systemIdentifier,
+    pgVersionNum: factsResult.value.versionNum,
+    systemIdentifier: factsResult.value.systemIdentifier,
     startTime: startTime.toISOString(),
     stopTime: now().toISOString(),
     objects,

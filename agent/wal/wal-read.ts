@@ -40,28 +40,37 @@ export interface CompressedWal {
 }
 
 /**
- * Reads a WAL file of up to {@link IN_MEMORY_MAX_BYTES} in 1 MiB pieces through one reused buffer,
+ * Reads a WAL file of up to {@link IN_MEMORY_MAX_BYTES} in 1 MiB pieces through two reused buffers,
  * hashing and compressing each piece while it is in the CPU cache, each piece its own zstd frame
- * (a zstd stream is one or more frames; every decoder reads them in order). Undefined for a larger
- * file. Measured on 16 MiB segments of this 2-core machine: ~28 ms a segment on one core, against
- * ~45-60 ms for reading the whole file into one buffer and hashing it on this thread while the
- * thread pool compresses it, which fought over memory bandwidth and paid a fresh 16 MiB of page
- * faults per push; the frames cost <0.5% of compression ratio.
+ * (a zstd stream is one or more frames; every decoder reads them in order), while the thread pool
+ * reads the next piece into the other buffer. Undefined for a larger file. Reading the whole file
+ * into one buffer and hashing it on this thread while the thread pool compressed it was slower
+ * (memory bandwidth, a fresh 16 MiB of page faults per push); overlapping only the read is not
+ * (docs/performance.md). The frames cost <0.5% of compression ratio.
  */
 export async function readCompressed(path: string, level: number): Promise<CompressedWal | undefined> {
   const handle = await open(path, 'r');
   try {
     if ((await handle.stat()).size > IN_MEMORY_MAX_BYTES) return undefined;
     const hash = createHash('sha256');
-    const piece = Buffer.allocUnsafe(PIECE_BYTES);
+    // Two pieces: the thread pool reads the next while this thread hashes and compresses this one.
+    const pieces = [Buffer.allocUnsafe(PIECE_BYTES), Buffer.allocUnsafe(PIECE_BYTES)] as const;
+    const readPiece = (n: number, position: number) => {
+      const reading = handle.read(pieces[n % 2] as Buffer, 0, PIECE_BYTES, position);
+      // Awaited below; a failure while this thread is compressing must not go unhandled first.
+      reading.catch(() => undefined);
+      return reading;
+    };
     const frames: Buffer[] = [];
     const params = { [zlibConstants.ZSTD_c_compressionLevel]: level };
     let head = Buffer.alloc(0);
     let sizeBytes = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(piece, 0, PIECE_BYTES, sizeBytes);
+    let next = readPiece(0, 0);
+    for (let n = 0; ; n++) {
+      const { bytesRead, buffer } = await next;
       if (bytesRead === 0) break;
-      const chunk = piece.subarray(0, bytesRead);
+      next = readPiece(n + 1, sizeBytes + bytesRead);
+      const chunk = buffer.subarray(0, bytesRead);
       if (head.length < WAL_LONG_HEADER_BYTES)
         head = Buffer.concat([head, chunk.subarray(0, WAL_LONG_HEADER_BYTES - head.length)]);
       hash.update(chunk);

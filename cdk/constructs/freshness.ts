@@ -14,8 +14,8 @@ export interface FreshnessProps {
 
 /**
  * Freshness: a scheduled Lambda that looks at what is actually in the buckets (newest dump, newest
- * WAL and the gaps in the WAL archive per cluster in ingest, newest object per cluster at each
- * target) and publishes them as metrics. The alarms in Monitoring watch them; no age counts as stale.
+ * WAL and the gaps in the WAL archive per cluster in ingest, each target's lag from the record
+ * replication leaves) and publishes them as metrics. The alarms in Monitoring watch them; no age counts as stale.
  */
 export class Freshness extends Construct {
   readonly function: PipelineFunction;
@@ -56,15 +56,16 @@ export class Freshness extends Construct {
       'freshness keeps one state object per cluster under pipeline/freshness/',
       stateObjects,
     );
-    // Replication's cursors: the lag is measured from them.
-    const cursorObjects = bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
+    // Replication's lag records (one per target): the lag is read from them, and nothing else of
+    // replication's state.
+    const lagRecords = bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*/lag.json`);
     this.function.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [cursorObjects] }),
+      new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [lagRecords] }),
     );
     acknowledgeWildcardResources(
       this.function,
-      'freshness reads the replication cursors of every target under pipeline/replication/',
-      cursorObjects,
+      "freshness reads each target's replication lag record under pipeline/replication/<target>/lag.json",
+      lagRecords,
     );
   }
 }

@@ -1,5 +1,5 @@
-# The pgkeep agent as a Nix package: the built dist/ (`npm run build`: pgkeep.mjs and the chunks it
-# loads; it needs no node_modules at run time) and Node.js 24, which the agent needs (>= 22.15).
+# The pgkeep agent as a Nix package: the built dist/ (`npm run build`: pgkeep.mjs, wal-push.mjs and the chunks they
+# load; it needs no node_modules at run time) and Node.js 24, which the agent needs (>= 22.15).
 #
 #   pgkeep = pkgs.callPackage ./deploy/nixos/package.nix { dist = ./dist; };
 {

@@ -7,14 +7,15 @@
  * metrics; a cluster with no dump or no WAL publishes no age, and the alarms treat missing data as
  * breaching.
  *
- * Cost: the dump, the WAL and the gaps come from freshness's own state (archive-state.ts), the lag
- * from replication's cursors (lambdas/replication/cursors.ts): each needs only what ingest has
- * after it, whatever the archive holds; a cluster without a replication cursor yet (before its
- * first reconciliation) has its lag measured by a full merge of two listings.
+ * Cost: the dump, the WAL and the gaps come from freshness's own state (archive-state.ts), which
+ * needs only what ingest has after it, whatever the archive holds; the lag from the record each
+ * replication round leaves (core/replication-lag.ts), one GET per target for every cluster, judged
+ * against the newest object the state has seen. A cluster without a record yet (before its first
+ * replication run finished) has its lag measured by a full merge of two listings.
  */
-import { archiveGapCount } from '../../core/freshness-state.ts';
+import { archiveGapCount, newestStoredAt } from '../../core/freshness-state.ts';
 import { clusterPrefix } from '../../core/keys.ts';
-import type { TargetCursors } from '../../core/replication-cursor.ts';
+import { lagSeconds, type TargetLag } from '../../core/replication-lag.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { withWalBundles } from '../../storage/wal-bundles.ts';
@@ -23,7 +24,7 @@ import { type Location, type LocationFactory, listFrom, missingAt } from '../lib
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import { findNewWork, readCursors } from '../replication/cursors.ts';
+import { readLag } from '../replication/lag-record.ts';
 import { verificationSources } from '../verification/sources.ts';
 import { readFreshnessState, updateFreshnessState, writeFreshnessState } from './archive-state.ts';
 
@@ -31,33 +32,21 @@ export interface FreshnessOutput {
   readonly metrics: MetricValue[];
 }
 
-/** Objects after a cursor looked at for the lag: more than a day's WAL behind is lag enough to alarm. */
-const MAX_LAG_OBJECTS = 2_000;
-
-async function replicationLagSeconds(
+/**
+ * The lag of a cluster replication has no record of yet (before its first run finished, or while
+ * every run to the target fails): a full merge of two listings, skipping what the target's policy
+ * drops (replication never copies it, replication/plan-copies.ts).
+ */
+async function lagByListing(
   ingest: Location,
   target: Location,
   cluster: string,
   now: Date,
   policy: RetentionPolicy | undefined,
-  cursors: TargetCursors,
 ): Promise<number> {
-  const cursor = cursors.clusters[cluster];
   // A segment in a WAL bundle at the target counts as copied (storage/wal-bundles.ts).
   const copies = withWalBundles(target.storage);
-  if (cursor) {
-    // Everything up to the cursor is at the target; after it, what the target lacks is the lag.
-    let oldest: Date | undefined;
-    const { objects, manifestKeys } = await findNewWork(ingest, cluster, cursor, now, MAX_LAG_OBJECTS);
-    const candidates = [...objects, ...manifestKeys.map((key) => ({ key, lastModified: now }))];
-    for (const object of candidates) {
-      if (oldest && object.lastModified >= oldest) continue;
-      if (!(await copies.head(object.key))) oldest = object.lastModified;
-    }
-    return oldest ? Math.max(0, (now.getTime() - oldest.getTime()) / 1000) : 0;
-  }
   const prefix = clusterPrefix(cluster);
-  // What the target's policy drops is never copied (replication/plan-copies.ts): not a lag.
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   let oldestMissing: Date | undefined;
   for await (const object of missingAt(listFrom(ingest, prefix), copies.list(prefix)))
@@ -75,8 +64,9 @@ export async function measureFreshness(
   const ingest = await locations.ingest();
   const metrics: MetricValue[] = [];
   const age = (t: Date) => Math.max(0, (now.getTime() - t.getTime()) / 1000);
-  const cursors = new Map<string, TargetCursors>();
-  for (const target of env.targets) cursors.set(target.name, await readCursors(ingest, target.name));
+  // One read per target, whatever the number of clusters.
+  const lag = new Map<string, TargetLag>();
+  for (const target of env.targets) lag.set(target.name, await readLag(ingest, target.name));
   for (const cluster of env.clusters) {
     const read = await readFreshnessState(ingest, cluster);
     const state = await updateFreshnessState(ingest, cluster, read.state, now);
@@ -117,20 +107,15 @@ export async function measureFreshness(
           dimensions: { Cluster: cluster, Source: source.name },
         });
     }
-    for (const runtimeTarget of env.targets) {
-      const target = await locations.target(runtimeTarget);
+    for (const target of env.targets) {
+      const entry = lag.get(target.name)?.clusters[cluster];
       metrics.push({
         name: METRICS.replicationLagSeconds,
-        value: await replicationLagSeconds(
-          ingest,
-          target,
-          cluster,
-          now,
-          policies[runtimeTarget.name],
-          cursors.get(runtimeTarget.name) as TargetCursors,
-        ),
+        value: entry
+          ? lagSeconds(entry, newestStoredAt(state), now)
+          : await lagByListing(ingest, await locations.target(target), cluster, now, policies[target.name]),
         unit: 'Seconds',
-        dimensions: { Cluster: cluster, Target: runtimeTarget.name },
+        dimensions: { Cluster: cluster, Target: target.name },
       });
     }
   }

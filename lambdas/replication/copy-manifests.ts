@@ -19,6 +19,7 @@ import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn, replicateObject } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { commitCursors, deleteStoredPlan, readStoredPlan } from './cursors.ts';
+import { recordRound } from './lag-record.ts';
 import {
   type CopyManifestsInput,
   type CopyManifestsOutput,
@@ -139,7 +140,18 @@ export async function copyManifests(
   }
 
   const cursors = proposed ?? input.cursors;
-  if (cursors) await commitCursors(ingest, input.target, cursors, dirtyClusters(input, waiting));
+  const dirty = dirtyClusters(input, waiting);
+  const planned = cursors ? await commitCursors(ingest, input.target, cursors, dirty) : undefined;
+  // What the round left behind, per cluster it planned: freshness reads the lag from it.
+  if (planned)
+    await recordRound(
+      ingest,
+      input.target,
+      input.plan,
+      Object.keys(planned.clusters),
+      dirty,
+      input.batches ?? [],
+    );
   // The run is through with its stored plan: a "More to copy?" round plans anew.
   if (input.stored) await deleteStoredPlan(ingest, input.target, input.stored);
   const summary = addUpTarget(

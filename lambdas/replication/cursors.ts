@@ -39,7 +39,8 @@ import { type Location, listFrom } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
 import { type StoredPlan, StoredPlanSchema } from './types.ts';
 
-async function readJson(location: Location, key: string): Promise<string | undefined> {
+/** The text of the pipeline's own object at `key`, or undefined when there is none yet. */
+export async function readJson(location: Location, key: string): Promise<string | undefined> {
   try {
     return await text(await location.storage.get(key));
   } catch (error) {
@@ -128,18 +129,19 @@ export async function writePending(
 /**
  * Commits `proposed` (or the pending cursors at `pendingKey`) for every cluster not in `dirty`;
  * a dirty cluster (an object failed or a manifest waits) keeps its old cursor, so its next run
- * plans the same keys again.
+ * plans the same keys again. Returns the proposal (every cluster the round planned), or undefined
+ * when the pending cursors are gone (an earlier attempt committed them).
  */
 export async function commitCursors(
   ingest: Location,
   target: string,
   proposed: TargetCursors | string,
   dirty: ReadonlySet<string>,
-): Promise<void> {
+): Promise<TargetCursors | undefined> {
   let next = proposed;
   if (typeof next === 'string') {
     const json = await readJson(ingest, next);
-    if (json === undefined) return;
+    if (json === undefined) return undefined;
     next = parseTargetCursors(json, next);
   }
   const changed = Object.keys(next.clusters).filter((c) => !dirty.has(c));
@@ -157,6 +159,7 @@ export async function commitCursors(
     if (next.clusters[cluster])
       logDecision('cursor kept', { cluster, target, reason: 'an object failed or a manifest waits' });
   if (typeof proposed === 'string') await ingest.storage.delete(proposed);
+  return next;
 }
 
 /** The timelines (8 hex digits) that have WAL in `cluster`: one delimiter listing, not a listing of the WAL. */
@@ -195,6 +198,24 @@ export interface NewWork {
   readonly next: ClusterCursor;
   /** The per-run limit cut the listing; the next round continues from `next`. */
   readonly truncated: boolean;
+}
+
+/**
+ * A `findNewWork` for one plan step that lists each cluster once for every target whose cursor is
+ * at the same place (the usual case): the targets share the LISTs and manifest reads of one.
+ * Callers must not change what it returns.
+ */
+export function sharedFindNewWork(): typeof findNewWork {
+  const listings = new Map<string, Promise<NewWork>>();
+  return (ingest, cluster, cursor, now, limit) => {
+    const key = JSON.stringify([cluster, cursor, now.getTime(), limit]);
+    let listing = listings.get(key);
+    if (!listing) {
+      listing = findNewWork(ingest, cluster, cursor, now, limit);
+      listings.set(key, listing);
+    }
+    return listing;
+  };
 }
 
 /** What `cluster` has in ingest after `cursor`, at most `limit` objects (manifests included). */

@@ -40,6 +40,7 @@ import {
   findNewWork,
   type NewObject,
   readCursors,
+  sharedFindNewWork,
   storePlan,
   writePending,
 } from './cursors.ts';
@@ -243,6 +244,7 @@ export async function planCopies(
   locations: LocationFactory,
   policies: Readonly<Record<string, RetentionPolicy>> = {},
   now: Date = new Date(),
+  listNewWork: typeof findNewWork = findNewWork,
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
   const reconcile = verify || input.execution?.reconcile === true;
@@ -295,7 +297,7 @@ export async function planCopies(
       const room = Math.min(capacity - plan.objectCount, MAX_MANIFESTS_PER_RUN - plan.manifestKeys.length);
       if (room <= 0) plan.more = true;
       else {
-        const work = await findNewWork(ingest, cluster, cursor, now, room);
+        const work = await listNewWork(ingest, cluster, cursor, now, room);
         batchNewObjects(
           plan,
           cluster,
@@ -322,6 +324,7 @@ export async function planCopies(
     alreadyPresent: plan.alreadyPresent,
     expired: plan.expired,
     ...(plan.oldestMissing ? { oldestMissing: plan.oldestMissing.toISOString() } : {}),
+    listedAt: now.toISOString(),
     verify,
     reconcile,
     staleUploads,
@@ -387,8 +390,11 @@ export async function planStep(
   now?: Date,
 ): Promise<PlanCopiesOutput | PlanTargetsOutput> {
   // Transient failures are named once: per target by planTargets, for the whole step by the task runner.
+  const at = now ?? new Date();
+  // Every target plans from one clock, so targets at the same cursor share one listing of ingest.
+  const listNewWork = sharedFindNewWork();
   const one = (i: PlanCopiesInput) =>
-    withTargetLog(i.target, () => planCopies(i, env, locations, policies, now));
+    withTargetLog(i.target, () => planCopies(i, env, locations, policies, at, listNewWork));
   const store = async (target: string, plan: PlanCopiesOutput) =>
     storePlan(await locations.ingest(), target, plan);
   if ('targets' in input) return planTargets(input, one, store);

@@ -149,6 +149,10 @@ export const CopyManifestsInputSchema = z.object({
       alreadyPresent: z.number(),
       more: z.boolean(),
       oldestMissing: z.string().optional(),
+      /** The plan was cut at the per-run limit: its round records no lag (./lag-record.ts). */
+      truncated: z.boolean().optional(),
+      /** When the plan started listing ingest (ISO): the lag record's `listedAt`. */
+      listedAt: z.string().optional(),
     })
     .optional(),
   /** The totals of earlier rounds of this execution. */
@@ -215,6 +219,8 @@ export interface PlanCopiesOutput {
   readonly truncated: boolean;
   /** ISO time of the oldest object planned: how far behind the target is, if it is not copied. */
   readonly oldestMissing?: string;
+  /** When the plan started listing ingest (ISO): what ingest stored before is listed or at the target. */
+  readonly listedAt: string;
   readonly verify: boolean;
   /** Every cluster was compared in full (a reconciliation or verify run), not only what is new. */
   readonly reconcile: boolean;

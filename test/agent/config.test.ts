@@ -1,8 +1,11 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as age from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, requireRecipients } from '../../agent/config.ts';
+import { encryptBuffer } from '../../core/age-stream.ts';
+import { recipientPayload } from '../../core/recipient-payload.ts';
 
 let dir: string;
 beforeAll(async () => {
@@ -134,6 +137,52 @@ describe('loadConfig', () => {
     expect((await loadConfig({ configPath: path, env })).cluster).toBe('b');
     await writeFile(path, 'cluster: b\nrepository: file:///a\nzstdLevel: 99\n');
     await expect(loadConfig({ configPath: path, env })).rejects.toThrow(/zstdLevel/);
+  });
+
+  it('keeps the recipients decoded beside the validation, and encrypts to what it kept', async () => {
+    const spool = await mkdtemp(join(dir, 'spool-'));
+    const [mine, other] = await Promise.all([age.generateX25519Identity(), age.generateX25519Identity()]);
+    const recipient = await age.identityToRecipient(mine);
+    const path = await configFile(`cluster: a\nrepository: file:///a\nrecipients: ["${recipient}"]\n`);
+    const env = { PGKEEP_SPOOL_DIR: spool };
+    await loadConfig({ configPath: path, env });
+    const cacheFile = join(spool, 'config-cache', (await readdir(join(spool, 'config-cache')))[0] as string);
+    const entry = JSON.parse(await readFile(cacheFile, 'utf8'));
+    expect(entry.recipientPayloads).toEqual([recipientPayload(recipient)]);
+
+    // Another key in the kept entry: a load from the cache takes it as the recipient's keys, unparsed.
+    entry.recipientPayloads = [recipientPayload(await age.identityToRecipient(other))];
+    await writeFile(cacheFile, JSON.stringify(entry));
+    const config = await loadConfig({ configPath: path, env });
+    const sealed = encryptBuffer(requireRecipients(config), Buffer.from('segment'));
+    const decrypter = new age.Decrypter();
+    decrypter.addIdentity(other);
+    expect(await decrypter.decrypt(sealed, 'text')).toBe('segment');
+  });
+
+  it('does not trust a kept validation that another user could have written', async () => {
+    const spool = await mkdtemp(join(dir, 'spool-'));
+    const path = await configFile('cluster: a\nrepository: file:///a\n');
+    const env = { PGKEEP_SPOOL_DIR: spool };
+    await loadConfig({ configPath: path, env });
+    const cacheDir = join(spool, 'config-cache');
+    const cacheFile = join(cacheDir, (await readdir(cacheDir))[0] as string);
+    const mark = async () => {
+      const entry = JSON.parse(await readFile(cacheFile, 'utf8'));
+      entry.config.cluster = 'marked';
+      await writeFile(cacheFile, JSON.stringify(entry));
+    };
+    await mark();
+    await chmod(cacheDir, 0o777);
+    // Validated afresh (and kept again, a new file of mode 0600).
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('a');
+    await chmod(cacheDir, 0o700);
+    await mark();
+    await chmod(cacheFile, 0o620);
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('a');
+    // Private again: the kept entry is used (the check can pass).
+    await mark();
+    expect((await loadConfig({ configPath: path, env })).cluster).toBe('marked');
   });
 
   it('still loads when the spool cannot hold the cache', async () => {

@@ -11,6 +11,7 @@ import { checkedOutput, exitOf } from '../../agent/child-process.ts';
 import { restoreObject, storeObject, storeProduced } from '../../agent/object-store.ts';
 import { zstdProgram } from '../../agent/zstd-compress.ts';
 import { FileStorage } from '../../storage/file-storage.ts';
+import { ObjectExistsError, type Storage, StorageError } from '../../storage/storage.ts';
 
 let dir: string;
 let storage: FileStorage;
@@ -158,6 +159,77 @@ describe('storeProduced: a producer writing straight into zstd', () => {
       }),
     ).rejects.toThrow(/producer exited with code 3/);
     expect(await readdir(join(dir, 'v1/t'))).not.toContain('producer-failed.zst.age');
+  });
+
+  it("fails with the driver's refusal of an existing key, and leaves the first object as it was", async () => {
+    const plaintext = content();
+    await writeFile(file, plaintext);
+    const key = 'v1/t/produced-twice.zst.age';
+    const first = await storeProduced({
+      storage,
+      key,
+      produce: shell(`cat '${file}'`),
+      recipients: [recipient],
+    });
+    await expect(
+      storeProduced({ storage, key, produce: shell(`cat '${file}'`), recipients: [recipient] }),
+    ).rejects.toBeInstanceOf(ObjectExistsError);
+    expect((await storage.head(key))?.sizeBytes).toBe(first.sizeBytes);
+    expect((await readBack(key)).equals(plaintext)).toBe(true);
+  });
+
+  it("fails with the driver's error, and stops the producer, when the driver gives up without reading", async () => {
+    // Real drivers read their body to the end even when they refuse it; one that does not must not
+    // leave the producer, zstd and the encryption blocked on a full pipe.
+    const refusing: Storage = Object.assign(Object.create(storage) as FileStorage, {
+      put: async () => {
+        throw new StorageError('write refused by the test');
+      },
+    });
+    const started = performance.now();
+    await expect(
+      storeProduced({
+        storage: refusing,
+        key: 'v1/t/refused.zst.age',
+        produce: shell('while :; do head -c 1000000 /dev/urandom; done'),
+        recipients: [recipient],
+      }),
+    ).rejects.toThrow('write refused by the test');
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it('completes the object only once completeAfter resolves, and not at all if it rejects', async () => {
+    const key = 'v1/t/gated.zst.age';
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const stored = storeProduced({
+      storage,
+      key,
+      produce: shell('head -c 1000000 /dev/urandom'),
+      recipients: [recipient],
+      completeAfter: gate,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The producer has long finished; the object is still not there.
+    expect(await storage.head(key)).toBeUndefined();
+    release();
+    expect((await stored).plaintextSizeBytes).toBe(1_000_000);
+    expect((await readBack(key)).length).toBe(1_000_000);
+
+    const refused = new Error('the server facts could not be read');
+    await expect(
+      storeProduced({
+        storage,
+        key: 'v1/t/gate-refused.zst.age',
+        produce: shell('head -c 1000000 /dev/urandom'),
+        recipients: [recipient],
+        completeAfter: new Promise((_resolve, reject) => setTimeout(() => reject(refused), 300)),
+      }),
+    ).rejects.toBe(refused);
+    expect(await readdir(join(dir, 'v1/t'))).not.toContain('gate-refused.zst.age');
+    expect((await readdir(join(dir, 'v1/t'))).filter((name) => name.startsWith('.pgkeep-tmp'))).toEqual([]);
   });
 
   it('stops the producer and stores nothing when aborted', async () => {

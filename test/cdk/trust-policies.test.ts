@@ -223,4 +223,14 @@ describe('provider credentials: copying and deleting are separate', () => {
     expect(writers).toHaveLength(1);
     expect(writers[0]).toMatch(/^FreshnessMeasure/);
   });
+
+  it("freshness reads replication's lag records under pipeline/replication/, and no cursor or plan there", () => {
+    const replicationState = [...statementsByRole(split.pipeline)]
+      .filter(([role]) => role.startsWith('FreshnessMeasure'))
+      .flatMap(([, statements]) => statements)
+      .map((s) => JSON.stringify(s.Resource))
+      .filter((resource) => resource.includes('/pipeline/replication/'));
+    expect(replicationState).toHaveLength(1);
+    expect(replicationState[0]).toMatch(/"\/pipeline\/replication\/\*\/lag\.json"\]\]\}$/);
+  });
 });

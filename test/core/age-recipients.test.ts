@@ -10,6 +10,7 @@ import {
   type Stanza,
   wrapFileKey,
 } from '../../core/age-recipients.ts';
+import { recipientPayload, rememberRecipientPayload } from '../../core/recipient-payload.ts';
 import { type AgeKeyPair, referenceKeyPairs } from '../support/age-keys.ts';
 
 /** What the reference library makes of a header we wrote: the file key it unwraps with `identity`. */
@@ -158,5 +159,23 @@ describe('native age recipients', () => {
     expect(() => parseIdentity(x25519.recipient)).toThrow(
       /expected an AGE-SECRET-KEY-PQ-1… or AGE-SECRET-KEY-1…/,
     );
+  });
+});
+
+describe('a recipient decoded once, in the form the agent keeps', () => {
+  it('parses to the same keys as decoding it afresh (hybrid): the reference library opens the header', async () => {
+    const identity = await age.generateHybridIdentity();
+    const recipient = await age.identityToRecipient(identity);
+    // Taken back as a later process does, before the recipient is parsed: its keys come from it.
+    rememberRecipientPayload(recipient, recipientPayload(recipient));
+    const fileKey = randomBytes(16);
+    const header = encodeHeader([wrapFileKey(parseRecipient(recipient), fileKey)], fileKey);
+    expect((await unwrapWithLibrary(header, identity)).equals(fileKey)).toBe(true);
+  });
+
+  it('checks a kept payload as any recipient: one of the wrong length is refused when parsed', async () => {
+    const recipient = await age.identityToRecipient(await age.generateX25519Identity());
+    rememberRecipientPayload(recipient, `age:${Buffer.alloc(31).toString('base64')}`);
+    expect(() => parseRecipient(recipient)).toThrow(/expected an age1pq1… \(post-quantum hybrid\) or age1…/);
   });
 });

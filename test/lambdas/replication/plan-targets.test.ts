@@ -23,6 +23,7 @@ const base = (target: string): PlanCopiesOutput => ({
   alreadyPresent: 0,
   expired: 0,
   staleUploads: { aborted: 0, errors: [] },
+  listedAt: '2026-11-30T12:00:00.000Z',
   verify: false,
   reconcile: false,
   done: false,
