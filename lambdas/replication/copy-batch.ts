@@ -218,6 +218,7 @@ export async function copyBatch(
     tampered: sum((r) => r.tampered),
     large: results.flatMap((r) => r.large),
     failedClusters: results.filter((r) => r.failed > 0).map((r) => r.cluster as string),
+    waitingClusters: results.flatMap((r) => r.waitingClusters ?? []),
     ...(oldestFailed ? { oldestFailed } : {}),
   };
 }
@@ -265,11 +266,13 @@ async function copyClusterBatch(
     const through = wal && bundling?.[wal.timeline];
     return wal !== undefined && (through === undefined || key > through);
   };
+  let waiting = 0;
   async function* named(keys: readonly string[]) {
     for (const key of keys) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
       if (waits(key)) {
         logDecision('left for a later bundle', { cluster: batch.cluster, key });
+        waiting += 1;
         continue;
       }
       // One HEAD gives the size and the provider's checksum (expectations needs no second one).
@@ -400,7 +403,12 @@ async function copyClusterBatch(
       }
     }
   const { oldestFailed, ...rest } = out;
-  return { ...rest, cluster: batch.cluster, ...(oldestFailed ? { oldestFailed } : {}) };
+  return {
+    ...rest,
+    cluster: batch.cluster,
+    ...(oldestFailed ? { oldestFailed } : {}),
+    ...(waiting > 0 ? { waitingClusters: [batch.cluster] } : {}),
+  };
 }
 
 export const copyBatchTask = defineTask({

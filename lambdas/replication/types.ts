@@ -131,6 +131,8 @@ const BatchResultSchema = z.object({
   cluster: z.string().optional(),
   /** For a batch of several clusters: those with a failure (they keep their cursors). */
   failedClusters: z.array(z.string()).optional(),
+  /** Clusters with WAL segments left for a later bundle (not settled): not at the target yet, so lag. */
+  waitingClusters: z.array(z.string()).optional(),
 });
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
