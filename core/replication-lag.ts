@@ -67,10 +67,16 @@ export function mergeLag(current: TargetLag, incoming: Readonly<Record<string, L
  * replication run has listed that object yet, so it counts as missing from the moment the last one
  * listed (at most one schedule period early while runs succeed; exact enough to alarm on when
  * they stop); else 0, the target has all ingest has.
+ *
+ * A listing gives LastModified in whole seconds, so an object stored in the second the listing
+ * started may or may not have been listed: it counts as unlisted (a lag shown until the next run
+ * lists again, rather than one hidden).
  */
 export function lagSeconds(entry: LagEntry, newestStoredAt: Date | undefined, now: Date): number {
   const listedAt = new Date(entry.listedAt);
-  const unlisted = newestStoredAt !== undefined && newestStoredAt > listedAt ? listedAt : undefined;
+  const listedSecond = Math.floor(listedAt.getTime() / 1000) * 1000;
+  const unlisted =
+    newestStoredAt !== undefined && newestStoredAt.getTime() >= listedSecond ? listedAt : undefined;
   const missing = entry.oldestMissing === undefined ? undefined : new Date(entry.oldestMissing);
   const oldest = [missing, unlisted].filter((t): t is Date => t !== undefined).sort((a, b) => +a - +b)[0];
   return oldest === undefined ? 0 : Math.max(0, (now.getTime() - oldest.getTime()) / 1000);

@@ -177,16 +177,20 @@ export class Replication extends Construct {
       timeout: Duration.minutes(16),
     }).addCatch(abortLarge, CATCH_ALL);
     const copyLargeObjects = new sfn.Map(this, 'Copy large objects', {
-      itemsPath: '$.result.large',
+      itemsPath: '$.round.large',
       itemSelector: { 'target.$': '$.target', 'object.$': '$$.Map.Item.Value' },
-      maxConcurrency: 1,
-      resultPath: '$.large',
+      // As many side by side as when each batch copied its own (4 batches at a time, one object each).
+      maxConcurrency: 4,
+      resultPath: '$.round.largeCopies',
     });
     copyLargeObjects.itemProcessor(startLarge.next(copyPartRanges).next(completeLarge));
+    // A large copy that failed fails this target's round, as a failed batch does: alert, no manifests.
+    copyLargeObjects.addCatch(alert, CATCH_ALL);
 
+    // Each batch invocation is one state (Step Functions bills every state entered): the item is the
+    // copy task alone, its output the batch's result.
     const copyBatch = lambdaStep(this, 'Copy batch to target', copy.function, {
       payload: { 'target.$': '$.target', 'batch.$': '$.batch', 'verify.$': '$.verify' },
-      resultPath: '$.result',
       timeout: Duration.minutes(16),
     });
     // A failed batch fails the batch Map, whose Catch alerts for this target; the next run resumes.
@@ -194,30 +198,34 @@ export class Replication extends Construct {
       new sfn.Fail(this, 'Batch copy failed', { causePath: '$.error.Cause', errorPath: '$.error.Error' }),
       CATCH_ALL,
     );
-    const anyLarge = new sfn.Choice(this, 'Large objects in batch?')
-      .when(
-        sfn.Condition.isPresent('$.result.large[0]'),
-        copyLargeObjects.next(
-          new sfn.Pass(this, 'Batch and large objects copied', {
-            parameters: { 'batch.$': '$.result', 'large.$': '$.large' },
-          }),
-        ),
-      )
-      .otherwise(new sfn.Pass(this, 'Batch copied', { parameters: { 'batch.$': '$.result', large: [] } }));
     const copyBatches = new sfn.Map(this, 'Copy batches to target', {
       itemsPath: '$.plan.batches',
       itemSelector: { 'target.$': '$.target', 'batch.$': '$$.Map.Item.Value', 'verify.$': '$.plan.verify' },
       maxConcurrency: 4,
-      resultPath: '$.batches',
+      // Large objects are found by the text of the results, not by `$[*].large[*]`: that path
+      // matches nothing in a round without any, which aws-local-stepfunctions fails on (AWS gives
+      // []), and a round may have no batch at all (only manifests left).
+      resultSelector: {
+        'batches.$': '$',
+        'text.$': 'States.JsonToString($)',
+        largeCopies: [],
+      },
+      resultPath: '$.round',
     });
-    copyBatches.itemProcessor(copyBatch.next(anyLarge));
+    copyBatches.itemProcessor(copyBatch);
     copyBatches.addCatch(alert, CATCH_ALL);
+    // Only here, with at least one large object among the results, does the flat list match something.
+    const collectLarge = new sfn.Pass(this, 'Collect large objects', {
+      parameters: { 'batches.$': '$.round.batches', 'large.$': '$.round.batches[*].large[*]' },
+      resultPath: '$.round',
+    });
 
     const copyManifests = lambdaStep(this, 'Copy and verify manifests', manifests.function, {
       payload: {
         'target.$': '$.target',
         'manifestKeys.$': '$.plan.manifestKeys',
-        'batches.$': '$.batches',
+        'batches.$': '$.round.batches',
+        'largeCopies.$': '$.round.largeCopies',
         'plan.$': '$.plan',
         'summary.$': '$.manifests.summary',
         'cursors.$': '$.plan.pendingCursors',
@@ -289,7 +297,20 @@ export class Replication extends Construct {
         targetDoneByPlan,
       )
       .when(sfn.Condition.booleanEquals('$.plan.done', true), copiedByPlan)
-      .otherwise(copyBatches.next(copyManifests).next(more));
+      .otherwise(copyBatches);
+    // One Choice per round, not per batch: the large objects of all its batches, if any, are copied
+    // before the manifests. The text holds `"large":[{` only where a result lists a large object: a
+    // quote in a key is escaped (aws-local-stepfunctions drops the backslash, so only there could
+    // a key holding that text send a round here, where its empty flat list fails the run).
+    copyBatches.next(
+      new sfn.Choice(this, 'Large objects to copy?')
+        .when(
+          sfn.Condition.stringMatches('$.round.text', '*"large":[{*'),
+          collectLarge.next(copyLargeObjects).next(copyManifests),
+        )
+        .otherwise(copyManifests),
+    );
+    copyManifests.next(more);
     listMissing.next(planDone);
     perTarget.itemProcessor(planDone);
 

@@ -34,7 +34,7 @@ const MAX_FAILED_KEYS = 5;
  * round's batches and large copies did, the objects the plan found present, and the manifests.
  */
 export function addUpTarget(
-  input: Pick<CopyManifestsInput, 'batches' | 'plan' | 'summary'>,
+  input: Pick<CopyManifestsInput, 'batches' | 'largeCopies' | 'plan' | 'summary'>,
   manifests: {
     readonly copied: number;
     readonly skipped: number;
@@ -46,17 +46,18 @@ export function addUpTarget(
 ): TargetSummary {
   const before = input.summary ?? EMPTY_SUMMARY;
   const batches = input.batches ?? [];
+  const large = input.largeCopies ?? [];
   const sum = (f: (b: (typeof batches)[number]) => number) => batches.reduce((n, b) => n + f(b), 0);
-  const failed = before.objectsFailed + sum((b) => b.batch.failed) + manifests.rejected.length;
+  const failed = before.objectsFailed + sum((b) => b.failed) + manifests.rejected.length;
   const failedKeys = [
     ...before.failedKeys,
-    ...batches.flatMap((b) => b.batch.failedKeys),
+    ...batches.flatMap((b) => b.failedKeys),
     ...manifests.rejected,
   ].slice(0, MAX_FAILED_KEYS);
   // Lag: zero when the target caught up; else the age of the oldest object still not there.
   const behind = [
-    ...batches.map((b) => b.batch.oldestFailed),
-    input.plan?.more || manifests.waiting > 0 || batches.some((b) => b.batch.waitingClusters?.length)
+    ...batches.map((b) => b.oldestFailed),
+    input.plan?.more || manifests.waiting > 0 || batches.some((b) => b.waitingClusters?.length)
       ? input.plan?.oldestMissing
       : undefined,
   ].filter((t): t is string => t !== undefined);
@@ -68,17 +69,16 @@ export function addUpTarget(
     (input.plan?.alreadyPresent ?? 0) - before.objectsCopied - before.manifestsCopied - before.objectsSkipped,
   );
   const summary: TargetSummary = {
-    objectsCopied:
-      before.objectsCopied + sum((b) => b.batch.copied + b.large.reduce((n, l) => n + l.copied, 0)),
-    objectsSkipped: before.objectsSkipped + presentBefore + sum((b) => b.batch.skipped) + manifests.skipped,
+    objectsCopied: before.objectsCopied + sum((b) => b.copied) + large.reduce((n, l) => n + l.copied, 0),
+    objectsSkipped: before.objectsSkipped + presentBefore + sum((b) => b.skipped) + manifests.skipped,
     objectsFailed: failed,
-    bytesCopied: before.bytesCopied + sum((b) => b.batch.bytes + b.large.reduce((n, l) => n + l.bytes, 0)),
+    bytesCopied: before.bytesCopied + sum((b) => b.bytes) + large.reduce((n, l) => n + l.bytes, 0),
     manifestsCopied: before.manifestsCopied + manifests.copied,
     manifestsWaiting: manifests.waiting,
     // A failure of an earlier round is still behind.
     lagSeconds: Math.max(before.objectsFailed > 0 ? before.lagSeconds : 0, lagSeconds),
     failedKeys,
-    trustViolations: before.trustViolations + sum((b) => b.batch.tampered) + manifests.rejected.length,
+    trustViolations: before.trustViolations + sum((b) => b.tampered) + manifests.rejected.length,
   };
   return summary;
 }
@@ -86,7 +86,7 @@ export function addUpTarget(
 /** Clusters of this round with an object that failed or a manifest that waits: they keep their cursor. */
 function dirtyClusters(input: CopyManifestsInput, waiting: readonly { key: string }[]): Set<string> {
   const dirty = new Set<string>();
-  for (const { batch } of input.batches ?? [])
+  for (const batch of input.batches ?? [])
     if (batch.failed > 0 && batch.cluster) dirty.add(batch.cluster);
     else for (const cluster of batch.failedClusters ?? []) dirty.add(cluster);
   for (const { key } of waiting) dirty.add(clusterOfKey(key) as string);

@@ -47,7 +47,7 @@ export function roundEntries(
   const entries: Record<string, LagEntry> = {};
   // Segments a bundled target waits for (not settled) are not there yet: the plan's oldest object,
   // as for a waiting manifest, so the lag shows the wait, a little more, never less.
-  const waiting = new Set(batches.flatMap(({ batch }) => batch.waitingClusters ?? []));
+  const waiting = new Set(batches.flatMap((batch) => batch.waitingClusters ?? []));
   for (const cluster of clusters) {
     if (!dirty.has(cluster)) {
       entries[cluster] = waiting.has(cluster)
@@ -56,9 +56,9 @@ export function roundEntries(
       continue;
     }
     const failed = batches
-      .filter(({ batch }) => batch.failed > 0)
-      .filter(({ batch }) => batch.cluster === cluster || batch.failedClusters?.includes(cluster))
-      .map(({ batch }) => batch.oldestFailed)
+      .filter((batch) => batch.failed > 0)
+      .filter((batch) => batch.cluster === cluster || batch.failedClusters?.includes(cluster))
+      .map((batch) => batch.oldestFailed)
       .filter((t): t is string => t !== undefined)
       .sort()[0];
     entries[cluster] = { listedAt, oldestMissing: failed ?? oldestPlanned ?? listedAt };

@@ -345,7 +345,7 @@ export async function planCopies(
         {
           target: input.target,
           manifestKeys: plan.manifestKeys,
-          batches: results.map((batch) => ({ batch, large: [] })),
+          batches: results,
           plan: base,
           ...(input.summary ? { summary: input.summary } : {}),
         },

@@ -137,15 +137,13 @@ const BatchResultSchema = z.object({
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
   manifestKeys: z.array(key),
-  /** What the batches of this round did ("Copy batches to target" output). */
-  batches: z
-    .array(
-      z.object({
-        batch: BatchResultSchema,
-        large: z.array(z.object({ copied: z.number(), bytes: z.number() })),
-      }),
-    )
-    .optional(),
+  /** What the round's batch invocations did ("Copy batches to target": one result each). */
+  batches: z.array(BatchResultSchema).optional(),
+  /**
+   * What the round's large copies did ("Copy large objects": one "Complete large copy" result per
+   * object the batches left in `large`); empty when they left none.
+   */
+  largeCopies: z.array(z.object({ copied: z.number(), bytes: z.number() })).optional(),
   plan: z
     .object({
       alreadyPresent: z.number(),

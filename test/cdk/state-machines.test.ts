@@ -130,7 +130,7 @@ describe('replication', () => {
 
   /** A plan the plan step copied itself: one batch of 2 objects and one manifest. */
   const copiedPlan = (target: string) => {
-    const copied = { batch: { ...batchResult(2), large: [], cluster: 'main' }, large: [] };
+    const copied = { ...batchResult(2), large: [], cluster: 'main' };
     const summary = addUpTarget(
       { batches: [copied], plan: { alreadyPresent: 3, more: false } },
       { copied: 1, skipped: 0, waiting: 0, rejected: [] },
@@ -363,7 +363,7 @@ describe('replication', () => {
         'Anything left to copy?',
         'Replicate to each target',
         'Copy batch to target',
-        'Batch copied',
+        'Large objects to copy?',
         'Copy and verify manifests',
         'Replication complete',
       ]),
@@ -430,6 +430,89 @@ describe('replication', () => {
         'Complete large copy',
       ]),
     );
+  });
+
+  it('copies the large objects of all batches after every batch and before the manifests, each once', async () => {
+    const large = (name: string) => ({
+      key: `v1/main/base/20261122T021500Z-1a2b/${name}.tar.zst.age`,
+      sizeBytes: 30,
+      lastModified: 'x',
+    });
+    // Batch 1 leaves two large objects, batch 2 none, batch 3 one.
+    const largeOf: Record<string, unknown[]> = {
+      'v1/main/wal/00000001/1a': [large('base'), large('16385')],
+      'v1/main/wal/00000001/2a': [],
+      'v1/main/wal/00000001/3a': [large('16386')],
+    };
+    const events: string[] = [];
+    const largeCopies: unknown[] = [];
+    const run = await runStateMachine(
+      pipeline.stateMachine('replication'),
+      {
+        lambdas: {
+          'replication/plan-copies': planFn((input) =>
+            plan((input as { target: string }).target, [batch(1), batch(2), batch(3)]),
+          ),
+          'replication/copy-batch': (input) => {
+            const { target, batch: b } = input as { target: string; batch: { firstKey: string } };
+            events.push(`${target} batch`);
+            return batchResult(1, largeOf[b.firstKey]);
+          },
+          'replication/copy-manifests': (input) => {
+            const i = input as CopyManifestsInput;
+            events.push(`${i.target} manifests`);
+            largeCopies.push(i.largeCopies);
+            return manifestsStub(input);
+          },
+          'replication/copy-large': (input) => {
+            const i = input as { step: string; target: string; object: { key: string } };
+            if (i.step === 'start') {
+              events.push(`${i.target} large ${i.object.key}`);
+              return {
+                copy: { sizeBytes: 30, partSizeBytes: 30, partCount: 1, uploadId: 'u' },
+                partNumberBatches: [[1]],
+              };
+            }
+            if (i.step === 'parts') return [{ partNumber: 1, etag: 'e1', sizeBytes: 30 }];
+            if (i.step === 'complete') return { copied: 1, bytes: 30, verifiedBy: 'read' };
+            throw new Error(`unexpected step ${i.step}`);
+          },
+        },
+        states: { 'Alert replication failure': () => ({}) },
+      },
+      {},
+    );
+    for (const target of ['dr-aws', 'b2']) {
+      const mine = events
+        .filter((e) => e.startsWith(`${target} `))
+        .map((e) => e.split(' ').slice(1).join(' '));
+      expect(mine.slice(0, 3)).toEqual(['batch', 'batch', 'batch']);
+      expect(mine.slice(3, 6).sort()).toEqual(['16385', '16386', 'base'].map((n) => `large ${large(n).key}`));
+      expect(mine.slice(6)).toEqual(['manifests']);
+    }
+    expect(largeCopies).toEqual([
+      [
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+      ],
+      [
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+        { copied: 1, bytes: 30, verifiedBy: 'read' },
+      ],
+    ]);
+    expect(run.output).toMatchObject({
+      anyFailed: false,
+      targets: [
+        { target: 'dr-aws', objectsCopied: 6, bytesCopied: 120 },
+        { target: 'b2', objectsCopied: 6, bytesCopied: 120 },
+      ],
+    });
+    // One Choice per round and target, however many batches; each batch invocation is one state.
+    expect(run.statesEntered.filter((s) => s === 'Large objects to copy?')).toHaveLength(2);
+    expect(run.statesEntered.filter((s) => s === 'Collect large objects')).toHaveLength(2);
+    expect(run.statesEntered.filter((s) => s === 'Copy batch to target')).toHaveLength(6);
   });
 
   it('a part range that keeps failing aborts the large copy and fails only that target', async () => {

@@ -17,6 +17,12 @@ describe('lagSeconds', () => {
     expect(lagSeconds({ listedAt: at(50) }, new Date(at(51)), new Date(at(120)))).toBe(70 * 60);
   });
 
+  it('counts an object stored in the second the listing started as unlisted: listings give whole seconds', () => {
+    const listedAt = new Date(Date.parse(at(50)) + 300).toISOString();
+    expect(lagSeconds({ listedAt }, new Date(at(50)), NOW)).toBeCloseTo(10 * 60 - 0.3, 3);
+    expect(lagSeconds({ listedAt }, new Date(Date.parse(at(50)) - 1000), NOW)).toBe(0);
+  });
+
   it('counts from the oldest object left missing, which is older than the listing', () => {
     expect(lagSeconds({ listedAt: at(50), oldestMissing: at(20) }, new Date(at(49)), NOW)).toBe(40 * 60);
     expect(lagSeconds({ listedAt: at(50), oldestMissing: at(20) }, new Date(at(55)), NOW)).toBe(40 * 60);

@@ -94,10 +94,12 @@ it('packs many clusters’ small batches into few invocations; a failure is repo
       const target = s3rverStorage(server.endpoint, bucket);
       for (const key of keys) expect(await target.head(key), `${name} ${key}`).toBeDefined();
     }
-    // States entered: 6 for the run, then per target 6 and 3 per invocation (docs/costs.md).
+    // States entered (docs/costs.md): 6 for the run, then per target 7 and 1 per invocation, plus
+    // 2 for the target whose conflict fails it ("Objects failed their check", the alert).
     const states = (failed as ExecutionFailed).statesEntered;
     console.info(`replication of 90 objects in 30 clusters, 2 targets: ${states.length} states entered`);
     expect(states.filter((s) => s === 'Copy batch to target')).toHaveLength(10);
+    expect(states).toHaveLength(6 + 2 * (7 + 5) + 2);
   } finally {
     machine.dispose();
   }
