@@ -25,7 +25,6 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   BundleIntegrityError,
-  type BundleMember,
   bundleDigest,
   LOCATOR_BYTES,
   type ParsedBundleKey,
@@ -37,19 +36,15 @@ import {
 } from '../core/wal-bundle.ts';
 import type { ByteRange, ListOptions, ObjectInfo, PutOptions, Storage } from './storage.ts';
 import { ObjectNotFoundError, StorageError } from './storage.ts';
+import { type LocatedMember, mergeLiveMembers, mergeMembers } from './wal-bundle-listing.ts';
 
 export { BundleIntegrityError } from '../core/wal-bundle.ts';
+export type { LocatedMember } from './wal-bundle-listing.ts';
 
 /** The members a caller expects a bundle to hold, in key order (see the constructor). */
 export type ExpectedMembers = (
   bundle: ParsedBundleKey,
 ) => readonly { readonly key: string; readonly length: number }[];
-
-/** A member as found in its bundle: where to read it, and the bundle's time as its own. */
-export interface LocatedMember extends BundleMember {
-  readonly bundle: string;
-  readonly lastModified: Date;
-}
 
 /** Bytes of a bundle's tail read at once: the locator and, for a bundle of ~100 members, the index. */
 const TAIL_BYTES = 16 * 1024;
@@ -142,12 +137,16 @@ export class WalBundleStorage implements Storage {
     const wal = WAL_LISTING.exec(prefix);
     if (wal) {
       const members = this.membersUnder(prefix, wal[1] as string, wal[2] as string);
-      yield* this.merge(this.inner.list(prefix, options), members, prefix, options);
+      yield* mergeMembers(this.inner.list(prefix, options), members, prefix, options, (m) =>
+        this.asObject(m),
+      );
       return;
     }
     const cluster = CLUSTER_LISTING.exec(prefix)?.[1];
     if (cluster) {
-      yield* this.merge(this.inner.list(prefix, options), this.members(cluster), prefix, options);
+      yield* mergeMembers(this.inner.list(prefix, options), this.members(cluster), prefix, options, (m) =>
+        this.asObject(m),
+      );
       return;
     }
     if (!ABOVE_CLUSTER.test(prefix)) {
@@ -171,7 +170,7 @@ export class WalBundleStorage implements Storage {
         yield object;
       }
     }
-    yield* this.mergeLive(real(), pending, prefix);
+    yield* mergeLiveMembers(real(), pending, prefix, (m) => this.asObject(m));
   }
 
   /** Every member of the bundles under `bundlePrefix` (all of a cluster's when omitted), in key order. */
@@ -376,67 +375,6 @@ export class WalBundleStorage implements Storage {
     }
     const folder = /^([0-9A-F]{8})\//.exec(rest)?.[1];
     for await (const member of this.members(cluster, folder)) if (member.key.startsWith(prefix)) yield member;
-  }
-
-  /** Real objects and members merged by key; a member that is also a real object is dropped. */
-  private async *merge(
-    real: AsyncIterable<ObjectInfo>,
-    members: AsyncIterable<LocatedMember>,
-    prefix: string,
-    options: ListOptions,
-  ): AsyncIterable<ObjectInfo> {
-    const it = members[Symbol.asyncIterator]();
-    let next = await this.nextMember(it, prefix, options);
-    for await (const object of real) {
-      while (next && next.key < object.key) {
-        yield this.asObject(next);
-        next = await this.nextMember(it, prefix, options);
-      }
-      if (next && next.key === object.key) next = await this.nextMember(it, prefix, options);
-      yield object;
-    }
-    while (next) {
-      yield this.asObject(next);
-      next = await this.nextMember(it, prefix, options);
-    }
-  }
-
-  /** As {@link merge}, for members that become known while the real listing goes on (always after it). */
-  private async *mergeLive(
-    real: AsyncIterable<ObjectInfo>,
-    pending: LocatedMember[],
-    prefix: string,
-  ): AsyncIterable<ObjectInfo> {
-    let last: string | undefined;
-    const take = function* (this: WalBundleStorage, upTo?: string): Generator<ObjectInfo> {
-      while (pending.length > 0 && (upTo === undefined || (pending[0] as LocatedMember).key <= upTo)) {
-        const member = pending.shift() as LocatedMember;
-        if (member.key !== upTo && member.key !== last && member.key.startsWith(prefix)) {
-          last = member.key;
-          yield this.asObject(member);
-        }
-      }
-    }.bind(this);
-    for await (const object of real) {
-      yield* take(object.key);
-      yield object;
-      last = object.key;
-    }
-    yield* take();
-  }
-
-  private async nextMember(
-    it: AsyncIterator<LocatedMember>,
-    prefix: string,
-    options: ListOptions,
-  ): Promise<LocatedMember | undefined> {
-    for (let r = await it.next(); !r.done; r = await it.next()) {
-      const member = r.value;
-      if (!member.key.startsWith(prefix)) continue;
-      if (options.startAfter !== undefined && member.key <= options.startAfter) continue;
-      return member;
-    }
-    return undefined;
   }
 
   private asObject(member: LocatedMember): ObjectInfo {
