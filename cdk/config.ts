@@ -83,6 +83,14 @@ export const RetentionPolicySchema = z.strictObject({
 const targetBase = {
   name: name('target name'),
   retention: RetentionPolicySchema,
+  /**
+   * Replication stores a cluster's settled WAL segments as one bundle object per run instead of one
+   * object per segment (docs/architecture.md, "WAL bundles at targets"): about ten times fewer
+   * PUTs, HEADs and Lambda copies; WAL reaches the target once settled (15 to 25 minutes after it
+   * was archived). Every reader of the target (the agent, retention, replication, freshness) reads
+   * bundles and single objects alike. @default true
+   */
+  walBundles: z.boolean().default(true),
 };
 
 const AwsS3TargetSchema = z.strictObject({

@@ -16,6 +16,9 @@
  *                                                 oldest object it left missing (read by freshness)
  *   v1/<cluster>/system-identifier.json           the PostgreSQL system identifier the cluster name belongs to
  *   v1/<cluster>/wal-gaps/<first>-<last>.json     WAL the host dropped at its backlog limit (wal.onBacklogFull: drop)
+ *   v1/<cluster>/wal-bundles/<timeline>/<last>-<first>-<digest>.pgkb
+ *                                                 WAL segments bundled by replication, at targets only
+ *                                                 (core/wal-bundle.ts)
  */
 
 export const FORMAT_PREFIX = 'v1';
@@ -145,6 +148,45 @@ export function walKey(cluster: string, walFileName: string, plaintextSha256Hex:
 export function parseWalKey(key: string): { walFileName: string; hashPrefix: string } | undefined {
   const m = /\/wal\/[0-9A-F]{8}\/([^/]+)-([0-9a-f]{16})\.zst\.age$/.exec(key);
   return m?.[1] && m[2] ? { walFileName: m[1], hashPrefix: m[2] } : undefined;
+}
+
+/** Where a cluster's WAL bundles live at a target (core/wal-bundle.ts), all timelines or one. */
+export function walBundlesPrefix(cluster: string, timelineHex?: string): string {
+  return `${clusterPrefix(cluster)}wal-bundles/${timelineHex === undefined ? '' : `${timelineHex}/`}`;
+}
+
+/**
+ * A bundle's key: by its last segment first, so one listing after a WAL file name reaches the
+ * bundle holding it; `digest` (16 hex digits) is core/wal-bundle.ts `bundleDigest` of its members.
+ */
+export function walBundleKey(
+  cluster: string,
+  timeline: string,
+  first: string,
+  last: string,
+  digest: string,
+): string {
+  return `${walBundlesPrefix(cluster, timeline)}${last}-${first}-${digest}.pgkb`;
+}
+
+export interface ParsedBundleKey {
+  readonly cluster: string;
+  readonly timeline: string;
+  readonly first: string;
+  readonly last: string;
+  readonly digest: string;
+}
+
+const BUNDLE_KEY =
+  /^v1\/([^/]+)\/wal-bundles\/([0-9A-F]{8})\/([0-9A-F]{24})-([0-9A-F]{24})-([0-9a-f]{16})\.pgkb$/;
+
+/** The parts of a bundle key (first and last segment of its timeline, first <= last), or undefined. */
+export function parseWalBundleKey(key: string): ParsedBundleKey | undefined {
+  const m = BUNDLE_KEY.exec(key);
+  const [, cluster, timeline, last, first, digest] = m ?? [];
+  if (!cluster || !timeline || !last || !first || !digest) return undefined;
+  if (first > last || !first.startsWith(timeline) || !last.startsWith(timeline)) return undefined;
+  return { cluster, timeline, first, last, digest };
 }
 
 /** The top-level prefix of every verification report, beside (never under) `v1/`. */

@@ -1,4 +1,4 @@
-import type { ByteRange, ObjectInfo, PutOptions, Storage } from './storage.ts';
+import type { ByteRange, ListOptions, ObjectInfo, PutOptions, Storage } from './storage.ts';
 
 /**
  * A driver created on first use. The S3 driver pulls in the AWS SDK, whose evaluation costs about
@@ -36,8 +36,8 @@ export class DeferredStorage implements Storage {
     return await (await this.#get()).head(key);
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    yield* (await this.#get()).list(prefix);
+  async *list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo> {
+    yield* (await this.#get()).list(prefix, options);
   }
 
   async delete(key: string): Promise<void> {

@@ -29,6 +29,7 @@ import {
 import {
   AccessDeniedError,
   type ByteRange,
+  type ListOptions,
   ObjectExistsError,
   type ObjectInfo,
   ObjectNotFoundError,
@@ -151,12 +152,14 @@ export class FileStorage implements Storage {
     return this.statFile(this.pathOf(key), key);
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     assertListPrefix(prefix);
     await this.assertRootExists();
     // Start in the deepest directory the prefix names completely; filter the rest by name.
     const directoryKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
-    yield* this.walk(directoryKey, prefix);
+    const { startAfter } = options;
+    for await (const object of this.walk(directoryKey, prefix))
+      if (startAfter === undefined || compareKeys(object.key, startAfter) > 0) yield object;
   }
 
   async delete(key: string): Promise<void> {

@@ -53,6 +53,7 @@ import {
 } from './s3-options.ts';
 import {
   type ByteRange,
+  type ListOptions,
   ObjectExistsError,
   type ObjectInfo,
   ObjectNotFoundError,
@@ -183,8 +184,9 @@ export class S3Storage implements Storage {
     return this.rawHead(key);
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     assertListPrefix(prefix);
+    const startAfter = options.startAfter === undefined ? undefined : this.prefix + options.startAfter;
     let continuationToken: string | undefined;
     do {
       let page: ListObjectsV2CommandOutput;
@@ -194,6 +196,7 @@ export class S3Storage implements Storage {
             Bucket: this.bucket,
             Prefix: this.prefix + prefix,
             ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
+            ...(startAfter && !continuationToken ? { StartAfter: startAfter } : {}),
           }),
           this.requestOptions(),
         );

@@ -21,6 +21,11 @@ export interface PutOptions {
   readonly ifAbsent?: boolean;
 }
 
+export interface ListOptions {
+  /** Only keys after this one (exclusive), as S3's StartAfter: a listing that skips what sorts before. */
+  readonly startAfter?: string;
+}
+
 export interface ByteRange {
   /** First byte, inclusive. */
   readonly start: number;
@@ -45,8 +50,8 @@ export interface Storage {
   /** Size and time of the object, or `undefined` when there is none. */
   head(key: string): Promise<ObjectInfo | undefined>;
 
-  /** Every object whose key starts with `prefix`, in ascending key order. */
-  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Every object whose key starts with `prefix` (and sorts after `options.startAfter`), in ascending key order. */
+  list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo>;
 
   /** Removes the object; a missing object is not an error. Only retention deletes; the agent never does. */
   delete(key: string): Promise<void>;

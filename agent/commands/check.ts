@@ -46,7 +46,7 @@ Writes nothing, except with --archive.
         `--archive-wait-seconds "${values['archive-wait-seconds']}": give a number of seconds above 0`,
       );
     }
-    const { config, storage, pg } = await setUp(context);
+    const { config, storage, pg } = await setUp(context, { readsWal: true });
     const checks: Check[] = [];
     const attempt = async (name: string, fn: () => Promise<string>) => {
       try {

@@ -22,7 +22,7 @@ pg_basebackup produced); and the last restore verification, or "never".
   --json   the same as one JSON object`,
   async run(context) {
     const { values } = parseCommandArgs(context.args, { json: { type: 'boolean', default: false } });
-    const { config, storage } = await setUp(context);
+    const { config, storage } = await setUp(context, { readsWal: true });
     const [manifests, archive, verification] = await Promise.all([
       listManifests(storage, config.cluster),
       scanWalArchive(storage, config.cluster),

@@ -12,7 +12,7 @@ Lists the cluster's backups, oldest first. Reads only manifests: no identity nee
   --json   one JSON array of {backupId, kind, startTime, stopTime, databases, sizeBytes, ...}`,
   async run(context) {
     const { values } = parseCommandArgs(context.args, { json: { type: 'boolean', default: false } });
-    const { config, storage } = await setUp(context);
+    const { config, storage } = await setUp(context, { readsWal: true });
     const manifests = await listManifests(storage, config.cluster);
     const rows = manifests.map((m) => ({
       backupId: m.backupId,

@@ -112,7 +112,7 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
       ? { ...userIds(values.owner), why: values.owner }
       : await defaultOwner(resolve(values.pgdata));
 
-    const { config, storage } = await setUp(context);
+    const { config, storage } = await setUp(context, { readsWal: true });
     if (targetTime) await assertTimeInArchive(storage, config.cluster, targetTime);
     const identities = await readIdentityFile(config.identityFile);
     const script = process.argv[1];

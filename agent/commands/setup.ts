@@ -11,7 +11,19 @@ export interface Setup {
   readonly pg: PgEnv;
 }
 
-export async function setUp(context: CommandContext): Promise<Setup> {
+export interface SetUpOptions {
+  /**
+   * The command reads WAL, possibly from a replication target's copy: the repository is read through
+   * the WAL bundle reader (storage/wal-bundles.ts), so bundled segments are found like single ones.
+   * Off for commands that write WAL, whose listings would pay for a bundle lookup they never need.
+   * @default false
+   */
+  readonly readsWal?: boolean;
+  /** With `readsWal`: a bundled segment's read also reads the next ones of its bundle, up to this many bytes (the prefetcher). @default 0 */
+  readonly walReadAheadBytes?: number;
+}
+
+export async function setUp(context: CommandContext, options: SetUpOptions = {}): Promise<Setup> {
   const config = await loadConfig({ configPath: context.configPath, env: context.env });
   let storage: Storage;
   try {
@@ -21,6 +33,11 @@ export async function setUp(context: CommandContext): Promise<Setup> {
       cause: error,
     });
   }
+  // Loaded on demand: wal-push, started once per segment, never pays for the module.
+  if (options.readsWal)
+    storage = (await import('../../storage/wal-bundles.ts')).withWalBundles(storage, {
+      readAheadBytes: options.walReadAheadBytes ?? 0,
+    });
   return { config, storage, pg: { pgBin: config.pgBin, env: context.env } };
 }
 

@@ -16,6 +16,7 @@ import { openStorage, parseStorageUrl } from '../../storage/open-storage.ts';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import type { Storage } from '../../storage/storage.ts';
 import { writeVerifyReport } from '../../storage/verify-reports.ts';
+import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { ConfigError } from '../config.ts';
 import { asExitCode, ExitCode, type ExitCodeValue } from '../exit-codes.ts';
 import { type KmsSealer, unsealIdentity } from '../kms/automation-identity.ts';
@@ -58,7 +59,8 @@ function parseAssertions(json: string) {
 
 /** The source repository: with the provider's own key when it has a secret, else the task role. */
 async function openSource(task: TaskEnv): Promise<Storage> {
-  if (task.sourceSecretArn === '') return openStorage(task.repository);
+  // A provider's copy: its WAL may be in bundles (storage/wal-bundles.ts).
+  if (task.sourceSecretArn === '') return withWalBundles(openStorage(task.repository));
   const parsed = parseStorageUrl(task.repository);
   if (parsed.scheme !== 's3')
     throw new ConfigError(
@@ -67,7 +69,7 @@ async function openSource(task: TaskEnv): Promise<Storage> {
   const credentials = await secretsManagerReader()(task.sourceSecretArn);
   const client = createS3Client(parsed);
   client.config.credentials = async () => credentials;
-  return new S3Storage(parsed, client);
+  return withWalBundles(new S3Storage(parsed, client));
 }
 
 function failedReport(task: TaskEnv, startedAt: Date, error: unknown): VerifyReport {

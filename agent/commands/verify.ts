@@ -10,6 +10,7 @@ import {
 } from '../../core/verify-report.ts';
 import { openStorage } from '../../storage/open-storage.ts';
 import { readVerifyReports, writeVerifyReport } from '../../storage/verify-reports.ts';
+import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { type AgentConfig, ConfigError } from '../config.ts';
 import { asExitCode, ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
@@ -126,7 +127,8 @@ Exit 0 passed, 5 an object failed verification, 7 a check failed. Needs the iden
 
     const { config } = await setUp(context);
     const from = resolveRepository(config, values.from);
-    const storage = openStorage(from.url);
+    // The source may be a replication target's copy, whose WAL may be in bundles.
+    const storage = withWalBundles(openStorage(from.url));
     if (values.history) {
       const byRun = new Map<string, VerifyReport>();
       for (const r of [

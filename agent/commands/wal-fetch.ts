@@ -27,6 +27,9 @@ import { walDataDir, walRetryPolicy } from './wal-options.ts';
  */
 export const EXIT_ABORT_RECOVERY = ExitCode.abortRecovery;
 
+/** What the prefetcher may read ahead of the segment it fetches, from one WAL bundle at a time. */
+const PREFETCH_READ_AHEAD_BYTES = 64 * 1024 * 1024;
+
 export const walFetch: Command = {
   summary: "restore one WAL file (PostgreSQL's restore_command)",
   usage: `pgkeep wal-fetch NAME PATH
@@ -60,7 +63,7 @@ the WAL it could not read); on a standby (PostgreSQL retries) it exits with pgke
 };
 
 async function fetchOne(context: CommandContext, name: string, path: string): Promise<ExitCodeValue> {
-  const { config, storage } = await setUp(context);
+  const { config, storage } = await setUp(context, { readsWal: true });
   const dataDir = walDataDir(config, context.env, path);
   const spool = new WalSpool(config.spoolDir, config.cluster, dataDir);
   const prefetch = parseWalFileName(name)?.kind === 'segment' && config.wal.fetchPrefetch > 0;
@@ -142,7 +145,11 @@ wal-fetch starts it in the background; one runs per data directory at a time.
       throw new UsageError(
         `--postmaster "${values.postmaster}" is not a pid: give the postmaster's process id`,
       );
-    const { config, storage } = await setUp(context);
+    // The next segments are wanted anyway: those of one WAL bundle are read with one GET.
+    const { config, storage } = await setUp(context, {
+      readsWal: true,
+      walReadAheadBytes: PREFETCH_READ_AHEAD_BYTES,
+    });
     const dataDir = values.pgdata ?? walDataDir(config, context.env);
     const stillWanted = await serverStillRecovering(dataDir, postmaster);
     await prefetchAhead({

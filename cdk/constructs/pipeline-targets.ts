@@ -42,8 +42,9 @@ export function runtimeTargets(
   deleteSecrets: ReadonlyMap<string, secretsmanager.ISecret> = new Map(),
 ): RuntimeTarget[] {
   return targets.map((t) => {
+    const bundles = t.walBundles ? { walBundles: true } : {};
     if (t.type === 'aws-s3')
-      return { name: t.name, type: t.type, bucket: t.bucket, region: t.region, prefix: t.prefix };
+      return { name: t.name, type: t.type, bucket: t.bucket, region: t.region, prefix: t.prefix, ...bundles };
     const secret = secrets.get(t.name);
     if (!secret)
       throw new Error(
@@ -58,6 +59,7 @@ export function runtimeTargets(
       forcePathStyle: t.forcePathStyle,
       prefix: t.prefix,
       ...(t.conditionalWrites ? { conditionalWrites: true } : {}),
+      ...bundles,
       credentialsSecretArn: secret.secretArn,
       ...(deleteSecrets.has(t.name)
         ? { deleteCredentialsSecretArn: deleteSecrets.get(t.name)?.secretArn as string }

@@ -18,6 +18,7 @@ import { clusterPrefix } from '../../core/keys.ts';
 import { lagSeconds, type TargetLag } from '../../core/replication-lag.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
+import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { METRICS, type MetricValue, publishMetrics } from '../lib/metrics.ts';
@@ -43,10 +44,12 @@ async function lagByListing(
   now: Date,
   policy: RetentionPolicy | undefined,
 ): Promise<number> {
+  // A segment in a WAL bundle at the target counts as copied (storage/wal-bundles.ts).
+  const copies = withWalBundles(target.storage);
   const prefix = clusterPrefix(cluster);
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   let oldestMissing: Date | undefined;
-  for await (const object of missingAt(listFrom(ingest, prefix), listFrom(target, prefix)))
+  for await (const object of missingAt(listFrom(ingest, prefix), copies.list(prefix)))
     if (!dropped.has(object.key) && (!oldestMissing || object.lastModified < oldestMissing))
       oldestMissing = object.lastModified;
   return oldestMissing ? Math.max(0, (now.getTime() - oldestMissing.getTime()) / 1000) : 0;

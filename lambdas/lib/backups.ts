@@ -6,6 +6,7 @@ import {
   type RetentionWalFile,
   retentionBackupFromManifest,
 } from '../../core/retention-planner.ts';
+import { parseWalBundleKey, walBundlesPrefix } from '../../core/wal-bundle.ts';
 import { listManifests, type RejectedManifest } from '../../storage/manifests.ts';
 import { readVerifyReports } from '../../storage/verify-reports.ts';
 import type { Location } from './locations.ts';
@@ -44,6 +45,19 @@ export async function clusterBackups(
     ),
   );
   const walFiles: RetentionWalFile[] = [];
+  // A WAL bundle at a target (core/wal-bundle.ts) is one file named by its last segment: the
+  // planner deletes it only when that segment, and so every member, precedes what must be kept.
+  // Retention never rewrites a bundle, and needs no read of its index.
+  for await (const object of at.storage.list(walBundlesPrefix(cluster))) {
+    const bundle = parseWalBundleKey(object.key);
+    if (bundle)
+      walFiles.push({
+        key: object.key,
+        walFileName: bundle.last,
+        time: object.lastModified,
+        sizeBytes: object.sizeBytes,
+      });
+  }
   for await (const object of at.storage.list(walPrefix(cluster))) {
     const wal = parseWalKey(object.key);
     if (wal)

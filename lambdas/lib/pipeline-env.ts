@@ -29,6 +29,8 @@ const AwsTargetSchema = z.strictObject({
   bucket: z.string(),
   region: z.string(),
   prefix: z.string(),
+  /** Settled WAL goes to the target as bundles (core/wal-bundle.ts), not one object per segment. */
+  walBundles: z.boolean().optional(),
 });
 
 const CompatibleTargetSchema = z.strictObject({
@@ -41,6 +43,8 @@ const CompatibleTargetSchema = z.strictObject({
   prefix: z.string(),
   /** The provider honours `If-None-Match: *` (see {@link honoursIfNoneMatch}). */
   conditionalWrites: z.boolean().optional(),
+  /** Settled WAL goes to the target as bundles (core/wal-bundle.ts), not one object per segment. */
+  walBundles: z.boolean().optional(),
   /** The Secrets Manager secret with `{"accessKeyId","secretAccessKey"}`. */
   credentialsSecretArn: z.string(),
   /** A second secret whose key may delete; only retention's delete step is given it (and may read it). */

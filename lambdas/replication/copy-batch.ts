@@ -18,6 +18,10 @@
  *   one); in a `verify` run, the sha256 of the ingest object is computed first, so a copy corrupted
  *   at the target is found even when its size is right.
  *
+ * At a target with `walBundles`, the hot path's settled WAL segments go into one bundle per
+ * timeline instead (./wal-bundle-copy.ts), those not settled wait for a later run, and a range
+ * batch counts a segment already in a bundle as present (docs/architecture.md, "WAL bundles at targets").
+ *
  * Objects above the large-object threshold are not copied here: they are returned in `large` for
  * the "Copy large objects" fan-out, where part ranges are spread over several invocations so no
  * one Lambda needs more than its 15 minutes.
@@ -34,8 +38,10 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
+import { isBundleableWalKey, parseWalBundleKey, walNameOfKey } from '../../core/wal-bundle.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { type ObjectInfo, ObjectNotFoundError } from '../../storage/storage.ts';
+import { type WalBundleStorage, withWalBundles } from '../../storage/wal-bundles.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
 import { copyTuning, findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
@@ -52,6 +58,7 @@ import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { type ExpectedObject, isNotFound, verifyCopy } from '../lib/verify-copy.ts';
 import { readStoredPlan } from './cursors.ts';
 import type { CopyBatch, CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
+import { type BundleCandidate, bundleChunks, checkPresentMember, writeWalBundle } from './wal-bundle-copy.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
 const MAX_FAILED_KEYS = 5;
@@ -211,6 +218,7 @@ export async function copyBatch(
     tampered: sum((r) => r.tampered),
     large: results.flatMap((r) => r.large),
     failedClusters: results.filter((r) => r.failed > 0).map((r) => r.cluster as string),
+    waitingClusters: results.flatMap((r) => r.waitingClusters ?? []),
     ...(oldestFailed ? { oldestFailed } : {}),
   };
 }
@@ -231,19 +239,42 @@ async function copyClusterBatch(
   )
     throw new Error(`batch range ${batch.firstKey} .. ${batch.lastKey} is not inside ${prefix}`);
   const tuning = copyTuning(env);
-  const target = await locations.target(findTarget(env, input.target));
+  const runtimeTarget = findTarget(env, input.target);
+  const target = await locations.target(runtimeTarget);
   const ingest = await locations.ingest();
   const expectedOf = expectations(ingest, batch.cluster);
+  // A target with WAL bundles is read through the one bundle reader: a member counts as present.
+  const bundles = runtimeTarget.walBundles === true ? withWalBundles(target.storage) : undefined;
 
   // The range's first key is listed on its own: StartAfter is exclusive.
   async function* range(location: Location) {
-    const first = await location.storage.head(batch.firstKey);
+    const storage = location === target && bundles ? bundles : location.storage;
+    const first = await storage.head(batch.firstKey);
     if (first) yield first;
-    yield* listFrom(location, prefix, batch.firstKey, batch.lastKey);
+    if (storage === location.storage) yield* listFrom(location, prefix, batch.firstKey, batch.lastKey);
+    else
+      for await (const object of storage.list(prefix, { startAfter: batch.firstKey })) {
+        if (object.key > batch.lastKey) return;
+        yield object;
+      }
   }
+  // At a bundled target, a named segment the proposed cursor does not pass is not settled: a later
+  // run bundles it, and until then it costs no request at all.
+  const bundling = bundles && batch.keys && batch.bundleThrough ? batch.bundleThrough : undefined;
+  const waits = (key: string) => {
+    const wal = bundling && isBundleableWalKey(key) ? walNameOfKey(key) : undefined;
+    const through = wal && bundling?.[wal.timeline];
+    return wal !== undefined && (through === undefined || key > through);
+  };
+  let waiting = 0;
   async function* named(keys: readonly string[]) {
     for (const key of keys) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
+      if (waits(key)) {
+        logDecision('left for a later bundle', { cluster: batch.cluster, key });
+        waiting += 1;
+        continue;
+      }
       // One HEAD gives the size and the provider's checksum (expectations needs no second one).
       // A 404 is asked again through the driver, which tells a missing bucket (thrown) from a
       // missing key.
@@ -269,12 +300,45 @@ async function copyClusterBatch(
     oldestFailed: undefined as string | undefined,
     large: [] as LargeObject[],
   };
+  const failedCopy = (error: unknown, key: string, lastModified: Date, objects = 1) => {
+    const conflict = error instanceof TargetConflictError;
+    if (!(conflict || error instanceof CopyIntegrityError || error instanceof SourceChangedError))
+      throw error;
+    if (conflict) out.tampered += 1;
+    out.failed += objects;
+    logDecision(conflict ? 'kept tampered copy' : 'copy failed its check', {
+      cluster: batch.cluster,
+      key,
+      reason: (error as Error).message,
+    });
+    if (out.failedKeys.length < MAX_FAILED_KEYS) out.failedKeys.push(key);
+    const time = lastModified.toISOString();
+    if (out.oldestFailed === undefined || time < out.oldestFailed) out.oldestFailed = time;
+  };
+  const toBundle = new Map<string, BundleCandidate[]>();
   for await (const object of objects) {
     if (backupIdOfManifestKey(object.key) !== undefined) continue;
     const source = objectIn(ingest.storage, object.key);
     const copy = objectIn(target.storage, object.key);
     try {
+      if (parseWalBundleKey(object.key))
+        throw new TargetConflictError(
+          object.key,
+          `ingest holds ${object.key}, a WAL bundle key: only the pipeline writes bundles, and only at targets, so the host wrote it; it is not copied: remove it from ingest and find out who wrote it`,
+        );
       const expected = await expectedOf(object, verify);
+      const wal = bundles && isBundleableWalKey(object.key) ? walNameOfKey(object.key) : undefined;
+      if (bundles && wal) {
+        if (bundling) {
+          toBundle.set(wal.timeline, [...(toBundle.get(wal.timeline) ?? []), { object, expected }]);
+          continue;
+        }
+        if ((await checkPresentMember(bundles, object.key, expected)) === 'skipped') {
+          logDecision('skipped', { cluster: batch.cluster, key: object.key, sizeBytes: object.sizeBytes });
+          out.skipped += 1;
+          continue;
+        }
+      }
       if (object.sizeBytes > tuning.largeObjectBytes) {
         const before = await verifyCopy(copy, expected);
         refuseReplacing(copy, before);
@@ -304,23 +368,47 @@ async function copyClusterBatch(
         out.bytes += result.copy.sizeBytes;
       }
     } catch (error) {
-      const conflict = error instanceof TargetConflictError;
-      if (!(conflict || error instanceof CopyIntegrityError || error instanceof SourceChangedError))
-        throw error;
-      if (conflict) out.tampered += 1;
-      out.failed += 1;
-      logDecision(conflict ? 'kept tampered copy' : 'copy failed its check', {
-        cluster: batch.cluster,
-        key: object.key,
-        reason: (error as Error).message,
-      });
-      if (out.failedKeys.length < MAX_FAILED_KEYS) out.failedKeys.push(object.key);
-      const time = object.lastModified.toISOString();
-      if (out.oldestFailed === undefined || time < out.oldestFailed) out.oldestFailed = time;
+      failedCopy(error, object.key, object.lastModified);
     }
   }
+  for (const candidates of toBundle.values())
+    for (const chunk of bundleChunks(candidates)) {
+      const firstMember = (chunk[0] as BundleCandidate).object;
+      try {
+        const written = await writeWalBundle(
+          ingest,
+          target,
+          bundles as WalBundleStorage,
+          batch.cluster,
+          chunk,
+        );
+        logDecision(written.existed ? 'bundle found' : 'bundled', {
+          cluster: batch.cluster,
+          key: written.key,
+          members: written.members,
+          sizeBytes: written.bytes,
+        });
+        if (written.existed) out.skipped += chunk.length;
+        else {
+          out.copied += chunk.length;
+          out.bytes += written.bytes;
+        }
+      } catch (error) {
+        failedCopy(
+          error,
+          (error as { key?: string }).key ?? firstMember.key,
+          firstMember.lastModified,
+          chunk.length,
+        );
+      }
+    }
   const { oldestFailed, ...rest } = out;
-  return { ...rest, cluster: batch.cluster, ...(oldestFailed ? { oldestFailed } : {}) };
+  return {
+    ...rest,
+    cluster: batch.cluster,
+    ...(oldestFailed ? { oldestFailed } : {}),
+    ...(waiting > 0 ? { waitingClusters: [batch.cluster] } : {}),
+  };
 }
 
 export const copyBatchTask = defineTask({

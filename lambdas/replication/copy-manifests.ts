@@ -57,7 +57,9 @@ export function addUpTarget(
   // Lag: zero when the target caught up; else the age of the oldest object still not there.
   const behind = [
     ...batches.map((b) => b.oldestFailed),
-    input.plan?.more || manifests.waiting > 0 ? input.plan?.oldestMissing : undefined,
+    input.plan?.more || manifests.waiting > 0 || batches.some((b) => b.waitingClusters?.length)
+      ? input.plan?.oldestMissing
+      : undefined,
   ].filter((t): t is string => t !== undefined);
   const oldest = behind.sort()[0];
   const lagSeconds = oldest ? Math.max(0, Math.round((now.getTime() - Date.parse(oldest)) / 1000)) : 0;

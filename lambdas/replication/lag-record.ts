@@ -45,9 +45,14 @@ export function roundEntries(
   oldestPlanned: string | undefined,
 ): Record<string, LagEntry> {
   const entries: Record<string, LagEntry> = {};
+  // Segments a bundled target waits for (not settled) are not there yet: the plan's oldest object,
+  // as for a waiting manifest, so the lag shows the wait, a little more, never less.
+  const waiting = new Set(batches.flatMap((batch) => batch.waitingClusters ?? []));
   for (const cluster of clusters) {
     if (!dirty.has(cluster)) {
-      entries[cluster] = { listedAt };
+      entries[cluster] = waiting.has(cluster)
+        ? { listedAt, oldestMissing: oldestPlanned ?? listedAt }
+        : { listedAt };
       continue;
     }
     const failed = batches

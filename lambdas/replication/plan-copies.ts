@@ -26,6 +26,7 @@ import {
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
+import { WalBundleStorage } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom } from '../lib/locations.ts';
 import { logDecision, withTargetLog } from '../lib/log.ts';
@@ -52,6 +53,7 @@ import type {
   PlanStepInput,
   PlanTargetsOutput,
 } from './types.ts';
+import { segmentsInRange } from './wal-bundle-copy.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -61,7 +63,7 @@ const MAX_MANIFESTS_PER_RUN = 200;
 
 /** Merges two ascending listings: each object of `source` with whether `destination` has it at the same size. */
 async function* compare(
-  source: AsyncIterable<ObjectInfo>,
+  source: Iterable<ObjectInfo> | AsyncIterable<ObjectInfo>,
   destination: AsyncIterable<ObjectInfo>,
 ): AsyncIterable<{ object: ObjectInfo; present: boolean }> {
   const dest = destination[Symbol.asyncIterator]();
@@ -105,13 +107,23 @@ async function reconcileCluster(
   policy: RetentionPolicy | undefined,
   verify: boolean,
   now: Date,
+  bundling: boolean,
 ): Promise<ClusterCursor | undefined> {
   const prefix = clusterPrefix(cluster);
+  const inIngest: ObjectInfo[] = [];
+  for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
+  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts);
+  // a bundle holding exactly ingest's segments of its range is known by its key, without its index.
+  const atTarget = bundling
+    ? new WalBundleStorage(target.storage, verify ? {} : { expectedMembers: segmentsInRange(inIngest) }).list(
+        prefix,
+      )
+    : listFrom(target, prefix);
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
   let current: { firstKey: string; lastKey: string; count: number } | undefined;
-  for await (const { object, present } of compare(listFrom(ingest, prefix), listFrom(target, prefix))) {
+  for await (const { object, present } of compare(inIngest, atTarget)) {
     const isManifest = backupIdOfManifestKey(object.key) !== undefined;
     const walFile = parseWalKey(object.key);
     const planned = () => {
@@ -166,12 +178,24 @@ async function reconcileCluster(
   };
 }
 
+/**
+ * Per timeline, the last WAL key the proposed cursor passes: only settled segments go into a
+ * bundle, so each is bundled once (a run that cannot commit its cursor bundles them again).
+ */
+function bundleThrough(next: ClusterCursor): Record<string, string> {
+  const through: Record<string, string> = {};
+  for (const [timeline, stream] of Object.entries(next.wal))
+    if (stream.after) through[timeline] = stream.after;
+  return through;
+}
+
 /** The hot path's new objects of one cluster as batches naming their keys. */
 function batchNewObjects(
   plan: Plan,
   cluster: string,
   objects: readonly NewObject[],
   batchSize: number,
+  bundleThrough?: Record<string, string>,
 ): void {
   const byKey = new Map(objects.map((o) => [o.key, o]));
   const keys = [...byKey.keys()].sort();
@@ -183,6 +207,7 @@ function batchNewObjects(
       lastKey: chunk[chunk.length - 1] as string,
       count: chunk.length,
       keys: chunk,
+      ...(bundleThrough && Object.keys(bundleThrough).length > 0 ? { bundleThrough } : {}),
     });
   }
   for (const object of byKey.values()) noteMissing(plan, object);
@@ -223,7 +248,9 @@ export async function planCopies(
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
   const reconcile = verify || input.execution?.reconcile === true;
-  const target = await locations.target(findTarget(env, input.target));
+  const runtimeTarget = findTarget(env, input.target);
+  const bundling = runtimeTarget.walBundles === true;
+  const target = await locations.target(runtimeTarget);
   const ingest = await locations.ingest();
   const cursors = await readCursors(ingest, input.target);
   const next: TargetCursors = { ...cursors, clusters: {} };
@@ -263,6 +290,7 @@ export async function planCopies(
         policies[input.target],
         verify,
         now,
+        bundling,
       );
       if (after) next.clusters[cluster] = after;
     } else {
@@ -270,7 +298,13 @@ export async function planCopies(
       if (room <= 0) plan.more = true;
       else {
         const work = await listNewWork(ingest, cluster, cursor, now, room);
-        batchNewObjects(plan, cluster, work.objects, env.batchSize);
+        batchNewObjects(
+          plan,
+          cluster,
+          work.objects,
+          env.batchSize,
+          bundling ? bundleThrough(work.next) : undefined,
+        );
         plan.manifestKeys.push(...work.manifestKeys);
         next.clusters[cluster] = work.next;
         if (work.truncated) plan.more = true;

@@ -13,6 +13,11 @@ export const CopyBatchSchema = z.object({
   count: z.number().int(),
   /** The hot path's batches name their keys: new objects, not a range holding older ones too. */
   keys: z.array(key).optional(),
+  /**
+   * For a target with WAL bundles, per timeline the last WAL key the proposed cursor passes:
+   * segments up to it are settled and go into one bundle; those after it wait for a later run.
+   */
+  bundleThrough: z.record(z.string().regex(/^[0-9A-F]{8}$/), key).optional(),
 });
 export const PlanCopiesInputSchema = z.object({
   target: z.string().min(1),
@@ -126,6 +131,8 @@ const BatchResultSchema = z.object({
   cluster: z.string().optional(),
   /** For a batch of several clusters: those with a failure (they keep their cursors). */
   failedClusters: z.array(z.string()).optional(),
+  /** Clusters with WAL segments left for a later bundle (not settled): not at the target yet, so lag. */
+  waitingClusters: z.array(z.string()).optional(),
 });
 export const CopyManifestsInputSchema = z.object({
   target: z.string().min(1),
@@ -173,6 +180,8 @@ export interface CopyBatch {
    * keys may hold older ones (another database's dumps), which retention may have deleted.
    */
   readonly keys?: string[];
+  /** Per timeline, the last WAL key to bundle (targets with WAL bundles; see the schema). */
+  readonly bundleThrough?: Record<string, string>;
 }
 
 export interface PlanCopiesInput {

@@ -1,13 +1,15 @@
 // The Targets construct's grants, on a stack of their own: what each grant lets a function do at
 // the targets, and that only grantDelete hands out the delete-capable keys.
+import { readFileSync } from 'node:fs';
 import { App, Duration, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_DEPLOY_CONFIG_PATH, parseDeployConfig } from '../../cdk/config.ts';
 import { PipelineFunction } from '../../cdk/constructs/pipeline-function.ts';
 import { PipelineTargets } from '../../cdk/constructs/pipeline-targets.ts';
-import { ENV } from '../../lambdas/lib/pipeline-env.ts';
+import { ENV, RuntimeTargetSchema } from '../../lambdas/lib/pipeline-env.ts';
 import { exampleConfig } from '../support/state-machines.ts';
 
 type Statement = { Action: string | string[]; Resource: unknown; Sid?: string };
@@ -75,5 +77,22 @@ describe('PipelineTargets', () => {
     expect(targets.environment({ deleteCredentials: true })[ENV.targets]).toContain(
       'deleteCredentialsSecretArn',
     );
+  });
+
+  it('hands each target its walBundles option (on by default in the deploy config), as the Lambdas parse it', () => {
+    const { targets } = granted(() => {});
+    const runtime = RuntimeTargetSchema.array().parse(
+      JSON.parse(targets.environment()[ENV.targets] as string),
+    );
+    expect(runtime.map((t) => [t.name, t.walBundles])).toEqual([
+      ['dr-aws', true],
+      ['b2', true],
+    ]);
+    const text = readFileSync(DEFAULT_DEPLOY_CONFIG_PATH, 'utf8');
+    const off = parseDeployConfig(text.replaceAll('walBundles: true', 'walBundles: false'), 'test');
+    expect(off.targets.map((t) => t.walBundles)).toEqual([false, false]);
+    // Left out: on, as for a new config.
+    const unset = parseDeployConfig(text.replaceAll(/^ *walBundles: true\n/gm, ''), 'test');
+    expect(unset.targets.map((t) => t.walBundles)).toEqual([true, true]);
   });
 });

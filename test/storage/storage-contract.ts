@@ -180,6 +180,24 @@ export function describeStorageContract(
       expect((await listAll(storage, 'v1/c/wal/')).map((o) => o.key)).toEqual(keys);
     });
 
+    it('lists only the keys after startAfter, over more than one page', async () => {
+      const { storage } = await subject();
+      const keys = Array.from({ length: 1005 }, (_, i) => `v1/c/wal/00000001/${String(i).padStart(24, '0')}`);
+      for (let i = 0; i < keys.length; i += 50) {
+        await Promise.all(keys.slice(i, i + 50).map((k) => storage.put(k, Readable.from([Buffer.from(k)]))));
+      }
+      const listAfter = async (startAfter: string) => {
+        const found: string[] = [];
+        for await (const o of storage.list('v1/c/wal/', { startAfter })) found.push(o.key);
+        return found;
+      };
+      expect(await listAfter(keys[2] as string)).toEqual(keys.slice(3));
+      // A startAfter that is not a key: everything that sorts after it.
+      expect(await listAfter(`${keys[1003]}-`)).toEqual([keys[1004]]);
+      expect(await listAfter('v1/c/wal/00000001/')).toEqual(keys);
+      expect(await listAfter('v1/c/wal/00000002/')).toEqual([]);
+    });
+
     it('replaces an object on a plain put', async () => {
       const { storage } = await subject();
       await storage.put('k/x', Readable.from([Buffer.from('one')]));
