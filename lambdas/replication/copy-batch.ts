@@ -1,46 +1,5 @@
-/**
- * "Copy batch to target": makes sure the target holds a verified copy of every object of one key
- * range (manifests excepted: they go last, through "Copy and verify manifests").
- *
- * Each object goes through {@link replicateObject} (lambdas/lib/s3-copy.ts): a copy already at the
- * target and verified is skipped; anything else is copied, hashed on the way: an object of one part
- * with one PutObject whose Content-MD5 the target checks (create-only where the target honours
- * If-None-Match), confirmed by a HEAD; a larger one by a multipart upload read back at the
- * target. Memory stays bounded by the part size, whatever the object size. Per WAL segment of the
- * hot path that is one HEAD and one GET at ingest and a HEAD, a PutObject and a HEAD at the target;
- * a segment named again before it settles costs one HEAD on each side
- * (test/lambdas/replication/copy-requests.test.ts counts them). What a copy must match:
- *
- * - a backup object: the size and sha256 of the ciphertext its manifest records (read from ingest;
- *   an object whose manifest is not written yet is checked as below);
- * - WAL and anything else without a manifest: the size ingest lists and the sha256 of the bytes
- *   read from ingest while copying (or the provider's full-object SHA-256 checksum when ingest has
- *   one); in a `verify` run, the sha256 of the ingest object is computed first, so a copy corrupted
- *   at the target is found even when its size is right.
- *
- * At a target with `walBundles`, the hot path's settled WAL segments go into one bundle per
- * timeline instead (./wal-bundle-copy.ts), those not settled wait for a later run, and a range
- * batch counts a segment already in a bundle as present (docs/architecture.md, "WAL bundles at targets").
- *
- * Objects above the large-object threshold are not copied here: they are returned in `large` for
- * the "Copy large objects" fan-out, where part ranges are spread over several invocations so no
- * one Lambda needs more than its 15 minutes.
- *
- * A copy that fails its check (or whose source changed under it) is counted in `failed` and the
- * batch goes on; the next run copies it again. A copy already at the target with other bytes is
- * never replaced (the source changed after it was copied: a host overwrote its object, or the copy
- * was damaged): it is kept, counted in `failed` and `tampered`, and the run alerts. A storage error stops the batch (the state machine
- * retries it, then fails the target's branch with an alert).
- */
-import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
-import { backupIdOfManifestKey, clusterPrefix, isBackupId, manifestKey } from '../../core/keys.ts';
-import type { ValidatedManifest } from '../../core/manifest.ts';
+import { backupIdOfManifestKey, clusterPrefix } from '../../core/keys.ts';
 import { isBundleableWalKey, parseWalBundleKey, walNameOfKey } from '../../core/wal-bundle.ts';
-import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
-import { type ObjectInfo, ObjectNotFoundError } from '../../storage/storage.ts';
 import { type WalBundleStorage, withWalBundles } from '../../storage/wal-bundles.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
@@ -50,110 +9,18 @@ import {
   objectIn,
   refuseReplacing,
   replicateObject,
-  type S3ObjectRef,
   SourceChangedError,
   TargetConflictError,
 } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import { type ExpectedObject, isNotFound, verifyCopy } from '../lib/verify-copy.ts';
+import { verifyCopy } from '../lib/verify-copy.ts';
 import { readStoredPlan } from './cursors.ts';
+import { expectations, headIngest } from './ingest-objects.ts';
 import type { CopyBatch, CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 import { type BundleCandidate, bundleChunks, checkPresentMember, writeWalBundle } from './wal-bundle-copy.ts';
 
 /** Failed keys named in the output (the count is always exact): keeps the payload small. */
 const MAX_FAILED_KEYS = 5;
-
-/** The backup id in a backup object's key (`…/base/<id>/…`, `…/logical/<db>/<id>/…`), if any. */
-export function backupIdOfObjectKey(key: string): string | undefined {
-  const m = /\/(?:base|logical\/[^/]+)\/([^/]+)\//.exec(key);
-  return m?.[1] && isBackupId(m[1]) ? m[1] : undefined;
-}
-
-/** sha256 (hex) of an object, streamed: memory does not grow with its size. */
-export async function sha256Of(object: S3ObjectRef): Promise<string> {
-  const out = await object.client.send(new GetObjectCommand({ Bucket: object.bucket, Key: object.key }));
-  const hash = createHash('sha256');
-  await pipeline(out.Body as Readable, async (source: AsyncIterable<Buffer>) => {
-    for await (const chunk of source) hash.update(chunk);
-  });
-  return hash.digest('hex');
-}
-
-/** An ingest object, with the provider's full-object SHA-256 (hex) when a HEAD already asked for it. */
-export interface IngestObject extends ObjectInfo {
-  /** Looked up: the provider's sha256, or `null` when it computed none. Absent: not looked up yet. */
-  readonly providerSha256?: string | null;
-}
-
-/**
- * One HEAD of an ingest object for its size and the provider's full-object SHA-256 (when it
- * computed one); `undefined` when the object does not exist.
- */
-export async function headIngest(object: S3ObjectRef, key: string): Promise<IngestObject | undefined> {
-  let head: HeadObjectCommandOutput;
-  try {
-    head = await object.client.send(
-      new HeadObjectCommand({ Bucket: object.bucket, Key: object.key, ChecksumMode: 'ENABLED' }),
-    );
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
-  const full = head.ChecksumSHA256 && head.ChecksumType !== 'COMPOSITE';
-  return {
-    key,
-    sizeBytes: head.ContentLength ?? 0,
-    lastModified: head.LastModified ?? new Date(0),
-    providerSha256: full ? Buffer.from(head.ChecksumSHA256 as string, 'base64').toString('hex') : null,
-  };
-}
-
-/** Finds what each object must match: the manifest's entry for backup objects (manifests read once each). */
-export function expectations(ingest: Location, cluster: string) {
-  const manifests = new Map<string, Promise<ValidatedManifest | undefined>>();
-  const manifestOf = (backupId: string) => {
-    let manifest = manifests.get(backupId);
-    if (!manifest) {
-      const key = manifestKey(cluster, backupId);
-      // A manifest not written yet, or rejected as untrustworthy, vouches for nothing: the object
-      // is then checked like WAL (and the rejection is reported by "Copy and verify manifests").
-      manifest = (async () => {
-        try {
-          const read = await readManifestOrReject(ingest.storage, key);
-          return isStoredManifest(read) ? read.manifest : undefined;
-        } catch (error) {
-          if (error instanceof ObjectNotFoundError) return undefined;
-          throw error;
-        }
-      })();
-      manifests.set(backupId, manifest);
-    }
-    return manifest;
-  };
-  return async (object: IngestObject, verify: boolean): Promise<ExpectedObject> => {
-    const backupId = backupIdOfObjectKey(object.key);
-    const entry = backupId
-      ? (await manifestOf(backupId))?.objects.find((o) => o.key === object.key)
-      : undefined;
-    if (entry) {
-      if (entry.sizeBytes !== object.sizeBytes)
-        throw new SourceChangedError(
-          `ingest ${object.key} has ${object.sizeBytes} bytes, its manifest says ${entry.sizeBytes}`,
-        );
-      return { sizeBytes: entry.sizeBytes, sha256: entry.sha256 };
-    }
-    const source = objectIn(ingest.storage, object.key);
-    const provider =
-      object.providerSha256 !== undefined
-        ? object.providerSha256
-        : (await headIngest(source, object.key))?.providerSha256;
-    if (provider) return { sizeBytes: object.sizeBytes, sha256: provider };
-    // Without `verify`, the copy is checked against the sha256 of the bytes it streamed.
-    return verify
-      ? { sizeBytes: object.sizeBytes, sha256: await sha256Of(source) }
-      : { sizeBytes: object.sizeBytes };
-  };
-}
 
 /**
  * The Map's items: the hot path's small batches of several clusters packed into one invocation of

@@ -35,7 +35,7 @@ import type { ExpectedMembers, LocatedMember, WalBundleStorage } from '../../sto
 import type { Location } from '../lib/locations.ts';
 import { CopyIntegrityError, SourceChangedError, TargetConflictError } from '../lib/s3-copy.ts';
 import type { ExpectedObject } from '../lib/verify-copy.ts';
-import type { IngestObject } from './copy-batch.ts';
+import type { IngestObject } from './ingest-objects.ts';
 
 /** One member to bundle: the ingest object and what its bytes must match. */
 export interface BundleCandidate {
