@@ -117,7 +117,9 @@ export function isUnreadReport(state: FreshnessState, object: ListedKey): boolea
 /** The state once a valid report has been read: a passed one may be its source's newest. */
 export function noteVerifyReport(state: FreshnessState, report: VerifyReport): FreshnessState {
   const known = state.verified?.[report.source];
-  if (!report.passed || (known !== undefined && known >= report.finishedAt)) return state;
+  // As instants: the same time may be written with or without fractional seconds.
+  if (!report.passed || (known !== undefined && Date.parse(known) >= Date.parse(report.finishedAt)))
+    return state;
   return { ...state, verified: { ...state.verified, [report.source]: report.finishedAt } };
 }
 

@@ -8,9 +8,9 @@
  * breaching.
  *
  * Cost: the dump, the WAL, the gaps and the last passed verifications come from freshness's own
- * state (archive-state.ts), which needs only what ingest has after it, whatever the archive holds; the lag from the record each
- * replication round leaves (core/replication-lag.ts), one GET per target for every cluster, judged
- * against the newest object the state has seen. A cluster without a record yet (before its first
+ * state (archive-state.ts), which needs only what ingest has after it, whatever the archive holds;
+ * the lag from the record each replication round leaves (core/replication-lag.ts), one GET per
+ * target for every cluster, judged against the newest object the state has seen. A cluster without a record yet (before its first
  * replication run finished) has its lag measured by a full merge of two listings.
  */
 import { archiveGapCount, newestStoredAt } from '../../core/freshness-state.ts';
