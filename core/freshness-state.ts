@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { parseWalKey } from './keys.ts';
 import type { Manifest } from './manifest.ts';
 import { advanceStream, ClusterCursorSchema, isSettled, type ListedKey } from './replication-cursor.ts';
+import type { VerifyReport } from './verify-report.ts';
 import { gapsBetween, gapsInWindows, type TimelineSpan, type WindowStart } from './wal-gaps.ts';
 import { parseWalFileName, segmentNumberOf } from './wal-names.ts';
 
@@ -42,6 +43,14 @@ export const FreshnessStateSchema = z.strictObject({
   /** Per timeline, the oldest base backup read: where its gap window starts. */
   bases: z.record(TIMELINE, z.strictObject({ backupId: z.string(), startWalFile: z.string() })).default({}),
   wal: z.record(TIMELINE, TimelineStateSchema).default({}),
+  /** Per verification source, when its newest passed report read finished (ISO). */
+  verified: z.record(z.string(), z.iso.datetime()).optional(),
+  /**
+   * The verification reports read: a run GETs only those stored in or after `second` (LastModified
+   * has whole seconds) and not among `keys` (those of that second already read). Reports are
+   * written once by the pipeline's verifier and never changed.
+   */
+  reports: z.strictObject({ second: z.iso.datetime(), keys: z.array(z.string()) }).optional(),
 });
 
 export type FreshnessState = z.infer<typeof FreshnessStateSchema>;
@@ -94,6 +103,49 @@ export function advanceManifests(
     manifests: advanceStream(state.manifests, listed, now, true),
     ...(newest ? { newestManifestStoredAt: newest } : {}),
   };
+}
+
+/** Whether the report listed as `object` has yet to be read (see `reports` in the schema). */
+export function isUnreadReport(state: FreshnessState, object: ListedKey): boolean {
+  const second = wholeSecond(object.lastModified);
+  const read = state.reports;
+  return (
+    read === undefined || second > read.second || (second === read.second && !read.keys.includes(object.key))
+  );
+}
+
+/** The state once a valid report has been read: a passed one may be its source's newest. */
+export function noteVerifyReport(state: FreshnessState, report: VerifyReport): FreshnessState {
+  const known = state.verified?.[report.source];
+  // As instants: the same time may be written with or without fractional seconds.
+  if (!report.passed || (known !== undefined && Date.parse(known) >= Date.parse(report.finishedAt)))
+    return state;
+  return { ...state, verified: { ...state.verified, [report.source]: report.finishedAt } };
+}
+
+/**
+ * The state once the reports listed (all of `verify/<cluster>/`) have been read. Only settled ones
+ * (isSettled) move the mark: a report stored late with an earlier LastModified than one already
+ * listed is still read by a later run, and the unsettled ones are read again until they settle.
+ */
+export function advanceReports(
+  state: FreshnessState,
+  listed: readonly ListedKey[],
+  now: Date,
+): FreshnessState {
+  let read = state.reports;
+  for (const object of listed) {
+    if (!isSettled(object, now)) continue;
+    const second = wholeSecond(object.lastModified);
+    if (read === undefined || second > read.second) read = { second, keys: [object.key] };
+    else if (second === read.second && !read.keys.includes(object.key))
+      read = { second, keys: [...read.keys, object.key].sort() };
+  }
+  return read === state.reports ? state : { ...state, reports: read as NonNullable<typeof read> };
+}
+
+function wholeSecond(at: Date): string {
+  return new Date(Math.floor(at.getTime() / 1000) * 1000).toISOString();
 }
 
 /**

@@ -24,10 +24,24 @@ export async function writeVerifyReport(storage: Storage, report: VerifyReport):
 export async function readVerifyReports(storage: Storage, cluster: string): Promise<VerifyReport[]> {
   const reports: VerifyReport[] = [];
   for await (const info of storage.list(verifyReportPrefix(cluster))) {
-    if (!info.key.endsWith('.json')) continue;
-    const report = parseVerifyReport(await text(await storage.get(info.key)));
-    if (report && report.cluster === cluster && info.key === verifyReportKey(cluster, report.runId))
-      reports.push(report);
+    const report = await readVerifyReport(storage, cluster, info.key);
+    if (report) reports.push(report);
   }
   return reports.sort((a, b) => a.finishedAt.localeCompare(b.finishedAt));
+}
+
+/**
+ * The report listed at `key` under `verify/<cluster>/` when it counts (see readVerifyReports), else
+ * undefined; a key that is no report is not read.
+ */
+export async function readVerifyReport(
+  storage: Storage,
+  cluster: string,
+  key: string,
+): Promise<VerifyReport | undefined> {
+  if (!key.endsWith('.json')) return undefined;
+  const report = parseVerifyReport(await text(await storage.get(key)));
+  return report && report.cluster === cluster && key === verifyReportKey(cluster, report.runId)
+    ? report
+    : undefined;
 }

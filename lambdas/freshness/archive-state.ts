@@ -1,26 +1,35 @@
 /**
  * The freshness function's own state per cluster in ingest (core/freshness-state.ts says what it
  * holds): read, brought up to date with what ingest holds after it, and written back when it
- * changed. A run lists `manifests/` after the state's manifest cursor, the timelines with one
- * delimiter listing of `wal/`, and each timeline's WAL after the state: a fixed number of LIST
- * requests whatever the archive holds (the first run walks the whole archive once).
+ * changed. A run lists `manifests/` after the state's manifest cursor, `wal/` once after the newest
+ * timeline's cursor, and `verify/<cluster>/`, GETting only the reports not read yet: a fixed number
+ * of requests whatever the archive holds (the first run walks the whole archive once).
  */
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import {
   advanceManifests,
+  advanceReports,
   EMPTY_FRESHNESS_STATE,
   type FreshnessState,
+  isUnreadReport,
   noteManifest,
+  noteVerifyReport,
   parseFreshnessState,
   walkTimeline,
 } from '../../core/freshness-state.ts';
-import { backupIdOfManifestKey, freshnessStateKey, manifestsPrefix, walPrefix } from '../../core/keys.ts';
+import {
+  backupIdOfManifestKey,
+  freshnessStateKey,
+  manifestsPrefix,
+  verifyReportPrefix,
+  walPrefix,
+} from '../../core/keys.ts';
 import type { ListedKey } from '../../core/replication-cursor.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { ObjectNotFoundError } from '../../storage/storage.ts';
+import { readVerifyReport } from '../../storage/verify-reports.ts';
 import { type Location, listFrom } from '../lib/locations.ts';
-import { listTimelines } from '../replication/cursors.ts';
 
 /** The cluster's state and its text as read (to tell whether it changed), or the empty state. */
 export async function readFreshnessState(
@@ -67,12 +76,60 @@ export async function updateFreshnessState(
     if (isStoredManifest(manifest)) next = noteManifest(next, object.key, manifest.manifest);
   }
   next = advanceManifests(next, listed, now);
-  const wal = { ...next.wal };
-  for (const timeline of await listTimelines(ingest, cluster)) {
-    const keys: ListedKey[] = [];
-    for await (const object of listFrom(ingest, walPrefix(cluster, timeline), wal[timeline]?.after))
-      keys.push(object);
-    wal[timeline] = walkTimeline(wal[timeline], Number.parseInt(timeline, 16), keys, now);
+  return { ...next, wal: await walkWal(ingest, cluster, next.wal, now) };
+}
+
+/**
+ * The timelines' states once the WAL after them has been walked: one listing of the whole `wal/`
+ * prefix after the newest timeline's cursor. Keys sort by timeline, so it also finds any newer
+ * timeline. An older timeline is not listed again: its WAL ended when the next one began, so a
+ * segment stored late on it is not seen and its gaps stay as last judged (the conservative side).
+ */
+async function walkWal(
+  ingest: Location,
+  cluster: string,
+  timelines: FreshnessState['wal'],
+  now: Date,
+): Promise<FreshnessState['wal']> {
+  const prefix = walPrefix(cluster);
+  const newest = Object.keys(timelines).sort().at(-1);
+  const startAfter =
+    newest === undefined ? undefined : (timelines[newest]?.after ?? walPrefix(cluster, newest));
+  const byTimeline = new Map<string, ListedKey[]>();
+  if (newest !== undefined) byTimeline.set(newest, []);
+  for await (const object of listFrom(ingest, prefix, startAfter)) {
+    // As a delimiter listing of timelines would: only `wal/<8 hex digits>/` holds a timeline's WAL
+    // (its segments, `.history` and `.partial` files, which walkTimeline tells apart).
+    const timeline = /^([0-9A-F]{8})\//.exec(object.key.slice(prefix.length))?.[1];
+    if (timeline === undefined) continue;
+    const keys = byTimeline.get(timeline) ?? [];
+    keys.push(object);
+    byTimeline.set(timeline, keys);
   }
-  return { ...next, wal };
+  const wal = { ...timelines };
+  for (const [timeline, keys] of byTimeline)
+    wal[timeline] = walkTimeline(wal[timeline], Number.parseInt(timeline, 16), keys, now);
+  return wal;
+}
+
+/**
+ * `state` once the verification reports it has not read yet are read: one listing of
+ * `verify/<cluster>/` (which no host may write) and a GET only for a report stored since the last
+ * run, so the cost does not grow with the reports kept.
+ */
+export async function updateVerifiedState(
+  ingest: Location,
+  cluster: string,
+  state: FreshnessState,
+  now: Date,
+): Promise<FreshnessState> {
+  let next = state;
+  const listed: ListedKey[] = [];
+  for await (const object of ingest.storage.list(verifyReportPrefix(cluster))) {
+    listed.push(object);
+    if (!isUnreadReport(state, object)) continue;
+    const report = await readVerifyReport(ingest.storage, cluster, object.key);
+    if (report) next = noteVerifyReport(next, report);
+  }
+  return advanceReports(next, listed, now);
 }

@@ -7,17 +7,16 @@
  * metrics; a cluster with no dump or no WAL publishes no age, and the alarms treat missing data as
  * breaching.
  *
- * Cost: the dump, the WAL and the gaps come from freshness's own state (archive-state.ts), which
- * needs only what ingest has after it, whatever the archive holds; the lag from the record each
- * replication round leaves (core/replication-lag.ts), one GET per target for every cluster, judged
- * against the newest object the state has seen. A cluster without a record yet (before its first
+ * Cost: the dump, the WAL, the gaps and the last passed verifications come from freshness's own
+ * state (archive-state.ts), which needs only what ingest has after it, whatever the archive holds;
+ * the lag from the record each replication round leaves (core/replication-lag.ts), one GET per
+ * target for every cluster, judged against the newest object the state has seen. A cluster without a record yet (before its first
  * replication run finished) has its lag measured by a full merge of two listings.
  */
 import { archiveGapCount, newestStoredAt } from '../../core/freshness-state.ts';
 import { clusterPrefix } from '../../core/keys.ts';
 import { lagSeconds, type TargetLag } from '../../core/replication-lag.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
-import { readVerifyReports } from '../../storage/verify-reports.ts';
 import { withWalBundles } from '../../storage/wal-bundles.ts';
 import { keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
@@ -26,7 +25,12 @@ import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { readLag } from '../replication/lag-record.ts';
 import { verificationSources } from '../verification/sources.ts';
-import { readFreshnessState, updateFreshnessState, writeFreshnessState } from './archive-state.ts';
+import {
+  readFreshnessState,
+  updateFreshnessState,
+  updateVerifiedState,
+  writeFreshnessState,
+} from './archive-state.ts';
 
 export interface FreshnessOutput {
   readonly metrics: MetricValue[];
@@ -69,7 +73,8 @@ export async function measureFreshness(
   for (const target of env.targets) lag.set(target.name, await readLag(ingest, target.name));
   for (const cluster of env.clusters) {
     const read = await readFreshnessState(ingest, cluster);
-    const state = await updateFreshnessState(ingest, cluster, read.state, now);
+    const walked = await updateFreshnessState(ingest, cluster, read.state, now);
+    const state = await updateVerifiedState(ingest, cluster, walked, now);
     await writeFreshnessState(ingest, cluster, state, read.json);
     if (state.newestDump)
       metrics.push({
@@ -94,15 +99,15 @@ export async function measureFreshness(
       unit: 'Count',
       dimensions: { Cluster: cluster },
     });
-    // From the verifier's own reports only (verify/<cluster>/ in ingest, which no host may write);
-    // a source never verified publishes nothing, which the alarm treats as stale.
-    const reports = await readVerifyReports(ingest.storage, cluster);
+    // From the verifier's own reports only (verify/<cluster>/ in ingest, which no host may write),
+    // as the state has read them; a source never verified publishes nothing, which the alarm
+    // treats as stale.
     for (const source of verificationSources(env)) {
-      const last = reports.filter((r) => r.passed && r.source === source.name).at(-1);
+      const last = state.verified?.[source.name];
       if (last)
         metrics.push({
           name: METRICS.verificationAgeSeconds,
-          value: age(new Date(last.finishedAt)),
+          value: age(new Date(last)),
           unit: 'Seconds',
           dimensions: { Cluster: cluster, Source: source.name },
         });

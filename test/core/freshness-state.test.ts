@@ -1,9 +1,12 @@
-// The freshness state's walk of one WAL timeline and the gap count it publishes, without a server.
+// The freshness state's walk of one WAL timeline, the gap count it publishes and its mark of the
+// verification reports read, without a server.
 import { describe, expect, it } from 'vitest';
 import {
+  advanceReports,
   archiveGapCount,
   EMPTY_FRESHNESS_STATE,
   type FreshnessState,
+  isUnreadReport,
   parseFreshnessState,
   walkTimeline,
 } from '../../core/freshness-state.ts';
@@ -70,5 +73,35 @@ describe('parseFreshnessState', () => {
     expect(() => parseFreshnessState('{"format":"other"}', 'pipeline/freshness/c.json')).toThrow(
       /invalid freshness state pipeline\/freshness\/c.json: .*delete it and the next run walks the archive again/,
     );
+  });
+});
+
+describe('the verification reports read', () => {
+  const at = (iso: string) => new Date(iso);
+  it("reads again only what was stored in or after the mark's second and not read in it", () => {
+    const listed = [
+      { key: 'verify/c/a.json', lastModified: at('2026-11-01T00:00:05.000Z') },
+      { key: 'verify/c/b.json', lastModified: at('2026-11-01T00:00:07.000Z') },
+    ];
+    const state = advanceReports(EMPTY_FRESHNESS_STATE, listed, NOW);
+    expect(state.reports).toEqual({ second: '2026-11-01T00:00:07.000Z', keys: ['verify/c/b.json'] });
+    expect(listed.map((o) => isUnreadReport(state, o))).toEqual([false, false]);
+    // Stored in the same second as the mark but listed only now: read.
+    expect(
+      isUnreadReport(state, { key: 'verify/c/c.json', lastModified: at('2026-11-01T00:00:07.400Z') }),
+    ).toBe(true);
+    expect(
+      isUnreadReport(state, { key: 'verify/c/d.json', lastModified: at('2026-11-01T00:00:06.000Z') }),
+    ).toBe(false);
+  });
+
+  it('does not move the mark past a report that has not settled', () => {
+    const state = advanceReports(
+      EMPTY_FRESHNESS_STATE,
+      [{ key: 'verify/c/a.json', lastModified: FRESH }],
+      NOW,
+    );
+    expect(state.reports).toBeUndefined();
+    expect(parseFreshnessState(JSON.stringify(state), 'x')).toEqual(state);
   });
 });

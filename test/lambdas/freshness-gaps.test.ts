@@ -33,15 +33,19 @@ const segment = (n: number) => walSegmentFileNameFromNumber(1, n);
 /** Every key stored so far has settled by then. */
 const settledNow = () => new Date(Date.now() + SETTLE_MS + 60_000);
 
-async function putWal(numbers: readonly number[]): Promise<void> {
-  for (let i = 0; i < numbers.length; i += 50)
+/** Stores WAL files (segments, `.history`, `.partial`) by name, as wal-push keys them. */
+async function putWalFiles(names: readonly string[]): Promise<void> {
+  for (let i = 0; i < names.length; i += 50)
     await Promise.all(
-      numbers.slice(i, i + 50).map((n) => {
-        const name = segment(n);
-        return ingest.storage.put(walKey(CLUSTER, name, sha256(name)), Readable.from([Buffer.from(name)]));
-      }),
+      names
+        .slice(i, i + 50)
+        .map((name) =>
+          ingest.storage.put(walKey(CLUSTER, name, sha256(name)), Readable.from([Buffer.from(name)])),
+        ),
     );
 }
+
+const putWal = (numbers: readonly number[]) => putWalFiles(numbers.map(segment));
 
 async function putManifest(manifest: Manifest): Promise<void> {
   const body = Buffer.from(`backup ${manifest.backupId}`);
@@ -89,11 +93,12 @@ function metric(metrics: readonly MetricValue[], name: string): number | undefin
   return metrics.find((m) => m.name === name && m.dimensions.Cluster === CLUSTER)?.value;
 }
 
-/** A freshness run at `now`, with the LIST requests it made. */
-async function measure(now: Date): Promise<{ metrics: MetricValue[]; lists: number }> {
-  const before = proxy.counts.lists;
+/** A freshness run at `now`, with the LIST and GET requests it made. */
+async function measure(now: Date): Promise<{ metrics: MetricValue[]; lists: number; gets: number }> {
+  const lists = proxy.counts.lists;
+  const gets = proxy.operations.GET ?? 0;
   const { metrics } = await measureFreshness(env, locations, now);
-  return { metrics, lists: proxy.counts.lists - before };
+  return { metrics, lists: proxy.counts.lists - lists, gets: (proxy.operations.GET ?? 0) - gets };
 }
 
 beforeAll(async () => {
@@ -121,8 +126,8 @@ describe('freshness: the gaps in the WAL archive', () => {
   it('a segment missing inside the window shows as 1 gap; one before the oldest base backup does not count', async () => {
     const first = await measure(settledNow());
     expect(metric(first.metrics, 'ArchiveGaps')).toBe(1);
-    // The first run walks the whole timeline once: two pages of WAL.
-    expect(first.lists).toBeGreaterThanOrEqual(5);
+    // The first run walks the whole archive once: manifests/, two pages of WAL, the reports.
+    expect(first.lists).toBe(4);
     const state = JSON.parse(await text(await ingest.storage.get(freshnessStateKey(CLUSTER))));
     expect(state.wal['00000001'].gaps).toEqual([
       { from: segment(2), to: segment(2), missingSegments: 1 },
@@ -134,16 +139,17 @@ describe('freshness: the gaps in the WAL archive', () => {
   it('a later run with nothing new keeps the gap and lists only after its state', async () => {
     const again = await measure(settledNow());
     expect(metric(again.metrics, 'ArchiveGaps')).toBe(1);
-    // manifests/ after the state, the timelines (one delimiter listing), timeline 1 after the
-    // state (one page, empty), and the verification reports: 4, whatever the archive holds.
-    expect(again.lists).toBe(4);
+    // manifests/ after the state, wal/ after the newest timeline's cursor (one page, empty), and
+    // the verification reports: 3, whatever the archive holds; one GET, the state itself.
+    expect(again.lists).toBe(3);
+    expect(again.gets).toBe(1);
   });
 
   it('a new segment after the gap does not hide it; a new gap adds to it once its neighbours settle', async () => {
     await putWal([SEGMENTS + 1]);
     const after = await measure(settledNow());
     expect(metric(after.metrics, 'ArchiveGaps')).toBe(1);
-    expect(after.lists).toBe(4);
+    expect(after.lists).toBe(3);
 
     // SEGMENTS + 2 is missing. Not yet settled: it may still come from a parallel push.
     await putWal([SEGMENTS + 3]);
@@ -195,6 +201,34 @@ describe('freshness: the gaps in the WAL archive', () => {
     expect(metric(again.metrics, 'NewestDumpAgeSeconds')).toBe(
       (now.getTime() - Date.parse('2026-11-21T01:05:00.000Z')) / 1000,
     );
-    expect(again.lists).toBe(4);
+    expect(again.lists).toBe(3);
+  });
+
+  it('a new timeline is found by the same one WAL listing and walked after the old one', async () => {
+    // Promotion after SEGMENTS + 5: the old timeline's partial segment, the new one's history file
+    // and its first segments. None of them is a gap.
+    const onTwo = (n: number) => walSegmentFileNameFromNumber(2, n);
+    const first = SEGMENTS + 6;
+    await putWalFiles([`${segment(first)}.partial`, '00000002.history', onTwo(first), onTwo(first + 1)]);
+    const switched = await measure(settledNow());
+    expect(switched.lists).toBe(3);
+    expect(metric(switched.metrics, 'ArchiveGaps')).toBe(2);
+    const state = async () => JSON.parse(await text(await ingest.storage.get(freshnessStateKey(CLUSTER))));
+    const after = await state();
+    expect(after.wal['00000001'].lastSegment).toBe(segment(SEGMENTS + 5));
+    expect(after.wal['00000002']).toMatchObject({
+      oldestSegment: onTwo(first),
+      lastSegment: onTwo(first + 1),
+      gaps: [],
+    });
+
+    // The next run lists after timeline 2's cursor only, and still sees a gap on it.
+    await putWalFiles([onTwo(first + 3)]);
+    const later = await measure(settledNow());
+    expect(later.lists).toBe(3);
+    expect((await state()).wal['00000002']).toMatchObject({
+      lastSegment: onTwo(first + 3),
+      gaps: [{ from: onTwo(first + 2), to: onTwo(first + 2), missingSegments: 1 }],
+    });
   });
 });
