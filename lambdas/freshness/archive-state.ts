@@ -25,7 +25,7 @@ import {
   verifyReportPrefix,
   walPrefix,
 } from '../../core/keys.ts';
-import type { ListedKey } from '../../core/replication-cursor.ts';
+import { type ListedKey, SETTLE_MS } from '../../core/replication-cursor.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { ObjectNotFoundError } from '../../storage/storage.ts';
 import { readVerifyReport } from '../../storage/verify-reports.ts';
@@ -79,11 +79,16 @@ export async function updateFreshnessState(
   return { ...next, wal: await walkWal(ingest, cluster, next.wal, now) };
 }
 
+/** How long after a timeline last stored WAL it is listed again, for its last segments to settle. */
+const OPEN_MS = 2 * SETTLE_MS;
+
 /**
  * The timelines' states once the WAL after them has been walked: one listing of the whole `wal/`
- * prefix after the newest timeline's cursor. Keys sort by timeline, so it also finds any newer
- * timeline. An older timeline is not listed again: its WAL ended when the next one began, so a
- * segment stored late on it is not seen and its gaps stay as last judged (the conservative side).
+ * prefix. Keys sort by timeline, so a listing after one timeline's cursor also finds every newer
+ * timeline. It starts after the cursor of the oldest timeline that stored anything in the last
+ * {@link OPEN_MS} (its last segments may not have settled when the next timeline began), else
+ * after the newest timeline's: a timeline that stored nothing for that long is not listed again,
+ * and a segment stored on it later still is not seen (its gaps stay as last judged).
  */
 async function walkWal(
   ingest: Location,
@@ -92,16 +97,23 @@ async function walkWal(
   now: Date,
 ): Promise<FreshnessState['wal']> {
   const prefix = walPrefix(cluster);
-  const newest = Object.keys(timelines).sort().at(-1);
-  const startAfter =
-    newest === undefined ? undefined : (timelines[newest]?.after ?? walPrefix(cluster, newest));
+  const known = Object.keys(timelines).sort();
+  const open = known.find((t) => {
+    const stored = timelines[t]?.newestStoredAt;
+    return stored !== undefined && now.getTime() - Date.parse(stored) < OPEN_MS;
+  });
+  const first = open ?? known.at(-1);
+  const startAfter = first === undefined ? undefined : (timelines[first]?.after ?? walPrefix(cluster, first));
   const byTimeline = new Map<string, ListedKey[]>();
-  if (newest !== undefined) byTimeline.set(newest, []);
+  for (const timeline of known.filter((t) => first !== undefined && t >= first)) byTimeline.set(timeline, []);
   for await (const object of listFrom(ingest, prefix, startAfter)) {
     // As a delimiter listing of timelines would: only `wal/<8 hex digits>/` holds a timeline's WAL
     // (its segments, `.history` and `.partial` files, which walkTimeline tells apart).
     const timeline = /^([0-9A-F]{8})\//.exec(object.key.slice(prefix.length))?.[1];
     if (timeline === undefined) continue;
+    // A newer timeline's keys its own cursor has passed, listed again from an older one's.
+    const after = timelines[timeline]?.after;
+    if (after !== undefined && object.key <= after) continue;
     const keys = byTimeline.get(timeline) ?? [];
     keys.push(object);
     byTimeline.set(timeline, keys);

@@ -222,7 +222,7 @@ describe('freshness: the gaps in the WAL archive', () => {
       gaps: [],
     });
 
-    // The next run lists after timeline 2's cursor only, and still sees a gap on it.
+    // The next run lists with one WAL listing again, and still sees a gap on timeline 2.
     await putWalFiles([onTwo(first + 3)]);
     const later = await measure(settledNow());
     expect(later.lists).toBe(3);
@@ -230,5 +230,21 @@ describe('freshness: the gaps in the WAL archive', () => {
       lastSegment: onTwo(first + 3),
       gaps: [{ from: onTwo(first + 2), to: onTwo(first + 2), missingSegments: 1 }],
     });
+
+    // Timeline 3 begins while timeline 2's last segments have not settled (one is missing): the
+    // run after they settle still lists from timeline 2's cursor, and finds the gap there.
+    const onThree = (n: number) => walSegmentFileNameFromNumber(3, n);
+    await putWalFiles([onTwo(first + 4), onTwo(first + 6), '00000003.history', onThree(first + 7)]);
+    await measure(new Date());
+    const settled = await measure(settledNow());
+    expect(settled.lists).toBe(3);
+    const timelines = (await state()).wal;
+    expect(timelines['00000002']).toMatchObject({ lastSegment: onTwo(first + 6) });
+    expect(timelines['00000002'].gaps).toContainEqual({
+      from: onTwo(first + 5),
+      to: onTwo(first + 5),
+      missingSegments: 1,
+    });
+    expect(timelines['00000003']).toMatchObject({ lastSegment: onThree(first + 7) });
   });
 });
