@@ -60,6 +60,19 @@ export function isTargetTaken(error: unknown): boolean {
   return e?.name === 'PreconditionFailed' || e?.$metadata?.httpStatusCode === 412;
 }
 
+/**
+ * The provider's full-object SHA-256 (hex) in a HEAD's or GET's answer to `ChecksumMode: 'ENABLED'`;
+ * undefined when it computed none, or only a checksum of checksums (a multipart upload's
+ * COMPOSITE), which no hash of the bytes can be compared with.
+ */
+export function providerSha256Of(answer: {
+  readonly ChecksumSHA256?: string;
+  readonly ChecksumType?: string;
+}): string | undefined {
+  if (!answer.ChecksumSHA256 || answer.ChecksumType === 'COMPOSITE') return undefined;
+  return Buffer.from(answer.ChecksumSHA256, 'base64').toString('hex');
+}
+
 /** The object as a URL, for messages. */
 export function where(object: S3ObjectRef): string {
   return `s3://${object.bucket}/${object.key}`;

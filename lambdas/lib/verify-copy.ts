@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
-import { isNotFound, type S3ObjectRef } from './s3-object.ts';
+import { isNotFound, providerSha256Of, type S3ObjectRef } from './s3-object.ts';
 
 export { isNotFound, type SdkError } from './s3-object.ts';
 
@@ -68,11 +68,8 @@ export async function verifyCopy(
   if (expected.sha256 === undefined) return { status: 'ok', sizeBytes: actualSizeBytes, method: 'size-only' };
 
   // A provider that computed a full-object SHA-256 at upload saves the read.
-  if (head.ChecksumSHA256 && head.ChecksumType !== 'COMPOSITE') {
-    const providerSha256 = Buffer.from(head.ChecksumSHA256, 'base64').toString('hex');
-    if (providerSha256 === expected.sha256) {
-      return { status: 'ok', sizeBytes: actualSizeBytes, method: 'provider-checksum' };
-    }
+  if (providerSha256Of(head) === expected.sha256) {
+    return { status: 'ok', sizeBytes: actualSizeBytes, method: 'provider-checksum' };
   }
 
   let body: Readable;

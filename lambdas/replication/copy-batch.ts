@@ -15,7 +15,7 @@ import {
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { verifyCopy } from '../lib/verify-copy.ts';
 import { readStoredPlan } from './cursors.ts';
-import { expectations, headIngest } from './ingest-objects.ts';
+import { expectations, headIngest, type IngestObject } from './ingest-objects.ts';
 import type { CopyBatch, CopyBatchInput, CopyBatchOutput, LargeObject } from './types.ts';
 import { type BundleCandidate, bundleChunks, checkPresentMember, writeWalBundle } from './wal-bundle-copy.ts';
 
@@ -105,6 +105,10 @@ async function copyClusterBatch(
     batch.firstKey > batch.lastKey
   )
     throw new Error(`batch range ${batch.firstKey} .. ${batch.lastKey} is not inside ${prefix}`);
+  if (batch.listing && batch.listing.sizes.length !== batch.keys?.length)
+    throw new Error(
+      `batch of ${batch.cluster} has ${batch.listing.sizes.length} listed sizes for ${batch.keys?.length ?? 0} keys; the planner gives one size (or null) per key it names`,
+    );
   const tuning = copyTuning(env);
   const runtimeTarget = findTarget(env, input.target);
   const target = await locations.target(runtimeTarget);
@@ -134,15 +138,26 @@ async function copyClusterBatch(
     return wal !== undefined && (through === undefined || key > through);
   };
   let waiting = 0;
-  async function* named(keys: readonly string[]) {
-    for (const key of keys) {
+  // A settled segment whose size the plan's listing gave goes into the bundle without a HEAD: the
+  // GET that reads it checks its length and the provider's checksum (./wal-bundle-copy.ts).
+  const oldestListed = batch.listing ? new Date(batch.listing.oldest) : undefined;
+  const listedSize = (i: number) => (bundling ? (batch.listing?.sizes[i] ?? undefined) : undefined);
+  async function* named(keys: readonly string[]): AsyncIterable<IngestObject> {
+    for (const [i, key] of keys.entries()) {
       if (!key.startsWith(prefix)) throw new Error(`batch key ${key} is not inside ${prefix}`);
       if (waits(key)) {
         logDecision('left for a later bundle', { cluster: batch.cluster, key });
         waiting += 1;
         continue;
       }
-      // One HEAD gives the size and the provider's checksum (expectations needs no second one).
+      const sizeBytes = listedSize(i);
+      if (sizeBytes !== undefined && oldestListed && isBundleableWalKey(key)) {
+        // A failed bundle is dated by the oldest segment listed: its lag shows a little more, never less.
+        yield { key, sizeBytes, lastModified: oldestListed, listed: true };
+        continue;
+      }
+      // Otherwise (a plan made without sizes, or a key not listed) one HEAD gives the size and the
+      // provider's checksum (expectations needs no second one).
       // A 404 is asked again through the driver, which tells a missing bucket (thrown) from a
       // missing key.
       const object =
@@ -193,7 +208,11 @@ async function copyClusterBatch(
           object.key,
           `ingest holds ${object.key}, a WAL bundle key: only the pipeline writes bundles, and only at targets, so the host wrote it; it is not copied: remove it from ingest and find out who wrote it`,
         );
-      const expected = await expectedOf(object, verify);
+      // A listed size is checked by the GET that reads the bytes into the bundle (its only use).
+      const expected =
+        'listed' in object && object.listed
+          ? { sizeBytes: object.sizeBytes }
+          : await expectedOf(object, verify);
       const wal = bundles && isBundleableWalKey(object.key) ? walNameOfKey(object.key) : undefined;
       if (bundles && wal) {
         if (bundling) {

@@ -189,6 +189,8 @@ export async function listTimelines(ingest: Location, cluster: string): Promise<
 /** An object the hot path found new, with the size to copy (ingest's listing or the manifest). */
 export interface NewObject extends ListedKey {
   readonly sizeBytes: number;
+  /** The size is from ingest's listing, not from a manifest a host wrote. */
+  readonly listed?: true;
 }
 
 export interface NewWork {
@@ -258,7 +260,7 @@ export async function findNewWork(
         truncated = true;
         break;
       }
-      objects.push(object);
+      objects.push({ ...object, listed: true });
       handled.push(object);
     }
     wal[timeline] = advanceStream(cursor.wal[timeline], handled, now, false);

@@ -1,18 +1,25 @@
 /**
  * What a copy of an ingest object must match, and the reads of ingest that tell it: one HEAD for
  * the size and the provider's checksum, the manifest's entry for a backup object, and a streamed
- * sha256 when nothing else vouches (see ./copy-batch.ts).
+ * sha256 when nothing else vouches (see ./copy-batch.ts); and the GET that reads a bundle member
+ * whose size the plan's own listing gave, which brings the provider's checksum along instead.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { GetObjectCommand, HeadObjectCommand, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  HeadObjectCommand,
+  type HeadObjectCommandOutput,
+} from '@aws-sdk/client-s3';
 import { isBackupId, manifestKey } from '../../core/keys.ts';
 import type { ValidatedManifest } from '../../core/manifest.ts';
 import { isStoredManifest, readManifestOrReject } from '../../storage/manifests.ts';
 import { type ObjectInfo, ObjectNotFoundError } from '../../storage/storage.ts';
 import type { Location } from '../lib/locations.ts';
-import { objectIn, type S3ObjectRef, SourceChangedError } from '../lib/s3-copy.ts';
+import { CopyIntegrityError, objectIn, type S3ObjectRef, SourceChangedError } from '../lib/s3-copy.ts';
+import { providerSha256Of, where } from '../lib/s3-object.ts';
 import { type ExpectedObject, isNotFound } from '../lib/verify-copy.ts';
 
 /** The backup id in a backup object's key (`…/base/<id>/…`, `…/logical/<db>/<id>/…`), if any. */
@@ -35,6 +42,11 @@ async function sha256Of(object: S3ObjectRef): Promise<string> {
 export interface IngestObject extends ObjectInfo {
   /** Looked up: the provider's sha256, or `null` when it computed none. Absent: not looked up yet. */
   readonly providerSha256?: string | null;
+  /**
+   * `sizeBytes` is what the plan's own listing of ingest gave (never a host-written object): nothing
+   * was asked of ingest yet, and the GET that reads the bytes checks them ({@link readIngest}).
+   */
+  readonly listed?: true;
 }
 
 /**
@@ -51,13 +63,67 @@ export async function headIngest(object: S3ObjectRef, key: string): Promise<Inge
     if (isNotFound(error)) return undefined;
     throw error;
   }
-  const full = head.ChecksumSHA256 && head.ChecksumType !== 'COMPOSITE';
   return {
     key,
     sizeBytes: head.ContentLength ?? 0,
     lastModified: head.LastModified ?? new Date(0),
-    providerSha256: full ? Buffer.from(head.ChecksumSHA256 as string, 'base64').toString('hex') : null,
+    providerSha256: providerSha256Of(head) ?? null,
   };
+}
+
+/** The bytes of an ingest object as {@link readIngest} read them. */
+export interface IngestRead {
+  readonly body: AsyncIterable<Buffer>;
+  /** The provider's full-object SHA-256 (hex) from the GET's own answer; undefined when it has none. */
+  readonly providerSha256?: string;
+}
+
+/**
+ * One GET of the ingest object `key` that also asks for the provider's checksum, so no HEAD is
+ * needed first. Its length must be `sizeBytes` (what it was listed with), else a
+ * SourceChangedError before any byte is read; a missing object is one too (the next run lists
+ * again). The caller hashes the bytes and compares them with `providerSha256`.
+ */
+export async function readIngest(object: S3ObjectRef, key: string, sizeBytes: number): Promise<IngestRead> {
+  let answer: GetObjectCommandOutput;
+  try {
+    answer = await object.client.send(
+      new GetObjectCommand({ Bucket: object.bucket, Key: object.key, ChecksumMode: 'ENABLED' }),
+    );
+  } catch (error) {
+    if (isNotFound(error))
+      throw new SourceChangedError(
+        `ingest ${key} is gone since it was listed (${where(object)}); nothing was written, the next run lists again`,
+        { cause: error },
+      );
+    throw error;
+  }
+  const body = answer.Body as Readable;
+  if (answer.ContentLength !== sizeBytes) {
+    body.destroy();
+    throw new SourceChangedError(
+      `ingest ${key} is ${answer.ContentLength} bytes, but was listed with ${sizeBytes}: it changed since; nothing was written, the next run lists it again`,
+    );
+  }
+  const providerSha256 = providerSha256Of(answer);
+  return { body: sdkChecked(body, key), ...(providerSha256 ? { providerSha256 } : {}) };
+}
+
+/**
+ * The SDK checks the provider's checksum too when it is asked for (`ChecksumMode`), and fails the
+ * stream at its end on a mismatch with a plain Error: reported as the integrity failure it is.
+ */
+async function* sdkChecked(body: Readable, key: string): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of body) yield chunk as Buffer;
+  } catch (error) {
+    if (error instanceof Error && error.message.startsWith('Checksum mismatch'))
+      throw new CopyIntegrityError(
+        `ingest ${key} read with other bytes than its provider's checksum (${error.message}); nothing was written, the next run copies it again`,
+        { cause: error },
+      );
+    throw error;
+  }
 }
 
 /** Finds what each object must match: the manifest's entry for backup objects (manifests read once each). */

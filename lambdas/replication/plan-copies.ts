@@ -20,6 +20,7 @@
 import { backupIdOfManifestKey, clusterOfKey, clusterPrefix } from '../../core/keys.ts';
 import type { ClusterCursor, TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { isBundleableWalKey } from '../../core/wal-bundle.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { logDecision, withTargetLog } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
@@ -39,7 +40,13 @@ import {
 import { MAX_MANIFESTS_PER_RUN, noteMissing, type Plan, reconcileCluster } from './plan-reconcile.ts';
 import { passable, planTargets, trustViolationsOf } from './plan-targets.ts';
 import { abortStaleUploads } from './stale-uploads.ts';
-import type { PlanCopiesInput, PlanCopiesOutput, PlanStepInput, PlanTargetsOutput } from './types.ts';
+import type {
+  CopyBatch,
+  PlanCopiesInput,
+  PlanCopiesOutput,
+  PlanStepInput,
+  PlanTargetsOutput,
+} from './types.ts';
 
 /** A plan is copied by the plan step itself only up to this many bytes: well inside its timeout. */
 const INLINE_COPY_BYTES = 256 * 1024 * 1024;
@@ -55,6 +62,23 @@ function bundleThrough(next: ClusterCursor): Record<string, string> {
   return through;
 }
 
+/**
+ * For a batch that bundles: the size ingest's listing gave each WAL segment of `keys` (the bundle
+ * key's digest needs the members' lengths before any byte is read, and the listing has them, so
+ * no HEAD is needed); undefined when none has one. A manifest's sizes are a host's word: not taken.
+ */
+function listedSizes(keys: readonly string[], byKey: ReadonlyMap<string, NewObject>): CopyBatch['listing'] {
+  let oldest: Date | undefined;
+  const sizes: (number | null)[] = [];
+  for (const key of keys) {
+    const object = byKey.get(key);
+    const listed = object?.listed === true && isBundleableWalKey(key);
+    sizes.push(listed ? object.sizeBytes : null);
+    if (listed && (oldest === undefined || object.lastModified < oldest)) oldest = object.lastModified;
+  }
+  return oldest ? { sizes, oldest: oldest.toISOString() } : undefined;
+}
+
 /** The hot path's new objects of one cluster as batches naming their keys. */
 function batchNewObjects(
   plan: Plan,
@@ -65,15 +89,18 @@ function batchNewObjects(
 ): void {
   const byKey = new Map(objects.map((o) => [o.key, o]));
   const keys = [...byKey.keys()].sort();
+  const through = bundleThrough && Object.keys(bundleThrough).length > 0 ? bundleThrough : undefined;
   for (let i = 0; i < keys.length; i += batchSize) {
     const chunk = keys.slice(i, i + batchSize);
+    const listing = through ? listedSizes(chunk, byKey) : undefined;
     plan.batches.push({
       cluster,
       firstKey: chunk[0] as string,
       lastKey: chunk[chunk.length - 1] as string,
       count: chunk.length,
       keys: chunk,
-      ...(bundleThrough && Object.keys(bundleThrough).length > 0 ? { bundleThrough } : {}),
+      ...(through ? { bundleThrough: through } : {}),
+      ...(listing ? { listing } : {}),
     });
   }
   for (const object of byKey.values()) noteMissing(plan, object);

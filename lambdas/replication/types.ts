@@ -18,6 +18,17 @@ export const CopyBatchSchema = z.object({
    * segments up to it are settled and go into one bundle; those after it wait for a later run.
    */
   bundleThrough: z.record(z.string().regex(/^[0-9A-F]{8}$/), key).optional(),
+  /**
+   * For a target with WAL bundles: the size the plan's own listing of ingest gave each of `keys`
+   * (null where it has none from there, e.g. a manifest's objects), so a bundle member costs no
+   * HEAD; `oldest`, the oldest LastModified listed among them, dates a failed bundle.
+   */
+  listing: z
+    .object({
+      sizes: z.array(z.number().int().nonnegative().nullable()),
+      oldest: z.iso.datetime(),
+    })
+    .optional(),
 });
 export const PlanCopiesInputSchema = z.object({
   target: z.string().min(1),
@@ -182,6 +193,8 @@ export interface CopyBatch {
   readonly keys?: string[];
   /** Per timeline, the last WAL key to bundle (targets with WAL bundles; see the schema). */
   readonly bundleThrough?: Record<string, string>;
+  /** The listed size of each of `keys` that has one, and the oldest listed time (see the schema). */
+  readonly listing?: { readonly sizes: (number | null)[]; readonly oldest: string };
 }
 
 export interface PlanCopiesInput {

@@ -1,8 +1,9 @@
 /**
  * WAL bundles in the copy path (core/wal-bundle.ts; docs/architecture.md, "WAL bundles at
  * targets"). For a target with `walBundles`, the hot path's settled WAL segments of a cluster and
- * timeline go to the target as one object: their bytes are read from ingest and checked as any
- * copy's are (the size ingest lists, and the provider's sha256 when ingest has one), and the
+ * timeline go to the target as one object: their bytes are read from ingest, one GET each, and
+ * checked as any copy's are (the size ingest listed, and the provider's sha256 when ingest has
+ * one, from the GET's own answer: no HEAD first), and the
  * bundle is streamed to its final key in one pass, create-only, then confirmed by a read of its
  * index (a ranged GET of the tail). Nothing a host writes decides what a bundle holds: the planner names the keys,
  * every member is pinned by the sha256 of the bytes read, and a bundle is never replaced (an
@@ -33,9 +34,9 @@ import {
 } from '../../storage/storage.ts';
 import type { ExpectedMembers, LocatedMember, WalBundleStorage } from '../../storage/wal-bundles.ts';
 import type { Location } from '../lib/locations.ts';
-import { CopyIntegrityError, SourceChangedError, TargetConflictError } from '../lib/s3-copy.ts';
+import { CopyIntegrityError, objectIn, SourceChangedError, TargetConflictError } from '../lib/s3-copy.ts';
 import type { ExpectedObject } from '../lib/verify-copy.ts';
-import type { IngestObject } from './ingest-objects.ts';
+import { type IngestObject, readIngest } from './ingest-objects.ts';
 
 /** One member to bundle: the ingest object and what its bytes must match. */
 export interface BundleCandidate {
@@ -83,22 +84,30 @@ export async function writeWalBundle(
   const membersBytes = lengths.reduce((n, m) => n + m.length, 0);
   async function* body(): AsyncIterable<Buffer> {
     for (const { object, expected } of candidates) {
+      const read = await readIngest(objectIn(ingest.storage, object.key), object.key, expected.sizeBytes);
       const hash = createHash('sha256');
       let size = 0;
-      for await (const chunk of await ingest.storage.get(object.key)) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
+      for await (const chunk of read.body) {
+        hash.update(chunk);
+        size += chunk.length;
         if (size > expected.sizeBytes) break;
-        yield chunk as Buffer;
+        yield chunk;
       }
       const sha256 = hash.digest('hex');
       if (size !== expected.sizeBytes)
         throw new SourceChangedError(
           `ingest ${object.key} read as ${size > expected.sizeBytes ? 'more than' : ''} ${size} bytes, but was listed with ${expected.sizeBytes}; the next run lists it again`,
         );
-      if (expected.sha256 !== undefined && sha256 !== expected.sha256)
+      // A plan without sizes brings a HEAD's checksum; the GET's own answer is checked in any case.
+      const mismatch =
+        expected.sha256 !== undefined && sha256 !== expected.sha256
+          ? `${expected.sha256} was expected`
+          : read.providerSha256 !== undefined && sha256 !== read.providerSha256
+            ? `ingest's checksum for it is ${read.providerSha256}`
+            : undefined;
+      if (mismatch)
         throw new CopyIntegrityError(
-          `ingest ${object.key} read with sha256 ${sha256}, but ${expected.sha256} was expected; nothing was written, the next run copies it again`,
+          `ingest ${object.key} read with sha256 ${sha256}, but ${mismatch}; nothing was written, the next run copies it again`,
         );
       hashes.push(sha256);
     }

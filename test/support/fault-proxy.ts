@@ -8,7 +8,8 @@
  * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
  *   S3 would refuse),
  * - truncates a response body after N bytes,
- * - flips a bit of a request body on its way (same length: only a body checksum can tell).
+ * - flips a bit of a request body on its way (same length: only a body checksum can tell),
+ * - adds headers to an answer (a provider's checksum, which s3rver does not compute).
  *
  * Which requests a fault hits is drawn from a seeded generator, so a failing run can be replayed
  * with the seed it printed. Counts of what was injected are kept for the test to report.
@@ -35,6 +36,8 @@ export interface Faults {
   readonly truncateResponseAfterBytes?: number;
   /** Flip the lowest bit of the request body's first byte on the way to the server. */
   readonly corruptRequestBody?: boolean;
+  /** Add these headers to the server's answer (e.g. `x-amz-checksum-sha256`). */
+  readonly responseHeaders?: Readonly<Record<string, string>>;
 }
 
 export interface FaultCounts {
@@ -141,7 +144,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
         headers: { ...req.headers, host: upstream.host },
       },
       (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...active.responseHeaders });
         const limit = active.truncateResponseAfterBytes;
         if (limit === undefined) {
           answer.pipe(res);
