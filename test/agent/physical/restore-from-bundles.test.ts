@@ -42,7 +42,7 @@ const bundleKeys: string[] = [];
 beforeAll(async () => {
   useS3rverCredentials();
   h = await makeHarness('bundled');
-  provider = await startS3Server({ buckets: ['offsite', 'tampered'] });
+  provider = await startS3Server({ buckets: ['ingest', 'offsite', 'tampered'] });
 });
 
 afterAll(async () => {
@@ -53,10 +53,15 @@ afterAll(async () => {
 
 /** What replication does at a target with WAL bundles: segments in bundles, the rest one object each. */
 async function replicate(bucket: string): Promise<void> {
-  const ingestStorage = openStorage(`file://${h.repoDir}`);
+  // The agent wrote to a file:// repository; ingest is S3 in production, and the writer reads it
+  // with S3 requests: the objects go to an s3rver ingest first (once).
+  const repository = openStorage(`file://${h.repoDir}`);
+  const ingestStorage = s3rverStorage(provider.endpoint, 'ingest');
+  for await (const object of repository.list(''))
+    if (!(await ingestStorage.head(object.key)))
+      await ingestStorage.put(object.key, await repository.get(object.key));
   const target = s3rverStorage(provider.endpoint, bucket);
-  // The writer reads ingest and writes the target through the Storage interface only.
-  const ingest = { name: 'ingest', storage: ingestStorage } as unknown as Location;
+  const ingest = { name: 'ingest', storage: ingestStorage } as Location;
   const offsite = { name: bucket, storage: target } as Location;
   const segments: ObjectInfo[] = [];
   for await (const object of ingestStorage.list('')) {
