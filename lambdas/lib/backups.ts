@@ -48,26 +48,21 @@ export async function clusterBackups(
   // A WAL bundle at a target (core/wal-bundle.ts) is one file named by its last segment: the
   // planner deletes it only when that segment, and so every member, precedes what must be kept.
   // Retention never rewrites a bundle, and needs no read of its index.
-  for await (const object of at.storage.list(walBundlesPrefix(cluster))) {
-    const bundle = parseWalBundleKey(object.key);
-    if (bundle)
-      walFiles.push({
-        key: object.key,
-        walFileName: bundle.last,
-        time: object.lastModified,
-        sizeBytes: object.sizeBytes,
-      });
-  }
-  for await (const object of at.storage.list(walPrefix(cluster))) {
-    const wal = parseWalKey(object.key);
-    if (wal)
-      walFiles.push({
-        key: object.key,
-        walFileName: wal.walFileName,
-        time: object.lastModified,
-        sizeBytes: object.sizeBytes,
-      });
-  }
+  const walNamed: [string, (key: string) => string | undefined][] = [
+    [walBundlesPrefix(cluster), (key) => parseWalBundleKey(key)?.last],
+    [walPrefix(cluster), (key) => parseWalKey(key)?.walFileName],
+  ];
+  for (const [prefix, walFileNameOf] of walNamed)
+    for await (const object of at.storage.list(prefix)) {
+      const walFileName = walFileNameOf(object.key);
+      if (walFileName)
+        walFiles.push({
+          key: object.key,
+          walFileName,
+          time: object.lastModified,
+          sizeBytes: object.sizeBytes,
+        });
+    }
   return { backups, walFiles, rejected };
 }
 
