@@ -27,8 +27,6 @@ exit codes: ${describeExitCodes()}
 `;
 }
 
-export { exitCodeFor } from './exit-codes.ts';
-
 export async function main(line: CommandLine, io: CommandIo): Promise<ExitCodeValue> {
   const [name, ...rest] = line.args;
   if (!name || name === 'help' || name === '--help' || name === '-h') {

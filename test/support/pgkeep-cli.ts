@@ -27,6 +27,11 @@ export function startPgkeep(
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return { child, result: outputOf(child) };
+}
+
+/** What a child started with piped stdout and stderr printed, once it has exited. */
+export function outputOf(child: ChildProcess): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -35,11 +40,10 @@ export function startPgkeep(
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
   });
-  const result = new Promise<CliResult>((resolvePromise, reject) => {
+  return new Promise<CliResult>((resolvePromise, reject) => {
     child.once('error', reject);
     child.once('close', (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
   });
-  return { child, result };
 }
 
 export async function runPgkeep(

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { archiveCommandLine } from '../../../agent/wal/spool.ts';
 import { makeServerDir, PG_BIN, type PgCluster } from '../../support/pg-cluster.ts';
-import { type CliResult, NODE, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
+import { type CliResult, NODE, outputOf, PGKEEP_BUNDLE } from '../../support/pgkeep-cli.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -86,24 +86,14 @@ export async function makeHarness(
     archiveCommand,
     archiveCommandWith,
     pgkeep: (args, env = {}, cwd = dir) =>
-      new Promise<CliResult>((resolve, reject) => {
-        const child = spawn(NODE, [PGKEEP_BUNDLE, ...args], {
+      outputOf(
+        spawn(NODE, [PGKEEP_BUNDLE, ...args], {
           ...(user ?? {}),
           cwd,
           env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PGKEEP_CONFIG: configPath, ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d: Buffer) => {
-          stdout += d.toString();
-        });
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-        });
-        child.once('error', reject);
-        child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-      }),
+        }),
+      ),
   };
 }
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../../agent/exit-codes.ts';
 import { archiveCommandLine } from '../../../agent/wal/spool.ts';
-import { type CliResult, NODE, PROJECT_ROOT } from '../../support/pgkeep-cli.ts';
+import { type CliResult, NODE, outputOf, PROJECT_ROOT } from '../../support/pgkeep-cli.ts';
 import { walSegment } from '../../support/wal-segment.ts';
 import { type Harness, makeHarness } from './harness.ts';
 
@@ -32,24 +32,14 @@ async function walFile(name: string, content: Buffer): Promise<void> {
 
 /** Runs `command` with sh in the data directory as the server's user, as PostgreSQL runs archive_command. */
 function sh(command: string, env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', command], {
+  return outputOf(
+    spawn('sh', ['-c', command], {
       ...(h.user ?? {}),
       cwd: dataDir,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+    }),
+  );
 }
 
 /** The archive_command line for WAL file `name`, with %p and %f expanded as PostgreSQL does. */
