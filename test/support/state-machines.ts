@@ -257,6 +257,12 @@ export interface Execution {
   readonly statesEntered: string[];
   /** The largest payload the run passed (state input or output, Lambda input or result) and where. */
   readonly largestPayload: { readonly bytes: number; readonly where: string };
+  /**
+   * What a log of every event with execution data carries: the events (the local runner's, plus the
+   * three AWS logs per Task invocation: scheduled, started, succeeded) and the bytes of the data in
+   * them (the execution's input and output, every state's input and output, every task's input and result).
+   */
+  readonly logged: { readonly events: number; readonly dataBytes: number };
 }
 
 /**
@@ -312,13 +318,20 @@ export async function runStateMachine(
   const name = `local-${randomUUID()}`;
   let abort = () => {};
   const watch = new PayloadWatch(() => abort());
+  const logged = { events: 0, dataBytes: 0 };
+  const log = (...values: unknown[]) => {
+    for (const value of values) logged.dataBytes += Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+  };
   // Every Lambda's input (after Parameters) and result, which the event log does not show.
   const handlers = Object.fromEntries(
     Object.entries(localTaskHandlers(machine, bindings)).map(([state, handler]) => [
       state,
       async (value: JsonValue) => {
         if (!watch.check(`input of state "${state}"`, value)) throw new Error('States.DataLimitExceeded');
+        logged.events += 3;
+        log(value);
         const result = await handler(value);
+        log(result);
         if (!watch.check(`result of state "${state}"`, result)) throw new Error('States.DataLimitExceeded');
         return result;
       },
@@ -337,7 +350,14 @@ export async function runStateMachine(
   const statesEntered: string[] = [];
   const collecting = (async () => {
     for await (const event of execution.eventLogs) {
-      const e = event as { type: string; state?: { name: string; input: unknown; output?: unknown } };
+      const e = event as {
+        type: string;
+        input?: unknown;
+        output?: unknown;
+        state?: { name: string; input: unknown; output?: unknown };
+      };
+      logged.events += 1;
+      log(e.input, e.output, e.type === 'StateEntered' ? e.state?.input : e.state?.output);
       if (e.type === 'StateEntered' && e.state) {
         statesEntered.push(e.state.name);
         // Inside a Map, the first state's input is the item (after ItemSelector).
@@ -354,7 +374,7 @@ export async function runStateMachine(
     const output = await execution.result;
     await collecting;
     if (watch.exceeded !== undefined) throw limitExceeded();
-    return { name, output, statesEntered, largestPayload: watch.largest };
+    return { name, output, statesEntered, largestPayload: watch.largest, logged };
   } catch (error) {
     await collecting.catch(() => {});
     if (error instanceof ExecutionFailed) throw error;
