@@ -71,6 +71,7 @@ export class PipelineStack extends Stack {
       expressions: config.schedules,
       bucket,
       replication: this.replication.stateMachine,
+      manifestRuns: this.replication.manifestRuns.stateMachine,
       retention: this.retention.stateMachine,
       verification: this.verification.stateMachine,
       freshness: this.freshness.function.function,
@@ -89,11 +90,16 @@ export class PipelineStack extends Stack {
         retention: this.retention.stateMachine,
         verification: this.verification.stateMachine,
       },
+      manifestRuns: this.replication.manifestRuns.stateMachine,
     });
 
     new CfnOutput(this, 'AlertTopicArn', { value: alertTopic.topicArn });
     new CfnOutput(this, 'ReplicationStateMachineArn', {
       value: this.replication.stateMachine.stateMachineArn,
+    });
+    new CfnOutput(this, 'ReplicationManifestRunsLogGroup', {
+      description: 'runs started by a manifest (an Express state machine) are seen only in this log group',
+      value: this.replication.manifestRuns.logGroupName,
     });
     new CfnOutput(this, 'RetentionStateMachineArn', { value: this.retention.stateMachine.stateMachineArn });
     new CfnOutput(this, 'VerificationStateMachineArn', {

@@ -5,6 +5,7 @@ import {
   consoleUrl,
   type ExecutionDetail,
   lastRuns,
+  manifestRunsNote,
   regionOfArn,
   type StepFunctionsApi,
   startVerification,
@@ -35,7 +36,9 @@ export const pipeline: Command = {
 pgkeep pipeline run verification [--cluster C] [--backup ID] [--source NAME] [--wait]
 
 status: the last runs (default 3) of the replication, retention and verification state machines:
-name, start, status, the output summary and a link to the console.
+name, start, status, the output summary and a link to the console. Replication runs started by a
+manifest are Express executions, which Step Functions does not list: status names the log group
+they are in (the stack output ReplicationManifestRunsLogGroup).
 run verification: starts a restore verification (default: the cluster and source verified longest
 ago, the newest backup); with --wait, follows it to the end: exit 0 verified, 7 not verified.
 The state machine ARNs come from the config's pipeline section (the stack outputs
@@ -68,6 +71,7 @@ PGKEEP_PIPELINE_REPLICATION / _RETENTION / _VERIFICATION; AWS credentials from t
       const runs = await lastRuns(await api(first), machines, limit);
       if (runs.length === 0) context.stdout.write('no runs yet\n');
       for (const run of runs) context.stdout.write(line(run));
+      if (machines.replication) context.stdout.write(`note: ${manifestRunsNote(machines.replication)}\n`);
       return ExitCode.ok;
     }
     if (action === 'run' && what === 'verification') {

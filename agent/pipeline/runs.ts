@@ -3,6 +3,7 @@
  * verification run, following it to the end. Talks to Step Functions through {@link StepFunctionsApi}
  * (sfn-api.ts has the real one, @aws-sdk/client-sfn); never prints, never exits.
  */
+import { manifestRunsStateMachineName, stateMachineLogGroupName } from '../../core/pipeline-names.ts';
 
 export const CAPABILITIES = ['replication', 'retention', 'verification'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
@@ -70,6 +71,22 @@ export function summarize(detail: ExecutionDetail): string {
   if (o?.result?.summary) return o.result.summary.slice(0, 300);
   if (Array.isArray(o?.targets)) return o.targets.map((t) => `${t.target}: ${t.status}`).join(', ');
   return JSON.stringify(output ?? null).slice(0, 300);
+}
+
+/**
+ * Where runs started by a manifest are, which {@link lastRuns} cannot list: they are executions of
+ * an Express machine beside the replication one, and Step Functions keeps no history of those, only
+ * the log group they write every event to.
+ */
+export function manifestRunsNote(replicationStateMachineArn: string): string {
+  regionOfArn(replicationStateMachineArn);
+  const name = replicationStateMachineArn.split(':')[6];
+  if (!name)
+    throw new Error(
+      `"${replicationStateMachineArn}" is not a state machine ARN: use the stack output ReplicationStateMachineArn`,
+    );
+  const logGroup = stateMachineLogGroupName(manifestRunsStateMachineName(name));
+  return `runs started by a manifest are Express executions, not listed here: read them in CloudWatch Logs, log group ${logGroup}`;
 }
 
 /** The last `limit` runs of each configured state machine, newest first. */

@@ -38,6 +38,8 @@ export interface MonitoringProps {
   readonly maxVerificationAgeDays: number;
   readonly topic: sns.ITopic;
   readonly stateMachines: Readonly<Record<'replication' | 'retention' | 'verification', sfn.IStateMachine>>;
+  /** The Express front of replication started by a manifest: its failed and timed-out runs count as replication's. */
+  readonly manifestRuns: sfn.IStateMachine;
 }
 
 /** Resources of per-cluster alarms one nested stack holds: well under CloudFormation's 500. */
@@ -99,17 +101,31 @@ export class Monitoring extends Construct {
         period: Duration.minutes(15),
       });
 
+    const sum = { period: Duration.minutes(5), statistic: 'Sum' };
     for (const [capability, machine] of Object.entries(props.stateMachines)) {
+      const failures: Record<string, cloudwatch.IMetric> = {
+        failed: machine.metricFailed(sum),
+        timedOut: machine.metricTimedOut(sum),
+        aborted: machine.metricAborted(sum),
+      };
+      // An Express execution cannot be aborted; its failures have no console page, only its logs.
+      if (capability === 'replication')
+        Object.assign(failures, {
+          manifestRunFailed: props.manifestRuns.metricFailed(sum),
+          manifestRunTimedOut: props.manifestRuns.metricTimedOut(sum),
+        });
       alarm(`${capability}ExecutionsFailed`, {
-        alarmDescription: `pgkeep: a ${capability} run failed, timed out or was aborted; open the execution in the Step Functions console`,
+        alarmDescription:
+          capability === 'replication'
+            ? 'pgkeep: a replication run failed, timed out or was aborted; open the execution in the Step Functions console, or for a run started by a manifest read the log group of the ReplicationManifestRunsLogGroup output'
+            : `pgkeep: a ${capability} run failed, timed out or was aborted; open the execution in the Step Functions console`,
         metric: new cloudwatch.MathExpression({
           label: `${capability} failed runs`,
-          expression: 'failed + timedOut + aborted',
-          usingMetrics: {
-            failed: machine.metricFailed({ period: Duration.minutes(5), statistic: 'Sum' }),
-            timedOut: machine.metricTimedOut({ period: Duration.minutes(5), statistic: 'Sum' }),
-            aborted: machine.metricAborted({ period: Duration.minutes(5), statistic: 'Sum' }),
-          },
+          // FILL: a metric without data in the period (no run failed that way) counts 0, not "missing".
+          expression: Object.keys(failures)
+            .map((id) => `FILL(${id}, 0)`)
+            .join(' + '),
+          usingMetrics: failures,
           period: Duration.minutes(5),
         }),
         threshold: 1,
@@ -253,6 +269,11 @@ export class Monitoring extends Construct {
             width: 8,
           }),
       ),
+      new cloudwatch.GraphWidget({
+        title: 'replication runs started by a manifest (Express)',
+        left: [props.manifestRuns.metricSucceeded(), props.manifestRuns.metricFailed()],
+        width: 8,
+      }),
       new cloudwatch.GraphWidget({
         title: 'restore verification',
         left: [

@@ -4,12 +4,14 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { PIPELINE_PREFIX } from '../../core/keys.ts';
+import { manifestRunsStateMachineName } from '../../core/pipeline-names.ts';
 import { EMPTY_SUMMARY, TARGET_RECORD_FIELDS } from '../../lambdas/replication/types.ts';
 import { CURSOR_ACTIONS } from '../iam-actions.ts';
 import { acknowledgeWildcardResources } from '../nag.ts';
+import { ManifestRuns } from './manifest-runs.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import type { PipelineTargets } from './pipeline-targets.ts';
-import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
+import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine, planEveryTargetStep } from './steps.ts';
 
 export interface ReplicationProps {
   readonly stateMachineName: string;
@@ -28,7 +30,10 @@ export interface ReplicationProps {
  */
 export class Replication extends Construct {
   readonly stateMachine: sfn.StateMachine;
+  /** The Standard machine's functions. */
   readonly functions: PipelineFunction[];
+  /** The Express machine that runs replication started by a manifest, and its own plan function. */
+  readonly manifestRuns: ManifestRuns;
 
   constructor(scope: Construct, id: string, props: ReplicationProps) {
     super(scope, id);
@@ -75,7 +80,7 @@ export class Replication extends Construct {
     );
     // The cursors: the pipeline's own state in ingest, under a prefix no host may write.
     const cursorObjects = props.targets.bucket.arnForObjects(`${PIPELINE_PREFIX}replication/*`);
-    for (const fn of [plan, manifests]) {
+    const mayKeepCursors = (fn: PipelineFunction) => {
       fn.role.addToPrincipalPolicy(
         new iam.PolicyStatement({ actions: [...CURSOR_ACTIONS], resources: [cursorObjects] }),
       );
@@ -84,7 +89,8 @@ export class Replication extends Construct {
         'replication keeps one cursor object per target (and short-lived proposals) under pipeline/replication/',
         cursorObjects,
       );
-    }
+    };
+    for (const fn of [plan, manifests]) mayKeepCursors(fn);
 
     const targetNames = props.targets.names;
     const alert = alertStep(
@@ -335,10 +341,7 @@ export class Replication extends Construct {
     // Every run starts with one invocation planning all targets, which copies small plans itself
     // (lambdas/replication/plan-targets.ts): a quiet run ends after three states entered. What is
     // left goes to the per-target Map, which alerts per target.
-    const planAll = lambdaStep(this, 'Plan and copy every target', plan.function, {
-      payload: { targets: targetNames, 'execution.$': '$' },
-      timeout: Duration.minutes(6),
-    });
+    const planAll = planEveryTargetStep(this, plan.function, targetNames, { timeout: Duration.minutes(6) });
     // If the step itself fails (a timeout), every target is planned by the Map, as one would be.
     planAll.addCatch(
       new sfn.Pass(this, 'Plan each target separately', {
@@ -363,5 +366,15 @@ export class Replication extends Construct {
       invokes: this.functions.map((f) => f.function),
       timeout: Duration.hours(2),
     });
+
+    // Runs started by a manifest: an Express front that hands what is left to this machine.
+    this.manifestRuns = new ManifestRuns(this, 'ManifestRuns', {
+      stateMachineName: manifestRunsStateMachineName(props.stateMachineName),
+      environment,
+      targetNames,
+      standard: this.stateMachine,
+    });
+    props.targets.grantWrite(this.manifestRuns.plan);
+    mayKeepCursors(this.manifestRuns.plan);
   }
 }

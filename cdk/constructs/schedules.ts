@@ -25,7 +25,10 @@ export interface PipelineSchedulesProps {
   /** EventBridge Scheduler expressions (`cron(…)`, `rate(…)`) by what they start. */
   readonly expressions: Readonly<Record<ScheduleName, string>>;
   readonly bucket: s3.IBucket;
+  /** The Standard replication machine: scheduled, verify and reconcile runs. */
   readonly replication: sfn.IStateMachine;
+  /** The Express front that a written manifest starts; it hands large backups to `replication`. */
+  readonly manifestRuns: sfn.IStateMachine;
   readonly retention: sfn.IStateMachine;
   readonly verification: sfn.IStateMachine;
   readonly freshness: lambda.IFunction;
@@ -34,7 +37,9 @@ export interface PipelineSchedulesProps {
 /**
  * When things run: one EventBridge Scheduler schedule per capability (expressions from the config),
  * plus an EventBridge rule that starts replication as soon as a manifest lands in ingest, so a
- * finished backup reaches the targets without waiting for the next drain.
+ * finished backup reaches the targets without waiting for the next drain. Scheduled runs start the
+ * Standard machine (each one kept and shown in the console); a manifest starts the Express front,
+ * which costs a fraction of a Standard run and hands what it cannot finish to the Standard machine.
  */
 export class PipelineSchedules extends Construct {
   /** Capability -> its schedule, for tests and outputs. */
@@ -106,7 +111,7 @@ export class PipelineSchedules extends Construct {
         },
       },
       targets: [
-        new eventsTargets.SfnStateMachine(props.replication, {
+        new eventsTargets.SfnStateMachine(props.manifestRuns, {
           input: events.RuleTargetInput.fromObject({
             trigger: 'manifest',
             key: events.EventField.fromPath('$.detail.object.key'),

@@ -1,5 +1,5 @@
 /**
- * Building blocks shared by the three state machines: a Lambda task with the same Retry on every
+ * Building blocks shared by the state machines: a Lambda task with the same Retry on every
  * call, an SNS alert task, and the state machine itself with logs and tracing. Every machine is
  * JSONPath (no JSONata, no ItemBatcher) so aws-local-stepfunctions can execute the synthesized
  * definitions unchanged.
@@ -26,6 +26,12 @@ export interface LambdaStepOptions {
   readonly payload?: Record<string, unknown>;
   /** Slightly above the function's own timeout, so the function's error is what gets reported. */
   readonly timeout: Duration;
+  /**
+   * Retry Lambda service errors and {@link TRANSIENT_ERRORS}. Off where the Catch is the retry and
+   * the run's length is bounded (the Express front hands a failed first step to the Standard machine).
+   * @default true
+   */
+  readonly retry?: boolean;
 }
 
 /**
@@ -47,8 +53,9 @@ export function lambdaStep(
       : undefined,
     resultPath: options.resultPath,
     taskTimeout: sfn.Timeout.duration(options.timeout),
-    retryOnServiceExceptions: true,
+    retryOnServiceExceptions: options.retry !== false,
   });
+  if (options.retry === false) return step;
   step.addRetry({
     errors: TRANSIENT_ERRORS,
     interval: Duration.seconds(5),
@@ -57,6 +64,23 @@ export function lambdaStep(
     jitterStrategy: sfn.JitterType.FULL,
   });
   return step;
+}
+
+/**
+ * "Plan and copy every target": the first step of every replication run, in the Standard machine
+ * and in the Express front of manifest runs alike (lambdas/replication/plan-targets.ts). Its input is
+ * the execution's input; it copies small plans itself and says in `anyLeft` whether anything is left.
+ */
+export function planEveryTargetStep(
+  scope: Construct,
+  fn: lambda.IFunction,
+  targetNames: readonly string[],
+  options: Pick<LambdaStepOptions, 'timeout' | 'retry'>,
+): tasks.LambdaInvoke {
+  return lambdaStep(scope, 'Plan and copy every target', fn, {
+    payload: { targets: [...targetNames], 'execution.$': '$' },
+    ...options,
+  });
 }
 
 /** An SNS Publish task whose message is built with States.Format from the state; retried, never fatal on its own. */
@@ -90,15 +114,24 @@ export interface PipelineStateMachineProps {
   readonly invokes: lambda.IFunction[];
   /** Other generated wildcard resources to acknowledge, each with the reason. */
   readonly otherWildcards?: { readonly resource: string; readonly reason: string }[];
+  /** @default sfn.StateMachineType.STANDARD */
+  readonly type?: sfn.StateMachineType;
+  /** A fixed name for its log group, for operators to find it by. @default - generated */
+  readonly logGroupName?: string;
 }
 
-/** A standard state machine with every event logged (its own log group, one month) and X-Ray tracing. */
+/**
+ * A state machine with every event logged, execution data included (its own log group, one month),
+ * and X-Ray tracing. Standard unless `type` says otherwise: an Express execution is seen only in
+ * these logs, since Step Functions keeps no history of it.
+ */
 export function pipelineStateMachine(
   scope: Construct,
   id: string,
   props: PipelineStateMachineProps,
 ): sfn.StateMachine {
   const logGroup = new logs.LogGroup(scope, `${id}Logs`, {
+    logGroupName: props.logGroupName,
     retention: logs.RetentionDays.ONE_MONTH,
     removalPolicy: RemovalPolicy.DESTROY,
   });
@@ -107,7 +140,7 @@ export function pipelineStateMachine(
     definitionBody: sfn.DefinitionBody.fromChainable(props.definition),
     comment: props.comment,
     queryLanguage: sfn.QueryLanguage.JSON_PATH,
-    stateMachineType: sfn.StateMachineType.STANDARD,
+    stateMachineType: props.type ?? sfn.StateMachineType.STANDARD,
     timeout: props.timeout,
     tracingEnabled: true,
     logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },

@@ -370,7 +370,10 @@ describe('schedules, alarms, outputs', () => {
     });
     pipeline.hasResourceProperties('AWS::Events::Rule', {
       EventPattern: { source: ['aws.s3'], 'detail-type': ['Object Created'] },
-      Targets: [Match.objectLike({ Arn: { Ref: Match.stringLikeRegexp('^ReplicationStateMachine') } })],
+      // A manifest starts the Express front (test/cdk/manifest-runs.test.ts), not the Standard machine.
+      Targets: [
+        Match.objectLike({ Arn: { Ref: Match.stringLikeRegexp('^ReplicationManifestRunsStateMachine') } }),
+      ],
     });
   });
 

@@ -316,6 +316,10 @@ describe('the verification state machine with a real pgkeep verify --from-env ta
         /^verification +cli-\S+ +\d{4}-\d\d-\d\dT\S+Z +SUCCEEDED +backup \S+ of cluster main from b2: restore verified/,
       );
       expect(status.stdout).not.toMatch(/^replication/m);
+      // Manifest runs are Express executions, which ListExecutions does not return: status says where they are.
+      expect(status.stdout).toContain(
+        'note: runs started by a manifest are Express executions, not listed here: read them in CloudWatch Logs, log group /aws/vendedlogs/states/pgkeep-replication-manifests',
+      );
 
       const unknown = await runPgkeep(
         ['pipeline', 'run', 'verification', '--cluster', 'nope', '--wait'],

@@ -10,7 +10,15 @@ import type { PipelineEnv, RuntimeTarget } from '../../lambdas/lib/pipeline-env.
 import { invokeTask, type TaskDeps } from '../../lambdas/lib/task.ts';
 import { HANDLER_IDS, type HandlerId } from '../../lambdas/registry.ts';
 import { TASKS } from '../../lambdas/tasks.ts';
-import type { LocalHandler, TaskBindings } from './state-machines.ts';
+import {
+  type Execution,
+  FAKE_ACCOUNT,
+  FAKE_REGION,
+  type LocalHandler,
+  runStateMachine,
+  type SynthesizedStateMachine,
+  type TaskBindings,
+} from './state-machines.ts';
 
 /**
  * The registered task `id` run as the deployed handler runs it (its input parsed), with `deps`.
@@ -47,6 +55,46 @@ export function replicationBindings(
   return {
     lambdas: localTasks('replication', { env, locations, policies, ...(logWrite ? { logWrite } : {}) }),
     states: { 'Alert replication failure': (input) => alerts.push(input) },
+  };
+}
+
+/** A Standard run the Express front started: the input it was given and the run, not waited for. */
+export interface StartedRun {
+  readonly input: unknown;
+  readonly run: Promise<Execution>;
+}
+
+/**
+ * The Express front of manifest runs (`replicationManifestRuns`): its first step bound as in
+ * `standardBindings`, and "Start a standard run" (`states:startExecution`, not `.sync`) starting a
+ * run of the synthesized Standard machine with those bindings and returning at once, as AWS does;
+ * each run is added to `started`. Starting any other machine fails as AWS would.
+ */
+export function manifestRunsBindings(
+  standard: SynthesizedStateMachine,
+  standardBindings: TaskBindings,
+  started: StartedRun[],
+): TaskBindings {
+  return {
+    lambdas: { 'replication/plan-copies': standardBindings.lambdas?.['replication/plan-copies'] },
+    states: {
+      'Start a standard run': (request) => {
+        const { StateMachineArn, Input } = request as { StateMachineArn: string; Input: unknown };
+        if (StateMachineArn !== standard.arn)
+          throw Object.assign(new Error(`State Machine Does Not Exist: '${StateMachineArn}'`), {
+            name: 'StepFunctions.StateMachineDoesNotExistException',
+          });
+        const run = runStateMachine(standard, standardBindings, Input);
+        // Awaited by whoever reads `started`; a failed run is not an unhandled rejection meanwhile.
+        run.catch(() => {});
+        started.push({ input: Input, run });
+        const name = `local-started-${started.length}`;
+        return {
+          ExecutionArn: `arn:aws:states:${FAKE_REGION}:${FAKE_ACCOUNT}:execution:${standard.logicalId}:${name}`,
+          StartDate: new Date().toISOString(),
+        };
+      },
+    },
   };
 }
 

@@ -37,11 +37,18 @@ export function exampleConfig(): DeployConfig {
   return parseDeployConfig(readFileSync(DEFAULT_DEPLOY_CONFIG_PATH, 'utf8'), DEFAULT_DEPLOY_CONFIG_PATH);
 }
 
+/**
+ * The pipeline's state machines by what they do: `replicationManifestRuns` is the Express front that
+ * a written manifest starts (cdk/constructs/manifest-runs.ts), the others are Standard.
+ */
+export type MachineName = 'replication' | 'replicationManifestRuns' | 'retention' | 'verification';
+
 /** A synthesized state machine: its construct name and the definition with fake ARNs in place of tokens. */
 export interface SynthesizedStateMachine {
-  /** `replication`, `retention` or `verification`. */
-  readonly capability: string;
+  readonly capability: MachineName;
   readonly logicalId: string;
+  /** Its fake ARN, what another machine's definition names it by. */
+  readonly arn: string;
   readonly definition: AslDefinition;
   /** Lambda ARN in the definition -> handler id (`replication/copy-batch`). */
   readonly handlerOfArn: ReadonlyMap<string, HandlerId>;
@@ -69,7 +76,7 @@ export interface SynthesizedPipeline {
   readonly stacks: PgkeepStacks;
   readonly stateful: Template;
   readonly pipeline: Template;
-  stateMachine(capability: 'replication' | 'retention' | 'verification'): SynthesizedStateMachine;
+  stateMachine(capability: MachineName): SynthesizedStateMachine;
   /** Removes the synthesized output directory. */
   dispose(): void;
 }
@@ -121,6 +128,9 @@ function fakeValue(template: CfnTemplate, logicalId: string, attribute: string |
       return attribute === 'Arn' ? arn('ecs', `cluster/${logicalId}`) : logicalId;
     case 'AWS::ECS::TaskDefinition':
       return arn('ecs', `task-definition/${logicalId}:1`);
+    case 'AWS::StepFunctions::StateMachine':
+      // Ref and Arn both give the ARN; Name the name.
+      return attribute === 'Name' ? logicalId : arn('states', `stateMachine:${logicalId}`);
     case 'AWS::IAM::Role':
       return attribute === 'Arn' ? `arn:aws:iam::${FAKE_ACCOUNT}:role/${logicalId}` : logicalId;
     default:
@@ -162,12 +172,14 @@ export function resolveIntrinsics(template: CfnTemplate, value: Json): string {
 function stateMachineFromTemplate(
   template: CfnTemplate,
   stack: Stack,
-  capability: string,
+  capability: MachineName,
 ): SynthesizedStateMachine {
   const entries = Object.entries(template.Resources).filter(
     ([, r]) => r.Type === 'AWS::StepFunctions::StateMachine',
   );
-  const found = entries.find(([logicalId]) => logicalId.toLowerCase().startsWith(capability));
+  // `ReplicationStateMachine…`, not `ReplicationManifestRunsStateMachine…`.
+  const prefix = `${capability}StateMachine`.toLowerCase();
+  const found = entries.find(([logicalId]) => logicalId.toLowerCase().startsWith(prefix));
   if (!found)
     throw new Error(
       `no state machine for "${capability}" in ${stack.stackName}; have ${entries.map(([id]) => id).join(', ')}`,
@@ -183,7 +195,7 @@ function stateMachineFromTemplate(
     const handler = tags.find((t) => t.Key === HANDLER_TAG)?.Value;
     if (handler) handlerOfArn.set(fakeValue(template, id, 'Arn'), handler as HandlerId);
   }
-  return { capability, logicalId, definition, handlerOfArn };
+  return { capability, logicalId, arn: fakeValue(template, logicalId, undefined), definition, handlerOfArn };
 }
 
 /** Every state of a definition, including those inside Map and Parallel states, with its name. */
@@ -245,6 +257,12 @@ export interface Execution {
   readonly statesEntered: string[];
   /** The largest payload the run passed (state input or output, Lambda input or result) and where. */
   readonly largestPayload: { readonly bytes: number; readonly where: string };
+  /**
+   * What a log of every event with execution data carries: the events (the local runner's, plus the
+   * three AWS logs per Task invocation: scheduled, started, succeeded) and the bytes of the data in
+   * them (the execution's input and output, every state's input and output, every task's input and result).
+   */
+  readonly logged: { readonly events: number; readonly dataBytes: number };
 }
 
 /**
@@ -300,13 +318,20 @@ export async function runStateMachine(
   const name = `local-${randomUUID()}`;
   let abort = () => {};
   const watch = new PayloadWatch(() => abort());
+  const logged = { events: 0, dataBytes: 0 };
+  const log = (...values: unknown[]) => {
+    for (const value of values) logged.dataBytes += Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+  };
   // Every Lambda's input (after Parameters) and result, which the event log does not show.
   const handlers = Object.fromEntries(
     Object.entries(localTaskHandlers(machine, bindings)).map(([state, handler]) => [
       state,
       async (value: JsonValue) => {
         if (!watch.check(`input of state "${state}"`, value)) throw new Error('States.DataLimitExceeded');
+        logged.events += 3;
+        log(value);
         const result = await handler(value);
+        log(result);
         if (!watch.check(`result of state "${state}"`, result)) throw new Error('States.DataLimitExceeded');
         return result;
       },
@@ -325,7 +350,14 @@ export async function runStateMachine(
   const statesEntered: string[] = [];
   const collecting = (async () => {
     for await (const event of execution.eventLogs) {
-      const e = event as { type: string; state?: { name: string; input: unknown; output?: unknown } };
+      const e = event as {
+        type: string;
+        input?: unknown;
+        output?: unknown;
+        state?: { name: string; input: unknown; output?: unknown };
+      };
+      logged.events += 1;
+      log(e.input, e.output, e.type === 'StateEntered' ? e.state?.input : e.state?.output);
       if (e.type === 'StateEntered' && e.state) {
         statesEntered.push(e.state.name);
         // Inside a Map, the first state's input is the item (after ItemSelector).
@@ -342,7 +374,7 @@ export async function runStateMachine(
     const output = await execution.result;
     await collecting;
     if (watch.exceeded !== undefined) throw limitExceeded();
-    return { name, output, statesEntered, largestPayload: watch.largest };
+    return { name, output, statesEntered, largestPayload: watch.largest, logged };
   } catch (error) {
     await collecting.catch(() => {});
     if (error instanceof ExecutionFailed) throw error;
