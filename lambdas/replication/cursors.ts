@@ -166,7 +166,7 @@ export async function commitCursors(
 }
 
 /** The timelines (8 hex digits) that have WAL in `cluster`: one delimiter listing, not a listing of the WAL. */
-export async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
+async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
   const { storage } = ingest;
   const prefix = storage.prefix + walPrefix(cluster);
   const timelines: string[] = [];

@@ -38,7 +38,7 @@ export async function readLag(ingest: Location, target: string): Promise<TargetL
  * little more lag than they have, never less; a cluster that only has a manifest waiting gets the
  * plan's oldest object (no later than anything of the round).
  */
-export function roundEntries(
+function roundEntries(
   listedAt: string,
   clusters: Iterable<string>,
   dirty: ReadonlySet<string>,
