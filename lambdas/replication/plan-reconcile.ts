@@ -8,6 +8,7 @@ import {
   type ClusterCursor,
   isSettled,
   type ListedKey,
+  type StreamCursor,
 } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { isBundleableWalKey } from '../../core/wal-bundle.ts';
@@ -84,6 +85,19 @@ export interface Reconciliation {
 function leftToHotPath(object: ListedKey, timeline: string, cursor: ClusterCursor | undefined, now: Date) {
   if (cursor) return object.key > (cursor.wal[timeline]?.after ?? '');
   return !isSettled(object, now);
+}
+
+/**
+ * The WAL stream a reconciliation proposes, never behind the one it found: everything up to that
+ * was at the target, and what landed behind it since (a segment more than 15 minutes late) this
+ * reconciliation planned (the cursor is committed only if that arrived). Taken back before such a
+ * segment not settled yet, the cursor would make the hot path list again every segment after it,
+ * and at a bundled target bundle them all a second time.
+ */
+function notBehind(proposed: StreamCursor, found: StreamCursor | undefined): StreamCursor {
+  if (found?.after === undefined || (proposed.after !== undefined && proposed.after >= found.after))
+    return proposed;
+  return { after: found.after, copied: [] };
 }
 
 /**
@@ -195,7 +209,10 @@ export async function reconcileCluster(
   return {
     manifests: advanceStream(undefined, manifests, now, true),
     wal: Object.fromEntries(
-      [...wal].map(([timeline, keys]) => [timeline, advanceStream(undefined, keys, now, false)]),
+      [...wal].map(([timeline, keys]) => [
+        timeline,
+        notBehind(advanceStream(undefined, keys, now, false), cursor?.wal[timeline]),
+      ]),
     ),
   };
 }
