@@ -53,6 +53,23 @@ export function parseTargetCursors(json: string, source: string): TargetCursors 
   return parsed.data;
 }
 
+/**
+ * What a round keeps of a per-cluster object it writes (the cursors, the lag record): when it
+ * planned every configured cluster, only their entries, so a cluster removed from the config is
+ * forgotten instead of kept forever; else every entry (a round that planned fewer, such as a new
+ * manifest's run or one cut at the per-run limit, leaves the others as they are).
+ */
+export function configuredEntries<T>(
+  clusters: Readonly<Record<string, T>>,
+  planned: readonly string[],
+  configured: readonly string[],
+): Record<string, T> {
+  const done = new Set(planned);
+  if (!configured.every((cluster) => done.has(cluster))) return { ...clusters };
+  const keep = new Set(configured);
+  return Object.fromEntries(Object.entries(clusters).filter(([cluster]) => keep.has(cluster)));
+}
+
 /** A listed key and when the repository stored it. */
 export interface ListedKey {
   readonly key: string;

@@ -181,7 +181,8 @@ const TEMP_FILE = /^(.+)\.pgkeep-(\d+)\.tmp$/;
  * recovery took (they disappear: restore_command's shell line or wal-fetch moved them) or to the
  * segment wal-fetch noted last. Ends at the first missing segment (the end of the archive), on an
  * error that retries did not fix (rejecting with it once the other downloads have finished), or
- * after `idleMs` in which recovery took nothing. Resolves to the number of files downloaded.
+ * after `idleMs` in which the whole window was downloaded and recovery took nothing. Resolves to
+ * the number of files downloaded.
  */
 export async function prefetchAhead(
   options: PrefetchOptions & { idleMs?: number; pollMs?: number; watchMs?: number },
@@ -318,6 +319,10 @@ export async function prefetchAhead(
       window = next;
       listed = new Set(window.filter((n) => now.has(n)));
       for (const name of done) if (!window.includes(name) || taken.includes(name)) done.delete(name);
+      // While a segment of the window is still queued or downloading, recovery may be waiting for it
+      // (the shell line waits for its temp file): only time with the window complete is idle, or a
+      // slow repository (or a loaded machine) would end the prefetcher before it fetched anything.
+      if (window.some((name) => !listed.has(name) && !done.has(name))) lastProgress = Date.now();
       for (const file of files) {
         // Not in the window: recovery passed it or moved to another timeline.
         const name = TEMP_FILE.exec(file)?.[1] ?? file;

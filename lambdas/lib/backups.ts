@@ -13,7 +13,7 @@ import type { Location } from './locations.ts';
 import { PipelineConfigError } from './pipeline-env.ts';
 
 /** Backup ids of `cluster` that a passed restore verification vouches for: reports in ingest only. */
-export async function verifiedBackupIds(ingest: Location, cluster: string): Promise<Set<string>> {
+async function verifiedBackupIds(ingest: Location, cluster: string): Promise<Set<string>> {
   const reports = await readVerifyReports(ingest.storage, cluster);
   return new Set(reports.filter((r) => r.passed).map((r) => r.backupId));
 }

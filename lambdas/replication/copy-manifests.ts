@@ -143,7 +143,9 @@ export async function copyManifests(
 
   const cursors = proposed ?? input.cursors;
   const dirty = dirtyClusters(input, waiting);
-  const planned = cursors ? await commitCursors(ingest, input.target, cursors, dirty) : undefined;
+  const planned = cursors
+    ? await commitCursors(ingest, input.target, cursors, dirty, env.clusters)
+    : undefined;
   // What the round left behind, per cluster it planned: freshness reads the lag from it.
   if (planned)
     await recordRound(
@@ -153,6 +155,7 @@ export async function copyManifests(
       Object.keys(planned.clusters),
       dirty,
       input.batches ?? [],
+      env.clusters,
     );
   // The run is through with its stored plan: a "More to copy?" round plans anew.
   if (input.stored) await deleteStoredPlan(ingest, input.target, input.stored);

@@ -28,6 +28,7 @@ import {
 import {
   advanceStream,
   type ClusterCursor,
+  configuredEntries,
   EMPTY_CURSORS,
   type ListedKey,
   parseTargetCursors,
@@ -129,14 +130,16 @@ export async function writePending(
 /**
  * Commits `proposed` (or the pending cursors at `pendingKey`) for every cluster not in `dirty`;
  * a dirty cluster (an object failed or a manifest waits) keeps its old cursor, so its next run
- * plans the same keys again. Returns the proposal (every cluster the round planned), or undefined
- * when the pending cursors are gone (an earlier attempt committed them).
+ * plans the same keys again. A round that planned every cluster of `configured` drops the cursors
+ * of clusters no longer configured. Returns the proposal (every cluster the round planned), or
+ * undefined when the pending cursors are gone (an earlier attempt committed them).
  */
 export async function commitCursors(
   ingest: Location,
   target: string,
   proposed: TargetCursors | string,
   dirty: ReadonlySet<string>,
+  configured: readonly string[],
 ): Promise<TargetCursors | undefined> {
   let next = proposed;
   if (typeof next === 'string') {
@@ -147,7 +150,7 @@ export async function commitCursors(
   const changed = Object.keys(next.clusters).filter((c) => !dirty.has(c));
   if (changed.length > 0) {
     const current = await readCursors(ingest, target);
-    const clusters = { ...current.clusters };
+    const clusters = configuredEntries(current.clusters, Object.keys(next.clusters), configured);
     for (const cluster of changed) clusters[cluster] = next.clusters[cluster] as ClusterCursor;
     await ingest.storage.put(
       replicationCursorKey(target),
@@ -163,7 +166,7 @@ export async function commitCursors(
 }
 
 /** The timelines (8 hex digits) that have WAL in `cluster`: one delimiter listing, not a listing of the WAL. */
-export async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
+async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
   const { storage } = ingest;
   const prefix = storage.prefix + walPrefix(cluster);
   const timelines: string[] = [];

@@ -12,6 +12,7 @@
  */
 import { Readable } from 'node:stream';
 import { replicationLagKey } from '../../core/keys.ts';
+import { configuredEntries } from '../../core/replication-cursor.ts';
 import {
   EMPTY_LAG,
   type LagEntry,
@@ -37,7 +38,7 @@ export async function readLag(ingest: Location, target: string): Promise<TargetL
  * little more lag than they have, never less; a cluster that only has a manifest waiting gets the
  * plan's oldest object (no later than anything of the round).
  */
-export function roundEntries(
+function roundEntries(
   listedAt: string,
   clusters: Iterable<string>,
   dirty: ReadonlySet<string>,
@@ -69,7 +70,8 @@ export function roundEntries(
 /**
  * Records what a round left behind for the clusters it planned. A round cut at the per-run limit
  * records nothing: the rest of its clusters were not listed, and the execution's next round plans
- * every cluster again. Nor does a plan without `listedAt` (made before the record existed).
+ * every cluster again. Nor does a plan without `listedAt` (made before the record existed). A
+ * round that planned every cluster of `configured` drops the entries of clusters no longer there.
  */
 export async function recordRound(
   ingest: Location,
@@ -78,11 +80,13 @@ export async function recordRound(
   clusters: Iterable<string>,
   dirty: ReadonlySet<string>,
   batches: NonNullable<CopyManifestsInput['batches']>,
+  configured: readonly string[],
 ): Promise<void> {
   if (!plan?.listedAt || plan.truncated) return;
   const entries = roundEntries(plan.listedAt, clusters, dirty, batches, plan.oldestMissing);
   if (Object.keys(entries).length === 0) return;
   const current = await readLag(ingest, target);
-  const next = mergeLag(current, entries);
+  const merged = mergeLag(current, entries);
+  const next = { ...merged, clusters: configuredEntries(merged.clusters, Object.keys(entries), configured) };
   await ingest.storage.put(replicationLagKey(target), Readable.from([JSON.stringify(next)]));
 }

@@ -174,17 +174,16 @@ export async function planCopies(
       staleUploads.aborted += cleanup.aborted;
       if (cleanup.error && !staleUploads.errors.includes(cleanup.error))
         staleUploads.errors.push(cleanup.error);
-      const after = await reconcileCluster(
-        plan,
-        cluster,
+      const after = await reconcileCluster(plan, cluster, {
         ingest,
         target,
         env,
-        policies[input.target],
+        policy: policies[input.target],
         verify,
         now,
         bundling,
-      );
+        cursor,
+      });
       if (after) next.clusters[cluster] = after;
     } else {
       const room = Math.min(capacity - plan.objectCount, MAX_MANIFESTS_PER_RUN - plan.manifestKeys.length);

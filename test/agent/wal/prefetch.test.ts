@@ -191,6 +191,21 @@ describe('prefetchAhead', () => {
     ).toBe(true);
   });
 
+  it('is not idle while its own downloads are under way: recovery waits for them, however slow the repository', async () => {
+    const spool = newSpool();
+    const names = [...contents.keys()].filter((n) => n.startsWith('00000001'));
+    // Each download takes longer than the idle time (as any does on a machine under heavy load).
+    const slow: Storage = Object.assign(Object.create(storage) as Storage, {
+      get: async (...args: Parameters<Storage['get']>) => {
+        await new Promise((r) => setTimeout(r, 250));
+        return storage.get(...args);
+      },
+    });
+    const args = { storage: slow, cluster, identities, spool, after: names[0] as string, count: 2 };
+    expect(await prefetchAhead({ ...args, retry: RETRY, pollMs: 5, idleMs: 100 })).toBe(2);
+    expect(await spoolFiles(spool)).toEqual(names.slice(1, 3));
+  });
+
   it('follows recovery to another timeline that wal-fetch notes as wanted', async () => {
     const spool = newSpool();
     const tl1 = [...contents.keys()].filter((n) => n.startsWith('00000001'));
