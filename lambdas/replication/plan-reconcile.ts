@@ -160,6 +160,9 @@ export async function reconcileCluster(
     if (dropped.has(object.key)) {
       plan.expired += 1;
       planned();
+      // Missing because retention deleted it: no range may hold it, or the range's copy (which
+      // copies whatever it finds missing) would write it back.
+      if (!present) closeBatch();
       continue;
     }
     if (present && !verify) {

@@ -374,6 +374,34 @@ describe('a compromised host against the pipeline', () => {
       expect(await keysAt(ingest, 'v1/conv/')).toContain(key);
   });
 
+  it('the reconciliation copies back what a target lost, and never what its retention deleted between', async () => {
+    const env = envFor('span');
+    const now = Date.now();
+    const policy = { minimumKeep: 1, keepLast: 1 };
+    const at = (days: number) => new Date(now - days * DAY);
+    const old = [
+      ...(await baseBackup('span', newBackupId(at(4)), 1, at(4))),
+      await wal('span', 1, at(4)),
+      await wal('span', 2, at(3)),
+    ];
+    const kept = [...(await baseBackup('span', newBackupId(at(2)), 3, at(2))), await wal('span', 3, at(2))];
+    const lastWal = await wal('span', 4, at(1));
+    await replicatesOk(env, {});
+    await retain(env, policy);
+    const atTarget = await keysAt(target, 'v1/span/');
+    for (const key of old) expect(atTarget).not.toContain(key);
+    // The target loses two kept objects: the newest base backup's archive, which sorts before the
+    // expired manifest and WAL, and the newest segment, which sorts after them.
+    const lost = [kept[0] as string, lastWal];
+    for (const key of lost) await target.storage.delete(key);
+
+    const { failed, alerts } = await replicate(env, both(policy), { reconcile: true });
+    expect(failed, JSON.stringify(alerts)).toBeUndefined();
+    const after = await keysAt(target, 'v1/span/');
+    for (const key of lost) expect(after).toContain(key);
+    for (const key of old) expect(after).not.toContain(key);
+  });
+
   it('a verification report the host wrote under its own prefix does not keep a backup; one in verify/ does', async () => {
     const env = envFor('vouch');
     const now = Date.now();
