@@ -14,10 +14,13 @@
  *   (intercept). The plan step ("Plan and copy every target") of a 1-host run copies its small plan
  *   itself to both targets: 10 settled segments (a scheduled run), or one backup (a manifest run).
  *
+ * BENCH_RAW=<file> also writes every run's figures there as JSON.
+ *
  * Printed: per memory size the medians, peak RSS, and the GB-s and $ per host and month they
  * imply at the reference load of docs/costs.md. Emulated, not measured in AWS.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { Readable } from 'node:stream';
 import { baseBackupKey, manifestKey, replicationCursorKey, walKey } from '../core/keys.ts';
@@ -202,6 +205,8 @@ async function main(): Promise<void> {
             `${scenario} ${memoryMb} MB rep ${rep + 1}: ${out.seconds.reduce((a, b) => a + b, 0).toFixed(1)} s, load ${load.toFixed(1)}, throttled ${out.throttled} of ${out.periods} periods\n`,
           );
         }
+    // Every run's figures, for a second look without running again.
+    if (process.env.BENCH_RAW) await writeFile(process.env.BENCH_RAW, JSON.stringify(runs));
     printFigures(runs, { segments: SEGMENTS, backupObjects: 1, firstByteMs, memorySizes });
   } finally {
     await Promise.all(proxies.map((p) => p.stop()));

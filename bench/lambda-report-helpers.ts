@@ -85,6 +85,8 @@ export interface Figures {
   readonly planRssMb: number;
   readonly initSeconds: number;
   readonly load: number;
+  /** The copy run's wall time over the same repetition's at the reference size: load moves both alike. */
+  readonly copyRatio: number;
 }
 
 /** Medians over the repetitions of one memory size; peak RSS is the largest seen. */
@@ -99,7 +101,11 @@ export function figuresOf(
   const fits = copies.map((r) => line(segments, r.seconds.slice(0, segments.length)));
   const backups = copies.map((r) => median(r.seconds.slice(segments.length)) / backupObjects);
   const all = runs.filter((r) => r.memoryMb === memoryMb);
+  const total = (r: Run | undefined) => (r ? sum(r.seconds) : Number.NaN);
+  const reference = (rep: number) =>
+    runs.find((r) => r.memoryMb === referenceMb && r.scenario === 'copy' && r.rep === rep);
   return {
+    copyRatio: median(copies.map((r) => total(r) / total(reference(r.rep)))),
     memoryMb,
     walSegment: median(copies.map((r) => sum(r.seconds.slice(0, segments.length)) / sum(segments))),
     segment: median(fits.map((f) => f.slope)),
@@ -139,7 +145,10 @@ export function printFigures(
     memorySizes: readonly number[];
   },
 ): void {
-  const figures = options.memorySizes.map((m) => figuresOf(runs, m, options.segments, options.backupObjects));
+  const referenceMb = options.memorySizes.includes(1024) ? 1024 : (options.memorySizes[0] as number);
+  const figures = options.memorySizes.map((m) =>
+    figuresOf(runs, m, options.segments, options.backupObjects, referenceMb),
+  );
   const col = (label: string, cell: (f: Figures) => string) =>
     console.log(`${label.padEnd(38)}${figures.map((f) => cell(f).padStart(12)).join('')}`);
   const s = (v: number, digits = 3) => `${v.toFixed(digits)} s`;
@@ -152,6 +161,7 @@ export function printFigures(
   col('per bundled segment, all-in', (f) => s(f.walSegment));
   col('  fitted: per segment', (f) => s(f.segment));
   col('  fitted: per bundle', (f) => s(f.bundle));
+  col(`copy run's time / ${referenceMb} MB's, same rep`, (f) => f.copyRatio.toFixed(2));
   col('per backup object (4 MiB)', (f) => s(f.backupObject));
   col('plan step, 1 host, 10 segments', (f) => s(f.planWal, 2));
   col('plan step, 1 host, one backup', (f) => s(f.planBackup, 2));
