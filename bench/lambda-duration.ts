@@ -214,4 +214,6 @@ async function main(): Promise<void> {
   }
 }
 
+// Interrupted, the process still exits through its exit handlers (the cgroup's removal among them).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
 await main();

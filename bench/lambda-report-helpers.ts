@@ -95,6 +95,7 @@ export function figuresOf(
   memoryMb: number,
   segments: readonly number[],
   backupObjects: number,
+  referenceMb: number,
 ): Figures {
   const at = (scenario: string) => runs.filter((r) => r.memoryMb === memoryMb && r.scenario === scenario);
   const copies = at('copy');

@@ -6,7 +6,7 @@
  * runs, its threads included, escapes the quota.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type CliResult, outputOf } from './pgkeep-cli.ts';
@@ -70,9 +70,19 @@ export async function withCpuCgroup<T>(
       return { periods: field('nr_periods'), throttled: field('nr_throttled') };
     },
   };
+  // An exit before `work` settles (the bench interrupted) kills what runs in the cgroup and removes it.
+  const onExit = () => {
+    try {
+      for (const pid of readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
+        process.kill(Number(pid), 'SIGKILL');
+      rmdirSync(path);
+    } catch {}
+  };
+  process.once('exit', onExit);
   try {
     return await work(cgroup);
   } finally {
+    process.off('exit', onExit);
     await rmdir(path);
   }
 }
