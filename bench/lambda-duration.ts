@@ -8,10 +8,11 @@
  *   bytes BENCH_GET_MS (GET, HEAD; default 20) or BENCH_PUT_MS (PUT, POST, DELETE; default 30).
  * - The work production does, bundled (`walBundles` on): ingest holds 10 clusters of 1 to 19 new
  *   segments (100 in all, 3.75 MB on average, random bytes) and 3 clusters with a base backup
- *   (2 objects of 4 MiB and a manifest); the real planner plans them for dr-aws and the real
- *   "Copy batch to target" task copies each cluster's batch, one invocation per cluster, so a
- *   straight line through (segments, seconds) gives the time per segment (slope) and per bundle
- *   (intercept). The plan step ("Plan and copy every target") of a 1-host run copies its small plan
+ *   (one 4 MiB object and a manifest); the real planner plans them for dr-aws and the real
+ *   "Copy batch to target" task copies each cluster's batch, one invocation per cluster. The WAL
+ *   clusters' time over their segments is the all-in time per segment (10 to a bundle, as at the
+ *   reference load); a straight line through (segments, seconds) splits it into per segment
+ *   (slope) and per bundle (intercept), which only a quiet machine makes stable. The plan step ("Plan and copy every target") of a 1-host run copies its small plan
  *   itself to both targets: 10 settled segments (a scheduled run), or one backup (a manifest run).
  *
  * BENCH_RAW=<file> also writes every run's figures there as JSON.

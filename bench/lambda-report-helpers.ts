@@ -4,6 +4,7 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { lambdaCpuShare } from '../test/support/cpu-cgroup.ts';
 import type { InvocationsOutput } from './lambda-invocation-helpers.ts';
 
 /** Lambda duration, arm64, us-east-1 list price (docs/costs.md). */
@@ -157,7 +158,7 @@ export function printFigures(
   console.log(`first-byte latency (ms)               ${JSON.stringify(options.firstByteMs)}`);
   console.log(`repetitions                           ${Math.max(...runs.map((r) => r.rep)) + 1} (medians)`);
   col('memory (MB)', (f) => `${f.memoryMb}`);
-  col('CPU share (of one vCPU)', (f) => Math.min(1, f.memoryMb / 1769).toFixed(3));
+  col('CPU share (of one vCPU)', (f) => Math.min(1, lambdaCpuShare(f.memoryMb)).toFixed(3));
   col('load average (median of runs)', (f) => f.load.toFixed(1));
   col('per bundled segment, all-in', (f) => s(f.walSegment));
   col('  fitted: per segment', (f) => s(f.segment));
