@@ -40,6 +40,16 @@ describe('cpu cgroup', () => {
     expect(existsSync(path)).toBe(false);
   });
 
+  it.skipIf(!writable)('refuses to run the work when the cgroup cannot be made, saying why', async () => {
+    let ran = false;
+    await expect(
+      withCpuCgroup('no-such-parent/pgkeep-test', 0.5, async () => {
+        ran = true;
+      }),
+    ).rejects.toThrow(/cannot make cgroup .*no-such-parent.* limited to 0\.500 CPU/);
+    expect(ran).toBe(false);
+  });
+
   it.skipIf(!writable)('removes the cgroup when the work fails', async () => {
     let path = '';
     await expect(
