@@ -83,6 +83,10 @@ async function main(): Promise<void> {
     throw new Error(
       `BENCH_MEMORY_MB=${process.env.BENCH_MEMORY_MB} / BENCH_REPS=${process.env.BENCH_REPS} are not memory sizes of 128 to 10240 MB and a count of at least 1`,
     );
+  if (!(getMs >= 0 && putMs >= 0))
+    throw new Error(
+      `BENCH_GET_MS=${process.env.BENCH_GET_MS} / BENCH_PUT_MS=${process.env.BENCH_PUT_MS} are not milliseconds (0 or more); leave them unset for 20 and 30`,
+    );
   // Unconfined figures would be wrong, not merely less exact: refuse before any work.
   await withCpuCgroup('pgkeep-bench', 1, async () => {});
   useS3rverCredentials();
