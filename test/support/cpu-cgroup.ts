@@ -71,10 +71,14 @@ export async function withCpuCgroup<T>(
     },
   };
   // An exit before `work` settles (the bench interrupted) kills what runs in the cgroup and removes it.
+  // A killed process leaves the cgroup only once it has exited, so the removal waits (up to 2 s).
   const onExit = () => {
     try {
-      for (const pid of readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
-        process.kill(Number(pid), 'SIGKILL');
+      const procs = () => readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+      for (const pid of procs()) process.kill(Number(pid), 'SIGKILL');
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      for (const deadline = Date.now() + 2000; procs().length > 0 && Date.now() < deadline; )
+        Atomics.wait(pause, 0, 0, 20);
       rmdirSync(path);
     } catch {}
   };
