@@ -8,9 +8,10 @@
  * other processes.
  *
  * Printed: wall and CPU seconds per copy, peak RSS, and the GB-s per copy they imply at the
- * function's 1024 MB. Local wall time is not Lambda time (no TLS here, the servers share the
- * machine's cores); CPU time is the honest part: at 1024 MB a function has ~0.58 of a vCPU
- * (1,769 MB buys one), so CPU seconds / 0.58 is the least a CPU-bound copy can bill.
+ * function's 512 MB. Local wall time is not Lambda time (no TLS here, the servers share the
+ * machine's cores); CPU time is the honest part: at 512 MB a function has ~0.29 of a vCPU
+ * (1,769 MB buys one), so CPU seconds / 0.29 is the least a CPU-bound copy can bill.
+ * `npm run bench lambda-duration` emulates Lambda's CPU share and S3's latency instead.
  * BENCH_LAMBDAS_ROOT points at another checkout's root to measure its handler instead.
  */
 import { spawn } from 'node:child_process';
@@ -20,6 +21,7 @@ import { pathToFileURL } from 'node:url';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { walKey } from '../core/keys.ts';
 import { createS3Client } from '../storage/s3-storage.ts';
+import { lambdaCpuShare } from '../test/support/cpu-cgroup.ts';
 import { localPipelineEnv } from '../test/support/local-pipeline.ts';
 import { s3rverStorage, startS3Server, useS3rverCredentials } from '../test/support/s3-server.ts';
 import { sha256, walName } from '../test/support/seeded-archive.ts';
@@ -27,9 +29,8 @@ import { sha256, walName } from '../test/support/seeded-archive.ts';
 const MIB = 1024 * 1024;
 const SEGMENT = 16 * MIB;
 const CLUSTER = 'bench';
-const MEMORY_MB = 1024;
-/** Lambda gives a function one vCPU at 1,769 MB, in proportion below. */
-const VCPU_AT_MB = 1769;
+/** The deployed CopyBatch function's memory (cdk/constructs/replication.ts). */
+const MEMORY_MB = 512;
 
 interface ChildInput {
   readonly ingest: string;
@@ -116,7 +117,7 @@ async function main(): Promise<void> {
       throw new Error(`copied ${out.copied} of ${count} segments, ${out.failed} failed`);
     const gb = MEMORY_MB / 1024;
     const perCopy = (s: number) => s / count;
-    const share = MEMORY_MB / VCPU_AT_MB;
+    const share = lambdaCpuShare(MEMORY_MB);
     console.log(`handler           ${root}`);
     console.log(`segments          ${count} × 16 MiB, one after another (as the handler copies)`);
     console.log(

@@ -49,7 +49,10 @@ export class Replication extends Construct {
       handler: 'replication/copy-batch',
       description: 'pgkeep replication: copy one batch of objects from ingest to a target, streaming',
       timeout: Duration.minutes(15),
-      memorySizeMiB: 1024,
+      // Copies wait on the network more than on the CPU, so half of 1,024 MB takes a little longer
+      // and bills less, with its peak RSS well inside (`npm run bench lambda-duration`; the
+      // figures are in docs/costs.md, "Lambda").
+      memorySizeMiB: 512,
       environment,
     });
     const manifests = new PipelineFunction(this, 'CopyManifests', {

@@ -4,7 +4,7 @@
  *
  * - blackholes requests (accepts them, then never answers),
  * - resets the connection after N bytes of a request body,
- * - adds latency,
+ * - adds latency: before a request is forwarded, or to the first bytes of its answer, per method,
  * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
  *   S3 would refuse),
  * - truncates a response body after N bytes,
@@ -30,6 +30,11 @@ export interface Faults {
   readonly resetAfterBodyBytes?: number;
   /** Delay before the request is forwarded, in ms. */
   readonly latencyMs?: number;
+  /**
+   * Delay the server's answer (its status line, so its first bytes) by this many ms, by request
+   * method (`{ GET: 20, PUT: 30 }`): a provider's time to first byte. A method not named is not delayed.
+   */
+  readonly firstByteMs?: Readonly<Record<string, number>>;
   /** Answer with this error instead of forwarding. */
   readonly error?: 500 | 503 | 'SlowDown' | 'RequestTimeTooSkewed';
   /** Forward the response's headers, then only this many body bytes, then close the connection. */
@@ -135,6 +140,27 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     res.on('close', () => {
       counts.upstreamMs += performance.now() - started;
     });
+    const respond = (answer: IncomingMessage) => {
+      res.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...active.responseHeaders });
+      const limit = active.truncateResponseAfterBytes;
+      if (limit === undefined) {
+        answer.pipe(res);
+        return;
+      }
+      counts.truncated++;
+      let sent = 0;
+      answer.on('data', (chunk: Buffer) => {
+        if (sent >= limit) return;
+        const part = chunk.subarray(0, limit - sent);
+        sent += part.length;
+        res.write(part);
+        if (sent >= limit) {
+          answer.destroy();
+          res.socket?.destroy();
+        }
+      });
+      answer.on('end', () => res.end());
+    };
     const proxied = httpRequest(
       {
         host: upstream.hostname,
@@ -144,25 +170,12 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
         headers: { ...req.headers, host: upstream.host },
       },
       (answer) => {
-        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...active.responseHeaders });
-        const limit = active.truncateResponseAfterBytes;
-        if (limit === undefined) {
-          answer.pipe(res);
-          return;
-        }
-        counts.truncated++;
-        let sent = 0;
-        answer.on('data', (chunk: Buffer) => {
-          if (sent >= limit) return;
-          const part = chunk.subarray(0, limit - sent);
-          sent += part.length;
-          res.write(part);
-          if (sent >= limit) {
-            answer.destroy();
-            res.socket?.destroy();
-          }
-        });
-        answer.on('end', () => res.end());
+        const wait = active.firstByteMs?.[req.method ?? ''] ?? 0;
+        if (wait > 0) {
+          counts.delayed++;
+          // Unread, the answer waits in its socket's buffers: nothing reaches the client early.
+          setTimeout(() => respond(answer), wait);
+        } else respond(answer);
       },
     );
     proxied.on('error', () => res.socket?.destroy());
