@@ -3,7 +3,8 @@
  * (BENCH_MEMORY_MB, default 256,512,1024,1769), BENCH_REPS repetitions each (default 3; medians):
  *
  * - CPU as Lambda gives it: the handlers run in a child process in a cgroup whose CPU quota is
- *   memory / 1,769 MB of one CPU (test/support/cpu-cgroup.ts); no cgroup, no figures.
+ *   memory / 1,769 MB of one CPU (test/support/cpu-cgroup.ts); no cgroup, no figures. The child's
+ *   heap has the limits Lambda's Node.js runtime sets for the memory size; memory is not capped.
  * - In-region S3's first-byte latency: a proxy in front of each s3rver holds each answer's first
  *   bytes BENCH_GET_MS (GET, HEAD; default 20) or BENCH_PUT_MS (PUT, POST, DELETE; default 30).
  * - In-region S3's throughput per connection: the same proxy paces each body, both directions, to
@@ -43,7 +44,12 @@ import { NODE } from '../test/support/pgkeep-cli.ts';
 import { s3rverStorage, startS3Server, useS3rverCredentials } from '../test/support/s3-server.ts';
 import { backupIdAt, cursorsAt, sha256, walName } from '../test/support/seeded-archive.ts';
 import { manifestOf } from '../test/support/test-manifests.ts';
-import type { Invocation, InvocationsInput, InvocationsOutput } from './lambda-invocation-helpers.ts';
+import {
+  type Invocation,
+  type InvocationsInput,
+  type InvocationsOutput,
+  lambdaHeapFlags,
+} from './lambda-invocation-helpers.ts';
 import { checkRun, emptyBucket, printFigures, type Run } from './lambda-report-helpers.ts';
 
 const MB = 1e6;
@@ -231,6 +237,7 @@ async function main(): Promise<void> {
           const out = await withCpuCgroup('pgkeep-bench', share, async (cgroup) => {
             const child = await runInCgroup(cgroup, [
               NODE,
+              ...lambdaHeapFlags(memoryMb),
               `${import.meta.dirname}/lambda-invocation-helpers.ts`,
               '--invoke',
               JSON.stringify(input),
