@@ -245,7 +245,7 @@ export async function findNewWork(
       truncated = true;
       break;
     }
-    const read = await readManifestOrReject(ingest.storage, object.key);
+    const read = await readManifestOrReject(ingest.storage, object.key, object);
     // A rejected manifest is planned all the same: "Copy and verify manifests" rejects it again and
     // reports it (it never copies it); the cursor passes it, and reconciliation reports it daily.
     if (isStoredManifest(read))

@@ -14,7 +14,7 @@ import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { isBundleableWalKey } from '../../core/wal-bundle.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { WalBundleStorage } from '../../storage/wal-bundles.ts';
-import { keysPolicyDrops } from '../lib/backups.ts';
+import { type IngestBackups, keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, listFrom } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import type { CopyBatch } from './types.ts';
@@ -73,6 +73,8 @@ export interface Reconciliation {
   readonly bundling: boolean;
   /** The cluster's cursor at the target, if it has one yet. */
   readonly cursor: ClusterCursor | undefined;
+  /** Ingest's backups, read once for every target of the run (lambdas/lib/backups.ts). */
+  readonly ingestBackups?: IngestBackups;
 }
 
 /**
@@ -112,7 +114,7 @@ function notBehind(proposed: StreamCursor, found: StreamCursor | undefined): Str
 export async function reconcileCluster(
   plan: Plan,
   cluster: string,
-  { ingest, target, env, policy, verify, now, bundling, cursor }: Reconciliation,
+  { ingest, target, env, policy, verify, now, bundling, cursor, ingestBackups }: Reconciliation,
 ): Promise<ClusterCursor | undefined> {
   const prefix = clusterPrefix(cluster);
   const inIngest: ObjectInfo[] = [];
@@ -124,7 +126,7 @@ export async function reconcileCluster(
         prefix,
       )
     : listFrom(target, prefix);
-  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
+  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now, ingestBackups);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
   let current: { firstKey: string; lastKey: string; count: number } | undefined;
