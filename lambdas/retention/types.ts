@@ -61,3 +61,33 @@ export interface DeleteBatchOutput {
   /** Keys the provider refused to delete because of Object Lock (reported, not failed). */
   readonly locked: string[];
 }
+
+export const PlanIngestPruneInputSchema = z.object({
+  dryRun: z.boolean().optional(),
+  /** The execution's input: `{"dryRun": true}` plans and reports without deleting. */
+  execution: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
+});
+
+export interface PlanIngestPruneInput {
+  readonly dryRun?: boolean;
+  readonly execution?: { readonly dryRun?: boolean };
+}
+
+export interface PlanIngestPruneOutput {
+  /** Always `ingest`: the delete batches go to "Delete pruned ingest batch" with it. */
+  readonly target: string;
+  readonly dryRun: boolean;
+  /** Ingest's window in days; absent when pruning is off (nothing is planned). */
+  readonly keepDays?: number;
+  readonly deleteBatches: DeleteBatch[];
+  /** What this run deletes from ingest (or, in a dry run, would delete), and why. */
+  readonly deletions: ListedKeys;
+  readonly backupsPruned: number;
+  readonly walPruned: number;
+  /** True when the deletions were cut at the per-run limit; the next run continues. */
+  readonly more: boolean;
+  /** Why older objects stay (first few), per cluster. */
+  readonly kept: string[];
+  /** Manifests that failed validation: never acted on, and alarmed (TrustViolations). */
+  readonly rejected: ListedKeys;
+}

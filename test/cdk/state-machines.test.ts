@@ -700,6 +700,18 @@ describe('replication', () => {
 });
 
 describe('retention', () => {
+  const noPruning = {
+    target: 'ingest',
+    dryRun: false,
+    keepDays: 30,
+    deleteBatches: [],
+    deletions: { count: 0, first: [] },
+    backupsPruned: 0,
+    walPruned: 0,
+    more: false,
+    kept: [],
+    rejected: { count: 0, first: [] },
+  };
   it('plans per target and deletes the batches in order, skipping targets with nothing expired', async () => {
     const deleted: string[] = [];
     const run = await runStateMachine(
@@ -730,6 +742,7 @@ describe('retention', () => {
               rejected: { count: 0, first: [] },
             };
           },
+          'retention/plan-ingest-prune': () => noPruning,
           'retention/delete-batch': (input) => {
             const { target, batch } = input as { target: string; batch: { keys: string[] } };
             deleted.push(...batch.keys.map((k) => `${target}:${k}`));
@@ -738,6 +751,9 @@ describe('retention', () => {
         },
         states: {
           'Alert retention failure': () => {
+            throw new Error('no alert expected');
+          },
+          'Alert ingest pruning failure': () => {
             throw new Error('no alert expected');
           },
         },
@@ -751,6 +767,16 @@ describe('retention', () => {
     ]);
     expect(run.output).toEqual({
       anyFailed: false,
+      ingest: {
+        dryRun: false,
+        keepDays: 30,
+        deleted: { count: 0, first: [] },
+        backups: 0,
+        wal: 0,
+        more: false,
+        kept: [],
+        rejected: { count: 0, first: [] },
+      },
       targets: [
         {
           target: 'dr-aws',
@@ -801,9 +827,13 @@ describe('retention', () => {
               rejected: { count: 0, first: [] },
             };
           },
+          'retention/plan-ingest-prune': () => noPruning,
           'retention/delete-batch': () => ({ deleted: 0, locked: [] }),
         },
-        states: { 'Alert retention failure': (input) => alerts.push(input) },
+        states: {
+          'Alert retention failure': (input) => alerts.push(input),
+          'Alert ingest pruning failure': (input) => alerts.push(input),
+        },
       },
       {},
     ).catch((error: unknown) => error);

@@ -1,0 +1,116 @@
+/**
+ * "Plan ingest pruning": per cluster, lists ingest and what each target holds of it, and asks the
+ * pure planner (core/ingest-prune.ts) what ingest may let go of: older than `ingest.keepDays` by
+ * ingest's LastModified, and at every target (at ingest's size; a bundled segment counts) or
+ * dropped by that target's retention policy. Returns the deletions in batches, in the planner's
+ * order, for "Delete pruned ingest batch".
+ *
+ * A step of the retention machine, after every target's retention: it shares retention's
+ * schedule, dry run, batch shape and per-run limit (a cut run resumes the next day), and what a
+ * target's policy drops is computed from the same view of ingest (lambdas/lib/backups.ts) that
+ * replication's reconciliation uses, so a key counts as done here exactly when reconciliation
+ * would never copy it back.
+ *
+ * Trust: only validated manifests are planned, aged by when ingest stored them; a rejected one is
+ * listed in `rejected`, raises TrustViolations, and nothing it names is pruned.
+ */
+import { type IngestObject, type PruneTarget, planIngestPrune } from '../../core/ingest-prune.ts';
+import { clusterPrefix } from '../../core/keys.ts';
+import type { RetentionPolicy } from '../../core/retention-planner.ts';
+import { clusterBackups, policyDrops } from '../lib/backups.ts';
+import { type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
+import { logDecision } from '../lib/log.ts';
+import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
+import { INGEST_LOCATION, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { defineTask, lambdaHandler } from '../lib/task.ts';
+import { targetListing } from '../replication/plan-reconcile.ts';
+import { batchDeletions, listed, MAX_LISTED } from './plan-retention.ts';
+import type { PlanIngestPruneInput, PlanIngestPruneOutput } from './types.ts';
+
+export async function planIngestPruning(
+  input: PlanIngestPruneInput,
+  env: PipelineEnv,
+  locations: LocationFactory,
+  policies: Readonly<Record<string, RetentionPolicy>>,
+  now: Date = new Date(),
+): Promise<PlanIngestPruneOutput> {
+  const dryRun = input.dryRun === true || input.execution?.dryRun === true;
+  const keepDays = env.ingestKeepDays;
+  const none = { count: 0, first: [] };
+  if (keepDays === undefined)
+    return {
+      target: INGEST_LOCATION,
+      dryRun,
+      deleteBatches: [],
+      deletions: none,
+      backupsPruned: 0,
+      walPruned: 0,
+      more: false,
+      kept: ['ingest.keepDays is not set: ingest is never pruned'],
+      rejected: none,
+    };
+  const ingest = await locations.ingest();
+  const deletions: { cluster: string; key: string; reason: string }[] = [];
+  const rejected: { key: string; reason: string }[] = [];
+  const kept: string[] = [];
+  let backupsPruned = 0;
+  let walPruned = 0;
+  for (const cluster of env.clusters) {
+    const prefix = clusterPrefix(cluster);
+    const inIngest: IngestObject[] = [];
+    for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
+    const view = await clusterBackups(ingest, ingest, cluster);
+    rejected.push(...view.rejected);
+    const targets: PruneTarget[] = [];
+    for (const runtime of env.targets) {
+      const target = await locations.target(runtime);
+      // Held: every ingest key the merged listings do not report missing (or at another size).
+      const holds = new Set(inIngest.map((o) => o.key));
+      const listing = targetListing(target, prefix, inIngest, runtime.walBundles === true);
+      for await (const missing of missingAt(inIngest, listing)) holds.delete(missing.key);
+      targets.push({ name: runtime.name, holds, drops: policyDrops(view, policies[runtime.name], now) });
+    }
+    const plan = planIngestPrune({
+      backups: view.backups,
+      walFiles: view.walFiles,
+      objects: new Map(inIngest.map((o) => [o.key, o])),
+      targets,
+      keepDays,
+      now,
+    });
+    logDecision('ingest pruning planned', {
+      cluster,
+      backups: plan.backupsPruned,
+      wal: plan.walPruned,
+      kept: plan.kept.join('; ') || undefined,
+      dryRun,
+    });
+    deletions.push(...plan.deletions.map((d) => ({ cluster, ...d })));
+    kept.push(...plan.kept.map((k) => `${cluster}: ${k}`));
+    backupsPruned += plan.backupsPruned;
+    walPruned += plan.walPruned;
+  }
+  const { thisRun, deleteBatches } = batchDeletions(deletions, env.clusters, dryRun);
+  return {
+    target: INGEST_LOCATION,
+    dryRun,
+    keepDays,
+    deleteBatches,
+    deletions: { count: thisRun.length, first: listed(thisRun) },
+    backupsPruned,
+    walPruned,
+    more: deletions.length > thisRun.length,
+    kept: kept.slice(0, 10),
+    rejected: { count: rejected.length, first: rejected.slice(0, MAX_LISTED) },
+  };
+}
+
+export const planIngestPruneTask = defineTask({
+  id: 'retention/plan-ingest-prune',
+  run: (input, { env, locations, policies, now }) =>
+    planIngestPruning(input, env, locations, policies, now?.()),
+  publish: (output, _input, env) =>
+    publishMetrics(env.metricNamespace, trustViolationMetrics('retention', output.rejected.count)),
+});
+
+export const handler = lambdaHandler(planIngestPruneTask);
