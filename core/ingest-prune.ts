@@ -14,7 +14,8 @@
  *   backups, so the retention plan on ingest keeps what it kept before, only fewer of the old ones
  *   (docs/architecture.md, "Trust model").
  * - A WAL segment goes when old and done, and only when it comes before the start of the oldest
- *   base backup that stays: ingest's backups stay restorable from ingest alone. Without a base
+ *   base backup that stays: ingest's backups stay restorable from ingest alone. Segments go oldest
+ *   first up to the first that must stay, so pruning never leaves a hole in ingest's WAL. Without a base
  *   backup that stays (or with one whose start is unknown) no WAL goes. `.history` files always
  *   stay (tiny; recovery needs them to follow timelines).
  * - Only keys of validated manifests and WAL keys are planned: anything else under the cluster's
@@ -130,7 +131,18 @@ export function planIngestPrune(input: IngestPruneInput): IngestPrunePlan {
     .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
   for (const { file } of wal) {
     const listed = objects.get(file.key);
-    if (!listed || !old(listed.lastModified) || notDoneAt(targets, file.key).length > 0) continue;
+    if (!listed) continue;
+    const at = notDoneAt(targets, file.key);
+    // Oldest first, up to the first that stays: pruning never makes a hole in ingest's WAL, which
+    // `pgkeep check --archive` and freshness would report as a gap.
+    if (!old(listed.lastModified) || at.length > 0) {
+      kept.push(
+        at.length > 0
+          ? `WAL from ${file.walFileName} on stays: it is not at ${at.join(', ')} (or is there at another size) and that target's retention keeps it`
+          : `WAL from ${file.walFileName} on stays: it is newer than ${input.keepDays} days`,
+      );
+      break;
+    }
     deletions.push({
       key: file.key,
       reason: `WAL ${file.walFileName} is older than ${input.keepDays} days, before the oldest base backup ingest keeps, and every target holds it or its retention dropped it`,

@@ -235,27 +235,28 @@ describe('ingest pruning in the retention state machine', () => {
     expect(again.filter((d) => d.startsWith('ingest:'))).toEqual([]);
   });
 
-  it('keeps a backup a target lacks or holds at another size, every newer backup, and WAL a target lacks', async () => {
+  it('keeps a backup a target lacks or holds at another size, every newer backup, and WAL from the first segment a target lacks on', async () => {
     const cluster = 'partial';
     const archive = await writeArchive(cluster);
     const b2Tar = archive.base.get(B2)?.tar as string;
     await copyTo(dr, archive, { resize: [b2Tar] });
-    await copyTo(b2, archive, { skip: [archive.wal.get(1) as string] });
+    await copyTo(b2, archive, { skip: [archive.wal.get(2) as string] });
     const deleted: string[] = [];
     const run = await prune(envFor(cluster, { keepDays: KEEP_DAYS }), archive.now, {}, deleted);
-    // B1 goes; B2 stays (dr-aws holds its tar at another size), so WAL from B2's start (3) stays,
-    // and WAL 1 stays as b2 lacks it: only WAL 2 goes.
+    // B1 goes; B2 stays (dr-aws holds its tar at another size), so WAL from B2's start (3) stays;
+    // b2 lacks WAL 2, so it stays, and WAL goes oldest first up to it (no hole): only WAL 1 goes.
     expect(deleted.filter((d) => d.startsWith('ingest:'))).toEqual(
-      [archive.base.get(B1)?.tar, archive.base.get(B1)?.manifest, archive.wal.get(2)].map(
+      [archive.base.get(B1)?.tar, archive.base.get(B1)?.manifest, archive.wal.get(1)].map(
         (k) => `ingest:${k}`,
       ),
     );
     const after = await keysOf(ingest, `v1/${cluster}/`);
     expect(after).toEqual(
-      expect.arrayContaining([b2Tar, archive.base.get(B2)?.manifest, archive.wal.get(1), archive.wal.get(3)]),
+      expect.arrayContaining([b2Tar, archive.base.get(B2)?.manifest, archive.wal.get(2), archive.wal.get(3)]),
     );
     expect((run.output as { ingest: { kept: string[] } }).ingest.kept).toEqual([
       expect.stringMatching(new RegExp(`backup ${B2} and every newer one stay: ${b2Tar} is not at dr-aws`)),
+      expect.stringMatching(new RegExp(`WAL from ${segment(2)} on stays: it is not at b2`)),
     ]);
   });
 
