@@ -90,6 +90,11 @@ export class PipelineTargets extends Construct {
     this.targetSecrets = props.targetSecrets;
   }
 
+  /** The clusters whose objects the pipeline handles. */
+  get clusterNames(): string[] {
+    return [...this.props.clusterNames];
+  }
+
   /** The targets' names, in the configured order. */
   get names(): string[] {
     return this.targets.map((t) => t.name);

@@ -2,6 +2,7 @@ import { Duration } from 'aws-cdk-lib';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { MAX_PRUNE_ROUNDS } from '../../lambdas/retention/types.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import type { PipelineTargets } from './pipeline-targets.ts';
 import { alertStep, CATCH_ALL, lambdaStep, pipelineStateMachine } from './steps.ts';
@@ -131,8 +132,8 @@ export class Retention extends Construct {
       parameters: {
         'targets.$': '$.results.targets',
         'anyFailed.$': "States.ArrayContains($.results.statuses, 'failed')",
-        // Ingest pruning reads `{"dryRun": true}` from it.
-        ...(props.ingestKeepDays === undefined ? {} : { 'input.$': '$.input' }),
+        // Ingest pruning goes over the clusters and reads `{"dryRun": true}` from the input.
+        ...(props.ingestKeepDays === undefined ? {} : { 'clusters.$': '$.clusters', 'input.$': '$.input' }),
       },
     });
     const verdict = new sfn.Choice(this, 'Retention applied everywhere?')
@@ -146,7 +147,11 @@ export class Retention extends Construct {
       .otherwise(new sfn.Succeed(this, 'Retention complete'));
 
     const start = new sfn.Pass(this, 'Load retention targets', {
-      parameters: { targets: props.targets.names, 'input.$': '$' },
+      parameters: {
+        targets: props.targets.names,
+        ...(props.ingestKeepDays === undefined ? {} : { clusters: props.targets.clusterNames }),
+        'input.$': '$',
+      },
     });
     const afterTargets =
       props.ingestKeepDays === undefined
@@ -202,10 +207,18 @@ export class Retention extends Construct {
     alert.next(failed);
 
     const planStep = lambdaStep(this, 'Plan ingest pruning', plan.function, {
-      payload: { 'execution.$': '$.input' },
+      payload: { 'cluster.$': '$.cluster', 'round.$': '$.round', 'execution.$': '$.execution' },
       resultPath: '$.prune',
       timeout: Duration.minutes(11),
-    }).addCatch(alert, CATCH_ALL);
+    });
+    // A failure fails this cluster's iteration, and so the Map, which alerts.
+    planStep.addCatch(
+      new sfn.Fail(this, 'Ingest pruning plan failed', {
+        causePath: '$.error.Cause',
+        errorPath: '$.error.Error',
+      }),
+      CATCH_ALL,
+    );
     const deleteBatch = lambdaStep(this, 'Delete pruned ingest batch', prune.function, {
       payload: { 'target.$': '$.target', 'batch.$': '$.batch' },
       timeout: Duration.minutes(11),
@@ -226,27 +239,50 @@ export class Retention extends Construct {
       resultPath: '$.pruned',
     });
     deleteBatches.itemProcessor(deleteBatch);
-    deleteBatches.addCatch(alert, CATCH_ALL);
-    const done = new sfn.Pass(this, 'Ingest pruned', {
+    // Counts only, so the Map's result stays small with many clusters; each round's keys and
+    // reasons are in the output of its "Plan ingest pruning" state and in the decision log.
+    const clusterDone = new sfn.Pass(this, 'Cluster pruned', {
       parameters: {
-        'targets.$': '$.targets',
-        'anyFailed.$': '$.anyFailed',
-        ingest: {
-          'dryRun.$': '$.prune.dryRun',
-          'keepDays.$': '$.prune.keepDays',
-          'deleted.$': '$.prune.deletions',
-          'backups.$': '$.prune.backupsPruned',
-          'wal.$': '$.prune.walPruned',
-          'more.$': '$.prune.more',
-          'kept.$': '$.prune.kept',
-          'rejected.$': '$.prune.rejected',
-        },
+        'cluster.$': '$.prune.cluster',
+        'dryRun.$': '$.prune.dryRun',
+        'rounds.$': '$.prune.round',
+        'deleted.$': '$.prune.deletions.count',
+        'backups.$': '$.prune.backupsPruned',
+        'wal.$': '$.prune.walPruned',
+        'more.$': '$.prune.more',
+        'kept.$': '$.prune.kept',
+        'rejected.$': '$.prune.rejected.count',
       },
     });
-    done.next(then);
+    // A round cut at the per-round limit is planned again (not in a dry run, which deletes nothing).
+    const nextRound = new sfn.Pass(this, 'Next pruning round', {
+      parameters: { 'cluster.$': '$.cluster', 'round.$': '$.prune.round', 'execution.$': '$.execution' },
+    });
+    const again = new sfn.Choice(this, 'More to prune in the cluster?')
+      .when(
+        sfn.Condition.and(
+          sfn.Condition.booleanEquals('$.prune.more', true),
+          sfn.Condition.booleanEquals('$.prune.dryRun', false),
+          sfn.Condition.numberLessThan('$.prune.round', MAX_PRUNE_ROUNDS),
+        ),
+        nextRound.next(planStep),
+      )
+      .otherwise(clusterDone);
     const any = new sfn.Choice(this, 'Anything to prune from ingest?')
-      .when(sfn.Condition.isPresent('$.prune.deleteBatches[0]'), deleteBatches.next(done))
-      .otherwise(done);
-    return planStep.next(any);
+      .when(sfn.Condition.isPresent('$.prune.deleteBatches[0]'), deleteBatches.next(again))
+      .otherwise(again);
+    const perCluster = new sfn.Map(this, 'Prune ingest of each cluster', {
+      itemsPath: '$.clusters',
+      itemSelector: { 'cluster.$': '$$.Map.Item.Value', round: 0, 'execution.$': '$.input' },
+      maxConcurrency: 2,
+      resultPath: '$.pruned',
+    });
+    perCluster.itemProcessor(planStep.next(any));
+    perCluster.addCatch(alert, CATCH_ALL);
+    const done = new sfn.Pass(this, 'Ingest pruned', {
+      parameters: { 'targets.$': '$.targets', 'anyFailed.$': '$.anyFailed', 'ingest.$': '$.pruned' },
+    });
+    done.next(then);
+    return perCluster.next(done);
   }
 }

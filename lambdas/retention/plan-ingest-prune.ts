@@ -1,9 +1,10 @@
 /**
- * "Plan ingest pruning": per cluster, lists ingest and what each target holds of it, and asks the
+ * "Plan ingest pruning": for one cluster, lists ingest and what each target holds of it, and asks the
  * pure planner (core/ingest-prune.ts) what ingest may let go of: older than `ingest.keepDays` by
  * ingest's LastModified, and at every target (at ingest's size; a bundled segment counts) or
  * dropped by that target's retention policy. Returns the deletions in batches, in the planner's
- * order, for "Delete pruned ingest batch".
+ * order, for "Delete pruned ingest batch"; while a round is cut at the per-round limit, the machine
+ * plans the cluster again, up to MAX_PRUNE_ROUNDS a run (the next run goes on).
  *
  * A step of the retention machine, after every target's retention: it shares retention's
  * schedule, dry run, batch shape and per-run limit (a cut run resumes the next day), and what a
@@ -21,7 +22,7 @@ import { clusterBackups, policyDrops } from '../lib/backups.ts';
 import { type LocationFactory, listFrom, missingAt } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
-import { INGEST_LOCATION, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { INGEST_LOCATION, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import { targetListing } from '../replication/plan-reconcile.ts';
 import { batchDeletions, listed, MAX_LISTED } from './plan-retention.ts';
@@ -34,74 +35,67 @@ export async function planIngestPruning(
   policies: Readonly<Record<string, RetentionPolicy>>,
   now: Date = new Date(),
 ): Promise<PlanIngestPruneOutput> {
+  const { cluster } = input;
+  if (!env.clusters.includes(cluster))
+    throw new PipelineConfigError(
+      `unknown cluster "${cluster}" to prune; known clusters: ${env.clusters.join(', ') || '(none)'}`,
+    );
   const dryRun = input.dryRun === true || input.execution?.dryRun === true;
+  const round = (input.round ?? 0) + 1;
   const keepDays = env.ingestKeepDays;
   const none = { count: 0, first: [] };
+  const nothing = { target: INGEST_LOCATION, cluster, round, dryRun, deleteBatches: [], backupsPruned: 0 };
   if (keepDays === undefined)
     return {
-      target: INGEST_LOCATION,
-      dryRun,
-      deleteBatches: [],
+      ...nothing,
       deletions: none,
-      backupsPruned: 0,
       walPruned: 0,
       more: false,
       kept: ['ingest.keepDays is not set: ingest is never pruned'],
       rejected: none,
     };
   const ingest = await locations.ingest();
-  const deletions: { cluster: string; key: string; reason: string }[] = [];
-  const rejected: { key: string; reason: string }[] = [];
-  const kept: string[] = [];
-  let backupsPruned = 0;
-  let walPruned = 0;
-  for (const cluster of env.clusters) {
-    const prefix = clusterPrefix(cluster);
-    const inIngest: IngestObject[] = [];
-    for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
-    const view = await clusterBackups(ingest, ingest, cluster);
-    rejected.push(...view.rejected);
-    const targets: PruneTarget[] = [];
-    for (const runtime of env.targets) {
-      const target = await locations.target(runtime);
-      // Held: every ingest key the merged listings do not report missing (or at another size).
-      const holds = new Set(inIngest.map((o) => o.key));
-      const listing = targetListing(target, prefix, inIngest, runtime.walBundles === true);
-      for await (const missing of missingAt(inIngest, listing)) holds.delete(missing.key);
-      targets.push({ name: runtime.name, holds, drops: policyDrops(view, policies[runtime.name], now) });
-    }
-    const plan = planIngestPrune({
-      backups: view.backups,
-      walFiles: view.walFiles,
-      objects: new Map(inIngest.map((o) => [o.key, o])),
-      targets,
-      keepDays,
-      now,
-    });
-    logDecision('ingest pruning planned', {
-      cluster,
-      backups: plan.backupsPruned,
-      wal: plan.walPruned,
-      kept: plan.kept.join('; ') || undefined,
-      dryRun,
-    });
-    deletions.push(...plan.deletions.map((d) => ({ cluster, ...d })));
-    kept.push(...plan.kept.map((k) => `${cluster}: ${k}`));
-    backupsPruned += plan.backupsPruned;
-    walPruned += plan.walPruned;
+  const prefix = clusterPrefix(cluster);
+  const inIngest: IngestObject[] = [];
+  for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
+  const view = await clusterBackups(ingest, ingest, cluster);
+  const targets: PruneTarget[] = [];
+  for (const runtime of env.targets) {
+    const target = await locations.target(runtime);
+    // Held: every ingest key the merged listings do not report missing (or at another size).
+    const holds = new Set(inIngest.map((o) => o.key));
+    const listing = targetListing(target, prefix, inIngest, runtime.walBundles === true);
+    for await (const missing of missingAt(inIngest, listing)) holds.delete(missing.key);
+    targets.push({ name: runtime.name, holds, drops: policyDrops(view, policies[runtime.name], now) });
   }
-  const { thisRun, deleteBatches } = batchDeletions(deletions, env.clusters, dryRun);
-  return {
-    target: INGEST_LOCATION,
+  const plan = planIngestPrune({
+    backups: view.backups,
+    walFiles: view.walFiles,
+    objects: new Map(inIngest.map((o) => [o.key, o])),
+    targets,
+    keepDays,
+    now,
+  });
+  logDecision('ingest pruning planned', {
+    cluster,
+    round,
+    backups: plan.backupsPruned,
+    wal: plan.walPruned,
+    kept: plan.kept.join('; ') || undefined,
     dryRun,
+  });
+  const deletions = plan.deletions.map((d) => ({ cluster, ...d }));
+  const { thisRun, deleteBatches } = batchDeletions(deletions, [cluster], dryRun);
+  return {
+    ...nothing,
     keepDays,
     deleteBatches,
     deletions: { count: thisRun.length, first: listed(thisRun) },
-    backupsPruned,
-    walPruned,
+    backupsPruned: plan.backupsPruned,
+    walPruned: plan.walPruned,
     more: deletions.length > thisRun.length,
-    kept: kept.slice(0, 10),
-    rejected: { count: rejected.length, first: rejected.slice(0, MAX_LISTED) },
+    kept: plan.kept.slice(0, 3),
+    rejected: { count: view.rejected.length, first: view.rejected.slice(0, MAX_LISTED) },
   };
 }
 

@@ -3,7 +3,7 @@
 // objects are written a second apart around a cut-off, and `now` is the cut-off plus keepDays.
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { baseBackupKey, manifestKey, walKey } from '../../../core/keys.ts';
 import { serializeManifest } from '../../../core/manifest.ts';
 import type { RetentionPolicy } from '../../../core/retention-planner.ts';
@@ -50,6 +50,13 @@ beforeAll(async () => {
 afterAll(async () => {
   synth?.dispose();
   await server?.stop();
+});
+
+// The synthesized machine prunes the example config's cluster, "main": each test starts empty.
+const CLUSTER = 'main';
+beforeEach(async () => {
+  for (const location of [ingest, dr, b2])
+    for (const key of await keysOf(location)) await location.storage.delete(key);
 });
 
 function envFor(cluster: string, options: { bundling?: boolean; keepDays?: number } = {}): PipelineEnv {
@@ -181,7 +188,7 @@ const B3 = '20261103T000000Z-0003';
 
 describe('ingest pruning in the retention state machine', () => {
   it('prunes old backups (objects, then manifest) and old WAL before the oldest base kept, once both targets hold them; the reconciliation then copies nothing', async () => {
-    const cluster = 'happy';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     await copyTo(dr, archive);
     await copyTo(b2, archive);
@@ -201,7 +208,7 @@ describe('ingest pruning in the retention state machine', () => {
     expect(deleted.filter((d) => d.startsWith('ingest:'))).toEqual(expected);
     expect(run.output).toMatchObject({
       anyFailed: false,
-      ingest: { dryRun: false, keepDays: KEEP_DAYS, backups: 2, wal: 4, deleted: { count: 8 } },
+      ingest: [{ cluster, dryRun: false, rounds: 1, backups: 2, wal: 4, deleted: 8, more: false }],
     });
     const after = await keysOf(ingest);
     expect(after).toEqual(before.filter((k) => !expected.includes(`ingest:${k}`)));
@@ -236,7 +243,7 @@ describe('ingest pruning in the retention state machine', () => {
   });
 
   it('keeps a backup a target lacks or holds at another size, every newer backup, and WAL from the first segment a target lacks on', async () => {
-    const cluster = 'partial';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     const b2Tar = archive.base.get(B2)?.tar as string;
     await copyTo(dr, archive, { resize: [b2Tar] });
@@ -254,14 +261,14 @@ describe('ingest pruning in the retention state machine', () => {
     expect(after).toEqual(
       expect.arrayContaining([b2Tar, archive.base.get(B2)?.manifest, archive.wal.get(2), archive.wal.get(3)]),
     );
-    expect((run.output as { ingest: { kept: string[] } }).ingest.kept).toEqual([
+    expect((run.output as { ingest: { kept: string[] }[] }).ingest[0]?.kept).toEqual([
       expect.stringMatching(new RegExp(`backup ${B2} and every newer one stay: ${b2Tar} is not at dr-aws`)),
       expect.stringMatching(new RegExp(`WAL from ${segment(2)} on stays: it is not at b2`)),
     ]);
   });
 
   it("counts what a target's own retention deleted as done there, and the reconciliation never copies it back", async () => {
-    const cluster = 'dropped';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     await copyTo(dr, archive);
     await copyTo(b2, archive);
@@ -291,7 +298,7 @@ describe('ingest pruning in the retention state machine', () => {
   });
 
   it('counts a segment held in a WAL bundle at a bundling target as held', async () => {
-    const cluster = 'bundled';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     const walKeys = new Set(archive.wal.values());
     // dr-aws holds the backups and WAL 1-6 as one bundle, no single WAL objects; b2 holds singles.
@@ -313,7 +320,7 @@ describe('ingest pruning in the retention state machine', () => {
   });
 
   it('a dry run lists what it would prune and deletes nothing', async () => {
-    const cluster = 'dry';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     await copyTo(dr, archive);
     await copyTo(b2, archive);
@@ -322,11 +329,11 @@ describe('ingest pruning in the retention state machine', () => {
     const run = await prune(envFor(cluster, { keepDays: KEEP_DAYS }), archive.now, { dryRun: true }, deleted);
     expect(deleted).toEqual([]);
     expect(await keysOf(ingest)).toEqual(before);
-    expect(run.output).toMatchObject({ ingest: { dryRun: true, backups: 2, wal: 4, deleted: { count: 8 } } });
+    expect(run.output).toMatchObject({ ingest: [{ dryRun: true, backups: 2, wal: 4, deleted: 8 }] });
   });
 
   it('the delete step refuses a batch with a key outside the cluster, under pipeline/ or verify/: nothing is deleted, the run alerts and fails', async () => {
-    const cluster = 'guard';
+    const cluster = CLUSTER;
     const archive = await writeArchive(cluster);
     const own = archive.wal.get(1) as string;
     for (const stray of [
@@ -345,6 +352,8 @@ describe('ingest pruning in the retention state machine', () => {
       );
       const planned = {
         target: 'ingest',
+        cluster,
+        round: 1,
         dryRun: false,
         keepDays: KEEP_DAYS,
         deleteBatches: [{ cluster, keys: [own, stray] }],
@@ -373,7 +382,7 @@ describe('ingest pruning in the retention state machine', () => {
     try {
       const machine = off.stateMachine('retention');
       expect(allStates(machine.definition).map(([name]) => name)).not.toContain('Plan ingest pruning');
-      const cluster = 'off';
+      const cluster = CLUSTER;
       const archive = await writeArchive(cluster);
       await copyTo(dr, archive);
       await copyTo(b2, archive);
