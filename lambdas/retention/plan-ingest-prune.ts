@@ -36,10 +36,6 @@ export async function planIngestPruning(
   now: Date = new Date(),
 ): Promise<PlanIngestPruneOutput> {
   const { cluster } = input;
-  if (!env.clusters.includes(cluster))
-    throw new PipelineConfigError(
-      `unknown cluster "${cluster}" to prune; known clusters: ${env.clusters.join(', ') || '(none)'}`,
-    );
   const dryRun = input.dryRun === true || input.execution?.dryRun === true;
   const round = (input.round ?? 0) + 1;
   const keepDays = env.ingestKeepDays;
@@ -54,6 +50,10 @@ export async function planIngestPruning(
       kept: ['ingest.keepDays is not set: ingest is never pruned'],
       rejected: none,
     };
+  if (!env.clusters.includes(cluster))
+    throw new PipelineConfigError(
+      `unknown cluster "${cluster}" to prune; known clusters: ${env.clusters.join(', ') || '(none)'}`,
+    );
   const ingest = await locations.ingest();
   const prefix = clusterPrefix(cluster);
   const inIngest: IngestObject[] = [];
