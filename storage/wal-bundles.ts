@@ -86,9 +86,8 @@ export class WalBundleStorage implements Storage {
    * they are its members and its index is not read (a daily reconciliation reads no index unless
    * something differs). Such members are listed, never read: a `get` still reads the index.
    *
-   * `skipUnexpected`: with `expectedMembers`, a bundle of which the caller expects no member
-   * (ingest no longer holds any segment of its range: pruned) lists no members and its index is
-   * not read; the caller compares with a listing that has nothing in that range.
+   * `skipUnexpected`: a bundle the caller expects no member of (ingest pruned its range) lists
+   * none and its index is not read.
    *
    * `readAheadBytes`: a `get` of a member also reads the members after it in its bundle, up to
    * this many bytes, with the same GET, and keeps them for their own `get` (the prefetcher's).
