@@ -4,9 +4,11 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { checkArchiveGaps } from '../../../agent/commands/check-probes.ts';
 import { baseBackupKey, manifestKey, walKey } from '../../../core/keys.ts';
 import { serializeManifest } from '../../../core/manifest.ts';
 import type { RetentionPolicy } from '../../../core/retention-planner.ts';
+import { measureFreshness } from '../../../lambdas/freshness/measure.ts';
 import type { Location, LocationFactory } from '../../../lambdas/lib/locations.ts';
 import type { PipelineEnv } from '../../../lambdas/lib/pipeline-env.ts';
 import { planCopies } from '../../../lambdas/replication/plan-copies.ts';
@@ -265,6 +267,19 @@ describe('ingest pruning in the retention state machine', () => {
       expect.stringMatching(new RegExp(`backup ${B2} and every newer one stay: ${b2Tar} is not at dr-aws`)),
       expect.stringMatching(new RegExp(`WAL from ${segment(2)} on stays: it is not at b2`)),
     ]);
+    // What ingest keeps has no hole: neither `pgkeep check --archive` nor freshness sees a gap.
+    expect(await checkArchiveGaps(ingest.storage, cluster)).toEqual([
+      expect.objectContaining({
+        ok: true,
+        detail: expect.stringContaining(`no gap in ${segment(3)} to ${segment(7)}`),
+      }),
+    ]);
+    const freshness = await measureFreshness(
+      envFor(cluster, { keepDays: KEEP_DAYS }),
+      locations,
+      archive.now,
+    );
+    expect(freshness.metrics.find((m) => m.name === 'ArchiveGaps')?.value).toBe(0);
   });
 
   it("counts what a target's own retention deleted as done there, and the reconciliation never copies it back", async () => {
