@@ -172,9 +172,12 @@ describe('backups, restores and targets', () => {
     const target = join(h.dir, 'target-repo');
     await cp(h.repoDir, target, { recursive: true });
     if (h.user) execFileSync('chown', ['-R', `${h.user.uid}:${h.user.gid}`, target]);
-    const manifestPath = join(h.repoDir, manifestKey('opmain', id));
-    const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as { objects: { key: string }[] };
-    const pruned = [...manifest.objects.map((o) => o.key), manifestKey('opmain', id)];
+    const pruned: string[] = [];
+    for (const backupId of [id, baseId]) {
+      const path = join(h.repoDir, manifestKey('opmain', backupId));
+      const manifest = JSON.parse(await readFile(path, 'utf8')) as { objects: { key: string }[] };
+      pruned.push(...manifest.objects.map((o) => o.key), manifestKey('opmain', backupId));
+    }
     for (const key of pruned) await rm(join(h.repoDir, key));
     try {
       const gone = await h.pgkeep(['restore', '--db', 'shop', '--into', 'x', '--backup', id]);
@@ -198,6 +201,21 @@ describe('backups, restores and targets', () => {
       expect(restored.stderr).toBe('');
       expect(restored.stdout).toContain(id);
       expect(await primary.sql('select count(*) from t', 'shop_from_target')).toMatch(/^[1-9]/);
+      // A physical restore --from lays the base backup down from the target and fetches WAL from there.
+      const pgdata = join(h.dir, 'from-target');
+      const physical = await h.pgkeep([
+        'restore',
+        '--pgdata',
+        pgdata,
+        '--backup',
+        baseId,
+        '--from',
+        `file://${target}`,
+      ]);
+      expect(physical.stderr).toBe('');
+      const conf = await readFile(join(pgdata, 'postgresql.auto.conf'), 'utf8');
+      expect(conf).toMatch(new RegExp(`restore_command = .*PGKEEP_REPOSITORY=\\S*file://${target}`));
+      await rm(pgdata, { recursive: true, force: true });
     } finally {
       for (const key of pruned) await cp(join(target, key), join(h.repoDir, key));
     }
