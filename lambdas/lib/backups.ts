@@ -89,10 +89,19 @@ export async function keysPolicyDrops(
   ingestBackups: IngestBackups = readIngestBackups,
 ): Promise<{ dropped: Set<string>; rejected: RejectedManifest[] }> {
   if (!policy) return { dropped: new Set(), rejected: [] };
-  const { backups, walFiles, rejected } = await ingestBackups(ingest, cluster);
-  if (backups.length === 0) return { dropped: new Set(), rejected };
-  const plan = planRetention({ backups, walFiles, policy, now });
-  return { dropped: new Set(plan.deletions.map((d) => d.key)), rejected };
+  const view = await ingestBackups(ingest, cluster);
+  return { dropped: policyDrops(view, policy, now), rejected: view.rejected };
+}
+
+/** The keys of `view` (ingest's, see {@link keysPolicyDrops}) that `policy` drops at `now`. */
+export function policyDrops(
+  view: ClusterBackups,
+  policy: RetentionPolicy | undefined,
+  now: Date,
+): Set<string> {
+  if (!policy || view.backups.length === 0) return new Set();
+  const plan = planRetention({ backups: view.backups, walFiles: view.walFiles, policy, now });
+  return new Set(plan.deletions.map((d) => d.key));
 }
 
 /** A cluster's backups and WAL in ingest, as the planner takes them. */

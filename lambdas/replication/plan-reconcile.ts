@@ -37,6 +37,25 @@ async function* compare(
   }
 }
 
+/**
+ * The target's objects under `prefix`, in key order, to compare with ingest's listing `inIngest`
+ * of the same prefix. At a target with WAL bundles, a segment in a bundle counts as present
+ * (storage/wal-bundles.ts); a bundle holding exactly ingest's segments of its range is known by
+ * its key, without its index, and one whose range ingest no longer holds anything of (pruned) is
+ * not read at all: the comparison never asks for its members. With `verify`, every index is read.
+ */
+export function targetListing(
+  target: Location,
+  prefix: string,
+  inIngest: readonly ObjectInfo[],
+  bundling: boolean,
+  verify = false,
+): AsyncIterable<ObjectInfo> {
+  if (!bundling) return listFrom(target, prefix);
+  const options = verify ? {} : { expectedMembers: segmentsInRange(inIngest), skipUnexpected: true };
+  return new WalBundleStorage(target.storage, options).list(prefix);
+}
+
 export interface Plan {
   readonly batches: CopyBatch[];
   readonly manifestKeys: string[];
@@ -119,13 +138,7 @@ export async function reconcileCluster(
   const prefix = clusterPrefix(cluster);
   const inIngest: ObjectInfo[] = [];
   for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
-  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts);
-  // a bundle holding exactly ingest's segments of its range is known by its key, without its index.
-  const atTarget = bundling
-    ? new WalBundleStorage(target.storage, verify ? {} : { expectedMembers: segmentsInRange(inIngest) }).list(
-        prefix,
-      )
-    : listFrom(target, prefix);
+  const atTarget = targetListing(target, prefix, inIngest, bundling, verify);
   const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now, ingestBackups);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
