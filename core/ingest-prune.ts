@@ -15,9 +15,11 @@
  *   (docs/architecture.md, "Trust model").
  * - A WAL segment goes when old and done, and only when it comes before the start of the oldest
  *   base backup that stays: ingest's backups stay restorable from ingest alone. Segments go oldest
- *   first up to the first that must stay, so pruning never leaves a hole in ingest's WAL. Without a base
- *   backup that stays (or with one whose start is unknown) no WAL goes. `.history` files always
- *   stay (tiny; recovery needs them to follow timelines).
+ *   first up to the first that must stay, so pruning never leaves a hole in ingest's WAL. When no
+ *   base backup stays, no backup in ingest needs old WAL (one still running started within a day,
+ *   and `keepDays` is more than that), so the same age-and-done rule alone decides; with one whose
+ *   start is unknown no WAL goes. `.history` files always stay (tiny; recovery needs them to
+ *   follow timelines).
  * - Only keys of validated manifests and WAL keys are planned: anything else under the cluster's
  *   prefix (a backup in progress, a rejected manifest and what it names) stays.
  */
@@ -110,23 +112,25 @@ export function planIngestPrune(input: IngestPruneInput): IngestPrunePlan {
     pruned += 1;
   }
   const staying = byAge.slice(pruned).filter((b) => b.kind === 'base');
+  // The WAL position before which segments may go: the oldest staying base backup's start, no
+  // bound when none stays, nothing when a staying one's start is unknown.
   let keepFrom: string | undefined;
+  let walMayGo = true;
   for (const base of staying) {
     const start = base.startWalFile === undefined ? undefined : parseWalFileName(base.startWalFile)?.position;
     if (start === undefined) {
       kept.push(`no WAL is pruned: base backup ${base.backupId} stays and its start WAL file is unknown`);
-      keepFrom = undefined;
+      walMayGo = false;
       break;
     }
     if (keepFrom === undefined || start < keepFrom) keepFrom = start;
   }
-  if (staying.length === 0) kept.push('no WAL is pruned: no base backup stays in ingest to restore it from');
   let walPruned = 0;
   const wal = input.walFiles
     .map((file) => ({ file, position: parseWalFileName(file.walFileName)?.position }))
     .filter(
       (w): w is { file: RetentionWalFile; position: string } =>
-        keepFrom !== undefined && w.position !== undefined && w.position < keepFrom,
+        walMayGo && w.position !== undefined && (keepFrom === undefined || w.position < keepFrom),
     )
     .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
   for (const { file } of wal) {

@@ -47,11 +47,23 @@ describe('planIngestPrune', () => {
     expect(result.kept).toEqual([expect.stringContaining('no targets')]);
   });
 
-  it('prunes no WAL when no base backup stays, or when one that stays has no start', () => {
+  it('prunes old WAL every target is done with when no base backup stays, none when one that stays has no start', () => {
     const logicalOnly = plan([backup('20261001T000000Z-0001', 'logical')], [wal(1), wal(2)]);
     expect(logicalOnly.backupsPruned).toBe(1);
-    expect(logicalOnly.walPruned).toBe(0);
-    expect(logicalOnly.kept).toEqual([expect.stringContaining('no base backup stays')]);
+    expect(logicalOnly.walPruned).toBe(2);
+    // A target that lacks segment 2 (and keeps it): it and every later segment stay.
+    const keys = [
+      wal(1).key,
+      'v1/c/manifests/20261001T000000Z-0001.json',
+      'v1/c/logical/shop/20261001T000000Z-0001/x.zst.age',
+    ];
+    const lacking = plan(
+      [backup('20261001T000000Z-0001', 'logical')],
+      [wal(1), wal(2), wal(3)],
+      [{ name: 'a', holds: new Set([...keys, wal(3).key]), drops: new Set() }],
+    );
+    expect(lacking.walPruned).toBe(1);
+    expect(lacking.kept).toEqual([expect.stringContaining(`WAL from ${seg(2)} on stays`)]);
     const newer = { ...backup('20261101T000000Z-0002', 'base'), stopTime: now.toISOString() };
     const unknownStart = plan([newer], [wal(1)]);
     expect(unknownStart.walPruned).toBe(0);
