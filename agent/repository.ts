@@ -39,7 +39,7 @@ export async function readManifest(
   } catch (error) {
     if (!(error instanceof ObjectNotFoundError)) throw error;
     throw new UnknownBackupError(
-      `no backup ${backupId} of cluster "${cluster}" in ${storage.displayUrl}: run pgkeep list for the ids`,
+      `no backup ${backupId} of cluster "${cluster}" in ${storage.displayUrl}: run pgkeep list for the ids; a backup older than the pipeline's ingest.keepDays may have been pruned from ingest after every target got it: restore it from a target with --from TARGET (a name under targets in the config, or the target's URL)`,
       { cause: error },
     );
   }

@@ -174,6 +174,13 @@ export const DeployConfigSchema = z
         mode: z.enum(['GOVERNANCE', 'COMPLIANCE']),
         defaultRetentionDays: z.number().int().min(1).max(36500),
       }),
+      /**
+       * Days ingest keeps; the daily retention run then deletes from ingest what is older and every
+       * target holds (or drops by its own retention), whole backups and WAL before ingest's oldest
+       * base backup (core/ingest-prune.ts). More than objectLock.defaultRetentionDays, and needs a
+       * target. @default - ingest is never pruned
+       */
+      keepDays: z.number().int().min(1).max(36500).optional(),
     }),
     targets: z.array(TargetSchema).default([]),
     schedules: z.strictObject({
@@ -273,6 +280,19 @@ export const DeployConfigSchema = z
           message: `target "${target.name}": deleteCredentialsSecretName must name another secret than credentialsSecretName, or the copy steps could read the delete-capable key`,
         });
     });
+    const { keepDays, objectLock } = config.ingest;
+    if (keepDays !== undefined && keepDays <= objectLock.defaultRetentionDays)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ingest', 'keepDays'],
+        message: `ingest.keepDays is ${keepDays}, but a version under Object Lock cannot be deleted before ingest.objectLock.defaultRetentionDays (${objectLock.defaultRetentionDays}) have passed; set keepDays to at least ${objectLock.defaultRetentionDays + 1}, or remove it to never prune ingest`,
+      });
+    if (keepDays !== undefined && config.targets.length === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ingest', 'keepDays'],
+        message: `ingest.keepDays is ${keepDays}, but there are no targets: ingest holds the only copy and is pruned only of what every target holds; add a target or remove keepDays`,
+      });
     const secrets = config.targets.flatMap((t) =>
       t.type === 's3-compatible'
         ? [t.credentialsSecretName, ...(t.deleteCredentialsSecretName ? [t.deleteCredentialsSecretName] : [])]

@@ -94,6 +94,13 @@ export const TARGET_WRITE_ACTIONS = [
 export const TARGET_READ_ACTIONS = ['s3:GetObject', 's3:ListBucket'] as const;
 
 /** Retention removes what its plan drops; Object Lock still refuses locked versions. */
+/**
+ * Ingest pruning's delete step, on ingest's `v1/*` only: a DeleteObject without a version id, which
+ * in the versioned bucket writes a delete marker (the version then expires by lifecycle once its
+ * Object Lock allows). Never DeleteObjectVersion nor a lock bypass.
+ */
+export const INGEST_DELETE_ACTIONS = ['s3:DeleteObject'] as const;
+
 export const TARGET_DELETE_ACTIONS = [
   's3:DeleteObject',
   's3:DeleteObjectVersion',

@@ -56,6 +56,7 @@ export class PipelineStack extends Stack {
       stateMachineName: `${config.name}-retention`,
       targets,
       alertTopic,
+      ...(config.ingest.keepDays === undefined ? {} : { ingestKeepDays: config.ingest.keepDays }),
     });
     this.verification = new Verification(this, 'Verification', {
       deploymentName: config.name,

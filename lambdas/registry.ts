@@ -15,7 +15,11 @@ import {
   CopyManifestsInputSchema,
   PlanStepInputSchema,
 } from './replication/types.ts';
-import { DeleteBatchInputSchema, PlanRetentionInputSchema } from './retention/types.ts';
+import {
+  DeleteBatchInputSchema,
+  PlanIngestPruneInputSchema,
+  PlanRetentionInputSchema,
+} from './retention/types.ts';
 import { PickBackupInputSchema, RecordResultInputSchema } from './verification/types.ts';
 
 export const HANDLERS = {
@@ -25,6 +29,7 @@ export const HANDLERS = {
   'replication/copy-large': { input: CopyLargeInputSchema },
   'retention/plan-retention': { input: PlanRetentionInputSchema },
   'retention/delete-batch': { input: DeleteBatchInputSchema },
+  'retention/plan-ingest-prune': { input: PlanIngestPruneInputSchema },
   // The execution input; a run started without one picks by staleness.
   'verification/pick-backup': { input: z.preprocess((input) => input ?? {}, PickBackupInputSchema) },
   'verification/record-result': { input: RecordResultInputSchema },

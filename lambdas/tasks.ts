@@ -11,6 +11,7 @@ import { copyLargeTask } from './replication/copy-large.ts';
 import { copyManifestsTask } from './replication/copy-manifests.ts';
 import { planCopiesTask } from './replication/plan-copies.ts';
 import { deleteBatchTask } from './retention/delete-batch.ts';
+import { planIngestPruneTask } from './retention/plan-ingest-prune.ts';
 import { planRetentionTask } from './retention/plan-retention.ts';
 import { pickBackupTask } from './verification/pick-backup.ts';
 import { recordResultTask } from './verification/record-result.ts';
@@ -22,6 +23,7 @@ export const TASKS = {
   'replication/copy-large': copyLargeTask,
   'retention/plan-retention': planRetentionTask,
   'retention/delete-batch': deleteBatchTask,
+  'retention/plan-ingest-prune': planIngestPruneTask,
   'verification/pick-backup': pickBackupTask,
   'verification/record-result': recordResultTask,
   'freshness/measure': measureFreshnessTask,

@@ -31,19 +31,30 @@ export interface RejectedManifest {
   readonly reason: string;
 }
 
+/** What a listing says of a manifest: when the repository stored it, so no HEAD has to ask. */
+export interface ListedManifest {
+  readonly lastModified: Date;
+}
+
 /**
  * Reads and validates the manifest at `key`. Rejects with {@link InvalidManifestError} when it cannot
- * be trusted and {@link ObjectNotFoundError} when it is not there.
+ * be trusted and {@link ObjectNotFoundError} when it is not there. With `listed` (the manifest as a
+ * listing just showed it) its stored time is the listing's and the read is one GET; otherwise a HEAD
+ * asks for it first. Manifests are written once (create-only), so the two agree.
  */
-export async function readManifest(storage: Storage, key: string): Promise<StoredManifest> {
-  const info = await storage.head(key);
-  if (!info) throw new ObjectNotFoundError(key);
+export async function readManifest(
+  storage: Storage,
+  key: string,
+  listed?: ListedManifest,
+): Promise<StoredManifest> {
+  const storedAt = listed?.lastModified ?? (await storage.head(key))?.lastModified;
+  if (!storedAt) throw new ObjectNotFoundError(key);
   const bytes = await buffer(await storage.get(key));
   const manifest = validateManifest(parseManifest(bytes.toString('utf8'), key), key);
   return {
     key,
     manifest,
-    storedAt: info.lastModified,
+    storedAt,
     bytes,
     sha256: createHash('sha256').update(bytes).digest('hex'),
   };
@@ -53,9 +64,10 @@ export async function readManifest(storage: Storage, key: string): Promise<Store
 export async function readManifestOrReject(
   storage: Storage,
   key: string,
+  listed?: ListedManifest,
 ): Promise<StoredManifest | RejectedManifest> {
   try {
-    return await readManifest(storage, key);
+    return await readManifest(storage, key, listed);
   } catch (error) {
     if (error instanceof InvalidManifestError) return { key, reason: error.message };
     throw error;
@@ -79,7 +91,7 @@ export async function listManifests(
   const rejected: RejectedManifest[] = [];
   for await (const object of storage.list(manifestsPrefix(cluster))) {
     if (backupIdOfManifestKey(object.key) === undefined) continue;
-    const read = await readManifestOrReject(storage, object.key);
+    const read = await readManifestOrReject(storage, object.key, object);
     if (isStoredManifest(read)) manifests.push(read);
     else rejected.push(read);
   }

@@ -73,6 +73,7 @@ export class WalBundleStorage implements Storage {
   readonly #read = new Map<string, LocatedMember[]>();
 
   readonly #expected: ExpectedMembers | undefined;
+  readonly #skipUnexpected: boolean;
   readonly #readAheadBytes: number;
   /** The run of members read ahead (see readAhead). */
   #ahead: { members: string[]; bytes: Promise<Map<string, Buffer | Error>> } | undefined;
@@ -85,17 +86,25 @@ export class WalBundleStorage implements Storage {
    * they are its members and its index is not read (a daily reconciliation reads no index unless
    * something differs). Such members are listed, never read: a `get` still reads the index.
    *
+   * `skipUnexpected`: a bundle the caller expects no member of (ingest pruned its range) lists
+   * none and its index is not read.
+   *
    * `readAheadBytes`: a `get` of a member also reads the members after it in its bundle, up to
    * this many bytes, with the same GET, and keeps them for their own `get` (the prefetcher's).
    * @default 0 - each member is read on its own
    */
   constructor(
     inner: Storage,
-    options: { readonly expectedMembers?: ExpectedMembers; readonly readAheadBytes?: number } = {},
+    options: {
+      readonly expectedMembers?: ExpectedMembers;
+      readonly skipUnexpected?: boolean;
+      readonly readAheadBytes?: number;
+    } = {},
   ) {
     this.inner = inner;
     this.displayUrl = inner.displayUrl;
     this.#expected = options.expectedMembers;
+    this.#skipUnexpected = options.skipUnexpected === true;
     this.#readAheadBytes = options.readAheadBytes ?? 0;
   }
 
@@ -232,6 +241,7 @@ export class WalBundleStorage implements Storage {
   private async listedMembers(bundle: ObjectInfo): Promise<LocatedMember[]> {
     const parsed = parseWalBundleKey(bundle.key);
     const expected = parsed && this.#expected?.(parsed);
+    if (expected && expected.length === 0 && this.#skipUnexpected) return [];
     if (!parsed || !expected || expected.length === 0 || bundleDigest(expected) !== parsed.digest)
       return this.bundleMembers(bundle);
     let offset = 0;

@@ -13,7 +13,7 @@ import { archiveCommandLine, restoreCommandLine, WalSpool } from '../wal/spool.t
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
 import { assertTimeInArchive, defaultOwner, userIds } from './restore-owner-target.ts';
-import { setUp } from './setup.ts';
+import { resolveRepository, setUp } from './setup.ts';
 
 const ARCHIVE_SAYS: Record<ArchiveChoice['mode'], string> = {
   off: 'it will not archive (--archive)',
@@ -38,7 +38,7 @@ export const restorePhysicalCommand: Command = {
   summary: 'lay down a base backup and configure point-in-time recovery',
   usage: `pgkeep restore --pgdata DIR [--backup ID] [--target-time T | --target-lsn L | --target-xid X | --target-name N]
                [--target-action promote|pause|shutdown] [--overwrite] [--tablespace-map OID=DIR…] [--owner USER]
-               [--archive off|keep|new-cluster NAME]
+               [--archive off|keep|new-cluster NAME] [--from REPO]
 
 Extracts the base backup into DIR (absent or empty unless --overwrite) and configures recovery:
 recovery.signal, and a restore_command that runs pgkeep wal-fetch with this configuration. Start
@@ -51,6 +51,9 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
   --archive keep        the copy archives with the settings it came with, into this cluster
   --archive new-cluster NAME  the copy archives into cluster NAME of this repository
   --backup ID           a base backup id (default: the newest that ends before the target)
+  --from REPO           read the backup and the WAL from a target named in the config, or a
+                        repository URL (default: repository); what the pipeline pruned from ingest
+                        is still at the targets
   --overwrite           delete the contents of a non-empty DIR (and tablespace directories) first
   --tablespace-map OID=DIR  put tablespace OID in DIR instead of its original location
   --owner USER          give the files to USER; as root the default is the owner of DIR's parent
@@ -78,6 +81,7 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
         'tablespace-map': { type: 'string', multiple: true },
         owner: { type: 'string' },
         archive: { type: 'string', default: 'off' },
+        from: { type: 'string' },
       },
       1,
     );
@@ -112,7 +116,10 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
       ? { ...userIds(values.owner), why: values.owner }
       : await defaultOwner(resolve(values.pgdata));
 
-    const { config, storage } = await setUp(context, { readsWal: true });
+    const { config, storage } = await setUp(context, {
+      readsWal: true,
+      ...(values.from ? { from: values.from } : {}),
+    });
     if (targetTime) await assertTimeInArchive(storage, config.cluster, targetTime);
     const identities = await readIdentityFile(config.identityFile);
     const script = process.argv[1];
@@ -130,6 +137,7 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
       const value = context.env[name];
       if (value) env[name] = value;
     }
+
     const configPath = context.configPath ?? context.env.PGKEEP_CONFIG;
     const line = {
       nodePath: process.execPath,
@@ -139,7 +147,12 @@ its WAL; see pgkeep promote-archive. Needs the identity file (identityFile, PGKE
       ...(configPath ? { configPath: resolve(configPath) } : {}),
       env,
     };
-    const restoreCommand = restoreCommandLine(line);
+    // With --from, recovery fetches its WAL from that repository too (a copy still archives into this one).
+    const restoreCommand = restoreCommandLine(
+      values.from
+        ? { ...line, env: { ...env, PGKEEP_REPOSITORY: resolveRepository(config, values.from).url } }
+        : line,
+    );
     const archiveCommand =
       archive.mode === 'new-cluster'
         ? archiveCommandLine({

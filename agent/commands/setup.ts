@@ -21,13 +21,19 @@ export interface SetUpOptions {
   readonly readsWal?: boolean;
   /** With `readsWal`: a bundled segment's read also reads the next ones of its bundle, up to this many bytes (the prefetcher). @default 0 */
   readonly walReadAheadBytes?: number;
+  /**
+   * `--from`: read another repository than the configured one, a target's name from the config or
+   * a URL ({@link resolveRepository}). @default - the configured repository (ingest)
+   */
+  readonly from?: string;
 }
 
 export async function setUp(context: CommandContext, options: SetUpOptions = {}): Promise<Setup> {
   const config = await loadConfig({ configPath: context.configPath, env: context.env });
   let storage: Storage;
+  const url = options.from === undefined ? config.repository : resolveRepository(config, options.from).url;
   try {
-    storage = openStorage(config.repository);
+    storage = openStorage(url);
   } catch (error) {
     throw new ConfigError(`repository: ${(error as Error).message} (or set PGKEEP_REPOSITORY)`, {
       cause: error,
@@ -70,4 +76,23 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+/** `--from`/`--report-to`: a target's name from the config, or a repository URL. */
+export function resolveRepository(
+  config: AgentConfig,
+  value: string | undefined,
+): { name: string; url: string } {
+  if (value === undefined || value === 'ingest') return { name: 'ingest', url: config.repository };
+  const target = config.targets[value];
+  if (target) return { name: value, url: target };
+  if (value.includes('://')) {
+    if (value === config.repository) return { name: 'ingest', url: value };
+    const named = Object.entries(config.targets).find(([, url]) => url === value)?.[0];
+    return { name: named ?? openStorage(value).displayUrl, url: value };
+  }
+  const known = Object.keys(config.targets).join(', ') || 'none configured';
+  throw new ConfigError(
+    `unknown target "${value}": give a repository URL (s3://… or file://…) or a name under targets in the config; known targets: ${known}`,
+  );
 }

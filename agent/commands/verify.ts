@@ -11,34 +11,14 @@ import {
 import { openStorage } from '../../storage/open-storage.ts';
 import { readVerifyReports, writeVerifyReport } from '../../storage/verify-reports.ts';
 import { withWalBundles } from '../../storage/wal-bundles.ts';
-import { type AgentConfig, ConfigError } from '../config.ts';
 import { asExitCode, ExitCode } from '../exit-codes.ts';
 import { readIdentityFile } from '../recipients.ts';
 import { runVerify, type VerifySelection } from '../verify/run-verify.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { parseCommandArgs } from './args.ts';
 import { type Command, UsageError } from './command.ts';
-import { progressLine, setUp } from './setup.ts';
+import { progressLine, resolveRepository, setUp } from './setup.ts';
 import { renderHistory, renderReport } from './verify-render.ts';
-
-/** `--from`/`--report-to`: a target's name from the config, or a repository URL. */
-export function resolveRepository(
-  config: AgentConfig,
-  value: string | undefined,
-): { name: string; url: string } {
-  if (value === undefined || value === 'ingest') return { name: 'ingest', url: config.repository };
-  const target = config.targets[value];
-  if (target) return { name: value, url: target };
-  if (value.includes('://')) {
-    if (value === config.repository) return { name: 'ingest', url: value };
-    const named = Object.entries(config.targets).find(([, url]) => url === value)?.[0];
-    return { name: named ?? openStorage(value).displayUrl, url: value };
-  }
-  const known = Object.keys(config.targets).join(', ') || 'none configured';
-  throw new ConfigError(
-    `unknown target "${value}": give a repository URL (s3://… or file://…) or a name under targets in the config; known targets: ${known}`,
-  );
-}
 
 /** Reports this host kept of its own runs (the spool), for --history beside the repository's. */
 async function localReports(spoolDir: string, cluster: string): Promise<VerifyReport[]> {

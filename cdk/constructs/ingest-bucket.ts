@@ -72,6 +72,17 @@ export class IngestBucket extends Construct {
           noncurrentVersionExpiration: Duration.days(props.objectLockDefaultRetentionDays + 1),
           expiredObjectDeleteMarker: true,
         },
+        {
+          // Ingest pruning deletes without a version id, which writes a delete marker: this rule makes
+          // the bytes go a day later (Object Lock keeps a version until its retain-until date anyway,
+          // which is why ingest.keepDays must exceed the lock's days). Hosts can neither delete nor
+          // overwrite, so without pruning nothing under v1/ ever becomes noncurrent.
+          id: 'expire-pruned-versions',
+          enabled: true,
+          prefix: `${FORMAT_PREFIX}/`,
+          noncurrentVersionExpiration: Duration.days(1),
+          expiredObjectDeleteMarker: true,
+        },
       ],
     });
     // EventBridge notifications as the native CloudFormation property: `eventBridgeEnabled` would add

@@ -10,6 +10,7 @@ import { Construct } from 'constructs';
 import { ENV, type RuntimeTarget } from '../../lambdas/lib/pipeline-env.ts';
 import type { TargetConfig } from '../config.ts';
 import {
+  INGEST_DELETE_ACTIONS,
   INGEST_READ_ACTIONS,
   SECRET_READ_ACTIONS,
   TARGET_DELETE_ACTIONS,
@@ -89,6 +90,11 @@ export class PipelineTargets extends Construct {
     this.targetSecrets = props.targetSecrets;
   }
 
+  /** The clusters whose objects the pipeline handles. */
+  get clusterNames(): string[] {
+    return [...this.props.clusterNames];
+  }
+
   /** The targets' names, in the configured order. */
   get names(): string[] {
     return this.targets.map((t) => t.name);
@@ -98,7 +104,9 @@ export class PipelineTargets extends Construct {
    * The environment of a pipeline Lambda. With `deleteCredentials`, the targets name their
    * delete-capable secrets too (for the function given {@link grantDelete}).
    */
-  environment(options: { readonly deleteCredentials?: boolean } = {}): Record<string, string> {
+  environment(
+    options: { readonly deleteCredentials?: boolean; readonly ingestKeepDays?: number } = {},
+  ): Record<string, string> {
     const { bucket, clusterNames, targets, targetSecrets, targetDeleteSecrets } = this.props;
     return {
       [ENV.ingestBucket]: bucket.bucketName,
@@ -107,6 +115,9 @@ export class PipelineTargets extends Construct {
         runtimeTargets(targets, targetSecrets, options.deleteCredentials ? targetDeleteSecrets : undefined),
       ),
       [ENV.metricNamespace]: METRIC_NAMESPACE,
+      ...(options.ingestKeepDays === undefined
+        ? {}
+        : { [ENV.ingestKeepDays]: String(options.ingestKeepDays) }),
       // Retention applies them; replication and freshness need them too, so that what retention
       // deleted is never copied back nor counted as lag.
       PGKEEP_RETENTION_POLICIES: JSON.stringify(
@@ -143,6 +154,26 @@ export class PipelineTargets extends Construct {
           resources: deleteSecrets.map((s) => s.secretArn),
         }),
       );
+  }
+
+  /**
+   * Lets `grantee` delete under ingest's `v1/*` (ingest pruning's delete step), and nothing else:
+   * not ingest's `pipeline/` or `verify/`, no version, no target, no provider key.
+   */
+  grantIngestDelete(grantee: PipelineFunction): void {
+    const objects = this.bucket.arnForObjects('v1/*');
+    grantee.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PruneIngest',
+        actions: [...INGEST_DELETE_ACTIONS],
+        resources: [objects],
+      }),
+    );
+    acknowledgeWildcardResources(
+      grantee,
+      "ingest pruning deletes keys under the versioned layout (v1/*) that the planner names; the key names are not known in advance, and the step's own guard refuses any key outside the batch's cluster prefix",
+      objects,
+    );
   }
 
   private grant(grantee: PipelineFunction, targetActions: readonly string[]): void {

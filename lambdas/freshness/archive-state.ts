@@ -72,7 +72,7 @@ export async function updateFreshnessState(
     listed.push(object);
     if (read.has(object.key)) continue;
     // A manifest that fails validation proves nothing (retention and replication report it).
-    const manifest = await readManifestOrReject(ingest.storage, object.key);
+    const manifest = await readManifestOrReject(ingest.storage, object.key, object);
     if (isStoredManifest(manifest)) next = noteManifest(next, object.key, manifest.manifest);
   }
   next = advanceManifests(next, listed, now);

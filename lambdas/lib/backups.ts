@@ -86,10 +86,47 @@ export async function keysPolicyDrops(
   cluster: string,
   policy: RetentionPolicy | undefined,
   now: Date,
+  ingestBackups: IngestBackups = readIngestBackups,
 ): Promise<{ dropped: Set<string>; rejected: RejectedManifest[] }> {
   if (!policy) return { dropped: new Set(), rejected: [] };
-  const { backups, walFiles, rejected } = await clusterBackups(ingest, ingest, cluster);
-  if (backups.length === 0) return { dropped: new Set(), rejected };
-  const plan = planRetention({ backups, walFiles, policy, now });
-  return { dropped: new Set(plan.deletions.map((d) => d.key)), rejected };
+  const view = await ingestBackups(ingest, cluster);
+  return { dropped: policyDrops(view, policy, now), rejected: view.rejected };
+}
+
+/** The keys of `view` (ingest's, see {@link keysPolicyDrops}) that `policy` drops at `now`. */
+export function policyDrops(
+  view: ClusterBackups,
+  policy: RetentionPolicy | undefined,
+  now: Date,
+): Set<string> {
+  if (!policy || view.backups.length === 0) return new Set();
+  const plan = planRetention({ backups: view.backups, walFiles: view.walFiles, policy, now });
+  return new Set(plan.deletions.map((d) => d.key));
+}
+
+/** A cluster's backups and WAL in ingest, as the planner takes them. */
+export type IngestBackups = (ingest: Location, cluster: string) => Promise<ClusterBackups>;
+
+const readIngestBackups: IngestBackups = (ingest, cluster) => clusterBackups(ingest, ingest, cluster);
+
+/**
+ * {@link IngestBackups} read once for the targets one invocation plans side by side (the daily
+ * reconciliation plans every target from one step, each comparing the cluster with ingest's
+ * backups): each cluster's manifests are read once, not once per target. Only the last `keep`
+ * clusters are held, since a cluster's WAL listing can be large and the targets walk the clusters
+ * in the same order; a target that falls further behind reads again.
+ */
+export function sharedIngestBackups(keep = 4): IngestBackups {
+  const reads = new Map<string, Promise<ClusterBackups>>();
+  return (ingest, cluster) => {
+    let read = reads.get(cluster);
+    if (!read) {
+      read = readIngestBackups(ingest, cluster);
+      // A failed read is not kept: the next target asks again.
+      read.catch(() => reads.delete(cluster));
+      reads.set(cluster, read);
+      for (const oldest of reads.keys()) if (reads.size > keep) reads.delete(oldest);
+    }
+    return read;
+  };
 }

@@ -7,7 +7,7 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createS3Client, S3Storage } from '../../storage/s3-storage.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
-import { honoursIfNoneMatch, type PipelineEnv, type RuntimeTarget } from './pipeline-env.ts';
+import { honoursIfNoneMatch, INGEST_LOCATION, type PipelineEnv, type RuntimeTarget } from './pipeline-env.ts';
 import { type CredentialsReader, readSecretsManagerCredentials } from './secrets.ts';
 
 /** A bucket (and prefix) the pipeline works on. */
@@ -58,8 +58,8 @@ export function awsLocations(
   };
   return {
     ingest: () =>
-      once('ingest', async () => ({
-        name: 'ingest',
+      once(INGEST_LOCATION, async () => ({
+        name: INGEST_LOCATION,
         storage: new S3Storage(
           { bucket: env.ingestBucket, region: env.ingestRegion, checksum: 'when-supported' },
           createS3Client({ region: env.ingestRegion, checksum: 'when-supported' }),
@@ -139,7 +139,7 @@ export async function* listFrom(
  * (`absent`) or holds with a different size. Memory stays constant whatever the number of objects.
  */
 export async function* missingAt(
-  source: AsyncIterable<ObjectInfo>,
+  source: Iterable<ObjectInfo> | AsyncIterable<ObjectInfo>,
   destination: AsyncIterable<ObjectInfo>,
 ): AsyncIterable<ObjectInfo & { readonly absent: boolean }> {
   const dest = destination[Symbol.asyncIterator]();

@@ -21,7 +21,12 @@ export const ENV = {
   copyPartBytes: 'PGKEEP_COPY_PART_BYTES',
   /** Parts per "Copy part range" invocation of a large copy. */
   partsPerInvocation: 'PGKEEP_PARTS_PER_INVOCATION',
+  /** Days ingest keeps before the pipeline prunes what every target is done with; unset: never. */
+  ingestKeepDays: 'PGKEEP_INGEST_KEEP_DAYS',
 } as const;
+
+/** The name the pipeline gives the ingest bucket as a location (reserved: no target may take it). */
+export const INGEST_LOCATION = 'ingest';
 
 const AwsTargetSchema = z.strictObject({
   name: z.string(),
@@ -113,6 +118,8 @@ export interface PipelineEnv {
   readonly copyPartBytes?: number;
   /** @default 64 (1 GiB per "Copy part range" invocation with 16 MiB parts) */
   readonly partsPerInvocation?: number;
+  /** Ingest pruning's window (core/ingest-prune.ts). @default - ingest is never pruned */
+  readonly ingestKeepDays?: number;
 }
 
 /** The copy tuning of `env` with its defaults filled in. */
@@ -148,6 +155,7 @@ export function readPipelineEnv(env: NodeJS.ProcessEnv = process.env): PipelineE
     largeObjectBytes: positive(ENV.largeObjectBytes, 1024 * 1024 * 1024),
     copyPartBytes: positive(ENV.copyPartBytes, 16 * 1024 * 1024),
     partsPerInvocation: positive(ENV.partsPerInvocation, 64),
+    ...(env[ENV.ingestKeepDays] ? { ingestKeepDays: positive(ENV.ingestKeepDays, 0) } : {}),
   };
 }
 

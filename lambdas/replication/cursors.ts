@@ -5,7 +5,9 @@
  *
  * - one listing of `manifests/` after the manifest cursor; a new manifest's objects come from the
  *   manifest itself, read through the validating reader;
- * - one delimiter listing of `wal/` for the timelines, then one listing per timeline after its cursor.
+ * - one listing of `wal/` after the cursor of the cluster's one timeline, which also finds a newer
+ *   timeline (after a failover, while the cursor holds several: a delimiter listing of the
+ *   timelines, then one listing per timeline after its cursor).
  *
  * No retention policy runs here: everything the hot path plans is newer than a cursor, and the
  * cursor only passes keys once they are copied. A backup newer than the cursor was never copied to
@@ -166,6 +168,36 @@ export async function commitCursors(
 }
 
 /** The timelines (8 hex digits) that have WAL in `cluster`: one delimiter listing, not a listing of the WAL. */
+/**
+ * The listings that find a cluster's new WAL. With one timeline in the cursor (the common case),
+ * one listing of the whole `wal/` prefix after that timeline's cursor: keys sort by timeline, so it
+ * also finds every newer timeline, and no older one can begin after it. Otherwise (no cursor yet for
+ * any timeline, or several after a failover), a delimiter listing of the timelines and one listing
+ * per timeline after its own cursor.
+ */
+async function walListings(
+  ingest: Location,
+  cluster: string,
+  cursor: ClusterCursor,
+): Promise<{ prefix: string; after: string | undefined; timelines: string[] }[]> {
+  const known = Object.keys(cursor.wal);
+  if (known.length === 1) {
+    const timeline = known[0] as string;
+    return [
+      {
+        prefix: walPrefix(cluster),
+        after: cursor.wal[timeline]?.after ?? walPrefix(cluster, timeline),
+        timelines: [timeline],
+      },
+    ];
+  }
+  return (await listTimelines(ingest, cluster)).map((timeline) => ({
+    prefix: walPrefix(cluster, timeline),
+    after: cursor.wal[timeline]?.after,
+    timelines: [timeline],
+  }));
+}
+
 async function listTimelines(ingest: Location, cluster: string): Promise<string[]> {
   const { storage } = ingest;
   const prefix = storage.prefix + walPrefix(cluster);
@@ -245,7 +277,7 @@ export async function findNewWork(
       truncated = true;
       break;
     }
-    const read = await readManifestOrReject(ingest.storage, object.key);
+    const read = await readManifestOrReject(ingest.storage, object.key, object);
     // A rejected manifest is planned all the same: "Copy and verify manifests" rejects it again and
     // reports it (it never copies it); the cursor passes it, and reconciliation reports it daily.
     if (isStoredManifest(read))
@@ -255,18 +287,22 @@ export async function findNewWork(
     handledManifests.push(object);
   }
   const wal: ClusterCursor['wal'] = { ...cursor.wal };
-  for (const timeline of await listTimelines(ingest, cluster)) {
+  for (const listing of await walListings(ingest, cluster, cursor)) {
     if (truncated) break;
-    const handled: ListedKey[] = [];
-    for await (const object of listFrom(ingest, walPrefix(cluster, timeline), cursor.wal[timeline]?.after)) {
+    const handled = new Map<string, ListedKey[]>(listing.timelines.map((t) => [t, []]));
+    for await (const object of listFrom(ingest, listing.prefix, listing.after)) {
+      // As the delimiter listing would: only `wal/<8 hex digits>/` holds a timeline's WAL.
+      const timeline = /^([0-9A-F]{8})\//.exec(object.key.slice(walPrefix(cluster).length))?.[1];
+      if (timeline === undefined) continue;
       if (objects.length + manifestKeys.length >= limit) {
         truncated = true;
         break;
       }
       objects.push({ ...object, listed: true });
-      handled.push(object);
+      handled.set(timeline, [...(handled.get(timeline) ?? []), object]);
     }
-    wal[timeline] = advanceStream(cursor.wal[timeline], handled, now, false);
+    for (const [timeline, keys] of handled)
+      wal[timeline] = advanceStream(cursor.wal[timeline], keys, now, false);
   }
   return {
     objects,

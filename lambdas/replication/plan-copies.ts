@@ -21,6 +21,7 @@ import { backupIdOfManifestKey, clusterOfKey, clusterPrefix } from '../../core/k
 import type { ClusterCursor, TargetCursors } from '../../core/replication-cursor.ts';
 import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { isBundleableWalKey } from '../../core/wal-bundle.ts';
+import { type IngestBackups, sharedIngestBackups } from '../lib/backups.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { logDecision, withTargetLog } from '../lib/log.ts';
 import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
@@ -131,13 +132,22 @@ function logPlanned(plan: Plan, cluster: string, mode: string): void {
   });
 }
 
+/**
+ * Reads of ingest the targets planned in one invocation share: the listing of what is new after a
+ * cursor they are all at, and each cluster's backups for the reconciliation's retention check.
+ */
+export interface SharedReads {
+  readonly listNewWork?: typeof findNewWork;
+  readonly ingestBackups?: IngestBackups;
+}
+
 export async function planCopies(
   input: PlanCopiesInput,
   env: PipelineEnv,
   locations: LocationFactory,
   policies: Readonly<Record<string, RetentionPolicy>> = {},
   now: Date = new Date(),
-  listNewWork: typeof findNewWork = findNewWork,
+  { listNewWork = findNewWork, ingestBackups }: SharedReads = {},
 ): Promise<PlanCopiesOutput> {
   const verify = input.verify === true || input.execution?.verify === true;
   const reconcile = verify || input.execution?.reconcile === true;
@@ -183,6 +193,7 @@ export async function planCopies(
         now,
         bundling,
         cursor,
+        ingestBackups,
       });
       if (after) next.clusters[cluster] = after;
     } else {
@@ -284,9 +295,9 @@ export async function planStep(
   // Transient failures are named once: per target by planTargets, for the whole step by the task runner.
   const at = now ?? new Date();
   // Every target plans from one clock, so targets at the same cursor share one listing of ingest.
-  const listNewWork = sharedFindNewWork();
+  const shared: SharedReads = { listNewWork: sharedFindNewWork(), ingestBackups: sharedIngestBackups() };
   const one = (i: PlanCopiesInput) =>
-    withTargetLog(i.target, () => planCopies(i, env, locations, policies, at, listNewWork));
+    withTargetLog(i.target, () => planCopies(i, env, locations, policies, at, shared));
   const store = async (target: string, plan: PlanCopiesOutput) =>
     storePlan(await locations.ingest(), target, plan);
   if ('targets' in input) return planTargets(input, one, store);

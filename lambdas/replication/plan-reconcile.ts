@@ -14,7 +14,7 @@ import type { RetentionPolicy } from '../../core/retention-planner.ts';
 import { isBundleableWalKey } from '../../core/wal-bundle.ts';
 import type { ObjectInfo } from '../../storage/storage.ts';
 import { WalBundleStorage } from '../../storage/wal-bundles.ts';
-import { keysPolicyDrops } from '../lib/backups.ts';
+import { type IngestBackups, keysPolicyDrops } from '../lib/backups.ts';
 import { type Location, listFrom } from '../lib/locations.ts';
 import type { PipelineEnv } from '../lib/pipeline-env.ts';
 import type { CopyBatch } from './types.ts';
@@ -35,6 +35,25 @@ async function* compare(
     const present = !next.done && next.value.key === object.key && next.value.sizeBytes === object.sizeBytes;
     yield { object, present };
   }
+}
+
+/**
+ * The target's objects under `prefix`, in key order, to compare with ingest's listing `inIngest`
+ * of the same prefix. At a target with WAL bundles, a segment in a bundle counts as present
+ * (storage/wal-bundles.ts); a bundle holding exactly ingest's segments of its range is known by
+ * its key, without its index, and one whose range ingest no longer holds anything of (pruned) is
+ * not read at all: the comparison never asks for its members. With `verify`, every index is read.
+ */
+export function targetListing(
+  target: Location,
+  prefix: string,
+  inIngest: readonly ObjectInfo[],
+  bundling: boolean,
+  verify = false,
+): AsyncIterable<ObjectInfo> {
+  if (!bundling) return listFrom(target, prefix);
+  const options = verify ? {} : { expectedMembers: segmentsInRange(inIngest), skipUnexpected: true };
+  return new WalBundleStorage(target.storage, options).list(prefix);
 }
 
 export interface Plan {
@@ -73,6 +92,8 @@ export interface Reconciliation {
   readonly bundling: boolean;
   /** The cluster's cursor at the target, if it has one yet. */
   readonly cursor: ClusterCursor | undefined;
+  /** Ingest's backups, read once for every target of the run (lambdas/lib/backups.ts). */
+  readonly ingestBackups?: IngestBackups;
 }
 
 /**
@@ -112,19 +133,13 @@ function notBehind(proposed: StreamCursor, found: StreamCursor | undefined): Str
 export async function reconcileCluster(
   plan: Plan,
   cluster: string,
-  { ingest, target, env, policy, verify, now, bundling, cursor }: Reconciliation,
+  { ingest, target, env, policy, verify, now, bundling, cursor, ingestBackups }: Reconciliation,
 ): Promise<ClusterCursor | undefined> {
   const prefix = clusterPrefix(cluster);
   const inIngest: ObjectInfo[] = [];
   for await (const object of listFrom(ingest, prefix)) inIngest.push(object);
-  // At a target with WAL bundles, a segment in a bundle counts as present (storage/wal-bundles.ts);
-  // a bundle holding exactly ingest's segments of its range is known by its key, without its index.
-  const atTarget = bundling
-    ? new WalBundleStorage(target.storage, verify ? {} : { expectedMembers: segmentsInRange(inIngest) }).list(
-        prefix,
-      )
-    : listFrom(target, prefix);
-  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now);
+  const atTarget = targetListing(target, prefix, inIngest, bundling, verify);
+  const { dropped } = await keysPolicyDrops(ingest, cluster, policy, now, ingestBackups);
   const manifests: ListedKey[] = [];
   const wal = new Map<string, ListedKey[]>();
   let current: { firstKey: string; lastKey: string; count: number } | undefined;

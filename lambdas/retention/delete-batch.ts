@@ -2,12 +2,16 @@
  * "Delete expired batch": deletes the planned keys from one target, in order. A key the provider
  * refuses because of Object Lock is reported and left; any other failure stops the batch (the
  * planner's order matters: a manifest goes before its objects).
+ *
+ * "Delete pruned ingest batch" runs the same code with the target `ingest` (the name no target may
+ * take), so ingest pruning goes through the same guard; it is another function, whose role may
+ * delete in ingest and nowhere else (cdk/constructs/retention.ts).
  */
 import { clusterPrefix } from '../../core/keys.ts';
 import { assertObjectKey } from '../../storage/object-keys.ts';
 import type { LocationFactory } from '../lib/locations.ts';
 import { logDecision } from '../lib/log.ts';
-import { findTarget, type PipelineEnv } from '../lib/pipeline-env.ts';
+import { findTarget, INGEST_LOCATION, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
 import type { DeleteBatchInput, DeleteBatchOutput } from './types.ts';
 
@@ -42,7 +46,10 @@ export async function deleteBatch(
         `refusing to delete ${key}: the batch was planned for cluster "${cluster}" and the key is not under ${prefix}; nothing was deleted`,
       );
   }
-  const target = await locations.target(findTarget(env, input.target), 'delete');
+  const target =
+    input.target === INGEST_LOCATION
+      ? await locations.ingest()
+      : await locations.target(findTarget(env, input.target), 'delete');
   let deleted = 0;
   const locked: string[] = [];
   for (const key of input.batch.keys) {

@@ -23,7 +23,7 @@ import { publishMetrics, trustViolationMetrics } from '../lib/metrics.ts';
 import { findTarget, PipelineConfigError, type PipelineEnv } from '../lib/pipeline-env.ts';
 import { objectIn } from '../lib/s3-copy.ts';
 import { defineTask, lambdaHandler } from '../lib/task.ts';
-import type { DeleteBatch, PlanRetentionInput, PlanRetentionOutput } from './types.ts';
+import type { DeleteBatch, ListedKeys, PlanRetentionInput, PlanRetentionOutput } from './types.ts';
 
 /** Keys per "Delete expired batch" and per run: what fits a Step Functions payload with room to spare. */
 export const DELETE_BATCH_SIZE = 250;
@@ -61,6 +61,32 @@ export const headObjectLock: LockReader = async (location, key, now) => {
     throw error;
   }
 };
+
+/** The first {@link MAX_LISTED} of `list`, for the execution output. */
+export function listed(list: readonly { key: string; reason: string }[]): ListedKeys['first'] {
+  return list.slice(0, MAX_LISTED).map(({ key, reason }) => ({ key, reason }));
+}
+
+/**
+ * This run's share of `deletions` (in their order, cut at {@link MAX_DELETIONS_PER_RUN}: the next
+ * run continues) and its delete batches: none on a dry run. Each batch names the one cluster it
+ * was planned for; "Delete expired batch" checks every key against it.
+ */
+export function batchDeletions<D extends { cluster: string; key: string }>(
+  deletions: readonly D[],
+  clusters: readonly string[],
+  dryRun: boolean,
+): { thisRun: D[]; deleteBatches: DeleteBatch[] } {
+  const thisRun = deletions.slice(0, MAX_DELETIONS_PER_RUN);
+  const deleteBatches: DeleteBatch[] = [];
+  if (!dryRun)
+    for (const cluster of clusters) {
+      const ofCluster = thisRun.filter((d) => d.cluster === cluster).map((d) => d.key);
+      for (let i = 0; i < ofCluster.length; i += DELETE_BATCH_SIZE)
+        deleteBatches.push({ cluster, keys: ofCluster.slice(i, i + DELETE_BATCH_SIZE) });
+    }
+  return { thisRun, deleteBatches };
+}
 
 export async function planTargetRetention(
   input: PlanRetentionInput,
@@ -114,17 +140,7 @@ export async function planTargetRetention(
     keptBackups += plan.summary.backupsKept;
     expiredBackups += plan.summary.backupsDeleted;
   }
-  const thisRun = deletions.slice(0, MAX_DELETIONS_PER_RUN);
-  const deleteBatches: DeleteBatch[] = [];
-  // Each batch names the one cluster it was planned for; "Delete expired batch" checks every key against it.
-  if (!dryRun)
-    for (const cluster of env.clusters) {
-      const ofCluster = thisRun.filter((d) => d.cluster === cluster).map((d) => d.key);
-      for (let i = 0; i < ofCluster.length; i += DELETE_BATCH_SIZE)
-        deleteBatches.push({ cluster, keys: ofCluster.slice(i, i + DELETE_BATCH_SIZE) });
-    }
-  const listed = (list: typeof thisRun) =>
-    list.slice(0, MAX_LISTED).map(({ key, reason }) => ({ key, reason }));
+  const { thisRun, deleteBatches } = batchDeletions(deletions, env.clusters, dryRun);
   return {
     target: input.target,
     dryRun,

@@ -61,3 +61,48 @@ export interface DeleteBatchOutput {
   /** Keys the provider refused to delete because of Object Lock (reported, not failed). */
   readonly locked: string[];
 }
+
+/**
+ * Plans (and delete rounds) per cluster and run: a round deletes at most MAX_DELETIONS_PER_RUN, so
+ * a run prunes up to ten days of one host's writes at the reference load, and a backlog (pruning
+ * turned on for an old archive) is caught up over the following days.
+ */
+export const MAX_PRUNE_ROUNDS = 10;
+
+export const PlanIngestPruneInputSchema = z.object({
+  cluster: z.string().min(1),
+  /** Rounds already done for this cluster in this run. @default 0 */
+  round: z.number().int().min(0).optional(),
+  dryRun: z.boolean().optional(),
+  /** The execution's input: `{"dryRun": true}` plans and reports without deleting. */
+  execution: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
+});
+
+export interface PlanIngestPruneInput {
+  readonly cluster: string;
+  readonly round?: number;
+  readonly dryRun?: boolean;
+  readonly execution?: { readonly dryRun?: boolean };
+}
+
+export interface PlanIngestPruneOutput {
+  /** Always `ingest`: the delete batches go to "Delete pruned ingest batch" with it. */
+  readonly target: string;
+  readonly cluster: string;
+  /** This round's number (1 for the first): the machine plans again while `more`, up to MAX_PRUNE_ROUNDS. */
+  readonly round: number;
+  readonly dryRun: boolean;
+  /** Ingest's window in days; absent when pruning is off (nothing is planned). */
+  readonly keepDays?: number;
+  readonly deleteBatches: DeleteBatch[];
+  /** What this run deletes from ingest (or, in a dry run, would delete), and why. */
+  readonly deletions: ListedKeys;
+  readonly backupsPruned: number;
+  readonly walPruned: number;
+  /** True when the deletions were cut at the per-round limit; the next round (or run) continues. */
+  readonly more: boolean;
+  /** Why older objects stay. */
+  readonly kept: string[];
+  /** Manifests that failed validation: never acted on, and alarmed (TrustViolations). */
+  readonly rejected: ListedKeys;
+}

@@ -5,10 +5,10 @@
  * its execution history is readable by anyone who may read the console.
  */
 import type { VerifyReport } from '../../core/verify-report.ts';
-import type { PipelineEnv, RuntimeTarget } from '../lib/pipeline-env.ts';
+import { INGEST_LOCATION, type PipelineEnv, type RuntimeTarget } from '../lib/pipeline-env.ts';
 
 /** The name reports and metrics give the ingest bucket as a source. */
-export const INGEST_SOURCE = 'ingest';
+export const INGEST_SOURCE = INGEST_LOCATION;
 
 export interface VerificationSource {
   /** `ingest` or the target's name. */

@@ -4,7 +4,8 @@
  * cluster name, restore as root), strict recovery targets, `pgkeep info`, `pgkeep check`, and the
  * smaller restore and configuration errors.
  */
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { generateX25519Identity } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -159,6 +160,65 @@ describe('backups, restores and targets', () => {
     const help = await h.pgkeep(['restore', '--help']);
     expect(help.stdout).not.toContain('docs/');
     expect((await h.pgkeep(['restore', '--pgdata', 'x', '--help'])).stdout).toContain('--target-time T');
+  });
+
+  it('a backup pruned from ingest: restore names it and --from, and restores it --from a target', async () => {
+    const list = JSON.parse((await h.pgkeep(['list', '--json'])).stdout) as {
+      backupId: string;
+      kind: string;
+    }[];
+    const id = list.filter((b) => b.kind === 'logical').at(-1)?.backupId as string;
+    // The target: a whole copy of the repository, as replication leaves it. Then ingest lets the backup go.
+    const target = join(h.dir, 'target-repo');
+    await cp(h.repoDir, target, { recursive: true });
+    if (h.user) execFileSync('chown', ['-R', `${h.user.uid}:${h.user.gid}`, target]);
+    const pruned: string[] = [];
+    for (const backupId of [id, baseId]) {
+      const path = join(h.repoDir, manifestKey('opmain', backupId));
+      const manifest = JSON.parse(await readFile(path, 'utf8')) as { objects: { key: string }[] };
+      pruned.push(...manifest.objects.map((o) => o.key), manifestKey('opmain', backupId));
+    }
+    for (const key of pruned) await rm(join(h.repoDir, key));
+    try {
+      const gone = await h.pgkeep(['restore', '--db', 'shop', '--into', 'x', '--backup', id]);
+      expect(gone.code).toBe(1);
+      expect(gone.stderr).toContain(`no backup ${id} of cluster "opmain"`);
+      expect(gone.stderr).toContain('restore it from a target with --from TARGET');
+      const restored = await h.pgkeep(
+        [
+          'restore',
+          '--db',
+          'shop',
+          '--into',
+          'shop_from_target',
+          '--backup',
+          id,
+          '--from',
+          `file://${target}`,
+        ],
+        primary.env,
+      );
+      expect(restored.stderr).toBe('');
+      expect(restored.stdout).toContain(id);
+      expect(await primary.sql('select count(*) from t', 'shop_from_target')).toMatch(/^[1-9]/);
+      // A physical restore --from lays the base backup down from the target and fetches WAL from there.
+      const pgdata = join(h.dir, 'from-target');
+      const physical = await h.pgkeep([
+        'restore',
+        '--pgdata',
+        pgdata,
+        '--backup',
+        baseId,
+        '--from',
+        `file://${target}`,
+      ]);
+      expect(physical.stderr).toBe('');
+      const conf = await readFile(join(pgdata, 'postgresql.auto.conf'), 'utf8');
+      expect(conf).toMatch(new RegExp(`restore_command = .*PGKEEP_REPOSITORY=\\S*file://${target}`));
+      await rm(pgdata, { recursive: true, force: true });
+    } finally {
+      for (const key of pruned) await cp(join(target, key), join(h.repoDir, key));
+    }
   });
 
   it('refuses target times it cannot read exactly, and targets past the newest archived WAL', async () => {

@@ -49,6 +49,7 @@ describe('the example config', () => {
     expect(config.targets.map((t) => t.type)).toEqual(['aws-s3', 's3-compatible']);
     expect(config.targets[0]?.retention.minimumKeep).toBe(1);
     expect(config.schedules.timeZone).toBe('UTC');
+    expect(config.ingest.keepDays).toBe(30);
   });
 
   it('is what synth reads unless the context or the environment names another file', () => {
@@ -92,6 +93,18 @@ describe('each class of bad config has its own error naming the field', () => {
       (c) => (c.ingest.objectLock.defaultRetentionDays = 0),
       'ingest.objectLock.defaultRetentionDays',
       />=1|at least|too small/i,
+    ],
+    [
+      'an ingest window no longer than the Object Lock',
+      (c) => (c.ingest.keepDays = c.ingest.objectLock.defaultRetentionDays),
+      'ingest.keepDays',
+      /ingest\.keepDays is 14, but a version under Object Lock cannot be deleted before ingest\.objectLock\.defaultRetentionDays \(14\).*at least 15/,
+    ],
+    [
+      'an ingest window without a target to hold what it prunes',
+      (c) => (c.targets = []),
+      'ingest.keepDays',
+      /no targets: ingest holds the only copy.*add a target or remove keepDays/,
     ],
     [
       'an unknown target type',

@@ -71,6 +71,15 @@ describe('PipelineTargets', () => {
     expect(json).toContain('b2-delete-key');
   });
 
+  it('grantIngestDelete: DeleteObject under ingest v1/* and nothing else, no provider key', () => {
+    const { actions, statements, json } = granted((t, fn) => t.grantIngestDelete(fn));
+    // The function's own log and X-Ray grants aside, s3 and secrets: only the one delete.
+    expect([...actions].filter((a) => /^(s3|secretsmanager):/.test(a))).toEqual(['s3:DeleteObject']);
+    const prune = statements.filter((s) => s.Sid === 'PruneIngest');
+    expect(prune.map((s) => JSON.stringify(s.Resource))).toEqual([expect.stringMatching(/ingest\/v1\/\*/)]);
+    expect(json).not.toContain('b2-');
+  });
+
   it('names the delete-capable keys in the environment only when asked', () => {
     const { targets } = granted(() => {});
     expect(targets.environment()[ENV.targets]).not.toContain('deleteCredentialsSecretArn');

@@ -98,6 +98,14 @@ describe('ingest bucket', () => {
         Status: 'Enabled',
       }),
     );
+    // What ingest pruning deleted (a delete marker) loses its bytes a day later, once unlocked.
+    expect((bucket.Properties.LifecycleConfiguration as { Rules: unknown[] }).Rules).toContainEqual({
+      Id: 'expire-pruned-versions',
+      Prefix: 'v1/',
+      NoncurrentVersionExpiration: { NoncurrentDays: 1 },
+      ExpiredObjectDeleteMarker: true,
+      Status: 'Enabled',
+    });
     expect(bucket.Properties.NotificationConfiguration).toEqual({
       EventBridgeConfiguration: { EventBridgeEnabled: true },
     });

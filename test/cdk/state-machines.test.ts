@@ -1,5 +1,6 @@
 // The synthesized state machine definitions validate and run in aws-local-stepfunctions, with
 // every Task bound to a local function: what the console shows is what these runs walk through.
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addUpTarget } from '../../lambdas/replication/copy-manifests.ts';
 import { planTargets } from '../../lambdas/replication/plan-targets.ts';
@@ -9,6 +10,7 @@ import type {
   PlanCopiesOutput,
   PlanTargetsInput,
 } from '../../lambdas/replication/types.ts';
+import { MAX_PRUNE_ROUNDS } from '../../lambdas/retention/types.ts';
 import {
   allStates,
   ExecutionFailed,
@@ -700,6 +702,20 @@ describe('replication', () => {
 });
 
 describe('retention', () => {
+  const noPruning = {
+    target: 'ingest',
+    cluster: 'main',
+    round: 1,
+    dryRun: false,
+    keepDays: 30,
+    deleteBatches: [],
+    deletions: { count: 0, first: [] },
+    backupsPruned: 0,
+    walPruned: 0,
+    more: false,
+    kept: [],
+    rejected: { count: 0, first: [] },
+  };
   it('plans per target and deletes the batches in order, skipping targets with nothing expired', async () => {
     const deleted: string[] = [];
     const run = await runStateMachine(
@@ -730,6 +746,7 @@ describe('retention', () => {
               rejected: { count: 0, first: [] },
             };
           },
+          'retention/plan-ingest-prune': () => noPruning,
           'retention/delete-batch': (input) => {
             const { target, batch } = input as { target: string; batch: { keys: string[] } };
             deleted.push(...batch.keys.map((k) => `${target}:${k}`));
@@ -738,6 +755,9 @@ describe('retention', () => {
         },
         states: {
           'Alert retention failure': () => {
+            throw new Error('no alert expected');
+          },
+          'Alert ingest pruning failure': () => {
             throw new Error('no alert expected');
           },
         },
@@ -751,6 +771,19 @@ describe('retention', () => {
     ]);
     expect(run.output).toEqual({
       anyFailed: false,
+      ingest: [
+        {
+          cluster: 'main',
+          dryRun: false,
+          rounds: 1,
+          deleted: 0,
+          backups: 0,
+          wal: 0,
+          more: false,
+          kept: [],
+          rejected: 0,
+        },
+      ],
       targets: [
         {
           target: 'dr-aws',
@@ -778,6 +811,68 @@ describe('retention', () => {
     });
   });
 
+  it('ingest pruning plans a cluster again while a round is cut, up to MAX_PRUNE_ROUNDS; a dry run plans once', async () => {
+    const noTargetDeletes = (input: unknown) => ({
+      target: (input as { target: string }).target,
+      deleteBatches: [],
+      keptBackups: 1,
+      expiredBackups: 0,
+      dryRun: false,
+      deletions: { count: 0, first: [] },
+      locked: { count: 0, first: [] },
+      more: false,
+      warnings: [],
+      rejected: { count: 0, first: [] },
+    });
+    const run = async (input: { dryRun?: boolean }) => {
+      const rounds: number[] = [];
+      const deleted: string[] = [];
+      const execution = await runStateMachine(
+        pipeline.stateMachine('retention'),
+        {
+          lambdas: {
+            'retention/plan-retention': noTargetDeletes,
+            'retention/plan-ingest-prune': (i) => {
+              const round = ((i as { round: number }).round ?? 0) + 1;
+              rounds.push(round);
+              const dryRun = input.dryRun === true;
+              return {
+                ...noPruning,
+                round,
+                dryRun,
+                more: true,
+                deleteBatches: dryRun ? [] : [{ cluster: 'main', keys: [`v1/main/wal/00000001/${round}`] }],
+              };
+            },
+            'retention/delete-batch': (i) => {
+              const { target, batch } = i as { target: string; batch: { keys: string[] } };
+              deleted.push(...batch.keys.map((k) => `${target}:${k}`));
+              return { deleted: batch.keys.length, locked: [] };
+            },
+          },
+          states: {
+            'Alert retention failure': () => {
+              throw new Error('no alert expected');
+            },
+            'Alert ingest pruning failure': () => {
+              throw new Error('no alert expected');
+            },
+          },
+        },
+        input,
+      );
+      return { rounds, deleted, output: execution.output as { ingest: { rounds: number; more: boolean }[] } };
+    };
+    const real = await run({});
+    expect(real.rounds).toEqual(Array.from({ length: MAX_PRUNE_ROUNDS }, (_, i) => i + 1));
+    expect(real.deleted).toHaveLength(MAX_PRUNE_ROUNDS);
+    expect(real.deleted[0]).toBe('ingest:v1/main/wal/00000001/1');
+    expect(real.output.ingest).toEqual([expect.objectContaining({ rounds: MAX_PRUNE_ROUNDS, more: true })]);
+    const dry = await run({ dryRun: true });
+    expect(dry.rounds).toEqual([1]);
+    expect(dry.deleted).toEqual([]);
+  });
+
   it('a planner failure on one target alerts and fails the run after the other target is done', async () => {
     const alerts: unknown[] = [];
     const failed = await runStateMachine(
@@ -801,9 +896,13 @@ describe('retention', () => {
               rejected: { count: 0, first: [] },
             };
           },
+          'retention/plan-ingest-prune': () => noPruning,
           'retention/delete-batch': () => ({ deleted: 0, locked: [] }),
         },
-        states: { 'Alert retention failure': (input) => alerts.push(input) },
+        states: {
+          'Alert retention failure': (input) => alerts.push(input),
+          'Alert ingest pruning failure': (input) => alerts.push(input),
+        },
       },
       {},
     ).catch((error: unknown) => error);

@@ -204,10 +204,29 @@ describe('provider credentials: copying and deleting are separate', () => {
         const resource = JSON.stringify(s.Resource);
         return resource.includes(':s3:::pgkeep-ingest-') && resource.endsWith('"/pipeline/replication/*"]]}');
       };
+      // Ingest pruning's delete step deletes under ingest's v1/* and nowhere else.
+      const ingestLayoutOnly = (s: (typeof deleting)[number]) =>
+        role.startsWith('RetentionDeleteIngestBatch') &&
+        JSON.stringify(actions(s)) === '["s3:DeleteObject"]' &&
+        JSON.stringify(s.Resource).includes(':s3:::pgkeep-ingest-') &&
+        JSON.stringify(s.Resource).endsWith('"/v1/*"]]}');
       for (const s of deleting)
-        if (!cursorsOnly(s))
+        if (!cursorsOnly(s) && !ingestLayoutOnly(s))
           expect(role, `${role} ${JSON.stringify(s.Resource)}`).toMatch(/^RetentionDeleteBatch/);
     }
+  });
+
+  it('ingest pruning: only its delete step may delete in ingest, and only under v1/*; the plan step reads', () => {
+    const roles = [...statementsByRole(split.pipeline)];
+    const pruning = roles.filter(([role]) => role.startsWith('RetentionDeleteIngestBatch'));
+    expect(pruning).toHaveLength(1);
+    const [, statements] = pruning[0] as (typeof roles)[number];
+    const allowed = statements.filter((s) => s.Effect === 'Allow').flatMap((s) => actions(s));
+    expect(allowed.filter((a) => a.startsWith('s3:Delete'))).toEqual(['s3:DeleteObject']);
+    expect(allowed).not.toContain('s3:DeleteObjectVersion');
+    expect(allowed).not.toContain('s3:BypassGovernanceRetention');
+    const plan = roles.find(([role]) => role.startsWith('RetentionPlanIngestPrune'));
+    expect(plan?.[1].flatMap((s) => actions(s)).filter((a) => a.startsWith('s3:Delete'))).toEqual([]);
   });
 
   it('only the freshness function writes its state under pipeline/freshness/, and nothing else in ingest', () => {

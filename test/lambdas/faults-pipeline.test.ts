@@ -82,11 +82,11 @@ async function keysAt(location: Location, prefix = `v1/${CLUSTER}/`): Promise<st
   return keys;
 }
 
-async function replicate(input: unknown = {}) {
+async function replicate(input: unknown = {}, known: Record<string, RetentionPolicy> = policies) {
   const alerts: { Message?: string }[] = [];
   const run = await runStateMachine(
     synth.stateMachine('replication'),
-    replicationBindings(env, locations, alerts, policies),
+    replicationBindings(env, locations, alerts, known),
     input,
   ).catch((error: unknown) => error as ExecutionFailed);
   return { run, alerts, failed: 'error' in run ? run.error : undefined };
@@ -134,7 +134,9 @@ describe('pipeline faults with a real cluster', () => {
     const [oldest, kept] = baseIds(await keysAt(ingest));
     expect(kept).toBeDefined();
     await switchWal(primary);
-    expect((await replicate()).failed).toBeUndefined();
+    // A target filled before the policy was known to replication, which never copies what the
+    // policy drops: the oldest backup and the WAL before the kept one are there for retention.
+    expect((await replicate({}, {})).failed).toBeUndefined();
 
     // The third backup's manifest PUT is held: its objects are stored, the backup does not yet exist.
     proxy.set({ method: 'PUT', path: /\/manifests\//, latencyMs: HOLD_MS });

@@ -172,6 +172,18 @@ describe('WAL bundles presented as per-segment objects', () => {
     expect(counting.gets).toBe(before + 1);
   });
 
+  it('with skipUnexpected, a bundle the caller expects no member of (pruned from ingest) is not read nor listed', async () => {
+    const { counting, single } = await repository();
+    const pruned = new WalBundleStorage(counting, { expectedMembers: () => [], skipUnexpected: true });
+    const before = counting.gets;
+    expect(await keys(pruned, walPrefix('c'))).toEqual([single.key]);
+    expect(counting.gets).toBe(before);
+    // Without the option, the index is read to list the members.
+    const plain = new WalBundleStorage(counting, { expectedMembers: () => [] });
+    expect(await keys(plain, walPrefix('c'))).toHaveLength(5);
+    expect(counting.gets).toBe(before + 1);
+  });
+
   it('reads ahead: the members after the one asked for come with the same GET, each checked, each once', async () => {
     const { root, counting, members, bundle } = await repository();
     const storage = new WalBundleStorage(counting, { readAheadBytes: 1024 * 1024 });

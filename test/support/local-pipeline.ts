@@ -134,7 +134,10 @@ export function retentionBindings(
         return deleteBatch(input);
       },
     },
-    states: { 'Alert retention failure': (input) => alerts.push(input) },
+    states: {
+      'Alert retention failure': (input) => alerts.push(input),
+      'Alert ingest pruning failure': (input) => alerts.push(input),
+    },
   };
 }
 

@@ -157,7 +157,7 @@ describe('WAL bundles at replication targets', () => {
     // Ingest: per segment and target one GET and no HEAD (60 HEAD before): the size comes from the
     // plan's own listing, the provider's checksum with the GET's answer.
     // (LIST: 3 per cluster, shared by the targets; GET and PUT beyond that: cursors and lag records.)
-    expect(requests.ingest).toEqual({ GET: 66, LIST: 9, PUT: 4 });
+    expect(requests.ingest).toEqual({ GET: 66, LIST: 6, PUT: 4 });
     console.info(`30 segments in 3 clusters to 2 bundled targets: ${JSON.stringify(requests)}`);
   }, 120_000);
 
