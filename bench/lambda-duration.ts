@@ -3,9 +3,15 @@
  * (BENCH_MEMORY_MB, default 256,512,1024,1769), BENCH_REPS repetitions each (default 3; medians):
  *
  * - CPU as Lambda gives it: the handlers run in a child process in a cgroup whose CPU quota is
- *   memory / 1,769 MB of one CPU (test/support/cpu-cgroup.ts); no cgroup, no figures.
+ *   memory / 1,769 MB of one CPU (test/support/cpu-cgroup.ts); no cgroup, no figures. The child's
+ *   heap has the limits Lambda's Node.js runtime sets for the memory size; memory is not capped.
  * - In-region S3's first-byte latency: a proxy in front of each s3rver holds each answer's first
  *   bytes BENCH_GET_MS (GET, HEAD; default 20) or BENCH_PUT_MS (PUT, POST, DELETE; default 30).
+ * - In-region S3's throughput per connection: the same proxy paces each body, both directions, to
+ *   BENCH_MB_PER_S (MB = 10^6 bytes; default 85, the low end of what S3's performance guide gives
+ *   one request; 0 for unpaced).
+ * - No disk of this machine: the s3rvers keep their data on tmpfs (/dev/shm), so their own disk
+ *   I/O, which no provider adds to a request, is not measured.
  * - The work production does, bundled (`walBundles` on): ingest holds 10 clusters of 1 to 19 new
  *   segments (100 in all, 3.75 MB on average, random bytes) and 3 clusters with a base backup
  *   (one 4 MiB object and a manifest); the real planner plans them for dr-aws and the real
@@ -21,8 +27,10 @@
  * imply at the reference load of docs/costs.md. Emulated, not measured in AWS.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rmSync, statfsSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { baseBackupKey, manifestKey, replicationCursorKey, walKey } from '../core/keys.ts';
 import { serializeManifest } from '../core/manifest.ts';
@@ -36,7 +44,12 @@ import { NODE } from '../test/support/pgkeep-cli.ts';
 import { s3rverStorage, startS3Server, useS3rverCredentials } from '../test/support/s3-server.ts';
 import { backupIdAt, cursorsAt, sha256, walName } from '../test/support/seeded-archive.ts';
 import { manifestOf } from '../test/support/test-manifests.ts';
-import type { Invocation, InvocationsInput, InvocationsOutput } from './lambda-invocation-helpers.ts';
+import {
+  type Invocation,
+  type InvocationsInput,
+  type InvocationsOutput,
+  lambdaHeapFlags,
+} from './lambda-invocation-helpers.ts';
 import { checkRun, emptyBucket, printFigures, type Run } from './lambda-report-helpers.ts';
 
 const MB = 1e6;
@@ -60,6 +73,10 @@ const reps = Number(process.env.BENCH_REPS ?? 3);
 const getMs = Number(process.env.BENCH_GET_MS ?? 20);
 const putMs = Number(process.env.BENCH_PUT_MS ?? 30);
 const firstByteMs = { GET: getMs, HEAD: getMs, PUT: putMs, POST: putMs, DELETE: putMs };
+const mbPerSecond = Number(process.env.BENCH_MB_PER_S ?? 85);
+/** Where the s3rvers keep their data: memory, not this machine's disk. */
+const TMPFS = '/dev/shm';
+const TMPFS_MAGIC = 0x01021994;
 
 /** Production's batch settings (deploy config defaults), bundles on at both targets. */
 function pipelineEnv(clusters: readonly string[]): PipelineEnv {
@@ -87,13 +104,37 @@ async function main(): Promise<void> {
     throw new Error(
       `BENCH_GET_MS=${process.env.BENCH_GET_MS} / BENCH_PUT_MS=${process.env.BENCH_PUT_MS} are not milliseconds (0 or more); leave them unset for 20 and 30`,
     );
+  if (!(mbPerSecond >= 0))
+    throw new Error(
+      `BENCH_MB_PER_S=${process.env.BENCH_MB_PER_S} is not a throughput in MB/s (0 for unpaced); leave it unset for 85`,
+    );
+  let onTmpfs = false;
+  try {
+    onTmpfs = statfsSync(TMPFS).type === TMPFS_MAGIC;
+  } catch {}
+  if (!onTmpfs)
+    throw new Error(
+      `${TMPFS} is not a tmpfs here; the s3rvers' data must be in memory, or their disk is what is measured (mount one: mount -t tmpfs tmpfs ${TMPFS})`,
+    );
   // Unconfined figures would be wrong, not merely less exact: refuse before any work.
   await withCpuCgroup('pgkeep-bench', 1, async () => {});
   useS3rverCredentials();
-  const [ingestServer, targetServer] = await Promise.all([
-    startS3Server({ buckets: ['ingest'] }),
-    startS3Server({ buckets: [buckets.drAws, buckets.b2], conditionalWrites: true }),
-  ]);
+  const data = await mkdtemp(join(TMPFS, 'pgkeep-bench-'));
+  // Interrupted, the bench exits without its finally: the data, in memory, must not stay behind.
+  const removeData = () => rmSync(data, { recursive: true, force: true });
+  process.once('exit', removeData);
+  const servers = await Promise.all([
+    startS3Server({ buckets: ['ingest'], directory: join(data, 'ingest') }),
+    startS3Server({
+      buckets: [buckets.drAws, buckets.b2],
+      conditionalWrites: true,
+      directory: join(data, 'targets'),
+    }),
+  ]).catch((error) => {
+    removeData();
+    throw error;
+  });
+  const [ingestServer, targetServer] = servers;
   const proxies: FaultProxy[] = [];
   try {
     const ingestProxy = await startFaultProxy(ingestServer.endpoint);
@@ -149,8 +190,9 @@ async function main(): Promise<void> {
       throw new Error(
         `the planner made ${batches.length} batches (done: ${plan.done}); expected one per cluster, ${order.length}`,
       );
-    ingestProxy.set({ firstByteMs });
-    targetProxy.set({ firstByteMs });
+    const bytesPerSecond = mbPerSecond > 0 ? mbPerSecond * MB : undefined;
+    ingestProxy.set({ firstByteMs, bytesPerSecond });
+    targetProxy.set({ firstByteMs, bytesPerSecond });
     const targets = {
       'dr-aws': { endpoint: targetProxy.endpoint, bucket: buckets.drAws },
       b2: { endpoint: targetProxy.endpoint, bucket: buckets.b2 },
@@ -195,6 +237,7 @@ async function main(): Promise<void> {
           const out = await withCpuCgroup('pgkeep-bench', share, async (cgroup) => {
             const child = await runInCgroup(cgroup, [
               NODE,
+              ...lambdaHeapFlags(memoryMb),
               `${import.meta.dirname}/lambda-invocation-helpers.ts`,
               '--invoke',
               JSON.stringify(input),
@@ -212,10 +255,12 @@ async function main(): Promise<void> {
         }
     // Every run's figures, for a second look without running again.
     if (process.env.BENCH_RAW) await writeFile(process.env.BENCH_RAW, JSON.stringify(runs));
-    printFigures(runs, { segments: SEGMENTS, backupObjects: 1, firstByteMs, memorySizes });
+    printFigures(runs, { segments: SEGMENTS, backupObjects: 1, firstByteMs, mbPerSecond, memorySizes });
   } finally {
     await Promise.all(proxies.map((p) => p.stop()));
     await Promise.all([ingestServer.stop(), targetServer.stop()]);
+    removeData();
+    process.off('exit', removeData);
   }
 }
 

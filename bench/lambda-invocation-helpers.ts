@@ -9,6 +9,16 @@
 import type { PipelineEnv } from '../lambdas/lib/pipeline-env.ts';
 import type { HandlerId } from '../lambdas/registry.ts';
 
+/**
+ * The heap limits Lambda's Node.js runtime starts a function with (its bootstrap: a tenth of the
+ * memory for the young generation, half of that per semi-space, the rest for the old one). V8
+ * collects sooner under them than unlimited, so the peak RSS measured is the one Lambda would see.
+ */
+export function lambdaHeapFlags(memoryMb: number): string[] {
+  const newSpace = Math.floor(memoryMb / 10);
+  return [`--max-semi-space-size=${Math.floor(newSpace / 2)}`, `--max-old-space-size=${memoryMb - newSpace}`];
+}
+
 export interface Invocation {
   readonly handler: HandlerId;
   readonly input: unknown;

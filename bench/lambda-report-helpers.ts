@@ -144,6 +144,8 @@ export function printFigures(
     segments: readonly number[];
     backupObjects: number;
     firstByteMs: object;
+    /** Pacing per connection and direction, 0 when unpaced. */
+    mbPerSecond: number;
     memorySizes: readonly number[];
   },
 ): void {
@@ -156,6 +158,9 @@ export function printFigures(
   const s = (v: number, digits = 3) => `${v.toFixed(digits)} s`;
   const usd = (gbS: number) => `$${(gbS * PRICE_PER_GB_S).toFixed(3)}`;
   console.log(`first-byte latency (ms)               ${JSON.stringify(options.firstByteMs)}`);
+  console.log(
+    `throughput per connection             ${options.mbPerSecond > 0 ? `${options.mbPerSecond} MB/s each way` : 'unpaced'}`,
+  );
   console.log(`repetitions                           ${Math.max(...runs.map((r) => r.rep)) + 1} (medians)`);
   col('memory (MB)', (f) => `${f.memoryMb}`);
   col('CPU share (of one vCPU)', (f) => Math.min(1, lambdaCpuShare(f.memoryMb)).toFixed(3));
@@ -178,6 +183,6 @@ export function printFigures(
   col('$/host/month, 100+ hosts', (f) => usd(gbSecondsOf(f).batches + gbSecondsOf(f).manifestRuns));
   col('$/host/month, 1 host', (f) => usd(gbSecondsOf(f).oneHost));
   console.log(
-    'emulated on this machine (cgroup CPU quota, proxy first-byte latency, s3rver over plain HTTP), not measured in AWS',
+    'emulated on this machine (cgroup CPU quota, proxy first-byte latency and pacing, s3rver on tmpfs over plain HTTP), not measured in AWS',
   );
 }

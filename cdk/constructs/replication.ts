@@ -49,9 +49,9 @@ export class Replication extends Construct {
       handler: 'replication/copy-batch',
       description: 'pgkeep replication: copy one batch of objects from ingest to a target, streaming',
       timeout: Duration.minutes(15),
-      // Copies wait on the network more than on the CPU, so half of 1,024 MB takes a little longer
-      // and bills less, with its peak RSS well inside (`npm run bench lambda-duration`; the
-      // figures are in docs/costs.md, "Lambda").
+      // Above this, a copy waits on the network more and more, so 1,024 MB is only a little faster
+      // and bills nearly twice as much; its peak memory fits under Lambda's own heap limits for
+      // this size (`npm run bench lambda-duration`; the figures are in docs/costs.md, "Lambda").
       memorySizeMiB: 512,
       environment,
     });

@@ -1,6 +1,9 @@
-// The fault proxy's first-byte latency, which `npm run bench lambda-duration` puts in front of each
-// s3rver as in-region S3's: an answer of a named method comes no sooner than the delay, others untouched.
+// The fault proxy's first-byte latency and pacing, which `npm run bench lambda-duration` puts in front
+// of each s3rver as in-region S3's: an answer of a named method comes no sooner than the delay, others
+// untouched, and a body, either way, takes no less than its size over the rate.
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { type S3Server, s3rverStorage, startS3Server } from './s3-server.ts';
@@ -37,5 +40,27 @@ describe('fault proxy first-byte latency', () => {
     expect(proxy.counts.delayed).toBe(2);
     await storage.head('k');
     expect(proxy.counts.delayed).toBe(2);
+  });
+});
+
+describe('fault proxy pacing', () => {
+  it('passes a body, up and down, no faster than bytesPerSecond, and intact', async () => {
+    const storage = s3rverStorage(proxy.endpoint, 'b');
+    const body = randomBytes(1024 * 1024);
+    // 2 MB/s: 1 MiB takes at least 524 ms each way, far above what loopback needs unpaced.
+    const bytesPerSecond = 2e6;
+    const least = (body.length / bytesPerSecond) * 1000;
+    proxy.set({ bytesPerSecond });
+    expect(await timed(() => storage.put('paced', Readable.from([body])))).toBeGreaterThanOrEqual(least - 1);
+    let read: Buffer | undefined;
+    expect(
+      await timed(async () => {
+        read = await buffer(await storage.get('paced'));
+      }),
+    ).toBeGreaterThanOrEqual(least - 1);
+    expect(read?.equals(body)).toBe(true);
+    proxy.set({});
+    // Unpaced, the same body comes back in well under the paced time: the pacing is the proxy's.
+    expect(await timed(async () => buffer(await storage.get('paced')))).toBeLessThan(least);
   });
 });

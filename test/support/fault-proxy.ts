@@ -5,6 +5,7 @@
  * - blackholes requests (accepts them, then never answers),
  * - resets the connection after N bytes of a request body,
  * - adds latency: before a request is forwarded, or to the first bytes of its answer, per method,
+ * - paces body bytes, both directions, to a provider's throughput per connection,
  * - answers 500, 503 or S3's `SlowDown` for a share of requests (or `RequestTimeTooSkewed`, a clock
  *   S3 would refuse),
  * - truncates a response body after N bytes,
@@ -16,6 +17,7 @@
  */
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { type Readable, Transform } from 'node:stream';
 
 export interface Faults {
   /** Only requests whose method matches (e.g. `PUT`). @default - every method */
@@ -35,6 +37,12 @@ export interface Faults {
    * method (`{ GET: 20, PUT: 30 }`): a provider's time to first byte. A method not named is not delayed.
    */
   readonly firstByteMs?: Readonly<Record<string, number>>;
+  /**
+   * Pace body bytes to this many a second, each direction (the request's body to the server, the
+   * answer's to the client): a provider's throughput per connection. An HTTP/1.1 connection carries
+   * one request at a time, so pacing each body paces the connection. @default - not paced
+   */
+  readonly bytesPerSecond?: number;
   /** Answer with this error instead of forwarding. */
   readonly error?: 500 | 503 | 'SlowDown' | 'RequestTimeTooSkewed';
   /** Forward the response's headers, then only this many body bytes, then close the connection. */
@@ -86,6 +94,32 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * `body` passed on no faster than `bytesPerSecond`: each chunk waits until the bytes so far would
+ * have taken that long from the first one, so the whole body takes at least size / rate. Timed
+ * from the first chunk, not chunk by chunk, so timer lateness does not add up.
+ */
+function paced(body: Readable, bytesPerSecond: number | undefined): Readable {
+  if (bytesPerSecond === undefined) return body;
+  let started: number | undefined;
+  let bytes = 0;
+  const pacer = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      started ??= performance.now();
+      bytes += chunk.length;
+      const wait = started + (bytes / bytesPerSecond) * 1000 - performance.now();
+      if (wait <= 0) done(null, chunk);
+      else setTimeout(() => done(null, chunk), wait);
+    },
+  });
+  // pipe() passes neither errors nor a cut-off source on: end the pacer too, or it waits forever.
+  body.on('error', (error) => pacer.destroy(error));
+  body.on('close', () => {
+    if (!body.readableEnded) pacer.destroy();
+  });
+  return body.pipe(pacer);
 }
 
 function s3Error(res: ServerResponse, error: NonNullable<Faults['error']>): void {
@@ -142,14 +176,15 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
     });
     const respond = (answer: IncomingMessage) => {
       res.writeHead(answer.statusCode ?? 502, { ...answer.headers, ...active.responseHeaders });
+      const body = paced(answer, active.bytesPerSecond);
       const limit = active.truncateResponseAfterBytes;
       if (limit === undefined) {
-        answer.pipe(res);
+        body.pipe(res);
         return;
       }
       counts.truncated++;
       let sent = 0;
-      answer.on('data', (chunk: Buffer) => {
+      body.on('data', (chunk: Buffer) => {
         if (sent >= limit) return;
         const part = chunk.subarray(0, limit - sent);
         sent += part.length;
@@ -159,7 +194,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
           res.socket?.destroy();
         }
       });
-      answer.on('end', () => res.end());
+      body.on('end', () => res.end());
     };
     const proxied = httpRequest(
       {
@@ -179,9 +214,10 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
       },
     );
     proxied.on('error', () => res.socket?.destroy());
+    const body = paced(req, active.bytesPerSecond);
     if (active.corruptRequestBody) {
       let flipped = false;
-      req.on('data', (chunk: Buffer) => {
+      body.on('data', (chunk: Buffer) => {
         if (!flipped && chunk.length > 0) {
           flipped = true;
           counts.corrupted++;
@@ -189,16 +225,16 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
         }
         proxied.write(chunk);
       });
-      req.on('end', () => proxied.end());
+      body.on('end', () => proxied.end());
       return;
     }
     const resetAfter = active.resetAfterBodyBytes;
     if (resetAfter === undefined) {
-      req.pipe(proxied);
+      body.pipe(proxied);
       return;
     }
     let seen = 0;
-    req.on('data', (chunk: Buffer) => {
+    body.on('data', (chunk: Buffer) => {
       seen += chunk.length;
       if (seen > resetAfter) {
         counts.resets++;
@@ -208,7 +244,7 @@ export async function startFaultProxy(target: string, seed = Date.now() % 2 ** 3
       }
       proxied.write(chunk);
     });
-    req.on('end', () => proxied.end());
+    body.on('end', () => proxied.end());
   };
 
   const server = createServer((req, res) => {
