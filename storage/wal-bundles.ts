@@ -2,8 +2,7 @@
  * The one reader of WAL bundles (core/wal-bundle.ts): a Storage that presents each member of a
  * bundle at a target as if it were the per-segment object ingest holds, so the agent (wal-fetch,
  * its prefetcher, restore, `check --archive`, verify) and the pipeline (retention, reconciliation,
- * freshness) read a bundled target exactly as a per-segment one. docs/architecture.md, "WAL bundles
- * at targets".
+ * freshness) read a bundled target as a per-segment one (docs/architecture.md, "WAL bundles at targets").
  *
  * - `list` yields the real objects and, merged in key order, the members of the bundles that hold
  *   keys under the prefix; a key that is both a real object and a member is yielded once (the real
@@ -23,6 +22,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import {
   BundleIntegrityError,
   bundleDigest,
@@ -56,12 +56,6 @@ const WAL_LISTING = /^(v1\/[^/]+\/)wal\/(.*)$/;
 const CLUSTER_LISTING = /^v1\/([^/]+)\/(?:w|wa|wal)?$/;
 /** Prefixes above every cluster: their listings hold many clusters' bundles and WAL keys. */
 const ABOVE_CLUSTER = /^(?:|v|v1|v1\/[^/]*)$/;
-
-async function readBytes(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
 /** Presents WAL bundle members as per-segment objects (see the module comment). */
 export class WalBundleStorage implements Storage {
@@ -275,11 +269,11 @@ export class WalBundleStorage implements Storage {
         `WAL bundle ${key} at ${this.displayUrl} has ${sizeBytes} bytes, too few for a bundle: it was cut short at the target; restore from another target`,
       );
     const tailStart = Math.max(0, sizeBytes - TAIL_BYTES);
-    let tail = await readBytes(await this.inner.get(key, { start: tailStart, end: sizeBytes - 1 }));
+    let tail = await buffer(await this.inner.get(key, { start: tailStart, end: sizeBytes - 1 }));
     const locator = parseLocator(key, tail.subarray(tail.length - LOCATOR_BYTES), sizeBytes);
     if (locator.offset < tailStart)
       tail = Buffer.concat([
-        await readBytes(await this.inner.get(key, { start: locator.offset, end: tailStart - 1 })),
+        await buffer(await this.inner.get(key, { start: locator.offset, end: tailStart - 1 })),
         tail,
       ]);
     const from = tail.length - LOCATOR_BYTES - locator.length;
@@ -353,7 +347,7 @@ export class WalBundleStorage implements Storage {
     const bytes =
       end === first.offset
         ? Buffer.alloc(0)
-        : await readBytes(await this.inner.get(asked.bundle, { start: first.offset, end: end - 1 }));
+        : await buffer(await this.inner.get(asked.bundle, { start: first.offset, end: end - 1 }));
     const out = new Map<string, Buffer | Error>();
     for (const m of run) {
       const own = bytes.subarray(m.offset - first.offset, m.offset - first.offset + m.length);

@@ -175,6 +175,27 @@ describe('reading bundle members from ingest', () => {
     }
   }, 60_000);
 
+  it('leaves the CRC64NVME S3 stores for an upload without a checksum to TLS: the SDK does not compute it again', async () => {
+    const { keys, bodies } = await segments(2);
+    // A CRC that matches nothing: the SDK would fail the read at its end if it checked it
+    // (ChecksumMode); only a SHA-256, which the bundle writer computes anyway, is compared.
+    proxy.set({
+      method: 'GET',
+      path: new RegExp(sha256(bodies[0] as Buffer).slice(0, 16)),
+      responseHeaders: { 'x-amz-checksum-crc64nvme': 'AAAAAAAAAAA=', 'x-amz-checksum-type': 'FULL_OBJECT' },
+    });
+    try {
+      const copied = await copyBatch(
+        { target: 'b2', batch: plannedBatch(keys, sizesOf(bodies)) },
+        env,
+        locations,
+      );
+      expect(copied).toMatchObject({ copied: 2, failed: 0 });
+    } finally {
+      proxy.set({});
+    }
+  }, 60_000);
+
   it('refuses a batch whose sizes do not match its keys', async () => {
     const { keys, bodies } = await segments(2);
     await expect(
