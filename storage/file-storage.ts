@@ -30,6 +30,7 @@ import {
   AccessDeniedError,
   type ByteRange,
   type ListOptions,
+  lengthChecked,
   ObjectExistsError,
   type ObjectInfo,
   ObjectNotFoundError,
@@ -86,7 +87,8 @@ export class FileStorage implements Storage {
       const directory = path.dirname(target);
       const { handle, temp } = await this.openTemp(directory, key);
       try {
-        await pipeline(body, fileSink(handle));
+        if (options.sizeBytes === undefined) await pipeline(body, fileSink(handle));
+        else await pipeline(body, lengthChecked(key, options.sizeBytes), fileSink(handle));
         if (options.ifAbsent) {
           // link() fails with EEXIST instead of replacing, unlike rename(): the create-only check is atomic.
           await link(temp, target).catch((error: NodeJS.ErrnoException) => {

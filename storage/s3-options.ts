@@ -5,6 +5,8 @@
 
 const MIB = 1024 * 1024;
 
+/** The largest object S3 takes in one PutObject. */
+export const MAX_SINGLE_PUT_BYTES = 5 * 1024 ** 3;
 /** S3's limit on parts per multipart upload. */
 export const MAX_PARTS = 10_000;
 /** S3's bounds on a part's size (except the last part, which may be smaller). */

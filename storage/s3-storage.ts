@@ -34,6 +34,7 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
+  PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -47,6 +48,7 @@ import {
   MAX_PART_SIZE_MIB,
   MAX_PARTS,
   MAX_QUEUE_SIZE,
+  MAX_SINGLE_PUT_BYTES,
   MIN_PART_SIZE_MIB,
   type S3StorageOptions,
   s3DisplayUrl,
@@ -54,6 +56,7 @@ import {
 import {
   type ByteRange,
   type ListOptions,
+  lengthChecked,
   ObjectExistsError,
   type ObjectInfo,
   ObjectNotFoundError,
@@ -64,6 +67,7 @@ import {
 } from './storage.ts';
 
 export { createS3Client } from './s3-client.ts';
+
 export * from './s3-options.ts';
 
 const MIB = 1024 * 1024;
@@ -131,7 +135,9 @@ export class S3Storage implements Storage {
         await pipeline(body, new Writable({ write: (_chunk, _encoding, callback) => callback() }));
         throw new ObjectExistsError(key);
       }
-      await this.upload(key, body, options.ifAbsent === true);
+      if (options.sizeBytes !== undefined && options.sizeBytes <= MAX_SINGLE_PUT_BYTES)
+        await this.putWhole(key, body, options.sizeBytes, options.ifAbsent === true);
+      else await this.upload(key, body, options.ifAbsent === true);
     } catch (error) {
       body.destroy();
       if (bodyError !== undefined) throw bodyError;
@@ -272,6 +278,37 @@ export class S3Storage implements Storage {
       if (name === 'NotFound' || name === 'NoSuchKey' || $metadata?.httpStatusCode === 404) return undefined;
       throw mapS3Error(this, error, 'read', key);
     }
+  }
+
+  /**
+   * A body of known length in one streamed PutObject: one request where a multipart upload of
+   * 16 MiB parts makes two more than it has parts, and no part held in memory. A body that ends
+   * short of `sizeBytes` or runs past it fails the request, so nothing is stored.
+   */
+  private async putWhole(key: string, body: Readable, sizeBytes: number, ifAbsent: boolean): Promise<void> {
+    const counted = lengthChecked(key, sizeBytes);
+    // A body that fails part-way must end the request: the SDK pipes it into the socket, which
+    // would otherwise wait for the bytes the length announced until the request times out.
+    const bodyFailed = new AbortController();
+    const signal = attemptSignal();
+    const put = new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: this.prefix + key,
+      Body: counted,
+      ContentLength: sizeBytes,
+      ...(ifAbsent && this.conditionalWrites ? { IfNoneMatch: '*' } : {}),
+    });
+    const [fed, stored] = await Promise.allSettled([
+      pipeline(body, counted).catch((error: unknown) => {
+        bodyFailed.abort(error);
+        throw error;
+      }),
+      this.client.send(put, {
+        abortSignal: signal ? AbortSignal.any([signal, bodyFailed.signal]) : bodyFailed.signal,
+      }),
+    ]);
+    if (fed.status === 'rejected') throw fed.reason;
+    if (stored.status === 'rejected') throw stored.reason;
   }
 
   private async upload(key: string, body: Readable, ifAbsent: boolean): Promise<void> {

@@ -3,7 +3,7 @@
  * repository-relative (`v1/<cluster>/…`); a driver maps them under its own bucket prefix or
  * directory. Every driver passes the same contract suite (test/storage/storage-contract.ts).
  */
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 
 export interface ObjectInfo {
   /** Repository-relative key. */
@@ -19,6 +19,12 @@ export interface PutOptions {
    * (`If-None-Match: *`), otherwise checked just before the write.
    */
   readonly ifAbsent?: boolean;
+  /**
+   * The body's exact length, when the writer knows it: a driver may then send it in one request
+   * without buffering (S3: one streamed PutObject up to 5 GiB, not a multipart upload). A body of
+   * another length fails the put and stores nothing.
+   */
+  readonly sizeBytes?: number;
 }
 
 export interface ListOptions {
@@ -113,4 +119,21 @@ export class AccessDeniedError extends StorageError {
  */
 export class ClockSkewError extends StorageError {
   override name = 'ClockSkewError';
+}
+
+/**
+ * Passes a body through, failing it (a {@link StorageError}) when it is not `sizeBytes` long: what
+ * each driver puts between a body announced with {@link PutOptions.sizeBytes} and the write.
+ */
+export function lengthChecked(key: string, sizeBytes: number): Transform {
+  let seen = 0;
+  const wrong = () =>
+    new StorageError(`object ${key} is not the ${sizeBytes} bytes announced (${seen} given)`);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      callback(seen > sizeBytes ? wrong() : null, chunk);
+    },
+    flush: (callback) => callback(seen < sizeBytes ? wrong() : null),
+  });
 }

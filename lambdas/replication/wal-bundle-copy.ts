@@ -123,16 +123,18 @@ export async function writeWalBundle(
           { bucket: target.storage.bucket, prefix: target.storage.prefix, conditionalWrites: false },
           target.storage.client,
         );
+  // The index's length depends only on its keys and lengths, so the bundle's size is known before
+  // any member is read: it goes in one streamed PutObject, not a multipart upload of 16 MiB parts.
+  const { index: sized } = encodeBundleIndex(lengths.map((m) => ({ ...m, sha256: '0'.repeat(64) })));
+  const stored = { key, sizeBytes: membersBytes + sized.length + LOCATOR_BYTES, lastModified: new Date() };
   try {
-    await writer.put(key, Readable.from(body()), { ifAbsent: true });
+    await writer.put(key, Readable.from(body()), { ifAbsent: true, sizeBytes: stored.sizeBytes });
   } catch (error) {
     if (!(error instanceof ObjectExistsError)) throw error;
     existed = true;
   }
   // Confirm what is at the key with one read of its tail: an index naming exactly these members
-  // and bytes, at the size they make (the index's length depends only on its keys and lengths).
-  const { index: sized } = encodeBundleIndex(lengths.map((m) => ({ ...m, sha256: '0'.repeat(64) })));
-  const stored = { key, sizeBytes: membersBytes + sized.length + LOCATOR_BYTES, lastModified: new Date() };
+  // and bytes, at the size they make.
   let members: LocatedMember[];
   try {
     members = await bundles.bundleMembers(stored);

@@ -92,6 +92,23 @@ export function describeStorageContract(
       expect((await storage.head('v1/main/empty'))?.sizeBytes).toBe(0);
     });
 
+    it('stores a body of announced length, and refuses one of another length, storing nothing', async () => {
+      const { storage } = await subject();
+      const data = randomBytes(options.largeObjectBytes);
+      await storage.put('v1/main/sized/whole', chunkedStream(data), { sizeBytes: data.length });
+      expect((await readAll(await storage.get('v1/main/sized/whole'))).equals(data)).toBe(true);
+      for (const [name, announced] of [
+        ['short', data.length + 1],
+        ['long', data.length - 1],
+      ] as const) {
+        const key = `v1/main/sized/${name}`;
+        await expect(storage.put(key, chunkedStream(data), { sizeBytes: announced })).rejects.toThrow(
+          new RegExp(`${key} is not the ${announced} bytes announced`),
+        );
+        expect(await storage.head(key)).toBeUndefined();
+      }
+    });
+
     it('round-trips a stream that takes several parts', async () => {
       const { storage, leftovers } = await subject();
       const data = randomBytes(options.largeObjectBytes);
