@@ -53,6 +53,24 @@ function planFn(one: (input: PlanCopiesInput) => unknown) {
   };
 }
 
+/** A delete step that records `<target>:<key>` of every key it is given, and deletes them all. */
+function recordDeletes(deleted: string[]) {
+  return (input: unknown) => {
+    const { target, batch } = input as { target: string; batch: { keys: string[] } };
+    deleted.push(...batch.keys.map((k) => `${target}:${k}`));
+    return { deleted: batch.keys.length, locked: [] };
+  };
+}
+
+/** The retention machine's alert states, for a run that must raise none. */
+const NO_RETENTION_ALERTS = Object.fromEntries(
+  ['Alert retention failure', 'Alert ingest pruning failure'].map((state) => [
+    state,
+    () => {
+      throw new Error(`no alert expected (${state})`);
+    },
+  ]),
+);
 describe('every state machine definition', () => {
   it.each(CAPABILITIES)(
     '%s validates (asl-validator, ARNs and paths checked) and is JSONPath only',
@@ -747,19 +765,10 @@ describe('retention', () => {
             };
           },
           'retention/plan-ingest-prune': () => noPruning,
-          'retention/delete-batch': (input) => {
-            const { target, batch } = input as { target: string; batch: { keys: string[] } };
-            deleted.push(...batch.keys.map((k) => `${target}:${k}`));
-            return { deleted: batch.keys.length, locked: [] };
-          },
+          'retention/delete-batch': recordDeletes(deleted),
         },
         states: {
-          'Alert retention failure': () => {
-            throw new Error('no alert expected');
-          },
-          'Alert ingest pruning failure': () => {
-            throw new Error('no alert expected');
-          },
+          ...NO_RETENTION_ALERTS,
         },
       },
       {},
@@ -844,19 +853,10 @@ describe('retention', () => {
                 deleteBatches: dryRun ? [] : [{ cluster: 'main', keys: [`v1/main/wal/00000001/${round}`] }],
               };
             },
-            'retention/delete-batch': (i) => {
-              const { target, batch } = i as { target: string; batch: { keys: string[] } };
-              deleted.push(...batch.keys.map((k) => `${target}:${k}`));
-              return { deleted: batch.keys.length, locked: [] };
-            },
+            'retention/delete-batch': recordDeletes(deleted),
           },
           states: {
-            'Alert retention failure': () => {
-              throw new Error('no alert expected');
-            },
-            'Alert ingest pruning failure': () => {
-              throw new Error('no alert expected');
-            },
+            ...NO_RETENTION_ALERTS,
           },
         },
         input,
